@@ -1,0 +1,33 @@
+# The two commands of the README: `make demo` and `make test`. Both set up from scratch.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench clean
+
+$(INSTALLED): requirements.lock pyproject.toml setup.py $(wildcard protos/recsys/v1/*.proto)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	# Builds the gRPC stubs from protos/ (setup.py) and installs the `recsys` command.
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-build-isolation --no-deps -e .
+	touch $(INSTALLED)
+
+setup: $(INSTALLED)
+
+demo: setup
+	bash scripts/demo.sh
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/bench_nightly.py
+	$(BIN)/python bench/bench_serving.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info protos/recsys/v1/*_pb2*.py protos/recsys/v1/*_pb2.pyi

@@ -1,0 +1,1 @@
+"""Data, event log, the nightly job and evaluation protocols. Orchestrates; holds no model logic."""

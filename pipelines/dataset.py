@@ -1,0 +1,78 @@
+"""The in-memory dataset every stage trains from: events, item catalog, user attributes.
+
+Schemas (the same columns in CSV/Parquet files brought by the user):
+
+events  user_id, item_id, event_type, value, timestamp
+        event_type in EVENT_TYPES; value is the rating for "rating" events (else any
+        float, usually 1); timestamp is Unix seconds (int64).
+items   item_id, categories, price, stock, regions, created_at, title
+        categories and regions are "|"-separated lists; regions "*" means sold everywhere.
+users   user_id, region, attributes (free-form JSON object as text)
+
+External ids are kept as strings; `pipelines.idmap.IdMap` turns them into dense indices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from recsys.config import EVENT_TYPES
+
+EVENT_COLUMNS = ("user_id", "item_id", "event_type", "value", "timestamp")
+ITEM_COLUMNS = ("item_id", "categories", "price", "stock", "regions", "created_at", "title")
+USER_COLUMNS = ("user_id", "region", "attributes")
+ALL_REGIONS = "*"
+LIST_SEPARATOR = "|"
+
+EVENT_TYPE_DTYPE = pd.CategoricalDtype(list(EVENT_TYPES))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Events sorted by timestamp, plus the catalog and users they refer to.
+
+    Column dtypes: ids are str (object or pyarrow string), event_type is EVENT_TYPE_DTYPE,
+    value float32, timestamp/created_at int64, price float64, stock int64.
+    """
+
+    events: pd.DataFrame
+    items: pd.DataFrame
+    users: pd.DataFrame
+    name: str = "dataset"
+
+    def __post_init__(self) -> None:
+        for frame, columns, what in (
+            (self.events, EVENT_COLUMNS, "events"),
+            (self.items, ITEM_COLUMNS, "items"),
+            (self.users, USER_COLUMNS, "users"),
+        ):
+            missing = [c for c in columns if c not in frame.columns]
+            if missing:
+                raise ValueError(f"{what} frame lacks column(s) {missing}")
+
+    def with_events(self, events: pd.DataFrame) -> Dataset:
+        """The same catalog and users with another slice of events (e.g. a split)."""
+        return Dataset(events=events, items=self.items, users=self.users, name=self.name)
+
+
+def normalize_events(events: pd.DataFrame) -> pd.DataFrame:
+    """Canonical dtypes and chronological order (stable, so ties keep file order)."""
+    out = pd.DataFrame(
+        {
+            "user_id": events["user_id"].astype(str),
+            "item_id": events["item_id"].astype(str),
+            "event_type": events["event_type"].astype(EVENT_TYPE_DTYPE),
+            "value": events["value"].astype(np.float32),
+            "timestamp": events["timestamp"].astype(np.int64),
+        }
+    )
+    order = np.argsort(out["timestamp"].to_numpy(), kind="stable")
+    return out.iloc[order].reset_index(drop=True)
+
+
+def split_list(text: str) -> list[str]:
+    """'a|b|c' -> ['a', 'b', 'c']; '' -> []."""
+    return [part for part in str(text).split(LIST_SEPARATOR) if part]
