@@ -14,8 +14,15 @@ def generate_grpc_stubs() -> None:
     for proto in sorted((root / "protos").rglob("*.proto")):
         rel = proto.relative_to(root)
         code = protoc.main(
-            ["grpc_tools.protoc", f"-I{root}", f"-I{include}",
-             f"--python_out={root}", f"--pyi_out={root}", f"--grpc_python_out={root}", str(rel)]
+            [
+                "grpc_tools.protoc",
+                f"-I{root}",
+                f"-I{include}",
+                f"--python_out={root}",
+                f"--pyi_out={root}",
+                f"--grpc_python_out={root}",
+                str(rel),
+            ]
         )
         if code != 0:
             raise RuntimeError(f"protoc failed on {rel} (exit {code})")

@@ -136,9 +136,7 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     known = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ConfigError(
-            f"unknown key {where}{unknown[0]!r}; known keys here: {', '.join(known)}"
-        )
+        raise ConfigError(f"unknown key '{where}{unknown[0]}'; known keys here: {', '.join(known)}")
     kwargs = {}
     for name in known:
         key = f"{where}{name}"
@@ -171,8 +169,18 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
 def _validate(config: Any, where: str) -> None:
     """Range checks that a type alone cannot express."""
     positive_ints = {
-        "keep", "factors", "iterations", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search",
-        "faiss_nlist", "faiss_nprobe", "max_k", "workers", "candidate_budget", "k",
+        "keep",
+        "factors",
+        "iterations",
+        "hnsw_m",
+        "hnsw_ef_construction",
+        "hnsw_ef_search",
+        "faiss_nlist",
+        "faiss_nprobe",
+        "max_k",
+        "workers",
+        "candidate_budget",
+        "k",
     }
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
@@ -181,7 +189,9 @@ def _validate(config: Any, where: str) -> None:
         if isinstance(value, float) and value != value:
             raise ConfigError(f"{where}{f.name!r} is NaN")
     if isinstance(config, ANNConfig) and config.backend not in ANN_BACKENDS:
-        raise ConfigError(f"ann.backend {config.backend!r} unknown; known: {', '.join(ANN_BACKENDS)}")
+        raise ConfigError(
+            f"ann.backend {config.backend!r} unknown; known: {', '.join(ANN_BACKENDS)}"
+        )
     if isinstance(config, DataConfig):
         bad = [e for e in config.positive_events if e not in EVENT_TYPES]
         if bad:

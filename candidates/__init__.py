@@ -1,0 +1,1 @@
+"""Candidate generators: each trains offline, saves into the bundle, and answers at runtime."""

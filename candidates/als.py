@@ -1,0 +1,110 @@
+"""iALS factors (`implicit`) and the generator that serves them through an ANN index.
+
+seed 004, "ALS": iALS minimises Σ C_ij (P_ij - U_i V_jᵀ)² + λ(...) over the whole matrix,
+with confidence C_ij = 1 + αR_ij; `implicit` takes R and applies exactly this C with its
+`alpha` parameter. The user factors are the key-value store of the lecture ("Пользовательские
+эмбеды кладем в какой-нибудь key-value storage"); item factors go into the ANN index.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import implicit
+import numpy as np
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from candidates.ann import AnnIndex, build_index, load_index
+from candidates.base import NO_ITEMS, Candidates, RequestContext, top_k_batch
+from recsys.config import ALSConfig, ANNConfig
+
+log = logging.getLogger(__name__)
+
+FACTORS_FILE = "als_factors.npz"
+ANN_DIR = "ann"
+
+
+@dataclass(frozen=True)
+class ALSModel:
+    user_factors: np.ndarray  # (n_users, f) float32
+    item_factors: np.ndarray  # (n_items, f) float32
+
+    @classmethod
+    def fit(
+        cls, interactions: sp.csr_matrix, config: ALSConfig, show_progress: bool = False
+    ) -> ALSModel:
+        use_gpu = implicit.gpu.HAS_CUDA
+        model = implicit.als.AlternatingLeastSquares(
+            factors=config.factors,
+            regularization=config.regularization,
+            alpha=config.alpha,
+            iterations=config.iterations,
+            random_state=config.random_state,
+            use_gpu=use_gpu,
+        )
+        # implicit parallelises itself; BLAS threads inside its threads would oversubscribe.
+        with threadpool_limits(1, "blas"):
+            model.fit(interactions.astype(np.float32).tocsr(), show_progress=show_progress)
+        if use_gpu:
+            model = model.to_cpu()
+        return cls(
+            user_factors=np.ascontiguousarray(model.user_factors, dtype=np.float32),
+            item_factors=np.ascontiguousarray(model.item_factors, dtype=np.float32),
+        )
+
+    def score(self, user_index: int, items: np.ndarray) -> np.ndarray:
+        return self.item_factors[items] @ self.user_factors[user_index]
+
+    def recommend_batch(
+        self, user_indices: np.ndarray, k: int, exclude: sp.csr_matrix, chunk: int = 1024
+    ) -> np.ndarray:
+        """Exact top-k by u·v for many users (offline evaluation), excluding their rows of
+        `exclude`; (n, k) int64 padded with -1."""
+        out = [
+            top_k_batch(self.user_factors[users] @ self.item_factors.T, k, exclude[users])
+            for users in np.array_split(user_indices, max(1, len(user_indices) // chunk))
+        ]
+        return np.concatenate(out) if out else np.empty((0, k), np.int64)
+
+    def save(self, directory: Path) -> None:
+        np.savez(directory / FACTORS_FILE, users=self.user_factors, items=self.item_factors)
+
+    @classmethod
+    def load(cls, directory: Path) -> ALSModel:
+        with np.load(directory / FACTORS_FILE) as data:
+            return cls(user_factors=data["users"], item_factors=data["items"])
+
+
+class ALSGenerator:
+    """Nearest items to the user's vector by inner product; silent for unknown users."""
+
+    name = "als"
+
+    def __init__(self, model: ALSModel, index: AnnIndex) -> None:
+        self.model = model
+        self.index = index
+
+    @classmethod
+    def build(cls, model: ALSModel, config: ANNConfig) -> ALSGenerator:
+        return cls(model, build_index(model.item_factors, config))
+
+    def generate(self, ctx: RequestContext, budget: int) -> Candidates:
+        if not ctx.known_user or ctx.user_index >= len(self.model.user_factors):
+            return Candidates(NO_ITEMS, np.empty(0, np.float32), self.name)
+        ids, scores = self.index.search(
+            self.model.user_factors[ctx.user_index : ctx.user_index + 1], budget
+        )
+        found = ids[0] >= 0
+        return Candidates(ids[0][found], scores[0][found], self.name)
+
+    def save(self, directory: Path) -> None:
+        self.model.save(directory)
+        (directory / ANN_DIR).mkdir()
+        self.index.save(directory / ANN_DIR)
+
+    @classmethod
+    def load(cls, directory: Path, config: ANNConfig) -> ALSGenerator:
+        return cls(ALSModel.load(directory), load_index(directory / ANN_DIR, config))

@@ -1,0 +1,98 @@
+"""Contracts shared by every generator: what it is given and what it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import scipy.sparse as sp
+
+from pipelines.idmap import IdMap
+
+NO_ITEMS = np.empty(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """A request after external ids became dense indices (-1: unknown user)."""
+
+    user_index: int
+    region: str = ""
+    exclude: np.ndarray = field(default_factory=lambda: NO_ITEMS)  # items not wanted
+    basket: np.ndarray = field(default_factory=lambda: NO_ITEMS)  # items in the basket
+    request_id: str = ""
+
+    @property
+    def known_user(self) -> bool:
+        return self.user_index >= 0
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """One generator's answer: item indices with its scores, best first."""
+
+    item_ids: np.ndarray  # int64
+    scores: np.ndarray  # float32, same length
+    source: str
+
+    def __post_init__(self) -> None:
+        if self.item_ids.shape != self.scores.shape:
+            raise ValueError(
+                f"{self.source}: {len(self.item_ids)} ids but {len(self.scores)} scores"
+            )
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+
+class Generator(Protocol):
+    name: str  # travels to the response as the source of each item
+
+    def generate(self, ctx: RequestContext, budget: int) -> Candidates: ...
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What offline fitting sees: id maps, the weighted user x item matrix, event arrays."""
+
+    users: IdMap
+    items: IdMap
+    interactions: sp.csr_matrix  # float32 (n_users, n_items): R in seed 004 "ALS"
+    event_users: np.ndarray  # int64 per event
+    event_items: np.ndarray  # int64 per event
+    event_weights: np.ndarray  # float32 per event, the event's contribution to R
+    event_times: np.ndarray  # int64 Unix seconds per event
+
+    @property
+    def newest_time(self) -> int:
+        return int(self.event_times.max()) if len(self.event_times) else 0
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores, best first (argpartition, then sort only k)."""
+    k = min(k, len(scores))
+    if k <= 0:
+        return NO_ITEMS
+    part = np.argpartition(-scores, k - 1)[:k]
+    return part[np.argsort(-scores[part], kind="stable")].astype(np.int64)
+
+
+def top_k_batch(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> np.ndarray:
+    """Row-wise top-k of a (n, m) score block, best first, skipping `exclude`'s nonzeros.
+
+    Returns (n, k) int64, padded with -1 where a row has fewer than k allowed items.
+    """
+    scores = np.array(scores, dtype=np.float32, copy=True)
+    if exclude is not None and exclude.nnz:
+        rows = np.repeat(np.arange(exclude.shape[0]), np.diff(exclude.indptr))
+        scores[rows, exclude.indices] = -np.inf
+    take = min(k, scores.shape[1])
+    part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    ids = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    ids[~np.isfinite(np.take_along_axis(part_scores, order, axis=1))] = -1
+    if take < k:
+        ids = np.pad(ids, ((0, 0), (0, k - take)), constant_values=-1)
+    return ids

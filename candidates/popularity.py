@@ -1,0 +1,73 @@
+"""Global popularity top (seed 004, "Статические топы": a list sorted offline, held in memory).
+
+Popularity is the summed event weight per item (the same weights as R in iALS) over the
+last `window_days` of history. The ranked order is precomputed, so a request only slices it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from candidates.base import Candidates, RequestContext, TrainingData, top_k_batch
+from recsys.config import PopularityConfig
+
+FILE = "popularity.npz"
+SECONDS_PER_DAY = 86_400
+
+
+@dataclass(frozen=True)
+class PopularityTop:
+    name = "popularity"
+    scores: np.ndarray  # float32 per item
+    ranked: np.ndarray  # int64 item indices, most popular first
+
+    @classmethod
+    def fit(cls, data: TrainingData, config: PopularityConfig) -> PopularityTop:
+        in_window = np.ones(len(data.event_times), dtype=bool)
+        if config.window_days > 0:
+            in_window = data.event_times > data.newest_time - config.window_days * SECONDS_PER_DAY
+        scores = np.bincount(
+            data.event_items[in_window],
+            weights=data.event_weights[in_window],
+            minlength=len(data.items),
+        ).astype(np.float32)
+        return cls.from_scores(scores)
+
+    @classmethod
+    def from_scores(cls, scores: np.ndarray) -> PopularityTop:
+        # lexsort: by score descending, ties by item index so the order is deterministic
+        ranked = np.lexsort((np.arange(len(scores)), -scores)).astype(np.int64)
+        return cls(scores=scores, ranked=ranked)
+
+    def generate(self, ctx: RequestContext, budget: int) -> Candidates:
+        top = self.ranked[:budget]
+        return Candidates(top, self.scores[top], self.name)
+
+    def recommend_batch(self, n_users: int, k: int, exclude: sp.csr_matrix) -> np.ndarray:
+        """The same top for every user, minus each user's `exclude` row; (n, k) int64."""
+        # Only the first k + (most excluded per user) ranked items can make any list.
+        depth = min(len(self.ranked), k + int(np.diff(exclude.indptr).max(initial=0)))
+        head = self.ranked[:depth]
+        block = np.broadcast_to(self.scores[head], (n_users, depth))
+        position = np.full(len(self.scores), -1, dtype=np.int64)
+        position[head] = np.arange(depth)
+        rows = np.repeat(np.arange(n_users), np.diff(exclude.indptr))
+        cols = position[exclude.indices]
+        mask = sp.csr_matrix(
+            (np.ones(int((cols >= 0).sum()), np.float32), (rows[cols >= 0], cols[cols >= 0])),
+            shape=(n_users, depth),
+        )
+        chosen = top_k_batch(block, k, mask)
+        return np.where(chosen >= 0, head[np.maximum(chosen, 0)], -1)
+
+    def save(self, directory: Path) -> None:
+        np.savez(directory / FILE, scores=self.scores)
+
+    @classmethod
+    def load(cls, directory: Path) -> PopularityTop:
+        with np.load(directory / FILE) as data:
+            return cls.from_scores(data["scores"])

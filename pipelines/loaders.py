@@ -1,0 +1,206 @@
+"""Bring-your-own data: events, items and users from CSV or Parquet, validated.
+
+Every problem is reported as a DataError naming the file, the row and the column, and
+loading is read-only, so a bad file can never leave anything half-written.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipelines.dataset import (
+    ALL_REGIONS,
+    EVENT_COLUMNS,
+    ITEM_COLUMNS,
+    USER_COLUMNS,
+    Dataset,
+    normalize_events,
+)
+from recsys.config import EVENT_TYPES
+
+SUFFIXES = (".parquet", ".csv")
+
+
+class DataError(ValueError):
+    """Input data is malformed; the message says where (file, row, column) and what."""
+
+
+def load_dataset_dir(directory: str | Path) -> Dataset:
+    """Read events, items and (optionally) users from `directory`, validating everything."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"data directory not found: {directory}")
+    events_path = _find(directory, "events", required=True)
+    items_path = _find(directory, "items", required=True)
+    users_path = _find(directory, "users", required=False)
+
+    items = validate_items(_read(items_path, ITEM_COLUMNS), items_path)
+    events = validate_events(_read(events_path, EVENT_COLUMNS), events_path)
+    unknown = ~events["item_id"].isin(items["item_id"])
+    if unknown.any():
+        row = int(np.flatnonzero(unknown.to_numpy())[0])
+        raise DataError(
+            f"{_where(events_path, row, 'item_id')}: item {events['item_id'].iat[row]!r} "
+            f"is not in the catalog {items_path.name} ({int(unknown.sum())} such events)"
+        )
+    if users_path is None:
+        users = pd.DataFrame(
+            {"user_id": pd.unique(events["user_id"]), "region": "", "attributes": "{}"}
+        )
+    else:
+        users = validate_users(_read(users_path, USER_COLUMNS), users_path)
+    return Dataset(events=normalize_events(events), items=items, users=users, name=directory.name)
+
+
+def validate_events(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    for column in ("user_id", "item_id"):
+        _require_ids(frame, column, path)
+    kinds = frame["event_type"].astype(str).str.strip().str.lower()
+    bad = ~kinds.isin(EVENT_TYPES)
+    if bad.any():
+        row = _first(bad)
+        raise DataError(
+            f"{_where(path, row, 'event_type')}: "
+            f"unknown event type {frame['event_type'].iat[row]!r};"
+            f" expected one of {', '.join(EVENT_TYPES)}"
+        )
+    value = _finite_numbers(frame, "value", path)
+    timestamp = _timestamps(frame, "timestamp", path)
+    return pd.DataFrame(
+        {
+            "user_id": frame["user_id"].astype(str).str.strip(),
+            "item_id": frame["item_id"].astype(str).str.strip(),
+            "event_type": kinds,
+            "value": value,
+            "timestamp": timestamp,
+        }
+    )
+
+
+def validate_items(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    _require_ids(frame, "item_id", path)
+    ids = frame["item_id"].astype(str).str.strip()
+    duplicated = ids.duplicated()
+    if duplicated.any():
+        row = _first(duplicated)
+        raise DataError(f"{_where(path, row, 'item_id')}: duplicate item id {ids.iat[row]!r}")
+    price = _finite_numbers(frame, "price", path)
+    stock = _finite_numbers(frame, "stock", path)
+    for column, values in (("price", price), ("stock", stock)):
+        negative = values < 0
+        if negative.any():
+            row = int(np.flatnonzero(negative)[0])
+            raise DataError(f"{_where(path, row, column)}: must not be negative, got {values[row]}")
+    regions = frame["regions"].fillna("").astype(str).str.strip().replace("", ALL_REGIONS)
+    return pd.DataFrame(
+        {
+            "item_id": ids,
+            "categories": frame["categories"].fillna("").astype(str),
+            "price": price.astype(np.float64),
+            "stock": stock.astype(np.int64),
+            "regions": regions,
+            "created_at": _timestamps(frame, "created_at", path),
+            "title": frame["title"].fillna("").astype(str),
+        }
+    )
+
+
+def validate_users(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    _require_ids(frame, "user_id", path)
+    attributes = frame["attributes"].fillna("{}").astype(str)
+    for row, text in enumerate(attributes):
+        try:
+            if not isinstance(json.loads(text), dict):
+                raise ValueError("not an object")
+        except ValueError:
+            raise DataError(
+                f"{_where(path, row, 'attributes')}: must be a JSON object, got {text[:60]!r}"
+            ) from None
+    return pd.DataFrame(
+        {
+            "user_id": frame["user_id"].astype(str).str.strip(),
+            "region": frame["region"].fillna("").astype(str).str.strip(),
+            "attributes": attributes,
+        }
+    )
+
+
+def _find(directory: Path, stem: str, *, required: bool) -> Path | None:
+    found = [
+        directory / f"{stem}{suffix}"
+        for suffix in SUFFIXES
+        if (directory / f"{stem}{suffix}").exists()
+    ]
+    if len(found) > 1:
+        raise DataError(f"{directory}: both {found[0].name} and {found[1].name}; keep one")
+    if not found and required:
+        raise DataError(f"{directory}: no {stem}.csv or {stem}.parquet")
+    return found[0] if found else None
+
+
+def _read(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    try:
+        if path.suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot be read: {err}") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)}; "
+            f"found {', '.join(map(str, frame.columns))}"
+        )
+    if frame.empty:
+        raise DataError(f"{path}: has a header but no rows")
+    return frame
+
+
+def _where(path: Path, row: int, column: str) -> str:
+    line = f" (line {row + 2})" if path.suffix == ".csv" else ""
+    return f"{path}: row {row + 1}{line}, column {column!r}"
+
+
+def _first(mask: pd.Series) -> int:
+    return int(np.flatnonzero(mask.to_numpy())[0])
+
+
+def _require_ids(frame: pd.DataFrame, column: str, path: Path) -> None:
+    empty = frame[column].isna() | (frame[column].astype(str).str.strip() == "")
+    if empty.any():
+        raise DataError(f"{_where(path, _first(empty), column)}: empty id")
+
+
+def _finite_numbers(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{_where(path, row, column)}: not a finite number: {frame[column].iat[row]!r}"
+        )
+    return values
+
+
+def _timestamps(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+    """Unix seconds as integers, or ISO-8601 date/time strings (UTC if no zone)."""
+    raw = frame[column]
+    numeric = pd.to_numeric(raw, errors="coerce")
+    parsed = pd.to_datetime(raw.where(numeric.isna()), errors="coerce", utc=True, format="ISO8601")
+    seconds = numeric.to_numpy(dtype=np.float64, copy=True)
+    from_text = numeric.isna().to_numpy() & parsed.notna().to_numpy()
+    epoch = pd.Timestamp(0, tz="UTC")
+    seconds[from_text] = ((parsed[from_text] - epoch) / pd.Timedelta(seconds=1)).to_numpy()
+    bad = ~np.isfinite(seconds)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{_where(path, row, column)}: "
+            f"not a timestamp (Unix seconds or ISO 8601): {raw.iat[row]!r}"
+        )
+    return seconds.astype(np.int64)

@@ -1,0 +1,24 @@
+"""The first ranker: the iALS dot product (seed 004, "В ранжировании": the dot product of
+user and item embeddings is the basic ranking signal). Unknown users get item popularity.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from candidates.als import ALSModel
+from candidates.base import RequestContext
+from candidates.popularity import PopularityTop
+
+
+class DotProductRanker:
+    name = "als_dot"
+
+    def __init__(self, model: ALSModel, popularity: PopularityTop) -> None:
+        self.model = model
+        self.popularity = popularity
+
+    def score(self, ctx: RequestContext, items: np.ndarray) -> np.ndarray:
+        if ctx.known_user and ctx.user_index < len(self.model.user_factors):
+            return self.model.score(ctx.user_index, items).astype(np.float32)
+        return self.popularity.scores[items]

@@ -1,0 +1,185 @@
+"""Versioned model bundles: `artifacts/<version>/` with a manifest, and a `current` pointer.
+
+Publishing writes into a hidden staging directory, fsyncs every file, renames the
+directory into place and then replaces `current` atomically (write a temporary file,
+fsync, os.replace). A reader therefore sees either the old bundle or the whole new one.
+Loading re-checks every file's SHA-256 against the manifest, so a corrupt or partial
+bundle is refused with a clear error instead of being served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+CURRENT = "current"
+FORMAT_VERSION = 1
+STAGING_PREFIX = ".staging-"
+
+
+class BundleError(RuntimeError):
+    """A bundle is missing, partial or corrupt; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    version: str
+    created_at: str  # ISO 8601, UTC
+    data_fingerprint: str
+    config: dict[str, Any]
+    files: dict[str, str]  # relative path -> sha256
+    metrics: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @classmethod
+    def from_json(cls, text: str, where: Path) -> Manifest:
+        try:
+            raw = json.loads(text)
+            manifest = cls(**raw)
+        except (ValueError, TypeError) as err:
+            raise BundleError(f"{where}: unreadable manifest: {err}") from None
+        if manifest.format_version != FORMAT_VERSION:
+            raise BundleError(
+                f"{where}: format version {manifest.format_version}, expected {FORMAT_VERSION}"
+            )
+        return manifest
+
+
+def publish_bundle(
+    root: str | Path,
+    write: Callable[[Path], None],
+    *,
+    data_fingerprint: str,
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    keep: int,
+    make_current: bool = True,
+) -> Manifest:
+    """Write a new bundle with `write(directory)`, then (optionally) make it current."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    version = _new_version(root)
+    staging = root / f"{STAGING_PREFIX}{version}"
+    try:
+        staging.mkdir()
+        write(staging)
+        manifest = Manifest(
+            version=version,
+            created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            data_fingerprint=data_fingerprint,
+            config=config,
+            files=_checksums(staging),
+            metrics=metrics,
+        )
+        (staging / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2, sort_keys=True))
+        for path in staging.rglob("*"):
+            _fsync(path)
+        _fsync(staging)
+        staging.rename(root / version)
+        _fsync(root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if make_current:
+        set_current(root, version)
+        prune(root, keep)
+    return manifest
+
+
+def set_current(root: Path, version: str) -> None:
+    verify_bundle(root / version)
+    pointer = root / f".{CURRENT}.tmp"
+    with open(pointer, "w") as f:
+        f.write(version + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(pointer, root / CURRENT)
+    _fsync(root)
+
+
+def current_version(root: str | Path) -> str | None:
+    try:
+        version = (Path(root) / CURRENT).read_text().strip()
+    except FileNotFoundError:
+        return None
+    return version or None
+
+
+def open_current(root: str | Path) -> tuple[Path, Manifest]:
+    """The verified current bundle; BundleError if none or if it is damaged."""
+    root = Path(root)
+    version = current_version(root)
+    if version is None:
+        raise BundleError(f"{root}: no current bundle; run `recsys nightly` first")
+    return root / version, verify_bundle(root / version)
+
+
+def verify_bundle(directory: Path) -> Manifest:
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"{directory}: no {MANIFEST} (missing or partial bundle)")
+    manifest = Manifest.from_json(manifest_path.read_text(), manifest_path)
+    for relative, expected in manifest.files.items():
+        path = directory / relative
+        if not path.is_file():
+            raise BundleError(f"{directory}: file {relative} listed in the manifest is missing")
+        if _sha256(path) != expected:
+            raise BundleError(f"{directory}: file {relative} is corrupt (checksum mismatch)")
+    return manifest
+
+
+def list_versions(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / MANIFEST).is_file())
+
+
+def prune(root: Path, keep: int) -> list[str]:
+    """Delete all but the newest `keep` versions; never the current one. Returns the deleted."""
+    current = current_version(root)
+    old = [v for v in list_versions(root)[: -keep or None] if v != current] if keep > 0 else []
+    for version in old:
+        shutil.rmtree(root / version)
+    for stale in root.glob(f"{STAGING_PREFIX}*"):  # left by a crashed publish
+        shutil.rmtree(stale, ignore_errors=True)
+    return old
+
+
+def _new_version(root: Path) -> str:
+    """A UTC timestamp to the microsecond: names sort in publishing order, even after pruning."""
+    existing = set(list_versions(root))
+    while True:
+        version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        if version not in existing and not (root / f"{STAGING_PREFIX}{version}").exists():
+            return version
+
+
+def _checksums(directory: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(directory)): _sha256(path)
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

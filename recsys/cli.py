@@ -1,0 +1,193 @@
+"""The `recsys` command line: nightly, serve, evaluate, and a client for a running server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from recsys.config import Config, ConfigError, load_config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    try:
+        config = _config(args)
+        return args.run(args, config)
+    except ConfigError as err:
+        print(f"recsys: configuration error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        # Domain errors carry a message that says what and where; show it, not a traceback.
+        from grpc import RpcError
+
+        if isinstance(err, RpcError):
+            print(f"recsys: {err.code().name}: {err.details()}", file=sys.stderr)
+            return 1
+        if args.verbose:
+            raise
+        print(f"recsys: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recsys", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="TOML file overriding the packaged defaults")
+    common.add_argument(
+        "--data", help="data source: 'movielens-100k' or a directory of CSV/Parquet"
+    )
+    common.add_argument("--artifacts", help="directory of model bundles")
+    common.add_argument("--host", help="server host (serve) or host to call (client commands)")
+    common.add_argument("--port", type=int, help="server port")
+    common.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(required=True, metavar="command")
+
+    nightly = sub.add_parser(
+        "nightly", parents=[common], help="retrain everything and publish a bundle"
+    )
+    nightly.add_argument(
+        "--force", action="store_true", help="publish even if the holdout metric regressed"
+    )
+    nightly.set_defaults(run=_nightly)
+
+    evaluate = sub.add_parser(
+        "evaluate", parents=[common], help="holdout evaluation with a written report"
+    )
+    evaluate.add_argument("--stage", default="candidates", choices=["candidates"])
+    evaluate.set_defaults(run=_evaluate)
+
+    serve = sub.add_parser("serve", parents=[common], help="run the gRPC server until SIGTERM")
+    serve.set_defaults(run=_serve)
+
+    recommend = sub.add_parser("recommend", parents=[common], help="ask a running server")
+    recommend.add_argument("--user", required=True)
+    recommend.add_argument("-k", type=int, default=10)
+    recommend.add_argument("--region", default="")
+    recommend.add_argument("--exclude", nargs="*", default=[])
+    recommend.add_argument("--basket", nargs="*", default=[])
+    recommend.set_defaults(run=_recommend)
+
+    rank = sub.add_parser("rank", parents=[common], help="rank given items for a user")
+    rank.add_argument("--user", required=True)
+    rank.add_argument("items", nargs="+")
+    rank.set_defaults(run=_rank)
+
+    similar = sub.add_parser("similar", parents=[common], help="items similar to an item")
+    similar.add_argument("--item", required=True)
+    similar.add_argument("-k", type=int, default=10)
+    similar.set_defaults(run=_similar)
+
+    health = sub.add_parser(
+        "health", parents=[common], help="check (or wait for) a server's health"
+    )
+    health.add_argument(
+        "--wait", type=float, default=0.0, help="seconds to wait for the server to come up"
+    )
+    health.set_defaults(run=_health)
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    overrides: dict[str, dict] = {}
+    if args.data:
+        overrides["data"] = {"source": args.data}
+    if args.artifacts:
+        overrides["artifacts"] = {"root": args.artifacts}
+    serving = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if serving:
+        overrides["serving"] = serving
+    return config.replace(**overrides) if overrides else config
+
+
+def _nightly(args: argparse.Namespace, config: Config) -> int:
+    from pipelines.nightly import run_nightly
+
+    result = run_nightly(config, force=args.force)
+    state = "published as current" if result.published else "NOT published"
+    print(f"bundle {result.manifest.version}: {state} ({result.reason})")
+    _print_metrics(result.evaluation.metrics)
+    return 0 if result.published else 3
+
+
+def _evaluate(args: argparse.Namespace, config: Config) -> int:
+    from pipelines.evaluation import evaluate_candidates
+    from pipelines.report import format_report, write_report
+    from pipelines.sources import load_dataset
+
+    dataset = load_dataset(config.data)
+    result = evaluate_candidates(dataset, config)
+    title = f"Candidate generators on {dataset.name} (chronological holdout)"
+    print(format_report(result, title))
+    print(
+        f"report written to {write_report(result, config.evaluation.report_dir, title)}/report.md"
+    )
+    return 0
+
+
+def _serve(args: argparse.Namespace, config: Config) -> int:
+    from serving.grpc.server import serve_forever
+
+    serve_forever(config)
+    return 0
+
+
+def _client(config: Config):
+    from serving.grpc.client import RecommenderClient
+
+    return RecommenderClient(f"{config.serving.host}:{config.serving.port}")
+
+
+def _recommend(args: argparse.Namespace, config: Config) -> int:
+    with _client(config) as client:
+        result = client.recommend(
+            args.user, args.k, region=args.region, exclude=args.exclude, basket=args.basket
+        )
+    cold = " (cold start)" if result.cold_start else ""
+    print(f"user {args.user}{cold}, bundle {result.model_version}, request {result.request_id}")
+    _print_items(result.items)
+    return 0
+
+
+def _rank(args: argparse.Namespace, config: Config) -> int:
+    with _client(config) as client:
+        _print_items(client.rank(args.user, args.items))
+    return 0
+
+
+def _similar(args: argparse.Namespace, config: Config) -> int:
+    with _client(config) as client:
+        _print_items(client.similar_items(args.item, args.k))
+    return 0
+
+
+def _health(args: argparse.Namespace, config: Config) -> int:
+    with _client(config) as client:
+        if args.wait > 0:
+            client.wait_ready(args.wait)
+        status = client.health()
+    print(status)
+    return 0 if status == "SERVING" else 1
+
+
+def _print_items(items) -> None:
+    print(f"{'#':>3}  {'item':<12} {'score':>9}  sources")
+    for rank, item in enumerate(items, 1):
+        print(f"{rank:>3}  {item.item_id:<12} {item.score:>9.4f}  {', '.join(item.sources)}")
+
+
+def _print_metrics(metrics: dict[str, dict[str, float]]) -> None:
+    print(json.dumps(metrics, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

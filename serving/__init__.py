@@ -1,0 +1,1 @@
+"""The online runtime: request pipeline, filters, bundle loading, and the thin gRPC edge."""

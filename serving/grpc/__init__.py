@@ -1,0 +1,1 @@
+"""The gRPC edge: protobuf <-> plain objects. The only place that imports protobuf."""

@@ -1,0 +1,84 @@
+"""Client library for the Recommender service; returns the same plain objects as the pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from protos.recsys.v1 import recommender_pb2 as pb
+from protos.recsys.v1 import recommender_pb2_grpc as pb_grpc
+from serving.pipeline import Recommendation, ScoredItem
+
+
+class RecommenderClient:
+    def __init__(self, address: str, timeout: float = 5.0) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(address)
+        self.stub = pb_grpc.RecommenderStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+
+    def __enter__(self) -> RecommenderClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until the channel connects (raises grpc.FutureTimeoutError after `timeout`)."""
+        grpc.channel_ready_future(self.channel).result(timeout=timeout)
+
+    def recommend(
+        self,
+        user_id: str,
+        k: int,
+        *,
+        region: str = "",
+        exclude: Sequence[str] = (),
+        basket: Sequence[str] = (),
+        request_id: str = "",
+    ) -> Recommendation:
+        response = self.stub.Recommend(
+            pb.RecommendRequest(
+                user_id=user_id,
+                k=k,
+                region=region,
+                exclude_item_ids=list(exclude),
+                basket_item_ids=list(basket),
+                request_id=request_id,
+            ),
+            timeout=self.timeout,
+        )
+        return Recommendation(
+            items=tuple(_items(response.items)),
+            model_version=response.model_version,
+            cold_start=response.cold_start,
+            request_id=response.request_id,
+        )
+
+    def rank(self, user_id: str, item_ids: Sequence[str]) -> list[ScoredItem]:
+        response = self.stub.Rank(
+            pb.RankRequest(user_id=user_id, item_ids=list(item_ids)), timeout=self.timeout
+        )
+        return _items(response.items)
+
+    def similar_items(self, item_id: str, k: int) -> list[ScoredItem]:
+        response = self.stub.SimilarItems(
+            pb.SimilarItemsRequest(item_id=item_id, k=k), timeout=self.timeout
+        )
+        return _items(response.items)
+
+    def health(self, service: str = "") -> str:
+        response = self.health_stub.Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=self.timeout
+        )
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def _items(items: Sequence[pb.ScoredItem]) -> list[ScoredItem]:
+    return [ScoredItem(item_id=i.item_id, score=i.score, sources=tuple(i.sources)) for i in items]

@@ -1,0 +1,68 @@
+"""Holds the serving pipeline of the current bundle and swaps it whole when `current` moves.
+
+A request takes one reference (`holder.pipeline()`) and uses it to the end, so a swap
+never changes a bundle mid-request. A damaged new bundle is refused and logged; the old
+one stays in service.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from recsys.bundle import BundleError, current_version, verify_bundle
+from recsys.config import Config
+from serving.errors import UnavailableError
+from serving.pipeline import RecommendPipeline
+from serving.runtime import LoadedBundle
+
+log = logging.getLogger(__name__)
+
+
+class BundleHolder:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.root = Path(config.artifacts.root)
+        self._pipeline: RecommendPipeline | None = None
+        self._refused: str | None = None  # last version that failed to load
+        self._lock = threading.Lock()  # one loader at a time; readers never wait
+
+    def pipeline(self) -> RecommendPipeline:
+        pipeline = self._pipeline
+        if pipeline is None:
+            raise UnavailableError(f"no model bundle loaded from {self.root}; run `recsys nightly`")
+        return pipeline
+
+    @property
+    def version(self) -> str | None:
+        return self._pipeline.version if self._pipeline else None
+
+    def refresh(self) -> bool:
+        """Load the bundle `current` points to if it is new. True if a swap happened."""
+        with self._lock:
+            version = current_version(self.root)
+            if version is None or version == self.version or version == self._refused:
+                return False
+            try:
+                verify_bundle(self.root / version)
+                bundle = LoadedBundle.load(self.root / version, version, self.config)
+                pipeline = RecommendPipeline(bundle, self.config.serving)
+            except (BundleError, OSError, ValueError, KeyError, RuntimeError) as err:
+                self._refused = version
+                log.error("refusing bundle %s, keeping %s: %s", version, self.version, err)
+                return False
+            previous, self._pipeline = self.version, pipeline  # atomic reference swap
+            log.info("serving bundle %s (was %s)", version, previous)
+            return True
+
+    def watch(self, stop: threading.Event) -> threading.Thread:
+        """Poll `current` every serving.bundle_poll_seconds until `stop` is set."""
+
+        def loop() -> None:
+            while not stop.wait(self.config.serving.bundle_poll_seconds):
+                self.refresh()
+
+        thread = threading.Thread(target=loop, name="bundle-watcher", daemon=True)
+        thread.start()
+        return thread

@@ -1,0 +1,201 @@
+"""The request pipeline: generators -> union with sources -> early filters -> rank -> top-k.
+
+Plain objects in and out; nothing here knows about protobuf.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from candidates.base import Candidates, Generator, RequestContext, top_k
+from ranking.dot import DotProductRanker
+from recsys.config import ServingConfig
+from serving.errors import NotFoundError, RequestError
+from serving.filters import FILTER_FACTORIES, Filter, apply_filters
+from serving.runtime import LoadedBundle
+
+log = logging.getLogger(__name__)
+
+BACKFILL_SOURCE = "popularity"
+
+
+@dataclass(frozen=True)
+class RecommendRequest:
+    user_id: str
+    k: int
+    region: str = ""
+    exclude_item_ids: tuple[str, ...] = ()
+    basket_item_ids: tuple[str, ...] = ()
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    item_id: str
+    score: float
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    items: tuple[ScoredItem, ...]
+    model_version: str
+    cold_start: bool
+    request_id: str = ""
+    removed_by_filter: dict[str, int] = field(default_factory=dict)
+
+
+class RecommendPipeline:
+    """One bundle's request pipeline; built once per bundle, shared by all requests."""
+
+    def __init__(self, bundle: LoadedBundle, config: ServingConfig) -> None:
+        generators: dict[str, Generator] = {"als": bundle.als, "popularity": bundle.popularity}
+        _check_names("serving.generators", config.generators, generators)
+        _check_names("serving.filters", config.filters, FILTER_FACTORIES)
+        self.bundle = bundle
+        self.config = config
+        self.generators = tuple(generators[name] for name in config.generators)
+        self.filters: tuple[Filter, ...] = tuple(
+            FILTER_FACTORIES[name](bundle.catalog, bundle.profiles) for name in config.filters
+        )
+        self.ranker = DotProductRanker(bundle.als.model, bundle.popularity)
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    def recommend(self, request: RecommendRequest) -> Recommendation:
+        self._check_k(request.k)
+        if not request.user_id:
+            raise RequestError("user_id must not be empty")
+        ctx = self._context(request)
+        items, sources = self._union(
+            [g.generate(ctx, self.config.candidate_budget) for g in self.generators]
+        )
+        kept, removed = apply_filters(self.filters, ctx, items)
+        items, sources = items[kept], sources[kept]
+        scores = self.ranker.score(ctx, items)
+        best = top_k(scores, request.k)
+        chosen = [
+            ScoredItem(item, float(score), source)
+            for item, score, source in zip(
+                self.bundle.items.to_external(items[best]), scores[best], sources[best], strict=True
+            )
+        ]
+        if len(chosen) < request.k:
+            chosen += self._backfill(ctx, request.k - len(chosen), items, min(scores, default=0.0))
+        return Recommendation(
+            items=tuple(chosen),
+            model_version=self.version,
+            cold_start=not ctx.known_user,
+            request_id=request.request_id,
+            removed_by_filter=removed,
+        )
+
+    def rank(self, user_id: str, item_ids: tuple[str, ...]) -> list[ScoredItem]:
+        """Caller-given items by the current ranker, best first; unknown items last, score 0."""
+        if not user_id:
+            raise RequestError("user_id must not be empty")
+        if len(item_ids) > self.config.max_k:
+            raise RequestError(f"item_ids has {len(item_ids)} items; at most {self.config.max_k}")
+        indices = self.bundle.items.to_index(list(item_ids)) if item_ids else np.empty(0, np.int64)
+        known = indices >= 0
+        ctx = RequestContext(user_index=self.bundle.users.index_of(user_id))
+        scores = np.zeros(len(indices), dtype=np.float32)
+        scores[known] = self.ranker.score(ctx, indices[known])
+        # known items first (by score), unknown after them, each group stable
+        order = np.lexsort((-scores, ~known))
+        return [
+            ScoredItem(item_ids[i], float(scores[i]), (self.ranker.name,) if known[i] else ())
+            for i in order
+        ]
+
+    def similar_items(self, item_id: str, k: int) -> list[ScoredItem]:
+        """Nearest items by cosine of iALS item factors (exact: one matrix-vector product)."""
+        self._check_k(k)
+        index = self.bundle.items.index_of(item_id)
+        if index < 0:
+            raise NotFoundError(f"item {item_id!r} is not in the catalog")
+        vectors = self.bundle.als.model.item_factors
+        norms = np.linalg.norm(vectors, axis=1)
+        cosine = (vectors @ vectors[index]) / np.maximum(norms * norms[index], 1e-12)
+        cosine[index] = -np.inf
+        best = top_k(cosine, k)
+        best = best[np.isfinite(cosine[best])]
+        return [
+            ScoredItem(item, float(score), ("als_cosine",))
+            for item, score in zip(self.bundle.items.to_external(best), cosine[best], strict=True)
+        ]
+
+    def _check_k(self, k: int) -> None:
+        if k <= 0:
+            raise RequestError(f"k must be positive, got {k}")
+        if k > self.config.max_k:
+            raise RequestError(f"k={k} exceeds the maximum of {self.config.max_k}")
+
+    def _context(self, request: RecommendRequest) -> RequestContext:
+        items = self.bundle.items
+        user_index = self.bundle.users.index_of(request.user_id)
+        region = request.region or self.bundle.profiles.region_of(request.user_id)
+
+        def known(ids: tuple[str, ...]) -> np.ndarray:
+            indices = items.to_index(list(ids)) if ids else np.empty(0, np.int64)
+            return indices[indices >= 0]  # unknown exclusions cannot be recommended anyway
+
+        return RequestContext(
+            user_index=user_index,
+            region=region,
+            exclude=known(request.exclude_item_ids),
+            basket=known(request.basket_item_ids),
+            request_id=request.request_id,
+        )
+
+    def _union(self, answers: list[Candidates]) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct items of all answers, each with the tuple of generators that found it.
+
+        Sources are a bitmask per item (bit g = answers[g] found it), turned into tuples
+        through a table of all 2^G combinations, so no loop runs over items.
+        """
+        if not any(len(a) for a in answers):
+            return np.empty(0, np.int64), np.empty(0, dtype=object)
+        items = np.unique(np.concatenate([a.item_ids for a in answers]))
+        found_by = np.zeros(len(items), dtype=np.int64)
+        for bit, answer in enumerate(answers):
+            found_by[np.searchsorted(items, answer.item_ids)] |= 1 << bit
+        combos = np.empty(1 << len(answers), dtype=object)
+        combos[:] = [
+            tuple(a.source for bit, a in enumerate(answers) if mask >> bit & 1)
+            for mask in range(len(combos))
+        ]
+        return items, combos[found_by]
+
+    def _backfill(
+        self, ctx: RequestContext, needed: int, already: np.ndarray, floor: float
+    ) -> list[ScoredItem]:
+        """No short lists: walk the popularity top past the candidates, filtering as we go."""
+        ranked = self.bundle.popularity.ranked
+        chunk = max(4 * needed, 256)
+        taken: list[np.ndarray] = []
+        for start in range(0, len(ranked), chunk):
+            window = ranked[start : start + chunk]
+            window = window[~np.isin(window, already)]
+            kept, _ = apply_filters(self.filters, ctx, window)
+            taken.append(window[kept])
+            if sum(len(t) for t in taken) >= needed:
+                break
+        fill = np.concatenate(taken)[:needed] if taken else np.empty(0, np.int64)
+        # placed below every ranked item, keeping popularity order
+        scores = floor - 1.0 - np.arange(len(fill), dtype=np.float32) / max(len(fill), 1)
+        return [
+            ScoredItem(item, float(score), (BACKFILL_SOURCE,))
+            for item, score in zip(self.bundle.items.to_external(fill), scores, strict=True)
+        ]
+
+
+def _check_names(key: str, names: tuple[str, ...], known: dict) -> None:
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"{key}: unknown name {unknown[0]!r}; known: {', '.join(known)}")

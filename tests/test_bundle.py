@@ -1,0 +1,90 @@
+import json
+
+import pytest
+
+from recsys.bundle import (
+    CURRENT,
+    BundleError,
+    current_version,
+    list_versions,
+    open_current,
+    publish_bundle,
+    verify_bundle,
+)
+
+
+def writer(payload: str):
+    def write(directory):
+        (directory / "model").mkdir()
+        (directory / "model" / "weights.bin").write_text(payload)
+
+    return write
+
+
+def publish(root, payload="v", keep=3, **kw):
+    return publish_bundle(
+        root,
+        writer(payload),
+        data_fingerprint="fp",
+        config={"a": 1},
+        metrics={"m": 0.5},
+        keep=keep,
+        **kw,
+    )
+
+
+def test_publish_writes_manifest_and_switches_current(tmp_path):
+    manifest = publish(tmp_path)
+    assert current_version(tmp_path) == manifest.version
+    directory, loaded = open_current(tmp_path)
+    assert loaded == manifest
+    assert set(loaded.files) == {"model/weights.bin"}
+    on_disk = json.loads((directory / "manifest.json").read_text())
+    assert on_disk["data_fingerprint"] == "fp" and on_disk["metrics"] == {"m": 0.5}
+
+
+def test_corrupt_file_is_refused_with_its_name(tmp_path):
+    manifest = publish(tmp_path)
+    (tmp_path / manifest.version / "model" / "weights.bin").write_text("tampered")
+    with pytest.raises(
+        BundleError, match=r"file model/weights.bin is corrupt \(checksum mismatch\)"
+    ):
+        open_current(tmp_path)
+
+
+def test_missing_file_and_missing_manifest_are_refused(tmp_path):
+    manifest = publish(tmp_path)
+    (tmp_path / manifest.version / "model" / "weights.bin").unlink()
+    with pytest.raises(BundleError, match="model/weights.bin listed in the manifest is missing"):
+        verify_bundle(tmp_path / manifest.version)
+    (tmp_path / manifest.version / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="unreadable manifest"):
+        verify_bundle(tmp_path / manifest.version)
+    with pytest.raises(BundleError, match="no manifest.json"):
+        verify_bundle(tmp_path / "nothing-here")
+
+
+def test_failed_write_leaves_previous_bundle_current_and_no_debris(tmp_path):
+    good = publish(tmp_path)
+
+    def explode(directory):
+        (directory / "half").write_text("partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        publish_bundle(tmp_path, explode, data_fingerprint="x", config={}, metrics={}, keep=3)
+    assert current_version(tmp_path) == good.version
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CURRENT, good.version])
+
+
+def test_prune_keeps_the_newest_and_never_the_current(tmp_path):
+    versions = [publish(tmp_path, payload=str(i), keep=2).version for i in range(4)]
+    assert list_versions(tmp_path) == versions[-2:]
+    aside = publish(tmp_path, payload="aside", keep=2, make_current=False)
+    assert current_version(tmp_path) == versions[-1]
+    assert aside.version in list_versions(tmp_path)
+
+
+def test_no_current_bundle_is_a_clear_error(tmp_path):
+    with pytest.raises(BundleError, match="no current bundle; run `recsys nightly` first"):
+        open_current(tmp_path)

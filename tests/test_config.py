@@ -1,0 +1,56 @@
+import pytest
+
+from recsys.config import ConfigError, load_config
+
+
+def test_defaults_load_with_types():
+    config = load_config()
+    assert config.data.source == "movielens-100k"
+    assert isinstance(config.als.alpha, float)
+    assert config.serving.generators == ("als", "popularity")
+
+
+def test_file_overrides_only_given_keys(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(
+        "[als]\nfactors = 8\n[serving]\nport = 6000\n[als.event_weights]\npurchase = 20\n"
+    )
+    config = load_config(path)
+    assert (config.als.factors, config.serving.port, config.als.event_weights.purchase) == (
+        8,
+        6000,
+        20.0,
+    )
+    assert config.als.iterations == load_config().als.iterations
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[als]\nfactor = 8\n", r"unknown key 'als.factor'; known keys here: factors"),
+        ('[als]\nfactors = "8"\n', r"'als.factors' must be int"),
+        ("[als]\nfactors = 0\n", r"'factors' must be positive"),
+        ('[ann]\nbackend = "annoy"\n', r"ann.backend 'annoy' unknown; known: hnsw"),
+        ("[evaluation]\nholdout_fraction = 1.5\n", r"holdout_fraction must be in \(0, 1\)"),
+        ("[als]\nalpha = nan\n", r"'alpha' is NaN"),
+        ("[als\n", r"not valid TOML"),
+        ("[unknown]\nx = 1\n", r"unknown key 'unknown'"),
+    ],
+)
+def test_bad_files_name_the_key(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found: .*nope.toml"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_replace_validates_like_a_file():
+    config = load_config()
+    assert config.replace(serving={"port": 0}).serving.port == 0
+    with pytest.raises(ConfigError, match="unknown key 'serving.prot'"):
+        config.replace(serving={"prot": 1})
