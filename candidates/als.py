@@ -9,6 +9,7 @@ with confidence C_ij = 1 + αR_ij; `implicit` takes R and applies exactly this C
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +47,11 @@ class ALSModel:
             use_gpu=use_gpu,
         )
         # implicit parallelises itself; BLAS threads inside its threads would oversubscribe.
-        with threadpool_limits(1, "blas"):
+        with threadpool_limits(1, "blas"), warnings.catch_warnings():
+            # implicit warns about BLAS threads before it sees the limit set just above
+            warnings.filterwarnings(
+                "ignore", message="OpenBLAS is configured", category=RuntimeWarning
+            )
             model.fit(interactions.astype(np.float32).tocsr(), show_progress=show_progress)
         if use_gpu:
             model = model.to_cpu()
@@ -61,13 +66,17 @@ class ALSModel:
     def recommend_batch(
         self, user_indices: np.ndarray, k: int, exclude: sp.csr_matrix, chunk: int = 1024
     ) -> np.ndarray:
-        """Exact top-k by u·v for many users (offline evaluation), excluding their rows of
-        `exclude`; (n, k) int64 padded with -1."""
-        out = [
-            top_k_batch(self.user_factors[users] @ self.item_factors.T, k, exclude[users])
-            for users in np.array_split(user_indices, max(1, len(user_indices) // chunk))
+        """Exact top-k by u·v for many users (offline evaluation); row r of `exclude` lists
+        the items to skip for user_indices[r]. Returns (n, k) int64 padded with -1."""
+        blocks = [
+            top_k_batch(
+                self.user_factors[user_indices[start : start + chunk]] @ self.item_factors.T,
+                k,
+                exclude[start : start + chunk],
+            )
+            for start in range(0, len(user_indices), chunk)
         ]
-        return np.concatenate(out) if out else np.empty((0, k), np.int64)
+        return np.concatenate(blocks) if blocks else np.empty((0, k), np.int64)
 
     def save(self, directory: Path) -> None:
         np.savez(directory / FACTORS_FILE, users=self.user_factors, items=self.item_factors)

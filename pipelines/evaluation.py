@@ -75,6 +75,10 @@ def evaluate_candidates(dataset: Dataset, config: Config) -> EvaluationResult:
             f"coverage@{k}": catalog_coverage(recommended, len(data.items), k),
             f"novelty@{k}": novelty(recommended, np.clip(share, 1e-6, 1.0), k),
         }
+        # Cold users get the same popularity list from every model; warm users show the gap.
+        if len(warm) and relevant[: len(warm)].getnnz():
+            warm_report = ranking_report(recommended[: len(warm)], relevant[: len(warm)], k)
+            metrics[model].update({f"warm_{name}": value for name, value in warm_report.items()})
         curves[model] = {
             c: ranking_report(recommended, relevant, c)[f"recall@{c}"] for c in CUTOFFS
         }

@@ -204,3 +204,24 @@ def _timestamps(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
             f"not a timestamp (Unix seconds or ISO 8601): {raw.iat[row]!r}"
         )
     return seconds.astype(np.int64)
+
+
+def save_dataset_dir(dataset: Dataset, directory: str | Path, file_format: str = "parquet") -> Path:
+    """Write a dataset in the files' schema, readable by `load_dataset_dir`."""
+    if file_format not in ("parquet", "csv"):
+        raise ValueError(f"file_format must be 'parquet' or 'csv', got {file_format!r}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stem, frame in (
+        ("events", dataset.events),
+        ("items", dataset.items),
+        ("users", dataset.users),
+    ):
+        frame = (
+            frame.assign(event_type=frame["event_type"].astype(str)) if stem == "events" else frame
+        )
+        if file_format == "csv":
+            frame.to_csv(directory / f"{stem}.csv", index=False)
+        else:
+            frame.to_parquet(directory / f"{stem}.parquet", index=False)
+    return directory

@@ -1,0 +1,104 @@
+"""End to end through a real gRPC server on a free loopback port, with a real client."""
+
+import grpc
+import pytest
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from protos.recsys.v1 import recommender_pb2 as pb
+from protos.recsys.v1 import recommender_pb2_grpc as pb_grpc
+from serving.grpc.client import RecommenderClient
+from serving.grpc.server import start_server
+from tests.catalog_truth import eligible_items, home_region
+
+
+@pytest.fixture(scope="module")
+def server(ml_config, ml_nightly):
+    running = start_server(ml_config, watch=False)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with RecommenderClient(f"127.0.0.1:{server.port}") as client:
+        client.wait_ready(10)
+        yield client
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield pb_grpc.RecommenderStub(channel)
+
+
+def test_health_and_reflection(client, server):
+    assert client.health() == "SERVING"
+    assert client.health("recsys.v1.Recommender") == "SERVING"
+    services = set(ProtoReflectionDescriptorDatabase(client.channel).get_services())
+    assert {"recsys.v1.Recommender", "grpc.health.v1.Health"} <= services
+
+
+def test_recommend_never_returns_filtered_items(client, ml_dataset, ml_nightly):
+    result = client.recommend("196", 30, exclude=["1", "2"], basket=["3"])
+    ids = [i.item_id for i in result.items]
+    assert len(ids) == 30 and result.model_version == ml_nightly.manifest.version
+    allowed = eligible_items(ml_dataset, "196", home_region(ml_dataset, "196")) - {"1", "2", "3"}
+    assert set(ids) <= allowed
+    assert all(i.sources for i in result.items) and result.request_id
+
+
+def test_rank_and_similar_items(client):
+    ranked = client.rank("196", ["50", "181", "unknown-item"])
+    assert [i.item_id for i in ranked][-1] == "unknown-item" and len(ranked) == 3
+    similar = client.similar_items("50", 7)
+    assert len(similar) == 7 and all(i.sources == ("als_cosine",) for i in similar)
+
+
+def test_cold_start_is_not_an_error(client):
+    result = client.recommend("someone-new-Ω", 5)
+    assert result.cold_start and len(result.items) == 5
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "message"),
+    [
+        (
+            pb.RecommendRequest(user_id="196", k=0),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "k must be positive",
+        ),
+        (
+            pb.RecommendRequest(user_id="196", k=2**31 - 1),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "exceeds the maximum",
+        ),
+        (
+            pb.RecommendRequest(user_id="", k=5),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "user_id must not be empty",
+        ),
+    ],
+)
+def test_bad_recommend_requests_get_clear_statuses(stub, request_, code, message):
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Recommend(request_, timeout=5)
+    assert caught.value.code() == code and message in caught.value.details()
+
+
+def test_unknown_item_in_similar_is_not_found(stub):
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.SimilarItems(pb.SimilarItemsRequest(item_id="nope", k=3), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND and "'nope'" in caught.value.details()
+
+
+def test_server_survives_a_burst_of_malformed_requests(stub, client):
+    bad = [pb.RecommendRequest(user_id="\x00" * n, k=-n) for n in range(1, 40)] + [
+        pb.RecommendRequest(user_id="u", k=k) for k in (0, -1, 501, 10**9)
+    ]
+    for request in bad:
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Recommend(request, timeout=5)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(client.recommend("1", 3).items) == 3

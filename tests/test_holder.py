@@ -1,0 +1,54 @@
+"""Bundle hot-swap: new bundles are picked up whole, damaged ones refused."""
+
+import pytest
+
+from pipelines.nightly import run_nightly
+from recsys.bundle import current_version
+from serving.errors import UnavailableError
+from serving.holder import BundleHolder
+from serving.pipeline import RecommendRequest
+from tests.conftest import shop_config
+
+
+@pytest.fixture
+def config(tmp_path, shop_dir):
+    return shop_config(tmp_path, shop_dir)
+
+
+def test_no_bundle_means_unavailable_with_a_hint(config):
+    holder = BundleHolder(config)
+    assert not holder.refresh()
+    with pytest.raises(UnavailableError, match="run `recsys nightly`"):
+        holder.pipeline()
+
+
+def test_swaps_to_a_new_bundle_and_old_requests_keep_theirs(config):
+    first = run_nightly(config, show_progress=False).manifest.version
+    holder = BundleHolder(config)
+    assert holder.refresh() and holder.version == first
+    in_flight = holder.pipeline()  # a request holds this reference from start to end
+
+    second = run_nightly(config, force=True, show_progress=False).manifest.version
+    assert holder.refresh() and holder.version == second != first
+    assert not holder.refresh()  # nothing new
+    assert in_flight.version == first
+    assert len(in_flight.recommend(RecommendRequest("u1", 5)).items) == 5
+
+
+def test_corrupt_new_bundle_is_refused_and_old_stays(config):
+    good = run_nightly(config, show_progress=False).manifest.version
+    holder = BundleHolder(config)
+    holder.refresh()
+    bad = run_nightly(config, force=True, show_progress=False).manifest.version
+    victim = next((config_root(config) / bad / "als").glob("*.npz"))
+    victim.write_bytes(victim.read_bytes()[:-10])  # truncated on disk
+    assert current_version(config_root(config)) == bad
+    assert not holder.refresh()
+    assert holder.version == good
+    assert holder.pipeline().recommend(RecommendRequest("u1", 3)).model_version == good
+
+
+def config_root(config):
+    from pathlib import Path
+
+    return Path(config.artifacts.root)

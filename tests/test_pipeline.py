@@ -1,0 +1,95 @@
+"""The request pipeline on a real MovieLens-100k bundle, checked against the raw catalog."""
+
+import numpy as np
+import pytest
+
+from serving.errors import NotFoundError, RequestError
+from serving.pipeline import RecommendRequest
+from tests.catalog_truth import eligible_items, home_region
+
+USERS = [str(u) for u in (1, 13, 196, 405, 655, 943)]
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_every_item_passes_every_filter(ml_pipeline, ml_dataset, user):
+    exclude, basket = ("50", "181"), ("100",)
+    result = ml_pipeline.recommend(
+        RecommendRequest(user, 50, exclude_item_ids=exclude, basket_item_ids=basket)
+    )
+    ids = [i.item_id for i in result.items]
+    assert len(ids) == 50 and len(set(ids)) == 50
+    allowed = (
+        eligible_items(ml_dataset, user, home_region(ml_dataset, user)) - set(exclude) - set(basket)
+    )
+    assert set(ids) <= allowed
+    assert not result.cold_start
+    scores = [i.score for i in result.items]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_explicit_region_overrides_home_region(ml_pipeline, ml_dataset):
+    result = ml_pipeline.recommend(RecommendRequest("196", 40, region="intl"))
+    assert {i.item_id for i in result.items} <= eligible_items(ml_dataset, "196", "intl")
+
+
+def test_sources_are_attributed_and_union_is_kept(ml_pipeline):
+    result = ml_pipeline.recommend(RecommendRequest("196", 100))
+    sources = [set(i.sources) for i in result.items]
+    assert all(s and s <= {"als", "popularity"} for s in sources)
+    assert any(s == {"als", "popularity"} for s in sources), "an item found by both must say so"
+
+
+def test_unknown_user_gets_cold_start_popularity(ml_pipeline, ml_dataset):
+    result = ml_pipeline.recommend(RecommendRequest("no-such-user", 10, region="us-9"))
+    assert result.cold_start and len(result.items) == 10
+    assert all(i.sources == ("popularity",) for i in result.items)
+    assert {i.item_id for i in result.items} <= eligible_items(ml_dataset, "no-such-user", "us-9")
+
+
+def test_no_short_list_backfills_from_tops(ml_pipeline, ml_dataset):
+    k = ml_pipeline.config.max_k  # more than the generators' budget can cover after filtering
+    result = ml_pipeline.recommend(RecommendRequest("405", k))
+    ids = [i.item_id for i in result.items]
+    assert len(ids) == k and len(set(ids)) == k
+    assert set(ids) <= eligible_items(ml_dataset, "405", home_region(ml_dataset, "405"))
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (RecommendRequest("1", 0), "k must be positive, got 0"),
+        (RecommendRequest("1", -3), "k must be positive"),
+        (RecommendRequest("1", 10**6), "k=1000000 exceeds the maximum of 500"),
+        (RecommendRequest("", 10), "user_id must not be empty"),
+    ],
+)
+def test_malformed_requests_say_what_is_wrong(ml_pipeline, request_, message):
+    with pytest.raises(RequestError, match=message):
+        ml_pipeline.recommend(request_)
+
+
+def test_rank_orders_by_model_and_puts_unknown_items_last(ml_pipeline):
+    ranked = ml_pipeline.rank("196", ("1", "nope", "50", "181", "100"))
+    assert ranked[-1].item_id == "nope" and ranked[-1].score == 0 and ranked[-1].sources == ()
+    known = ranked[:-1]
+    assert [i.score for i in known] == sorted((i.score for i in known), reverse=True)
+    model = ml_pipeline.bundle.als.model
+    user = ml_pipeline.bundle.users.index_of("196")
+    item = ml_pipeline.bundle.items.index_of(known[0].item_id)
+    assert known[0].score == pytest.approx(
+        float(model.item_factors[item] @ model.user_factors[user]), rel=1e-5
+    )
+
+
+def test_similar_items_by_cosine(ml_pipeline):
+    similar = ml_pipeline.similar_items("50", 5)
+    assert len(similar) == 5 and "50" not in {i.item_id for i in similar}
+    vectors = ml_pipeline.bundle.als.model.item_factors
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    query = ml_pipeline.bundle.items.index_of("50")
+    cosine = unit @ unit[query]
+    cosine[query] = -2
+    expected = ml_pipeline.bundle.items.to_external(np.argsort(-cosine)[:5])
+    assert [i.item_id for i in similar] == list(expected)
+    with pytest.raises(NotFoundError, match="item 'zzz' is not in the catalog"):
+        ml_pipeline.similar_items("zzz", 5)
