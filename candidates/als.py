@@ -38,19 +38,19 @@ class ALSModel:
         cls, interactions: sp.csr_matrix, config: ALSConfig, show_progress: bool = False
     ) -> ALSModel:
         use_gpu = implicit.gpu.HAS_CUDA
-        model = implicit.als.AlternatingLeastSquares(
-            factors=config.factors,
-            regularization=config.regularization,
-            alpha=config.alpha,
-            iterations=config.iterations,
-            random_state=config.random_state,
-            use_gpu=use_gpu,
-        )
         # implicit parallelises itself; BLAS threads inside its threads would oversubscribe.
+        # It warns about BLAS threads when the model is made, before it sees this limit.
         with threadpool_limits(1, "blas"), warnings.catch_warnings():
-            # implicit warns about BLAS threads before it sees the limit set just above
             warnings.filterwarnings(
                 "ignore", message="OpenBLAS is configured", category=RuntimeWarning
+            )
+            model = implicit.als.AlternatingLeastSquares(
+                factors=config.factors,
+                regularization=config.regularization,
+                alpha=config.alpha,
+                iterations=config.iterations,
+                random_state=config.random_state,
+                use_gpu=use_gpu,
             )
             model.fit(interactions.astype(np.float32).tocsr(), show_progress=show_progress)
         if use_gpu:

@@ -86,6 +86,15 @@ def _parser() -> argparse.ArgumentParser:
     similar.add_argument("-k", type=int, default=10)
     similar.set_defaults(run=_similar)
 
+    synth = sub.add_parser("synth", parents=[common], help="write a synthetic shop as data files")
+    synth.add_argument("--out", required=True, help="directory to write events/items/users into")
+    synth.add_argument("--users", type=int, default=100_000)
+    synth.add_argument("--items", type=int, default=20_000)
+    synth.add_argument("--events", type=int, default=2_000_000)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    synth.set_defaults(run=_synth)
+
     health = sub.add_parser(
         "health", parents=[common], help="check (or wait for) a server's health"
     )
@@ -131,6 +140,18 @@ def _evaluate(args: argparse.Namespace, config: Config) -> int:
     print(
         f"report written to {write_report(result, config.evaluation.report_dir, title)}/report.md"
     )
+    return 0
+
+
+def _synth(args: argparse.Namespace, config: Config) -> int:
+    from pipelines.loaders import save_dataset_dir
+    from pipelines.synthetic import generate_synthetic
+
+    dataset = generate_synthetic(
+        args.users, args.items, args.events, seed=args.seed, show_progress=True
+    )
+    out = save_dataset_dir(dataset, args.out, args.format)
+    print(f"wrote {len(dataset.events)} events, {len(dataset.items)} items to {out}")
     return 0
 
 

@@ -9,9 +9,11 @@ import uuid
 from concurrent import futures
 from dataclasses import dataclass
 
+import faiss
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from threadpoolctl import threadpool_limits
 
 from protos.recsys.v1 import recommender_pb2 as pb
 from protos.recsys.v1 import recommender_pb2_grpc as pb_grpc
@@ -146,6 +148,10 @@ def start_server(config: Config, *, watch: bool = True) -> RunningServer:
 
 def serve_forever(config: Config) -> None:
     """Run until SIGTERM or SIGINT, then drain gracefully."""
+    # DESIGN.md §5: one BLAS/OpenMP thread per request; the gRPC thread pool already uses
+    # both cores, and nested thread pools would oversubscribe them.
+    threadpool_limits(1)
+    faiss.omp_set_num_threads(1)
     running = start_server(config)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
