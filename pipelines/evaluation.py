@@ -17,7 +17,7 @@ from candidates.als import ALSModel
 from candidates.popularity import PopularityTop
 from pipelines.dataset import Dataset
 from pipelines.idmap import IdMap
-from pipelines.metrics import catalog_coverage, novelty, ranking_report
+from pipelines.metrics import catalog_coverage, novelty, ranking_report, recall_at_k
 from pipelines.splits import chronological_split
 from pipelines.training_data import build_training_data, is_positive
 from recsys.config import Config
@@ -79,9 +79,11 @@ def evaluate_candidates(dataset: Dataset, config: Config) -> EvaluationResult:
         if len(warm) and relevant[: len(warm)].getnnz():
             warm_report = ranking_report(recommended[: len(warm)], relevant[: len(warm)], k)
             metrics[model].update({f"warm_{name}": value for name, value in warm_report.items()})
-        curves[model] = {
-            c: ranking_report(recommended, relevant, c)[f"recall@{c}"] for c in CUTOFFS
-        }
+        curves[model] = {c: recall_at_k(recommended, relevant, c) for c in CUTOFFS}
+        if len(warm) and relevant[: len(warm)].getnnz():
+            curves[f"{model} (warm users)"] = {
+                c: recall_at_k(recommended[: len(warm)], relevant[: len(warm)], c) for c in CUTOFFS
+            }
     return EvaluationResult(
         metrics=metrics,
         curves=curves,

@@ -31,26 +31,39 @@ def write_report(result: EvaluationResult, directory: str | Path, title: str) ->
 
 
 def format_report(result: EvaluationResult, title: str) -> str:
-    metric_names = list(next(iter(result.metrics.values())))
+    models = list(result.metrics)
+    metric_names = list(dict.fromkeys(m for values in result.metrics.values() for m in values))
     lines = [
         f"# {title}",
         "",
         f"Holdout starts at Unix time {result.cutoff}; "
         f"users evaluated: {result.users['evaluated']} "
         f"({result.users['warm']} seen in training, {result.users['cold']} cold).",
+        "Metrics prefixed `warm_` count only users seen in training; cold users get the",
+        "popularity top from every model.",
         "",
-        "| model | " + " | ".join(metric_names) + " |",
-        "|---|" + "---|" * len(metric_names),
+        "| metric | " + " | ".join(models) + " |",
+        "|---|" + "---:|" * len(models),
     ]
-    for model, values in result.metrics.items():
-        lines.append(f"| {model} | " + " | ".join(f"{values[m]:.4f}" for m in metric_names) + " |")
+    for name in metric_names:
+        values = [result.metrics[model].get(name) for model in models]
+        best = max(v for v in values if v is not None)
+        cells = [
+            "—" if v is None else (f"**{v:.4f}**" if v == best and len(models) > 1 else f"{v:.4f}")
+            for v in values
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def _plot_curves(result: EvaluationResult, path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
-    for model, curve in result.curves.items():
-        ax.plot(list(curve), list(curve.values()), marker="o", label=model)
+    colors: dict[str, str] = {}
+    for name, curve in result.curves.items():
+        model = name.split(" (")[0]
+        color = colors.setdefault(model, f"C{len(colors)}")
+        style = "--" if "warm" in name else "-"
+        ax.plot(list(curve), list(curve.values()), style, marker="o", color=color, label=name)
     ax.set_xscale("log")
     ax.set_xlabel("K (list length)")
     ax.set_ylabel("Recall@K")
