@@ -9,12 +9,14 @@ bundle is refused with a clear error instead of being served.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +26,7 @@ MANIFEST = "manifest.json"
 CURRENT = "current"
 FORMAT_VERSION = 1
 STAGING_PREFIX = ".staging-"
+LOCK_FILE = ".publish.lock"
 
 
 class BundleError(RuntimeError):
@@ -67,6 +70,35 @@ def publish_bundle(
     """Write a new bundle with `write(directory)`, then (optionally) make it current."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    with _publish_lock(root):
+        return _publish_locked(root, write, data_fingerprint, config, metrics, keep, make_current)
+
+
+@contextmanager
+def _publish_lock(root: Path) -> Iterator[None]:
+    """One publisher per artifacts root: pruning must not remove another run's staging."""
+    with open(root / LOCK_FILE, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BundleError(
+                f"{root}: another publish is in progress (lock {LOCK_FILE})"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _publish_locked(
+    root: Path,
+    write: Callable[[Path], None],
+    data_fingerprint: str,
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    keep: int,
+    make_current: bool,
+) -> Manifest:
     version = _new_version(root)
     staging = root / f"{STAGING_PREFIX}{version}"
     try:

@@ -4,6 +4,7 @@ import pytest
 
 from recsys.bundle import (
     CURRENT,
+    LOCK_FILE,
     BundleError,
     current_version,
     list_versions,
@@ -74,7 +75,7 @@ def test_failed_write_leaves_previous_bundle_current_and_no_debris(tmp_path):
     with pytest.raises(RuntimeError, match="disk full"):
         publish_bundle(tmp_path, explode, data_fingerprint="x", config={}, metrics={}, keep=3)
     assert current_version(tmp_path) == good.version
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CURRENT, good.version])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CURRENT, LOCK_FILE, good.version])
 
 
 def test_prune_keeps_the_newest_and_never_the_current(tmp_path):
@@ -88,3 +89,18 @@ def test_prune_keeps_the_newest_and_never_the_current(tmp_path):
 def test_no_current_bundle_is_a_clear_error(tmp_path):
     with pytest.raises(BundleError, match="no current bundle; run `recsys nightly` first"):
         open_current(tmp_path)
+
+
+def test_a_second_concurrent_publish_is_refused_not_interleaved(tmp_path):
+    first = publish(tmp_path)
+
+    def nested_publish(directory):
+        (directory / "x").write_text("x")
+        publish(tmp_path)  # a second writer while the first holds the lock
+
+    with pytest.raises(BundleError, match="another publish is in progress"):
+        publish_bundle(
+            tmp_path, nested_publish, data_fingerprint="f", config={}, metrics={}, keep=3
+        )
+    assert current_version(tmp_path) == first.version
+    assert list_versions(tmp_path) == [first.version]
