@@ -62,6 +62,10 @@ class RecommendPipeline:
             FILTER_FACTORIES[name](bundle.catalog, bundle.profiles) for name in config.filters
         )
         self.ranker = DotProductRanker(bundle.als.model, bundle.popularity)
+        # Unit item vectors for SimilarItems, computed once per bundle, not per request.
+        vectors = bundle.als.model.item_factors
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        self.unit_item_vectors = vectors / np.maximum(norms, 1e-12)
 
     @property
     def version(self) -> str:
@@ -86,7 +90,8 @@ class RecommendPipeline:
             )
         ]
         if len(chosen) < request.k:
-            chosen += self._backfill(ctx, request.k - len(chosen), items, min(scores, default=0.0))
+            floor = float(scores.min()) if len(scores) else 0.0
+            chosen += self._backfill(ctx, request.k - len(chosen), items, floor)
         return Recommendation(
             items=tuple(chosen),
             model_version=self.version,
@@ -119,9 +124,7 @@ class RecommendPipeline:
         index = self.bundle.items.index_of(item_id)
         if index < 0:
             raise NotFoundError(f"item {item_id!r} is not in the catalog")
-        vectors = self.bundle.als.model.item_factors
-        norms = np.linalg.norm(vectors, axis=1)
-        cosine = (vectors @ vectors[index]) / np.maximum(norms * norms[index], 1e-12)
+        cosine = self.unit_item_vectors @ self.unit_item_vectors[index]
         cosine[index] = -np.inf
         best = top_k(cosine, k)
         best = best[np.isfinite(cosine[best])]
