@@ -10,6 +10,8 @@ import pandas as pd
 
 from pipelines.dataset import Dataset
 
+SESSION_COLUMN = "session_id"  # optional events column; sessions are derived when absent
+
 
 @dataclass(frozen=True)
 class TrainTest:
@@ -56,6 +58,8 @@ def leave_last_out(dataset: Dataset, n_last: int = 1) -> TrainTest:
 
 def assign_sessions(events: pd.DataFrame, gap_seconds: int) -> np.ndarray:
     """Session id per event: a user's session ends after `gap_seconds` of inactivity."""
+    if gap_seconds < 0:
+        raise ValueError(f"gap_seconds must be >= 0, got {gap_seconds}")
     order = np.lexsort((events["timestamp"].to_numpy(), events["user_id"].to_numpy()))
     users = events["user_id"].to_numpy()[order]
     times = events["timestamp"].to_numpy()[order]
@@ -73,9 +77,15 @@ class StreamingSplit:
     validation: Dataset  # last share of D_train's sessions + D_test^1
 
     def history_before(self, block: int) -> Dataset:
-        """What the model may have learned from before predicting blocks[block]."""
+        """What the model may have learned from before predicting blocks[block]: D_train and
+        D_test^1..D_test^block, re-sorted by time (stable) to keep the Dataset contract — a
+        block's long session can start before the previous block's last event."""
+        if not 0 <= block <= len(self.blocks):
+            raise ValueError(f"block must be in [0, {len(self.blocks)}], got {block}")
         parts = [self.train.events, *(b.events for b in self.blocks[:block])]
-        return self.train.with_events(pd.concat(parts, ignore_index=True))
+        events = pd.concat(parts, ignore_index=True)
+        order = np.argsort(events["timestamp"].to_numpy(), kind="stable")
+        return self.train.with_events(events.iloc[order].reset_index(drop=True))
 
 
 def streaming_split(
@@ -89,11 +99,18 @@ def streaming_split(
     1) sessions are ordered by their end time; 2) the first 60% are D_train, the other 40%
     D_candidate; 3) D_candidate is cut into 5 equal consecutive blocks D_test^1..5;
     4) 10% of D_train plus D_test^1 form the validation set; 5) blocks before the current
-    one are used for online updates (`history_before`)."""
+    one are used for online updates (`history_before`).
+    Sessions come from a `session_id` events column when there is one, else from
+    `assign_sessions` with `session_gap_seconds`; a session's end time is its last event."""
     if not 0.0 < train_share < 1.0 or n_blocks < 1 or not 0.0 <= validation_share < 1.0:
         raise ValueError("need 0 < train_share < 1, n_blocks >= 1, 0 <= validation_share < 1")
     events = dataset.events
-    sessions = assign_sessions(events, session_gap_seconds)
+    if SESSION_COLUMN in events.columns:
+        sessions = pd.factorize(events[SESSION_COLUMN])[0].astype(np.int64)
+        if (sessions < 0).any():
+            raise ValueError(f"events column {SESSION_COLUMN!r} has missing values")
+    else:
+        sessions = assign_sessions(events, session_gap_seconds)
     session_end = pd.Series(events["timestamp"].to_numpy()).groupby(sessions).max()
     ordered = session_end.sort_values(kind="stable").index.to_numpy()
     n_train = round(len(ordered) * train_share)
