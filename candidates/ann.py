@@ -20,6 +20,7 @@ import faiss
 import hnswlib
 import numpy as np
 
+from candidates.base import top_k_batch
 from recsys.config import ANNConfig
 
 META_FILE = "ann.json"
@@ -66,12 +67,9 @@ class ExactIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries, k = _as_matrix(queries, "queries", self.vectors.shape[1]), _check_k(k)
         scores = queries @ self.vectors.T
-        take = min(k, self.size)
-        part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
-        part_scores = np.take_along_axis(scores, part, axis=1)
-        order = np.argsort(-part_scores, axis=1, kind="stable")
-        ids = np.take_along_axis(part, order, axis=1)
-        return _pad(ids, np.take_along_axis(part_scores, order, axis=1), k)
+        ids = top_k_batch(scores, k)  # padded with -1 past the index size
+        best = np.take_along_axis(scores, np.maximum(ids, 0), axis=1)
+        return ids, np.where(ids >= 0, best, -np.inf).astype(np.float32)
 
     def save(self, directory: Path) -> None:
         np.save(directory / "exact_vectors.npy", self.vectors)

@@ -73,6 +73,11 @@ def normalize_events(events: pd.DataFrame) -> pd.DataFrame:
     return out.iloc[order].reset_index(drop=True)
 
 
+def unix_seconds(times: pd.Series) -> np.ndarray:
+    """Whole Unix seconds (int64) of tz-aware UTC datetimes, whatever their resolution."""
+    return ((times - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(np.int64)
+
+
 def split_list(text: str) -> list[str]:
     """'a|b|c' -> ['a', 'b', 'c']; '' -> []."""
     return [part for part in str(text).split(LIST_SEPARATOR) if part]

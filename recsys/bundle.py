@@ -10,7 +10,6 @@ bundle is refused with a clear error instead of being served.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from recsys.files import sha256_file
 
 MANIFEST = "manifest.json"
 CURRENT = "current"
@@ -164,7 +165,7 @@ def verify_bundle(directory: Path) -> Manifest:
         path = directory / relative
         if not path.is_file():
             raise BundleError(f"{directory}: file {relative} listed in the manifest is missing")
-        if _sha256(path) != expected:
+        if sha256_file(path) != expected:
             raise BundleError(f"{directory}: file {relative} is corrupt (checksum mismatch)")
     return manifest
 
@@ -195,18 +196,10 @@ def _new_version(root: Path) -> str:
 
 def _checksums(directory: Path) -> dict[str, str]:
     return {
-        str(path.relative_to(directory)): _sha256(path)
+        str(path.relative_to(directory)): sha256_file(path)
         for path in sorted(directory.rglob("*"))
         if path.is_file()
     }
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync(path: Path) -> None:

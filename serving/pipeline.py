@@ -106,7 +106,7 @@ class RecommendPipeline:
             raise RequestError("user_id must not be empty")
         if len(item_ids) > self.config.max_k:
             raise RequestError(f"item_ids has {len(item_ids)} items; at most {self.config.max_k}")
-        indices = self.bundle.items.to_index(list(item_ids)) if item_ids else np.empty(0, np.int64)
+        indices = self.bundle.items.to_index(item_ids)
         known = indices >= 0
         ctx = RequestContext(user_index=self.bundle.users.index_of(user_id))
         scores = np.zeros(len(indices), dtype=np.float32)
@@ -145,7 +145,7 @@ class RecommendPipeline:
         region = request.region or self.bundle.profiles.region_of(request.user_id)
 
         def known(ids: tuple[str, ...]) -> np.ndarray:
-            indices = items.to_index(list(ids)) if ids else np.empty(0, np.int64)
+            indices = items.to_index(ids)
             return indices[indices >= 0]  # unknown exclusions cannot be recommended anyway
 
         return RequestContext(
