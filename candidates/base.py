@@ -15,12 +15,18 @@ NO_ITEMS = np.empty(0, dtype=np.int64)
 
 @dataclass(frozen=True)
 class RequestContext:
-    """A request after external ids became dense indices (-1: unknown user)."""
+    """A request after external ids became dense indices (-1: unknown user).
+
+    `history` is the user's recent positives, most recent first (from the bundle's user
+    profiles); `favorites` and `basket` come with the request. All are int64 item indices.
+    """
 
     user_index: int
     region: str = ""
     exclude: np.ndarray = field(default_factory=lambda: NO_ITEMS)  # items not wanted
     basket: np.ndarray = field(default_factory=lambda: NO_ITEMS)  # items in the basket
+    favorites: np.ndarray = field(default_factory=lambda: NO_ITEMS)
+    history: np.ndarray = field(default_factory=lambda: NO_ITEMS)
     request_id: str = ""
 
     @property
@@ -54,7 +60,12 @@ class Generator(Protocol):
 
 @dataclass(frozen=True)
 class TrainingData:
-    """What offline fitting sees: id maps, the weighted user x item matrix, event arrays."""
+    """What offline fitting sees: id maps, the weighted user x item matrix, event arrays,
+    and the catalog and user attributes generators need (categories, freshness, regions).
+
+    Events are in time order. Item-side arrays are indexed like `items`, user-side like
+    `users`; category and region codes index `category_names` / `region_names`.
+    """
 
     users: IdMap
     items: IdMap
@@ -63,6 +74,14 @@ class TrainingData:
     event_items: np.ndarray  # int64 per event
     event_weights: np.ndarray  # float32 per event, the event's contribution to R
     event_times: np.ndarray  # int64 Unix seconds per event
+    event_types: np.ndarray  # int8 per event: index into recsys.config.EVENT_TYPES
+    event_positive: np.ndarray  # bool per event: counts as a positive (config [data])
+    item_categories: sp.csr_matrix  # bool (n_items, n_categories)
+    category_names: tuple[str, ...]
+    item_created: np.ndarray  # int64 Unix seconds per item
+    item_text: np.ndarray  # object (str) per item: the catalog title, "" if none
+    user_region: np.ndarray  # int32 per user: index into region_names, -1 if unknown
+    region_names: tuple[str, ...]
 
     @property
     def newest_time(self) -> int:

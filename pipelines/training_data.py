@@ -7,7 +7,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from candidates.base import TrainingData
-from pipelines.dataset import Dataset
+from pipelines.dataset import LIST_SEPARATOR, Dataset
 from pipelines.idmap import IdMap
 from recsys.config import EVENT_TYPES, Config
 
@@ -33,21 +33,52 @@ def is_positive(events: pd.DataFrame, config: Config) -> np.ndarray:
     return positive & (~is_rating | (events["value"].to_numpy() >= config.data.positive_rating))
 
 
+def list_membership(lists: pd.Series) -> tuple[sp.csr_matrix, tuple[str, ...]]:
+    """'a|b' list cells -> bool (n_rows, n_names) membership and the sorted names.
+
+    Vectorised through pandas' split/explode: no Python loop over rows.
+    """
+    lists = lists.reset_index(drop=True)  # explode repeats the row position as the index
+    exploded = lists.fillna("").astype(str).str.split(LIST_SEPARATOR).explode()
+    exploded = exploded[exploded.str.len() > 0]
+    names = tuple(sorted(exploded.unique()))
+    codes = pd.Categorical(exploded.to_numpy(), categories=list(names)).codes
+    rows = exploded.index.to_numpy(np.int64)
+    matrix = sp.csr_matrix(
+        (np.ones(len(codes), dtype=bool), (rows, codes)), shape=(len(lists), len(names))
+    )
+    matrix.sum_duplicates()
+    return matrix, names
+
+
 def build_training_data(
     dataset: Dataset, config: Config, users: IdMap | None = None
 ) -> TrainingData:
-    """Id maps (items: the whole catalog; users: everyone with events) and R."""
+    """Id maps (items: the whole catalog; users: everyone with events), R and side data."""
     items = IdMap.from_values(dataset.items["item_id"])
     users = users or IdMap.from_values(dataset.events["user_id"])
     user_index = users.to_index(dataset.events["user_id"].to_numpy())
     item_index = items.to_index(dataset.events["item_id"].to_numpy())
     known = (user_index >= 0) & (item_index >= 0)
     weights = event_weights(dataset.events, config)[known]
+    positive = is_positive(dataset.events, config)[known]
+    types = dataset.events["event_type"].cat.codes.to_numpy().astype(np.int8)[known]
     user_index, item_index = user_index[known], item_index[known]
     interactions = sp.csr_matrix(
         (weights, (user_index, item_index)), shape=(len(users), len(items)), dtype=np.float32
     )
     interactions.sum_duplicates()
+    catalog = dataset.items.drop_duplicates("item_id").set_index("item_id").loc[items.ids]
+    categories, category_names = list_membership(catalog["categories"].reset_index(drop=True))
+    region_of = dataset.users.drop_duplicates("user_id").set_index("user_id")["region"]
+    region_of = region_of.reindex(users.ids).fillna("").astype(str).to_numpy()
+    region_names = tuple(sorted(set(region_of) - {""}))
+    user_region = (
+        np.searchsorted(np.array(region_names, dtype=object), region_of).astype(np.int32)
+        if region_names
+        else np.full(len(users), -1, np.int32)
+    )
+    user_region[region_of == ""] = -1
     return TrainingData(
         users=users,
         items=items,
@@ -56,4 +87,12 @@ def build_training_data(
         event_items=item_index,
         event_weights=weights,
         event_times=dataset.events["timestamp"].to_numpy()[known],
+        event_types=types,
+        event_positive=positive,
+        item_categories=categories,
+        category_names=category_names,
+        item_created=catalog["created_at"].to_numpy(np.int64),
+        item_text=catalog["title"].fillna("").astype(str).to_numpy(dtype=object),
+        user_region=user_region,
+        region_names=region_names,
     )

@@ -66,6 +66,61 @@ class PopularityConfig:
 
 
 @dataclass(frozen=True)
+class TopsConfig:
+    """seed 004 "Статические топы": sorted lists by popularity and freshness."""
+
+    windows_days: tuple[int, ...]  # 0 = all history
+    depth: int  # items kept per list
+    pctr_prior_strength: float  # pseudo-impressions m of the Beta prior (mean = global CTR)
+    trending_prior: float  # pseudo-count added to both windows of the growth ratio
+    trending_min_count: int  # an item needs this many pairs in the current window
+    new_days: int  # "new" lists hold items created in the last new_days
+    user_categories: int  # categories of the user's history a by_category top answers from
+
+
+@dataclass(frozen=True)
+class QuorumConfig:
+    """seed 004 "Кворумы": TF-IDF over categories."""
+
+    gamma: float  # IDF(c) = min(-log mean UF(., c), gamma)
+    per_category: int  # N items taken from each of the user's category tops
+    max_categories: int  # the user's categories (by UF) looked at per request
+    depth: int  # items kept per category top (by TF)
+
+
+@dataclass(frozen=True)
+class EALSConfig:
+    """seed 004 "ALS": explicit ALS with user and item biases."""
+
+    factors: int
+    lambda_emb: float
+    lambda_bias: float
+    iterations: int
+    random_state: int
+
+
+@dataclass(frozen=True)
+class I2IConfig:
+    """seed 004 "i2i-списки": per-item neighbour lists."""
+
+    neighbors: int  # list length kept per item and kind
+    npmi_min_count: int  # co-occurring pairs seen fewer times are dropped
+    history_limit: int  # last positives per user that count for co-occurrence
+    text_weight: float  # content similarity = (1 - w) * category Jaccard + w * text cosine
+    recent: int  # recent positives a request looks at
+    seeds: int  # diverse positives picked among them and looked up
+
+
+@dataclass(frozen=True)
+class BusinessConfig:
+    """seed 004 "Бизнесовые кандгены": history, basket, favourites and their neighbours."""
+
+    history_items: int  # most recent positives offered again (repeat purchases)
+    neighbor_kind: str  # which i2i list expands basket/favourites/history: als, npmi, content
+    neighbors_per_item: int
+
+
+@dataclass(frozen=True)
 class ServingConfig:
     host: str
     port: int
@@ -73,8 +128,13 @@ class ServingConfig:
     workers: int
     generators: tuple[str, ...]
     filters: tuple[str, ...]
-    candidate_budget: int
+    candidate_budget: int  # per generator, unless generator_budgets names it
+    generator_budgets: dict[str, int]
+    blocked_categories: tuple[str, ...]
     bundle_poll_seconds: float
+
+    def budget_of(self, generator: str) -> int:
+        return self.generator_budgets.get(generator, self.candidate_budget)
 
 
 @dataclass(frozen=True)
@@ -83,6 +143,8 @@ class EvaluationConfig:
     holdout_fraction: float
     regression_tolerance: float
     report_dir: str
+    candidate_cutoffs: tuple[int, ...]  # K of the union's recall@K in --stage candidates
+    max_users: int  # test users sampled for --stage candidates (0 = all)
 
 
 @dataclass(frozen=True)
@@ -92,6 +154,11 @@ class Config:
     als: ALSConfig
     ann: ANNConfig
     popularity: PopularityConfig
+    tops: TopsConfig
+    quorum: QuorumConfig
+    eals: EALSConfig
+    i2i: I2IConfig
+    business: BusinessConfig
     serving: ServingConfig
     evaluation: EvaluationConfig = field()
 
@@ -159,10 +226,20 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if type(value) is not hint:
             raise ConfigError(f"{key!r} must be {hint.__name__}, got {value!r}")
         return value
-    if getattr(hint, "__origin__", None) is tuple:
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{key!r} must be a list of strings, got {value!r}")
+    origin, args = getattr(hint, "__origin__", None), getattr(hint, "__args__", ())
+    if origin is tuple:
+        element = args[0]
+        if not isinstance(value, list | tuple) or not all(type(v) is element for v in value):
+            raise ConfigError(f"{key!r} must be a list of {element.__name__}, got {value!r}")
         return tuple(value)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and type(v) is args[1] for k, v in value.items()
+        ):
+            raise ConfigError(
+                f"{key!r} must be a table of {args[1].__name__} values, got {value!r}"
+            )
+        return dict(value)
     raise ConfigError(f"{key!r}: unsupported value {value!r}")
 
 
@@ -181,13 +258,26 @@ def _validate(config: Any, where: str) -> None:
         "workers",
         "candidate_budget",
         "k",
+        "depth",
+        "per_category",
+        "max_categories",
+        "neighbors",
+        "npmi_min_count",
+        "history_limit",
+        "recent",
+        "seeds",
+        "user_categories",
+        "neighbors_per_item",
     }
+    non_negative = {"pctr_prior_strength", "trending_prior", "gamma", "lambda_emb", "lambda_bias"}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        if f.name in positive_ints and value <= 0:
+        if f.name in positive_ints and value <= 0 and not isinstance(config, EALSConfig):
             raise ConfigError(f"{where}{f.name!r} must be positive, got {value}")
         if isinstance(value, float) and value != value:
             raise ConfigError(f"{where}{f.name!r} is NaN")
+        if f.name in non_negative and value < 0:
+            raise ConfigError(f"{where}{f.name!r} must not be negative, got {value}")
     if isinstance(config, ANNConfig) and config.backend not in ANN_BACKENDS:
         raise ConfigError(
             f"ann.backend {config.backend!r} unknown; known: {', '.join(ANN_BACKENDS)}"
@@ -198,8 +288,32 @@ def _validate(config: Any, where: str) -> None:
             raise ConfigError(f"data.positive_events: unknown event type {bad[0]!r}")
     if isinstance(config, EvaluationConfig) and not 0.0 < config.holdout_fraction < 1.0:
         raise ConfigError("evaluation.holdout_fraction must be in (0, 1)")
-    if isinstance(config, ServingConfig) and not 0 <= config.port < 65536:
-        raise ConfigError(f"serving.port {config.port} out of range")
+    if isinstance(config, ServingConfig):
+        if not 0 <= config.port < 65536:
+            raise ConfigError(f"serving.port {config.port} out of range")
+        bad = {name: b for name, b in config.generator_budgets.items() if b <= 0}
+        if bad:
+            name = next(iter(bad))
+            raise ConfigError(f"serving.generator_budgets.{name} must be positive, got {bad[name]}")
+    if isinstance(config, TopsConfig) and any(w < 0 for w in config.windows_days):
+        raise ConfigError(
+            f"tops.windows_days must be >= 0 (0 = all history): {config.windows_days}"
+        )
+    if isinstance(config, EALSConfig) and config.factors < 0:
+        raise ConfigError(f"eals.factors must be >= 0, got {config.factors}")
+    if isinstance(config, I2IConfig) and not 0.0 <= config.text_weight <= 1.0:
+        raise ConfigError(f"i2i.text_weight must be in [0, 1], got {config.text_weight}")
+    if isinstance(config, BusinessConfig) and config.neighbor_kind not in I2I_KINDS:
+        raise ConfigError(
+            f"business.neighbor_kind {config.neighbor_kind!r} unknown; "
+            f"known: {', '.join(I2I_KINDS)}"
+        )
+    if isinstance(config, EvaluationConfig):
+        if config.max_users < 0:
+            raise ConfigError(f"evaluation.max_users must be >= 0, got {config.max_users}")
+        if not config.candidate_cutoffs or min(config.candidate_cutoffs) <= 0:
+            raise ConfigError("evaluation.candidate_cutoffs must be positive integers")
 
 
-ANN_BACKENDS = ("hnsw", "faiss-hnsw", "faiss-ivf", "exact")
+ANN_BACKENDS = ("hnsw", "faiss-hnsw", "faiss-ivf", "faiss-flat", "exact")
+I2I_KINDS = ("als", "npmi", "content")
