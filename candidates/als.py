@@ -101,7 +101,9 @@ class ALSGenerator:
         return cls(model, build_index(model.item_factors, config))
 
     def generate(self, ctx: RequestContext, budget: int) -> Candidates:
-        if not ctx.known_user or ctx.user_index >= len(self.model.user_factors):
+        if budget < 0:
+            raise ValueError(f"budget must not be negative, got {budget}")
+        if budget == 0 or not ctx.known_user or ctx.user_index >= len(self.model.user_factors):
             return Candidates(NO_ITEMS, np.empty(0, np.float32), self.name)
         ids, scores = self.index.search(
             self.model.user_factors[ctx.user_index : ctx.user_index + 1], budget

@@ -1,18 +1,34 @@
 """Approximate nearest-neighbour search by inner product, behind one interface.
 
-Why inner product: the iALS score of (user, item) is the dot product u·v of their
+seed 004, "KNN-индексы" / "HNSW": the candidates of a user are the items nearest to the user's
+vector; DESIGN.md §3 puts hnswlib and Faiss (flat, IVF, HNSW; GPU when present) behind this
+one interface, and tests/test_ann.py holds the one contract they all pass.
+
+Why inner product (MIPS): the iALS score of (user, item) is the dot product u·v of their
 factors (seed 004, "ALS": R ≈ U Vᵀ), so the best items for a user are exactly the
-maximum-inner-product items for u. hnswlib's "ip" space returns distance 1 - u·v and
-faiss's METRIC_INNER_PRODUCT returns u·v; both are turned back into the score u·v.
-Normalising vectors (cosine) would drop the item norms that carry popularity.
+maximum-inner-product items for u. hnswlib's "ip" space ranks by the distance 1 - u·v (smallest
+distance = largest u·v) and faiss's METRIC_INNER_PRODUCT ranks by u·v itself; both come back as
+the score u·v, the same number ALSModel.score gives. Normalising vectors (cosine) would drop the
+item norms that carry popularity, and L2 on raw vectors ranks by |v|² - 2u·v, a different order.
+The MIPS→L2 augmentation trick (append sqrt(max|v|² - |v|²)) was measured to do worse with HNSW
+(DESIGN.md §3), so the graphs search the inner product directly, with a large M instead.
 
 All backends take `(n, d)` float32 queries and return `(ids (n, k) int64, scores (n, k)
 float32)`, best first, padded with id -1 / score -inf where fewer than k exist.
+
+Threads: an index object never changes after it is made. `search` may run from many threads at
+once (hnswlib knn_query and faiss CPU search are safe for concurrent readers; a faiss GPU index
+is not, so its searches take a lock). `with_items` and `with_search_params` return a new index
+and leave the one in service untouched, because hnswlib's add_items is not safe concurrently
+with knn_query and faiss does not support add during search. The price is one copy of the
+index per call: to be used by the nightly/hourly job, never per request.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -24,6 +40,8 @@ from candidates.base import top_k_batch
 from recsys.config import ANNConfig
 
 META_FILE = "ann.json"
+# ExactIndex scores queries in blocks of at most this many floats (64 MB), not all at once.
+EXACT_BLOCK_FLOATS = 1 << 24
 
 
 class AnnIndex(Protocol):
@@ -32,7 +50,18 @@ class AnnIndex(Protocol):
     @property
     def size(self) -> int: ...
 
+    @property
+    def search_params(self) -> dict[str, int]: ...
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def with_items(self, vectors: np.ndarray) -> AnnIndex: ...
+
+    def with_search_params(self, *, ef: int | None = None, nprobe: int | None = None) -> AnnIndex:
+        """A copy searching with other settings: `ef` for the HNSW backends (hnswlib ef,
+        faiss efSearch; both search max(ef, k)), `nprobe` for faiss-ivf. A setting the backend
+        does not have is a ValueError."""
+        ...
 
     def save(self, directory: Path) -> None: ...
 
@@ -44,6 +73,8 @@ def build_index(vectors: np.ndarray, config: ANNConfig) -> AnnIndex:
 
 
 def load_index(directory: Path, config: ANNConfig) -> AnnIndex:
+    """The saved index; search settings (ef, nprobe) come from `config`, not from the file,
+    so they can be tuned without a rebuild."""
     meta = json.loads((directory / META_FILE).read_text())
     return BACKENDS[meta["backend"]].load(directory, meta, config)
 
@@ -64,12 +95,34 @@ class ExactIndex:
     def size(self) -> int:
         return len(self.vectors)
 
+    @property
+    def search_params(self) -> dict[str, int]:
+        return {}
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries, k = _as_matrix(queries, "queries", self.vectors.shape[1]), _check_k(k)
+        rows = max(1, EXACT_BLOCK_FLOATS // max(self.size, 1))
+        blocks = [
+            self._search_block(queries[i : i + rows], k) for i in range(0, len(queries), rows)
+        ]
+        if not blocks:
+            return np.empty((0, k), np.int64), np.empty((0, k), np.float32)
+        ids, scores = zip(*blocks, strict=True)
+        return np.concatenate(ids), np.concatenate(scores)
+
+    def _search_block(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores = queries @ self.vectors.T
         ids = top_k_batch(scores, k)  # padded with -1 past the index size
         best = np.take_along_axis(scores, np.maximum(ids, 0), axis=1)
         return ids, np.where(ids >= 0, best, -np.inf).astype(np.float32)
+
+    def with_items(self, vectors: np.ndarray) -> ExactIndex:
+        vectors = _as_matrix(vectors, "vectors", self.vectors.shape[1])
+        return ExactIndex(np.concatenate([self.vectors, vectors]))
+
+    def with_search_params(self, *, ef: int | None = None, nprobe: int | None = None) -> ExactIndex:
+        _check_params(self.backend, (), ef=ef, nprobe=nprobe)
+        return self
 
     def save(self, directory: Path) -> None:
         np.save(directory / "exact_vectors.npy", self.vectors)
@@ -81,7 +134,7 @@ class ExactIndex:
 
 
 class HnswIndex:
-    """hnswlib graph in the "ip" space (seed 004, "HNSW")."""
+    """hnswlib graph in the "ip" space (seed 004, "HNSW"); labels are the item indices."""
 
     backend = "hnsw"
     FILE = "hnsw.bin"
@@ -106,13 +159,35 @@ class HnswIndex:
     def size(self) -> int:
         return self.index.get_current_count()
 
+    @property
+    def search_params(self) -> dict[str, int]:
+        return {"ef": self.index.ef}
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries, k = _as_matrix(queries, "queries", self.index.dim), _check_k(k)
         take = min(k, self.size)
         if take == 0:
             return _pad(np.empty((len(queries), 0), np.int64), np.empty((len(queries), 0)), k)
-        labels, distances = self.index.knn_query(queries, k=take, num_threads=1)
+        # hnswlib answers up to 4 queries per thread in the calling thread, so a serving
+        # request (one query) stays on its own thread; offline batches use all cores.
+        labels, distances = self.index.knn_query(queries, k=take, num_threads=-1)
         return _pad(labels.astype(np.int64), 1.0 - distances, k)
+
+    def with_items(self, vectors: np.ndarray) -> HnswIndex:
+        """A copy of the graph with `vectors` inserted as items size..size+n-1."""
+        vectors = _as_matrix(vectors, "vectors", self.index.dim)
+        grown = hnswlib.Index(self.index)  # a deep copy: add_items must not meet a search
+        grown.resize_index(max(self.size + len(vectors), 1))
+        if len(vectors):
+            grown.add_items(vectors, np.arange(self.size, self.size + len(vectors)))
+        return HnswIndex(grown)
+
+    def with_search_params(self, *, ef: int | None = None, nprobe: int | None = None) -> HnswIndex:
+        params = _check_params(self.backend, ("ef",), ef=ef, nprobe=nprobe)
+        # ef lives inside the hnswlib object, so another ef means another copy of the graph.
+        tuned = hnswlib.Index(self.index)
+        tuned.set_ef(params.get("ef", self.index.ef))
+        return HnswIndex(tuned)
 
     def save(self, directory: Path) -> None:
         self.index.save_index(str(directory / self.FILE))
@@ -126,54 +201,99 @@ class HnswIndex:
         return cls(index)
 
 
+@dataclass(frozen=True)
+class _GpuCopy:
+    """A faiss index resident on the GPU. faiss GPU indexes are not safe for concurrent
+    searches (they share scratch memory), hence the lock."""
+
+    index: faiss.Index
+    resources: object  # faiss.StandardGpuResources, kept alive as long as the index
+    lock: threading.Lock
+
+
 class FaissIndex:
-    """faiss HNSW or IVF-Flat with the inner-product metric."""
+    """faiss with the inner-product metric: exact (IndexFlatIP), HNSW or IVF-Flat.
+
+    `index` is always the CPU index, the one saved to the bundle. When faiss sees a GPU,
+    faiss-flat and faiss-ivf are also copied to it, built there, and searched there; the CPU
+    copy stays in host memory for save and with_items.
+    """
 
     FILE = "faiss.index"
-    backend: str
+    GPU_BACKENDS = ("faiss-flat", "faiss-ivf")  # faiss has no GPU HNSW
 
-    def __init__(self, index: faiss.Index, backend: str) -> None:
+    def __init__(
+        self,
+        index: faiss.Index,
+        backend: str,
+        params: dict[str, int],
+        gpu: _GpuCopy | None = None,
+    ) -> None:
         self.index = index
         self.backend = backend
+        self.params = params
+        self.gpu = gpu
 
     @classmethod
     def build(cls, vectors: np.ndarray, config: ANNConfig) -> FaissIndex:
-        dim = vectors.shape[1]
-        if config.backend == "faiss-hnsw":
-            index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = config.hnsw_ef_construction
-        else:
-            # faiss wants >= 39 training points per list; small catalogs get fewer lists.
-            nlist = max(1, min(config.faiss_nlist, len(vectors) // 39))
-            quantizer = faiss.IndexFlatIP(dim)
-            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-            index.train(vectors)
-        index.add(vectors)
-        built = cls(index, config.backend)
-        built.tune(config)
-        return built
-
-    def tune(self, config: ANNConfig) -> None:
-        if self.backend == "faiss-hnsw":
-            self.index.hnsw.efSearch = config.hnsw_ef_search
-        else:
-            self.index.nprobe = min(config.faiss_nprobe, self.index.nlist)
+        index = _empty_faiss_index(vectors, config)
+        gpu = _gpu_copy(index) if config.backend in cls.GPU_BACKENDS else None
+        work = gpu.index if gpu is not None else index
+        if not work.is_trained:  # IVF: k-means on the catalog for the list centroids
+            work.train(vectors)
+        work.add(vectors)
+        if gpu is not None:
+            index = _to_cpu(gpu.index)
+        return cls(index, config.backend, _faiss_params(config), gpu)
 
     @property
     def size(self) -> int:
         return self.index.ntotal
 
+    @property
+    def on_gpu(self) -> bool:
+        return self.gpu is not None
+
+    @property
+    def search_params(self) -> dict[str, int]:
+        return dict(self.params)
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries, k = _as_matrix(queries, "queries", self.index.d), _check_k(k)
         take = min(k, self.size)
-        if self.backend == "faiss-hnsw":
-            # faiss HNSW explores max(efSearch, k) like hnswlib; make that explicit.
-            params = faiss.SearchParametersHNSW(efSearch=max(self.index.hnsw.efSearch, take))
-            scores, ids = self.index.search(queries, take, params=params)
+        if take == 0:
+            return _pad(np.empty((len(queries), 0), np.int64), np.empty((len(queries), 0)), k)
+        params = self._search_parameters(take)
+        if self.gpu is not None:  # GPU branch: one search at a time on the device
+            with self.gpu.lock:
+                scores, ids = self.gpu.index.search(queries, take, params=params)
         else:
-            scores, ids = self.index.search(queries, take)
+            scores, ids = self.index.search(queries, take, params=params)
         scores = np.where(ids < 0, -np.inf, scores)
         return _pad(ids.astype(np.int64), scores, k)
+
+    def _search_parameters(self, take: int) -> faiss.SearchParameters | None:
+        # Per-call parameters, not index fields, so one index serves every setting at once.
+        if self.backend == "faiss-hnsw":
+            # faiss HNSW explores max(efSearch, k) like hnswlib; make that explicit.
+            return faiss.SearchParametersHNSW(efSearch=max(self.params["ef"], take))
+        if self.backend == "faiss-ivf":
+            return faiss.SearchParametersIVF(nprobe=min(self.params["nprobe"], self.index.nlist))
+        return None
+
+    def with_items(self, vectors: np.ndarray) -> FaissIndex:
+        """A copy with `vectors` added as items size..size+n-1 (IVF: into the lists of the
+        existing centroids, which are not retrained; the nightly rebuild retrains them)."""
+        vectors = _as_matrix(vectors, "vectors", self.index.d)
+        grown = faiss.clone_index(self.index)
+        grown.add(vectors)
+        gpu = _gpu_copy(grown) if self.gpu is not None else None
+        return FaissIndex(grown, self.backend, self.params, gpu)
+
+    def with_search_params(self, *, ef: int | None = None, nprobe: int | None = None) -> FaissIndex:
+        params = _check_params(self.backend, tuple(self.params), ef=ef, nprobe=nprobe)
+        # Shares the faiss index (and GPU copy and its lock): only per-call parameters differ.
+        return FaissIndex(self.index, self.backend, {**self.params, **params}, self.gpu)
 
     def save(self, directory: Path) -> None:
         faiss.write_index(self.index, str(directory / self.FILE))
@@ -181,17 +301,81 @@ class FaissIndex:
 
     @classmethod
     def load(cls, directory: Path, meta: dict, config: ANNConfig) -> FaissIndex:
-        loaded = cls(faiss.read_index(str(directory / cls.FILE)), meta["backend"])
-        loaded.tune(config)
-        return loaded
+        backend = meta["backend"]
+        index = faiss.read_index(str(directory / cls.FILE))
+        gpu = _gpu_copy(index) if backend in cls.GPU_BACKENDS else None
+        params = _faiss_params(config, backend)
+        return cls(index, backend, params, gpu)
+
+
+def _empty_faiss_index(vectors: np.ndarray, config: ANNConfig) -> faiss.Index:
+    dim = vectors.shape[1]
+    if config.backend == "faiss-flat":
+        return faiss.IndexFlatIP(dim)
+    if config.backend == "faiss-hnsw":
+        index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = config.hnsw_ef_construction
+        return index
+    if len(vectors) == 0:
+        raise ValueError("faiss-ivf needs at least one vector to train its lists")
+    # faiss wants >= 39 training points per list; small catalogs get fewer lists.
+    nlist = max(1, min(config.faiss_nlist, len(vectors) // 39))
+    quantizer = faiss.IndexFlatIP(dim)
+    return faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+
+
+def _faiss_params(config: ANNConfig, backend: str | None = None) -> dict[str, int]:
+    """The backend's search settings from the config; its keys are the settings it takes."""
+    backend = backend or config.backend
+    if backend == "faiss-hnsw":
+        return {"ef": config.hnsw_ef_search}
+    if backend == "faiss-ivf":
+        return {"nprobe": config.faiss_nprobe}
+    return {}
+
+
+# --- GPU branch: used only where the faiss build has GPU support and sees a GPU. ---------
+
+
+def _gpu_available() -> bool:
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def _gpu_copy(index: faiss.Index) -> _GpuCopy | None:
+    """The index copied to GPU 0 (works on an untrained IVF too), or None without a GPU.
+    Note: faiss GPU search caps k and nprobe at 2048."""
+    if not _gpu_available():
+        return None
+    resources = faiss.StandardGpuResources()
+    return _GpuCopy(faiss.index_cpu_to_gpu(resources, 0, index), resources, threading.Lock())
+
+
+def _to_cpu(device_index: faiss.Index) -> faiss.Index:
+    return faiss.index_gpu_to_cpu(device_index)
+
+
+# --------------------------------------------------------------------------------------------
 
 
 BACKENDS: dict[str, type] = {
     "exact": ExactIndex,
     "hnsw": HnswIndex,
+    "faiss-flat": FaissIndex,
     "faiss-hnsw": FaissIndex,
     "faiss-ivf": FaissIndex,
 }
+
+
+def _check_params(backend: str, known: tuple[str, ...], **given: int | None) -> dict[str, int]:
+    """The given search settings, refusing those the backend does not have."""
+    params = {name: value for name, value in given.items() if value is not None}
+    for name, value in params.items():
+        if name not in known:
+            takes = ", ".join(known) or "no search settings"
+            raise ValueError(f"{backend} has no search setting {name!r} (it takes: {takes})")
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+    return {name: int(value) for name, value in params.items()}
 
 
 def _as_matrix(values: np.ndarray, what: str, dim: int | None = None) -> np.ndarray:

@@ -26,7 +26,14 @@ class IdMap:
     @classmethod
     def from_values(cls, values: Iterable[object], base: IdMap | None = None) -> IdMap:
         """Map of the distinct values (first-appearance order), appended to `base` if given."""
-        fresh = pd.unique(pd.Series(np.asarray(values)).astype(str).to_numpy())
+        if isinstance(getattr(values, "dtype", None), pd.CategoricalDtype):
+            # 20M categorical ids: distinct codes first, then strings for those only
+            series = pd.Series(values)
+            codes = pd.unique(series.cat.codes.to_numpy())
+            categories = np.asarray(series.cat.categories)[codes[codes >= 0]]
+            fresh = pd.unique(pd.Series(categories).astype(str).to_numpy())
+        else:
+            fresh = pd.unique(pd.Series(np.asarray(values)).astype(str).to_numpy())
         if base is None:
             ids = np.asarray(fresh, dtype=object)
         else:
@@ -39,6 +46,11 @@ class IdMap:
 
     def to_index(self, external: Iterable[object]) -> np.ndarray:
         """int64 indices of external ids; UNKNOWN (-1) where an id is not in the map."""
+        if isinstance(getattr(external, "dtype", None), pd.CategoricalDtype):
+            series = pd.Series(external)  # look up each category once, then index by codes
+            by_category = self.to_index(np.asarray(series.cat.categories))
+            codes = series.cat.codes.to_numpy()
+            return np.where(codes >= 0, by_category[codes], UNKNOWN).astype(np.int64)
         values = np.asarray(external if hasattr(external, "__len__") else list(external))
         return self._index.get_indexer(pd.Index(values.astype(str))).astype(np.int64)
 

@@ -13,15 +13,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from candidates.als import ALSGenerator, ALSModel
-from candidates.popularity import PopularityTop
+from pipelines.build import build_bundle
 from pipelines.evaluation import EvaluationResult, evaluate_candidates
 from pipelines.sources import fingerprint, load_dataset
-from pipelines.training_data import build_training_data
 from recsys.bundle import BundleError, Manifest, open_current, publish_bundle
 from recsys.config import Config
-from serving.catalog import ItemCatalog, UserProfiles
-from serving.runtime import LoadedBundle
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +53,8 @@ def run_nightly(
     steps.update()
 
     steps.set_postfix_str("training on all data")
-    data = build_training_data(dataset, config)
-    als = ALSGenerator.build(
-        ALSModel.fit(data.interactions, config.als, show_progress=False), config.ann
-    )
-    bundle = LoadedBundle(
-        version="",
-        users=data.users,
-        items=data.items,
-        als=als,
-        popularity=PopularityTop.fit(data, config.popularity),
-        catalog=ItemCatalog.build(dataset, data.items),
-        profiles=UserProfiles.build(dataset, data),
-    )
+    built = build_bundle(dataset, config)
+    bundle = built.bundle
     steps.update()
 
     steps.set_postfix_str("publishing" if publish else "writing (not published)")
@@ -84,8 +69,9 @@ def run_nightly(
             "gate_metric": gate_metric,
             "dataset": dataset.name,
             "n_events": len(dataset.events),
-            "n_users": len(data.users),
-            "n_items": len(data.items),
+            "n_users": len(bundle.users),
+            "n_items": len(bundle.items),
+            "build_seconds": built.seconds,
         },
         keep=config.artifacts.keep,
         make_current=publish,

@@ -16,8 +16,7 @@ from pipelines.evaluation import EvaluationResult
 
 def write_report(result: EvaluationResult, directory: str | Path, title: str) -> Path:
     """Write report.md, metrics.json and recall_at_k.png into a new timestamped directory."""
-    out = Path(directory) / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out.mkdir(parents=True, exist_ok=True)
+    out = new_report_dir(directory)
     (out / "metrics.json").write_text(
         json.dumps(
             {"metrics": result.metrics, "curves": result.curves, "users": result.users}, indent=2
@@ -27,6 +26,17 @@ def write_report(result: EvaluationResult, directory: str | Path, title: str) ->
     (out / "report.md").write_text(
         format_report(result, title) + "\n![recall@K](recall_at_k.png)\n"
     )
+    return out
+
+
+def new_report_dir(directory: str | Path) -> Path:
+    """A fresh timestamped directory under `directory` (a second run never overwrites)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = Path(directory) / stamp
+    suffix = 1
+    while out.exists():
+        out, suffix = Path(directory) / f"{stamp}-{suffix}", suffix + 1
+    out.mkdir(parents=True)
     return out
 
 

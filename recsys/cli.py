@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     recommend.add_argument("--region", default="")
     recommend.add_argument("--exclude", nargs="*", default=[])
     recommend.add_argument("--basket", nargs="*", default=[])
+    recommend.add_argument("--favorites", nargs="*", default=[])
     recommend.set_defaults(run=_recommend)
 
     rank = sub.add_parser("rank", parents=[common], help="rank given items for a user")
@@ -129,17 +130,16 @@ def _nightly(args: argparse.Namespace, config: Config) -> int:
 
 
 def _evaluate(args: argparse.Namespace, config: Config) -> int:
-    from pipelines.evaluation import evaluate_candidates
-    from pipelines.report import format_report, write_report
+    from pipelines.candidate_evaluation import evaluate_candidate_stage
+    from pipelines.candidate_report import format_candidate_report, write_candidate_report
     from pipelines.sources import load_dataset
 
     dataset = load_dataset(config.data)
-    result = evaluate_candidates(dataset, config)
+    result = evaluate_candidate_stage(dataset, config, show_progress=True)
     title = f"Candidate generators on {dataset.name} (chronological holdout)"
-    print(format_report(result, title))
-    print(
-        f"report written to {write_report(result, config.evaluation.report_dir, title)}/report.md"
-    )
+    print(format_candidate_report(result, title))
+    out = write_candidate_report(result, config.evaluation.report_dir, title)
+    print(f"report written to {out}/report.md")
     return 0
 
 
@@ -171,7 +171,12 @@ def _client(config: Config):
 def _recommend(args: argparse.Namespace, config: Config) -> int:
     with _client(config) as client:
         result = client.recommend(
-            args.user, args.k, region=args.region, exclude=args.exclude, basket=args.basket
+            args.user,
+            args.k,
+            region=args.region,
+            exclude=args.exclude,
+            basket=args.basket,
+            favorites=args.favorites,
         )
     cold = " (cold start)" if result.cold_start else ""
     print(f"user {args.user}{cold}, bundle {result.model_version}, request {result.request_id}")

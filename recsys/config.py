@@ -268,8 +268,10 @@ def _validate(config: Any, where: str) -> None:
         "seeds",
         "user_categories",
         "neighbors_per_item",
+        "trending_prior",
+        "trending_min_count",
     }
-    non_negative = {"pctr_prior_strength", "trending_prior", "gamma", "lambda_emb", "lambda_bias"}
+    non_negative = {"pctr_prior_strength", "gamma", "lambda_emb", "lambda_bias"}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if f.name in positive_ints and value <= 0 and not isinstance(config, EALSConfig):

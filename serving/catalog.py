@@ -10,11 +10,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from candidates.base import TrainingData
-from pipelines.dataset import ALL_REGIONS, Dataset, split_list
+from pipelines.dataset import ALL_REGIONS, Dataset
 from pipelines.idmap import IdMap
+from pipelines.training_data import list_membership, recent_positives
 
 CATALOG_FILE = "catalog.npz"
 REGIONS_FILE = "regions.json"
+CATEGORIES_FILE = "item_categories.npz"
+CATEGORY_NAMES_FILE = "categories.json"
+RECENT_FILE = "recent.npz"
 SEEN_FILE = "seen.npz"
 PROFILE_IDS_FILE = "profile_users.parquet"
 
@@ -25,22 +29,34 @@ class ItemCatalog:
     sold_everywhere: np.ndarray  # bool per item (regions "*")
     region_names: tuple[str, ...]
     sold_in_region: np.ndarray  # bool (n_regions, n_items)
+    category_names: tuple[str, ...]
+    item_categories: sp.csr_matrix  # bool (n_items, n_categories)
 
     @classmethod
-    def build(cls, dataset: Dataset, items: IdMap) -> ItemCatalog:
-        frame = dataset.items.set_index("item_id").loc[items.ids]
-        region_lists = [split_list(r) for r in frame["regions"]]
-        names = tuple(sorted({r for rs in region_lists for r in rs} - {ALL_REGIONS}))
-        position = {name: i for i, name in enumerate(names)}
-        mask = np.zeros((len(names), len(items)), dtype=bool)
-        for item, regions in enumerate(region_lists):
-            mask[[position[r] for r in regions if r != ALL_REGIONS], item] = True
+    def build(cls, dataset: Dataset, data: TrainingData) -> ItemCatalog:
+        frame = dataset.items.drop_duplicates("item_id").set_index("item_id").loc[data.items.ids]
+        regions, names = list_membership(frame["regions"])
+        everywhere = (
+            regions[:, names.index(ALL_REGIONS)].toarray().ravel()
+            if ALL_REGIONS in names
+            else np.zeros(len(frame), dtype=bool)
+        )
+        named = [i for i, name in enumerate(names) if name != ALL_REGIONS]
         return cls(
             in_stock=frame["stock"].to_numpy() > 0,
-            sold_everywhere=np.array([ALL_REGIONS in rs for rs in region_lists]),
-            region_names=names,
-            sold_in_region=mask,
+            sold_everywhere=everywhere,
+            region_names=tuple(names[i] for i in named),
+            sold_in_region=regions[:, named].T.toarray().astype(bool),
+            category_names=data.category_names,
+            item_categories=data.item_categories,
         )
+
+    def items_in_categories(self, names: tuple[str, ...]) -> np.ndarray:
+        """Bool mask of items in any of the named categories (unknown names match nothing)."""
+        columns = [self.category_names.index(n) for n in names if n in self.category_names]
+        if not columns:
+            return np.zeros(self.item_categories.shape[0], dtype=bool)
+        return np.asarray(self.item_categories[:, columns].sum(axis=1)).ravel() > 0
 
     def sold_in(self, region: str, items: np.ndarray) -> np.ndarray:
         """Bool mask: items sold in `region`; a region no item names sees only '*' items."""
@@ -58,7 +74,9 @@ class ItemCatalog:
             sold_everywhere=self.sold_everywhere,
             sold_in_region=self.sold_in_region,
         )
+        sp.save_npz(directory / CATEGORIES_FILE, self.item_categories)
         (directory / REGIONS_FILE).write_text(json.dumps(list(self.region_names)))
+        (directory / CATEGORY_NAMES_FILE).write_text(json.dumps(list(self.category_names)))
 
     @classmethod
     def load(cls, directory: Path) -> ItemCatalog:
@@ -68,25 +86,42 @@ class ItemCatalog:
                 sold_everywhere=data["sold_everywhere"],
                 region_names=tuple(json.loads((directory / REGIONS_FILE).read_text())),
                 sold_in_region=data["sold_in_region"],
+                category_names=tuple(json.loads((directory / CATEGORY_NAMES_FILE).read_text())),
+                item_categories=sp.load_npz(directory / CATEGORIES_FILE).tocsr(),
             )
 
 
 @dataclass(frozen=True)
 class UserProfiles:
-    """Home regions of every known user (from the user table) and each user's seen items."""
+    """Home regions of every known user (from the user table), each user's seen items and
+    recent positives (most recent first: the history i2i and business generators start from).
+    """
 
     users: IdMap  # users of the user table
     home_region: np.ndarray  # object array of str per user in `users`
     seen: sp.csr_matrix  # bool (n_model_users, n_items), rows indexed like the models' users
+    recent_indptr: np.ndarray  # int64 (n_model_users + 1,): CSR offsets into recent_items
+    recent_items: np.ndarray  # int64 item indices, most recent first within each user
 
     @classmethod
-    def build(cls, dataset: Dataset, data: TrainingData) -> UserProfiles:
+    def build(cls, dataset: Dataset, data: TrainingData, recent_limit: int) -> UserProfiles:
         users = IdMap.from_values(dataset.users["user_id"])
         regions = (
             dataset.users.drop_duplicates("user_id")["region"].astype(str).to_numpy(dtype=object)
         )
         seen = data.interactions.astype(bool).tocsr()
-        return cls(users=users, home_region=regions, seen=seen)
+        indptr, recent = recent_positives(data, recent_limit)
+        return cls(
+            users=users, home_region=regions, seen=seen, recent_indptr=indptr, recent_items=recent
+        )
+
+    def recent_of(self, user_index: int) -> np.ndarray:
+        """The user's recent positives, most recent first (empty for unknown users)."""
+        if user_index < 0 or user_index + 1 >= len(self.recent_indptr):
+            return np.empty(0, dtype=np.int64)
+        return self.recent_items[
+            self.recent_indptr[user_index] : self.recent_indptr[user_index + 1]
+        ]
 
     def region_of(self, user_id: str) -> str:
         index = self.users.index_of(user_id)
@@ -102,11 +137,16 @@ class UserProfiles:
         self.users.save(directory / PROFILE_IDS_FILE)
         sp.save_npz(directory / SEEN_FILE, self.seen)
         np.save(directory / "home_region.npy", self.home_region.astype(str))
+        np.savez(directory / RECENT_FILE, indptr=self.recent_indptr, items=self.recent_items)
 
     @classmethod
     def load(cls, directory: Path) -> UserProfiles:
+        with np.load(directory / RECENT_FILE) as recent:
+            indptr, items = recent["indptr"], recent["items"]
         return cls(
             users=IdMap.load(directory / PROFILE_IDS_FILE),
             home_region=np.load(directory / "home_region.npy").astype(object),
             seen=sp.load_npz(directory / SEEN_FILE).tocsr(),
+            recent_indptr=indptr,
+            recent_items=items,
         )

@@ -7,6 +7,7 @@ could not be shown, and the list is never cut short by a late filter.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -14,7 +15,10 @@ from typing import Protocol
 import numpy as np
 
 from candidates.base import RequestContext
+from recsys.config import ServingConfig
 from serving.catalog import ItemCatalog, UserProfiles
+
+log = logging.getLogger(__name__)
 
 
 class Filter(Protocol):
@@ -64,11 +68,33 @@ class SoldInRegion:
         return self.catalog.sold_in(ctx.region, items)
 
 
-FILTER_FACTORIES: dict[str, Callable[[ItemCatalog, UserProfiles], Filter]] = {
-    "request_exclusions": lambda catalog, profiles: RequestExclusions(),
-    "already_interacted": lambda catalog, profiles: AlreadyInteracted(profiles),
-    "in_stock": lambda catalog, profiles: InStock(catalog),
-    "sold_in_region": lambda catalog, profiles: SoldInRegion(catalog),
+@dataclass(frozen=True)
+class BlockedCategories:
+    """Items of the categories named in serving.blocked_categories (e.g. adult, tobacco)."""
+
+    name = "blocked_categories"
+    blocked: np.ndarray  # bool per item
+
+    def keep(self, ctx: RequestContext, items: np.ndarray) -> np.ndarray:
+        return ~self.blocked[items]
+
+
+def _blocked_categories(
+    catalog: ItemCatalog, profiles: UserProfiles, config: ServingConfig
+) -> BlockedCategories:
+    unknown = [c for c in config.blocked_categories if c not in catalog.category_names]
+    if unknown:  # a category may leave the catalog between bundles; not fatal, but say so
+        log.warning("serving.blocked_categories: %s not in this bundle's catalog", unknown)
+    return BlockedCategories(catalog.items_in_categories(config.blocked_categories))
+
+
+FilterFactory = Callable[[ItemCatalog, UserProfiles, ServingConfig], Filter]
+FILTER_FACTORIES: dict[str, FilterFactory] = {
+    "request_exclusions": lambda catalog, profiles, config: RequestExclusions(),
+    "already_interacted": lambda catalog, profiles, config: AlreadyInteracted(profiles),
+    "in_stock": lambda catalog, profiles, config: InStock(catalog),
+    "sold_in_region": lambda catalog, profiles, config: SoldInRegion(catalog),
+    "blocked_categories": _blocked_categories,
 }
 
 

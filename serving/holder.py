@@ -47,7 +47,7 @@ class BundleHolder:
             try:
                 verify_bundle(self.root / version)
                 bundle = LoadedBundle.load(self.root / version, version, self.config)
-                pipeline = RecommendPipeline(bundle, self.config.serving)
+                pipeline = RecommendPipeline(bundle, self.config)
             except (BundleError, OSError, ValueError, KeyError, RuntimeError) as err:
                 self._refused = version
                 log.error("refusing bundle %s, keeping %s: %s", version, self.version, err)

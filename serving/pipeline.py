@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from candidates.base import Candidates, Generator, RequestContext, top_k
+from candidates.base import Candidates, RequestContext, top_k
 from ranking.dot import DotProductRanker
-from recsys.config import ServingConfig
+from recsys.config import Config
 from serving.errors import NotFoundError, RequestError
 from serving.filters import FILTER_FACTORIES, Filter, apply_filters
+from serving.generators import make_generators
 from serving.runtime import LoadedBundle
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class RecommendRequest:
     region: str = ""
     exclude_item_ids: tuple[str, ...] = ()
     basket_item_ids: tuple[str, ...] = ()
+    favorite_item_ids: tuple[str, ...] = ()
     request_id: str = ""
 
 
@@ -51,15 +53,15 @@ class Recommendation:
 class RecommendPipeline:
     """One bundle's request pipeline; built once per bundle, shared by all requests."""
 
-    def __init__(self, bundle: LoadedBundle, config: ServingConfig) -> None:
-        generators: dict[str, Generator] = {"als": bundle.als, "popularity": bundle.popularity}
-        _check_names("serving.generators", config.generators, generators)
-        _check_names("serving.filters", config.filters, FILTER_FACTORIES)
+    def __init__(self, bundle: LoadedBundle, config: Config) -> None:
+        serving = config.serving
+        _check_names("serving.filters", serving.filters, FILTER_FACTORIES)
         self.bundle = bundle
-        self.config = config
-        self.generators = tuple(generators[name] for name in config.generators)
+        self.config = serving
+        self.generators = tuple(make_generators(bundle, config, serving.generators))
         self.filters: tuple[Filter, ...] = tuple(
-            FILTER_FACTORIES[name](bundle.catalog, bundle.profiles) for name in config.filters
+            FILTER_FACTORIES[name](bundle.catalog, bundle.profiles, serving)
+            for name in serving.filters
         )
         self.ranker = DotProductRanker(bundle.als.model, bundle.popularity)
         # Unit item vectors for SimilarItems, computed once per bundle, not per request.
@@ -75,9 +77,9 @@ class RecommendPipeline:
         self._check_k(request.k)
         if not request.user_id:
             raise RequestError("user_id must not be empty")
-        ctx = self._context(request)
+        ctx = self.context(request)
         items, sources = self._union(
-            [g.generate(ctx, self.config.candidate_budget) for g in self.generators]
+            [g.generate(ctx, self.config.budget_of(g.name)) for g in self.generators]
         )
         kept, removed = apply_filters(self.filters, ctx, items)
         items, sources = items[kept], sources[kept]
@@ -139,7 +141,8 @@ class RecommendPipeline:
         if k > self.config.max_k:
             raise RequestError(f"k={k} exceeds the maximum of {self.config.max_k}")
 
-    def _context(self, request: RecommendRequest) -> RequestContext:
+    def context(self, request: RecommendRequest) -> RequestContext:
+        """The request in dense indices, with the user's recent positives from the bundle."""
         items = self.bundle.items
         user_index = self.bundle.users.index_of(request.user_id)
         region = request.region or self.bundle.profiles.region_of(request.user_id)
@@ -153,6 +156,8 @@ class RecommendPipeline:
             region=region,
             exclude=known(request.exclude_item_ids),
             basket=known(request.basket_item_ids),
+            favorites=known(request.favorite_item_ids),
+            history=self.bundle.profiles.recent_of(user_index),
             request_id=request.request_id,
         )
 

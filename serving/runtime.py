@@ -6,18 +6,35 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from candidates.als import ALSGenerator
+from candidates.eals import EALSModel
+from candidates.i2i import I2IModel
 from candidates.popularity import PopularityTop
+from candidates.quorum import QuorumModel
+from candidates.tops import TopsModel
 from pipelines.idmap import IdMap
 from recsys.config import Config
 from serving.catalog import ItemCatalog, UserProfiles
 
 # Sub-directories of a bundle, one per component that owns its files.
-ALS_DIR, POPULARITY_DIR, CATALOG_DIR, PROFILES_DIR, IDS_DIR = (
+ALS_DIR, POPULARITY_DIR, TOPS_DIR, QUORUM_DIR, I2I_DIR, EALS_DIR = (
     "als",
     "popularity",
-    "catalog",
-    "profiles",
-    "ids",
+    "tops",
+    "quorum",
+    "i2i",
+    "eals",
+)
+CATALOG_DIR, PROFILES_DIR, IDS_DIR = "catalog", "profiles", "ids"
+SUBDIRS = (
+    ALS_DIR,
+    POPULARITY_DIR,
+    TOPS_DIR,
+    QUORUM_DIR,
+    I2I_DIR,
+    EALS_DIR,
+    CATALOG_DIR,
+    PROFILES_DIR,
+    IDS_DIR,
 )
 
 
@@ -28,6 +45,10 @@ class LoadedBundle:
     items: IdMap
     als: ALSGenerator
     popularity: PopularityTop
+    tops: TopsModel
+    quorum: QuorumModel
+    i2i: I2IModel
+    eals: EALSModel  # a ranking feature (seed 004: eALS "в фичах модели"), not a generator
     catalog: ItemCatalog
     profiles: UserProfiles
 
@@ -39,16 +60,24 @@ class LoadedBundle:
             items=IdMap.load(directory / IDS_DIR / "items.parquet"),
             als=ALSGenerator.load(directory / ALS_DIR, config.ann),
             popularity=PopularityTop.load(directory / POPULARITY_DIR),
+            tops=TopsModel.load(directory / TOPS_DIR),
+            quorum=QuorumModel.load(directory / QUORUM_DIR),
+            i2i=I2IModel.load(directory / I2I_DIR),
+            eals=EALSModel.load(directory / EALS_DIR),
             catalog=ItemCatalog.load(directory / CATALOG_DIR),
             profiles=UserProfiles.load(directory / PROFILES_DIR),
         )
 
     def save(self, directory: Path) -> None:
-        for sub in (ALS_DIR, POPULARITY_DIR, CATALOG_DIR, PROFILES_DIR, IDS_DIR):
+        for sub in SUBDIRS:
             (directory / sub).mkdir(parents=True)
         self.users.save(directory / IDS_DIR / "users.parquet")
         self.items.save(directory / IDS_DIR / "items.parquet")
         self.als.save(directory / ALS_DIR)
         self.popularity.save(directory / POPULARITY_DIR)
+        self.tops.save(directory / TOPS_DIR)
+        self.quorum.save(directory / QUORUM_DIR)
+        self.i2i.save(directory / I2I_DIR)
+        self.eals.save(directory / EALS_DIR)
         self.catalog.save(directory / CATALOG_DIR)
         self.profiles.save(directory / PROFILES_DIR)

@@ -7,7 +7,10 @@ def test_defaults_load_with_types():
     config = load_config()
     assert config.data.source == "movielens-100k"
     assert isinstance(config.als.alpha, float)
-    assert config.serving.generators == ("als", "popularity")
+    assert config.serving.generators[0] == "als" and "popularity" in config.serving.generators
+    assert config.serving.budget_of("popularity") == 150  # from generator_budgets
+    assert config.serving.budget_of("als") == config.serving.candidate_budget
+    assert config.tops.windows_days == (1, 7, 30, 0)
 
 
 def test_file_overrides_only_given_keys(tmp_path):
@@ -34,6 +37,15 @@ def test_file_overrides_only_given_keys(tmp_path):
         ("[evaluation]\nholdout_fraction = 1.5\n", r"holdout_fraction must be in \(0, 1\)"),
         ("[als]\nalpha = nan\n", r"'alpha' is NaN"),
         ("[als\n", r"not valid TOML"),
+        ("[serving]\ngenerator_budgets = { als = 0 }\n", r"generator_budgets.als must be positive"),
+        ("[serving]\ngenerator_budgets = { als = 1.5 }\n", r"must be a table of int values"),
+        ("[tops]\nwindows_days = [7, -1]\n", r"tops.windows_days must be >= 0"),
+        ("[tops]\nwindows_days = [7.5]\n", r"must be a list of int"),
+        ("[tops]\ntrending_prior = 0\n", r"'trending_prior' must be positive"),
+        ('[business]\nneighbor_kind = "bpr"\n', r"business.neighbor_kind 'bpr' unknown"),
+        ("[i2i]\ntext_weight = 2.0\n", r"i2i.text_weight must be in \[0, 1\]"),
+        ("[eals]\nfactors = -1\n", r"eals.factors must be >= 0"),
+        ("[evaluation]\ncandidate_cutoffs = []\n", r"candidate_cutoffs must be positive"),
         ("[unknown]\nx = 1\n", r"unknown key 'unknown'"),
     ],
 )

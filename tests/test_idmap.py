@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 
 from pipelines.idmap import UNKNOWN, IdMap
 
@@ -29,3 +30,13 @@ def test_save_load_round_trip(tmp_path):
     loaded = IdMap.load(tmp_path / "ids.parquet")
     assert list(loaded.ids) == list(ids.ids)
     assert loaded.index_of("a b") == 2
+
+
+def test_categorical_ids_take_the_code_path_with_the_same_answer():
+    values = pd.Series(pd.Categorical(["b", "a", "b", "c"], categories=["a", "b", "c", "z"]))
+    mapped = IdMap.from_values(values)
+    assert list(mapped.ids) == ["b", "a", "c"]  # first appearance, unused category "z" absent
+    assert mapped.to_index(values).tolist() == [0, 1, 0, 2]
+    other = pd.Series(pd.Categorical(["z", "c", None]))
+    assert mapped.to_index(other).tolist() == [-1, 2, -1]
+    assert list(IdMap.from_values(values.astype(str)).ids) == list(mapped.ids)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from recsys.config import load_config
 from serving.errors import NotFoundError, RequestError
 from serving.pipeline import RecommendRequest
 from tests.catalog_truth import eligible_items, home_region
@@ -32,18 +33,40 @@ def test_explicit_region_overrides_home_region(ml_pipeline, ml_dataset):
     assert {i.item_id for i in result.items} <= eligible_items(ml_dataset, "196", "intl")
 
 
+PERSONAL = {"als", "quorum", "i2i_als", "i2i_npmi", "i2i_content", "business"}
+
+
 def test_sources_are_attributed_and_union_is_kept(ml_pipeline):
-    result = ml_pipeline.recommend(RecommendRequest("196", 100))
+    result = ml_pipeline.recommend(RecommendRequest("196", 200))
     sources = [set(i.sources) for i in result.items]
-    assert all(s and s <= {"als", "popularity"} for s in sources)
-    assert any(s == {"als", "popularity"} for s in sources), "an item found by both must say so"
+    configured = set(ml_pipeline.config.generators)
+    assert all(s and s <= configured for s in sources)
+    assert any(len(s) >= 3 for s in sources), "an item found by several must list them all"
+    assert set().union(*sources) & PERSONAL, "a known user gets personal candidates"
 
 
-def test_unknown_user_gets_cold_start_popularity(ml_pipeline, ml_dataset):
+def test_each_generator_stays_within_its_budget(ml_pipeline):
+    ctx = ml_pipeline.context(RecommendRequest("196", 10))
+    for generator in ml_pipeline.generators:
+        budget = ml_pipeline.config.budget_of(generator.name)
+        answer = generator.generate(ctx, budget)
+        assert len(answer) <= budget, generator.name
+        assert len(np.unique(answer.item_ids)) == len(answer), generator.name
+
+
+def test_unknown_user_gets_cold_start_tops(ml_pipeline, ml_dataset):
     result = ml_pipeline.recommend(RecommendRequest("no-such-user", 10, region="us-9"))
     assert result.cold_start and len(result.items) == 10
-    assert all(i.sources == ("popularity",) for i in result.items)
+    assert all(set(i.sources).isdisjoint(PERSONAL) for i in result.items)
     assert {i.item_id for i in result.items} <= eligible_items(ml_dataset, "no-such-user", "us-9")
+
+
+def test_favourites_and_basket_bring_business_candidates_for_a_cold_user(ml_pipeline):
+    request = RecommendRequest(
+        "no-such-user", 100, favorite_item_ids=("50",), basket_item_ids=("181",)
+    )
+    sources = {s for item in ml_pipeline.recommend(request).items for s in item.sources}
+    assert "business" in sources and "quorum" in sources  # quorum: UF from basket/favourites
 
 
 def test_no_short_list_backfills_from_tops(ml_pipeline, ml_dataset):
@@ -93,3 +116,21 @@ def test_similar_items_by_cosine(ml_pipeline):
     assert [i.item_id for i in similar] == list(expected)
     with pytest.raises(NotFoundError, match="item 'zzz' is not in the catalog"):
         ml_pipeline.similar_items("zzz", 5)
+
+
+def test_blocked_categories_from_config_never_reach_the_list(ml_pipeline, ml_dataset):
+    from serving.pipeline import RecommendPipeline
+
+    config = load_config().replace(
+        serving={
+            "filters": [*ml_pipeline.config.filters, "blocked_categories"],
+            "blocked_categories": ["Drama", "Comedy"],
+        }
+    )
+    pipeline = RecommendPipeline(ml_pipeline.bundle, config)
+    result = pipeline.recommend(RecommendRequest("196", 100))
+    genres = ml_dataset.items.set_index("item_id")["categories"]
+    assert len(result.items) == 100  # backfill walks past blocked items too
+    for item in result.items:
+        assert not {"Drama", "Comedy"} & set(genres[item.item_id].split("|")), item.item_id
+    assert result.removed_by_filter["blocked_categories"] > 0

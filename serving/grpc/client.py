@@ -41,6 +41,7 @@ class RecommenderClient:
         region: str = "",
         exclude: Sequence[str] = (),
         basket: Sequence[str] = (),
+        favorites: Sequence[str] = (),
         request_id: str = "",
     ) -> Recommendation:
         response = self.stub.Recommend(
@@ -50,6 +51,7 @@ class RecommenderClient:
                 region=region,
                 exclude_item_ids=list(exclude),
                 basket_item_ids=list(basket),
+                favorite_item_ids=list(favorites),
                 request_id=request_id,
             ),
             timeout=self.timeout,

@@ -61,6 +61,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                     region=request.region,
                     exclude_item_ids=tuple(request.exclude_item_ids),
                     basket_item_ids=tuple(request.basket_item_ids),
+                    favorite_item_ids=tuple(request.favorite_item_ids),
                     request_id=request_id,
                 )
             )

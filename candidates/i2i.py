@@ -1,0 +1,672 @@
+"""Per-item neighbour lists and the generator that looks them up (seed 004, "i2i-списки").
+
+Offline, every item gets three lists of its most similar items:
+
+- "als": cosine of the iALS item factors (seed 004, "ALS"; exact search with faiss);
+- "npmi": co-occurrence in users' positive histories, scored by NPMI (seed 004,
+  "Бизнесовые кандгены" names NPMI among the "топы по близости");
+- "content": category Jaccard and TF-IDF cosine of the titles (seed 004, "i2i-списки":
+  "возьмем все контентное, что сможем ... построить топчик по похожести").
+
+At request time: "В рантайме будем брать позитивы из истории, выбирать из них
+разнообразные ... и по ним лукапить топы списков" — `diverse_seeds` picks the diverse
+recent positives, `I2IGenerator` merges their lists.
+
+Every list is a dense (n_items, neighbors) int64 id matrix padded with -1 and a float32
+score matrix padded with -inf; an item is never in its own list. Ties are broken by item
+popularity (number of positive events), then by index, so lists are deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from candidates.base import NO_ITEMS, Candidates, RequestContext, TrainingData, top_k
+from recsys.config import I2I_KINDS, I2IConfig
+
+log = logging.getLogger(__name__)
+
+META_FILE = "i2i.json"
+LIST_FILE = "i2i_{kind}.npz"
+FACTORS_FILE = "i2i_unit_factors.npy"
+CATEGORIES_FILE = "i2i_categories.npz"
+
+# Sparse products are cut into row blocks of at most this many multiply-adds, which also
+# bounds the block's result (and the sort over it) to a few hundred MB.
+BLOCK_PAIRS = 1 << 23
+ALS_QUERY_BATCH = 16_384
+# A title word shared by more items than this proposes no text candidates (it still counts
+# in the exact cosine): it bounds the text product to nnz(TF-IDF) * TEXT_CANDIDATE_MAX_DF.
+TEXT_CANDIDATE_MAX_DF = 200
+PAIR_CHUNK = 1 << 20  # candidate pairs scored at once
+
+
+@dataclass(frozen=True)
+class NeighborLists:
+    ids: np.ndarray  # (n_items, neighbors) int64, -1 padded
+    scores: np.ndarray  # (n_items, neighbors) float32, -inf padded
+
+    def __post_init__(self) -> None:
+        if self.ids.ndim != 2 or self.ids.shape != self.scores.shape:
+            raise ValueError(
+                f"neighbour lists: ids {self.ids.shape} and scores {self.scores.shape} differ"
+            )
+
+    @classmethod
+    def empty(cls, n_items: int, k: int) -> NeighborLists:
+        return cls(np.full((n_items, k), -1, np.int64), np.full((n_items, k), -np.inf, np.float32))
+
+
+@dataclass(frozen=True)
+class TieOrder:
+    """Items by popularity (descending), then index: the tie-break of every list."""
+
+    rank: np.ndarray  # int64 per item: its position in that order
+    items: np.ndarray  # int64: the items in that order
+
+    @classmethod
+    def by_popularity(cls, popularity: np.ndarray) -> TieOrder:
+        items = np.lexsort((np.arange(len(popularity)), -popularity)).astype(np.int64)
+        rank = np.empty_like(items)
+        rank[items] = np.arange(len(items))
+        return cls(rank=rank, items=items)
+
+
+@dataclass(frozen=True)
+class I2IModel:
+    """Neighbour lists per kind, plus what seed diversity needs: unit ALS factors if there
+    are any, else the item categories (see `similarity`)."""
+
+    lists: dict[str, NeighborLists]
+    unit_factors: np.ndarray | None = None  # (n_items, f) float32, zero rows for unseen items
+    item_categories: sp.csr_matrix | None = None  # bool (n_items, n_categories)
+
+    def __post_init__(self) -> None:
+        if self.unit_factors is None and self.item_categories is None:
+            raise ValueError("I2IModel needs unit_factors or item_categories for seed diversity")
+        unknown = sorted(set(self.lists) - set(I2I_KINDS))
+        if unknown:
+            raise ValueError(f"unknown i2i kind {unknown[0]!r}; known: {', '.join(I2I_KINDS)}")
+        sizes = {len(lists.ids) for lists in self.lists.values()}
+        sizes.add(self.n_items)
+        if len(sizes) > 1:
+            raise ValueError(f"i2i lists and item data disagree on the item count: {sizes}")
+
+    @classmethod
+    def build(
+        cls,
+        data: TrainingData,
+        item_factors: np.ndarray | None,
+        config: I2IConfig,
+        kinds: tuple[str, ...] = I2I_KINDS,
+        show_progress: bool = False,
+    ) -> I2IModel:
+        """All `kinds` of lists; "als" is skipped when there are no item factors."""
+        unknown = sorted(set(kinds) - set(I2I_KINDS))
+        if unknown:
+            raise ValueError(f"unknown i2i kind {unknown[0]!r}; known: {', '.join(I2I_KINDS)}")
+        n_items = len(data.items)
+        unit = None if item_factors is None else unit_rows(_checked_factors(item_factors, n_items))
+        order = TieOrder.by_popularity(item_popularity(data))
+        builders = {
+            "als": lambda: als_neighbors(unit, config.neighbors, show_progress),
+            "npmi": lambda: npmi_neighbors(data, config, order, show_progress),
+            "content": lambda: content_neighbors(data, config, order, show_progress),
+        }
+        lists = {}
+        for kind in kinds:
+            if kind == "als" and unit is None:
+                log.info("i2i: no ALS factors, no 'als' lists")
+                continue
+            started = time.perf_counter()
+            lists[kind] = builders[kind]()
+            filled = float((lists[kind].ids >= 0).sum(axis=1).mean()) if n_items else 0.0
+            log.info(
+                "i2i %s lists: %d items, %.1f neighbours on average, %.1f s",
+                kind,
+                n_items,
+                filled,
+                time.perf_counter() - started,
+            )
+        categories = None if unit is not None else data.item_categories.tocsr()
+        return cls(lists=lists, unit_factors=unit, item_categories=categories)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(kind for kind in I2I_KINDS if kind in self.lists)
+
+    @property
+    def n_items(self) -> int:
+        source = self.unit_factors if self.unit_factors is not None else self.item_categories
+        return source.shape[0]
+
+    def list_length(self, kind: str) -> int:
+        return self._lists(kind).ids.shape[1]
+
+    def neighbors(
+        self, kind: str, items: np.ndarray, per_item: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The first `per_item` neighbours of each item: ((len(items), per_item) int64 ids
+        padded with -1, float32 scores padded with -inf)."""
+        lists = self._lists(kind)
+        items = self._checked_items(items)
+        if per_item < 0:
+            raise ValueError(f"per_item must be >= 0, got {per_item}")
+        ids, scores = lists.ids[items, :per_item], lists.scores[items, :per_item]
+        missing = per_item - ids.shape[1]
+        if missing > 0:
+            ids = np.pad(ids, ((0, 0), (0, missing)), constant_values=-1)
+            scores = np.pad(scores, ((0, 0), (0, missing)), constant_values=-np.inf)
+        return ids, scores
+
+    def similarity(self, items: np.ndarray) -> np.ndarray:
+        """(n, n) float32 similarity among `items`, for seed diversity: cosine of the ALS
+        factors when the model has them, else Jaccard of the category sets."""
+        items = self._checked_items(items)
+        if self.unit_factors is not None:
+            vectors = self.unit_factors[items]
+            return vectors @ vectors.T
+        # The items' category rows gathered straight from the CSR arrays: a request looks at
+        # ~20 items, where scipy's fancy indexing would cost more than the arithmetic.
+        indptr, indices = self.item_categories.indptr, self.item_categories.indices
+        lengths = indptr[items + 1] - indptr[items]
+        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        categories = indices[np.repeat(indptr[items], lengths) + offsets]
+        present, column = np.unique(categories, return_inverse=True)
+        member = np.zeros((len(items), len(present)), dtype=np.float32)
+        member[np.repeat(np.arange(len(items)), lengths), column] = 1.0
+        inter = member @ member.T
+        size = np.diag(inter)
+        union = size[:, None] + size[None, :] - inter
+        return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+    def save(self, directory: Path) -> None:
+        meta = {"kinds": list(self.kinds), "n_items": self.n_items}
+        (directory / META_FILE).write_text(json.dumps(meta))
+        for kind, lists in self.lists.items():
+            np.savez(directory / LIST_FILE.format(kind=kind), ids=lists.ids, scores=lists.scores)
+        if self.unit_factors is not None:
+            np.save(directory / FACTORS_FILE, self.unit_factors)
+        else:
+            sp.save_npz(directory / CATEGORIES_FILE, self.item_categories)
+
+    @classmethod
+    def load(cls, directory: Path) -> I2IModel:
+        meta = json.loads((directory / META_FILE).read_text())
+        lists = {}
+        for kind in meta["kinds"]:
+            with np.load(directory / LIST_FILE.format(kind=kind)) as stored:
+                lists[kind] = NeighborLists(ids=stored["ids"], scores=stored["scores"])
+        if (directory / FACTORS_FILE).exists():
+            model = cls(lists=lists, unit_factors=np.load(directory / FACTORS_FILE))
+        else:
+            categories = sp.load_npz(directory / CATEGORIES_FILE).tocsr()
+            model = cls(lists=lists, item_categories=categories)
+        if model.n_items != meta["n_items"]:
+            raise ValueError(
+                f"{directory}: i2i data holds {model.n_items} items, {META_FILE} says "
+                f"{meta['n_items']}"
+            )
+        return model
+
+    def _lists(self, kind: str) -> NeighborLists:
+        if kind not in self.lists:
+            raise ValueError(f"no i2i {kind!r} lists; built kinds: {', '.join(self.kinds)}")
+        return self.lists[kind]
+
+    def _checked_items(self, items: np.ndarray) -> np.ndarray:
+        items = np.asarray(items, dtype=np.int64)
+        if items.size and (items.min() < 0 or items.max() >= self.n_items):
+            raise ValueError(f"item index out of range [0, {self.n_items}): {items}")
+        return items
+
+
+# --- runtime -------------------------------------------------------------------------------
+
+
+def recency_weights(n: int) -> np.ndarray:
+    """Weight of the r-th most recent positive (r = 0 first): 1 / (1 + r).
+
+    Harmonic decay: the latest positive counts most, older ones fade but never vanish
+    within the `recent` window the request looks at.
+    """
+    return (1.0 / (1.0 + np.arange(n))).astype(np.float32)
+
+
+def diverse_seeds(similarity: np.ndarray, count: int) -> np.ndarray:
+    """Positions of `count` diverse items among m recent positives (most recent first),
+    given their (m, m) similarity (seed 004, "i2i-списки": "выбирать из них разнообразные").
+
+    Greedy, like maximal marginal relevance: start with the most recent item, then
+    repeatedly add the item maximising recency_weight * (1 - max similarity to the items
+    already picked), similarity clipped to [0, 1]. A near-duplicate of a picked item gains
+    almost nothing, so an older but different positive goes first. Returns int64 positions
+    in pick order. The loop runs `count` times (a handful), each step vectorised.
+    """
+    m = similarity.shape[0]
+    if similarity.shape != (m, m):
+        raise ValueError(f"similarity must be square, got {similarity.shape}")
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    count = min(count, m)
+    if count == 0:
+        return NO_ITEMS
+    closeness = np.clip(np.asarray(similarity, dtype=np.float32), 0.0, 1.0)
+    weight = recency_weights(m)
+    picked = np.empty(count, dtype=np.int64)
+    picked[0] = 0
+    available = np.ones(m, dtype=bool)
+    available[0] = False
+    nearest_picked = closeness[0].copy()  # max similarity of each item to the picked ones
+    for step in range(1, count):
+        gain = np.where(available, weight * (1.0 - nearest_picked), -np.inf)
+        chosen = int(np.argmax(gain))
+        picked[step] = chosen
+        available[chosen] = False
+        nearest_picked = np.maximum(nearest_picked, closeness[chosen])
+    return picked
+
+
+def recent_positives(ctx: RequestContext, recent: int) -> np.ndarray:
+    """The first `recent` distinct items of the history, else of the basket, else of the
+    favourites; most recent (or first listed) first."""
+    source = next((s for s in (ctx.history, ctx.basket, ctx.favorites) if len(s)), NO_ITEMS)
+    source = np.asarray(source, dtype=np.int64)
+    _, first = np.unique(source, return_index=True)
+    return source[np.sort(first)][:recent]
+
+
+class I2IGenerator:
+    """Looks up the lists of the user's diverse recent positives and merges them:
+    score(item) = Σ over seeds of recency_weight(seed) * neighbour score(seed, item)."""
+
+    def __init__(self, model: I2IModel, kind: str, config: I2IConfig) -> None:
+        if kind not in I2I_KINDS:
+            raise ValueError(f"unknown i2i kind {kind!r}; known: {', '.join(I2I_KINDS)}")
+        if kind not in model.kinds:
+            raise ValueError(f"the i2i model has no {kind!r} lists; built: {model.kinds}")
+        self.model = model
+        self.kind = kind
+        self.config = config
+        self.name = f"i2i_{kind}"
+
+    def generate(self, ctx: RequestContext, budget: int) -> Candidates:
+        if budget < 0:
+            raise ValueError(f"{self.name}: budget must be >= 0, got {budget}")
+        recent = recent_positives(ctx, self.config.recent)
+        if budget == 0 or len(recent) == 0:
+            return Candidates(NO_ITEMS, np.empty(0, np.float32), self.name)
+        picked = diverse_seeds(self.model.similarity(recent), self.config.seeds)
+        seeds, seed_weights = recent[picked], recency_weights(len(recent))[picked]
+        ids, scores = self.model.neighbors(self.kind, seeds, self.model.list_length(self.kind))
+        contribution = scores * seed_weights[:, None]
+        keep = (ids >= 0) & ~np.isin(ids, seeds)
+        items, slot = np.unique(ids[keep], return_inverse=True)
+        merged = np.bincount(slot, weights=contribution[keep], minlength=len(items))
+        merged = merged.astype(np.float32)
+        best = top_k(merged, budget)
+        return Candidates(items[best], merged[best], self.name)
+
+
+# --- offline: shared helpers ---------------------------------------------------------------
+
+
+def item_popularity(data: TrainingData) -> np.ndarray:
+    """Number of positive events per item: the tie-break of every list."""
+    return np.bincount(data.event_items[data.event_positive], minlength=len(data.items))
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length; zero rows (items ALS never saw) stay zero."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+
+
+def _checked_factors(item_factors: np.ndarray, n_items: int) -> np.ndarray:
+    factors = np.ascontiguousarray(item_factors, dtype=np.float32)
+    if factors.ndim != 2 or factors.shape[0] != n_items:
+        raise ValueError(f"item_factors must be ({n_items}, f), got {factors.shape}")
+    if not np.isfinite(factors).all():
+        raise ValueError("item_factors hold NaN or infinite values")
+    return factors
+
+
+def _row_blocks(cost: np.ndarray, max_rows: int, show: bool, what: str) -> Iterator[slice]:
+    """Consecutive row slices whose summed cost stays near BLOCK_PAIRS (a row above it gets
+    a block of its own), at most `max_rows` rows each."""
+    total = np.cumsum(cost, dtype=np.int64)
+    n, start = len(cost), 0
+    with tqdm(total=n, disable=not show, desc=what, unit="item") as progress:
+        while start < n:
+            spent = total[start - 1] if start else 0
+            stop = int(np.searchsorted(total, spent + BLOCK_PAIRS, side="right"))
+            stop = min(max(stop, start + 1), start + max_rows, n)
+            yield slice(start, stop)
+            progress.update(stop - start)
+            start = stop
+
+
+def _key_bits(n_items: int) -> tuple[int, int]:
+    """Bits of the packed sort key (row | score | tie rank): (row bits, rank bits)."""
+    rank_bits = max(1, (n_items - 1).bit_length())
+    return 64 - 32 - rank_bits, rank_bits
+
+
+def _descending_score_bits(scores: np.ndarray) -> np.ndarray:
+    """uint32 codes of float32 scores whose ascending order is the scores' descending one."""
+    bits = scores.astype(np.float32).view(np.uint32)
+    ascending = np.where(bits >> 31 == 1, ~bits, bits | np.uint32(1 << 31))
+    return ~ascending
+
+
+def _scores_from_bits(codes: np.ndarray) -> np.ndarray:
+    ascending = ~codes.astype(np.uint32)
+    bits = np.where(ascending >> 31 == 1, ascending & np.uint32((1 << 31) - 1), ~ascending)
+    return bits.view(np.float32)
+
+
+def top_per_row(
+    rows: np.ndarray, cols: np.ndarray, scores: np.ndarray, n_rows: int, k: int, order: TieOrder
+) -> NeighborLists:
+    """The k best (row, col, score) triplets per row: score descending, then the tie order.
+
+    One np.sort of packed uint64 keys (row, descending score bits, tie rank of col): much
+    faster than a lexsort over three arrays, and exact (float32 scores keep all their bits).
+    `rows` must be < 2 ** row bits of `_key_bits` (blocks are cut to fit).
+    """
+    row_bits, rank_bits = _key_bits(len(order.rank))
+    if n_rows > 1 << row_bits:
+        raise ValueError(f"{n_rows} rows do not fit a {row_bits}-bit row key")
+    keys = (
+        (rows.astype(np.uint64) << np.uint64(32 + rank_bits))
+        | (_descending_score_bits(scores).astype(np.uint64) << np.uint64(rank_bits))
+        | order.rank[cols].astype(np.uint64)
+    )
+    keys.sort()
+    rows = (keys >> np.uint64(32 + rank_bits)).astype(np.int64)
+    counts = np.bincount(rows, minlength=n_rows)
+    position = np.arange(len(keys)) - np.repeat(np.cumsum(counts) - counts, counts)
+    keep = position < k
+    keys, rows, position = keys[keep], rows[keep], position[keep]
+    rank = (keys & np.uint64((1 << rank_bits) - 1)).astype(np.int64)
+    score_bits = (keys >> np.uint64(rank_bits)) & np.uint64(0xFFFFFFFF)
+    result = NeighborLists.empty(n_rows, k)
+    result.ids[rows, position] = order.items[rank]
+    result.scores[rows, position] = _scores_from_bits(score_bits)
+    return result
+
+
+def drop_self(ids: np.ndarray, scores: np.ndarray, own: np.ndarray, k: int) -> NeighborLists:
+    """Remove each row's own item (and -1s), keep the order, cut or pad to k columns."""
+    ids = np.where(ids == own[:, None], -1, ids)
+    order = np.argsort(ids < 0, axis=1, kind="stable")[:, :k]
+    ids = np.take_along_axis(ids, order, axis=1)
+    scores = np.where(ids >= 0, np.take_along_axis(scores, order, axis=1), -np.inf)
+    missing = k - ids.shape[1]
+    if missing > 0:
+        ids = np.pad(ids, ((0, 0), (0, missing)), constant_values=-1)
+        scores = np.pad(scores, ((0, 0), (0, missing)), constant_values=-np.inf)
+    return NeighborLists(ids.astype(np.int64), scores.astype(np.float32))
+
+
+def _write(target: NeighborLists, rows: slice, block: NeighborLists) -> None:
+    target.ids[rows] = block.ids
+    target.scores[rows] = block.scores
+
+
+# --- "als": cosine of ALS item factors -----------------------------------------------------
+
+
+def als_neighbors(unit: np.ndarray, k: int, show_progress: bool = False) -> NeighborLists:
+    """Top-k items by cosine of the unit ALS factors (seed 004, "ALS" vectors, "i2i-списки").
+
+    Exact inner-product search in faiss (IndexFlatIP): at 100k x 64, top-51, on the 2-core
+    box it took 2.9 s per 20k queries against 20.4 s for chunked matmul + top_k_batch (its
+    heap selection avoids argpartition's extra passes over each 100k-score row). Zero rows
+    (items ALS never saw) are neither queried nor indexed: their lists stay empty.
+    """
+    n_items, dim = unit.shape
+    result = NeighborLists.empty(n_items, k)
+    seen = np.flatnonzero(np.abs(unit).sum(axis=1) > 0)
+    if len(seen) < 2:
+        return result
+    index = faiss.IndexFlatIP(dim)
+    index.add(unit[seen])
+    depth = min(k + 1, len(seen))  # + 1: the item itself comes back (cosine 1)
+    batches = range(0, len(seen), ALS_QUERY_BATCH)
+    for start in tqdm(batches, disable=not show_progress, desc="i2i als", unit="batch"):
+        queries = seen[start : start + ALS_QUERY_BATCH]
+        scores, found = index.search(unit[queries], depth)
+        found = np.where(found >= 0, seen[np.maximum(found, 0)], -1)
+        block = drop_self(found, scores, queries, k)
+        result.ids[queries], result.scores[queries] = block.ids, block.scores
+    return result
+
+
+# --- "npmi": co-occurrence in positive histories -------------------------------------------
+
+
+def recent_positive_matrix(data: TrainingData, history_limit: int) -> sp.csr_matrix:
+    """Binary users x items: each user's last `history_limit` distinct positive items.
+
+    The cap bounds the quadratic cost of co-occurrence (a user with h items adds h² pairs);
+    an item positive again later counts as recent.
+    """
+    positive = np.flatnonzero(data.event_positive)[::-1]  # events are in time order: newest first
+    users, items = data.event_users[positive], data.event_items[positive]
+    _, latest = np.unique(users * len(data.items) + items, return_index=True)
+    latest.sort()  # distinct (user, item) pairs, newest first
+    users, items = users[latest], items[latest]
+    by_user = np.argsort(users, kind="stable")  # grouped by user, newest first within
+    users, items = users[by_user], items[by_user]
+    counts = np.bincount(users, minlength=len(data.users))
+    recency = np.arange(len(users)) - np.repeat(np.cumsum(counts) - counts, counts)
+    keep = recency < history_limit
+    return sp.csr_matrix(
+        (np.ones(int(keep.sum()), np.float32), (users[keep], items[keep])),
+        shape=(len(data.users), len(data.items)),
+    )
+
+
+def npmi(pair_count: np.ndarray, count_i: np.ndarray, count_j: np.ndarray, n: int) -> np.ndarray:
+    """NPMI(i, j) = log(p(i,j) / (p(i) p(j))) / (-log p(i,j)) with p = count / n
+    (seed 004, "Бизнесовые кандгены": NPMI); 1 where p(i,j) = 1 (the limit of the formula)."""
+    log_pair = np.log(pair_count / n)
+    pmi = log_pair - np.log(count_i / n) - np.log(count_j / n)
+    return np.divide(pmi, -log_pair, out=np.ones_like(pmi), where=log_pair < 0)
+
+
+def npmi_neighbors(
+    data: TrainingData, config: I2IConfig, order: TieOrder, show_progress: bool = False
+) -> NeighborLists:
+    """Top items by NPMI of co-occurrence in users' recent positive histories.
+
+    C = Xᵀ X is computed in blocks of item rows (never the full item x item product);
+    N = users with positives; pairs seen by fewer than `npmi_min_count` users are dropped,
+    and so are pairs with NPMI <= 0 (no more often together than by chance: not neighbours).
+    """
+    n_items, k = len(data.items), config.neighbors
+    result = NeighborLists.empty(n_items, k)
+    histories = recent_positive_matrix(data, config.history_limit)
+    n_users = int((np.diff(histories.indptr) > 0).sum())
+    if n_users == 0:
+        return result
+    item_users = histories.T.tocsr()
+    item_count = np.diff(item_users.indptr).astype(np.float64)
+    # Multiply-adds of row i of Xᵀ X: Σ over its users of their history length.
+    cost = item_users @ np.diff(histories.indptr).astype(np.int64)
+    row_bits, _ = _key_bits(n_items)
+    for rows in _row_blocks(cost, 1 << row_bits, show_progress, "i2i npmi"):
+        pairs = item_users[rows] @ histories
+        local = np.repeat(np.arange(pairs.shape[0]), np.diff(pairs.indptr))
+        item, other, together = local + rows.start, pairs.indices, pairs.data
+        keep = (other != item) & (together >= config.npmi_min_count)
+        local, item, other, together = local[keep], item[keep], other[keep], together[keep]
+        score = npmi(together.astype(np.float64), item_count[item], item_count[other], n_users)
+        keep = score > 0
+        block = top_per_row(local[keep], other[keep], score[keep], pairs.shape[0], k, order)
+        _write(result, rows, block)
+    return result
+
+
+# --- "content": category Jaccard and title TF-IDF ------------------------------------------
+
+
+def category_signatures(categories: sp.csr_matrix) -> tuple[np.ndarray, sp.csr_matrix]:
+    """Distinct category sets: (signature index per item, bool signatures x categories).
+
+    Jaccard depends on the set only, and catalogs repeat a few sets over many items, so the
+    set-to-set work is done once per distinct set. Sets are told apart by a 64-bit sum of
+    random per-category codes, then checked exactly (a collision would raise).
+    """
+    categories = categories.tocsr().astype(bool)
+    categories.sum_duplicates()
+    code = np.random.default_rng(0).integers(0, 2**63, categories.shape[1], dtype=np.uint64)
+    running = np.concatenate([[np.uint64(0)], np.cumsum(code[categories.indices], dtype=np.uint64)])
+    set_code = running[categories.indptr[1:]] - running[categories.indptr[:-1]]  # wraps mod 2**64
+    _, first, signature = np.unique(set_code, return_index=True, return_inverse=True)
+    signatures = categories[first]
+    if (signatures[signature] != categories).nnz:
+        raise ValueError("category set codes collided; change the seed in category_signatures")
+    return signature.astype(np.int64), signatures
+
+
+def _signature_heads(
+    signature: np.ndarray, n_signatures: int, depth: int, order: TieOrder
+) -> sp.csr_matrix:
+    """signatures x items, 1 for the first `depth` items of each signature in tie order."""
+    items = order.items[np.argsort(signature[order.items], kind="stable")]
+    owner = signature[items]
+    counts = np.bincount(owner, minlength=n_signatures)
+    position = np.arange(len(items)) - np.repeat(np.cumsum(counts) - counts, counts)
+    head = position < depth
+    return sp.csr_matrix(
+        (np.ones(int(head.sum()), np.float32), (owner[head], items[head])),
+        shape=(n_signatures, len(signature)),
+    )
+
+
+def jaccard_candidates(
+    categories: sp.csr_matrix, depth: int, order: TieOrder, show_progress: bool = False
+) -> tuple[np.ndarray, NeighborLists]:
+    """Per distinct category set, the `depth` items of highest Jaccard (ties: tie order).
+
+    Returns (signature per item, lists per signature). Items of one set share a list, which
+    may hold the item itself. For a set s only the head (first `depth` items) of every other
+    set t can make the list, so J(s, ·) @ heads is all that is scored.
+    """
+    signature, signatures = category_signatures(categories)
+    n_signatures = signatures.shape[0]
+    result = NeighborLists.empty(n_signatures, depth)
+    members = signatures.astype(np.float32)
+    size = np.asarray(members.sum(axis=1)).ravel()
+    heads = _signature_heads(signature, n_signatures, depth, order)
+    head_size = np.asarray(heads.sum(axis=1)).ravel()
+    # Upper bound on the entries of row s of J @ heads: Σ over its categories' sets' heads.
+    cost = (members @ (members.T @ head_size)).astype(np.int64)
+    row_bits, _ = _key_bits(len(signature))
+    for rows in _row_blocks(cost, 1 << row_bits, show_progress, "i2i content sets"):
+        inter = (members[rows] @ members.T).tocsr()
+        local = np.repeat(np.arange(inter.shape[0]), np.diff(inter.indptr))
+        inter.data = inter.data / (size[local + rows.start] + size[inter.indices] - inter.data)
+        scored = (inter @ heads).tocsr()  # each item sits in one set: no sums, just J
+        local = np.repeat(np.arange(scored.shape[0]), np.diff(scored.indptr))
+        block = top_per_row(local, scored.indices, scored.data, scored.shape[0], depth, order)
+        _write(result, rows, block)
+    return signature, result
+
+
+def title_tfidf(texts: np.ndarray) -> sp.csr_matrix | None:
+    """L2-normalised TF-IDF rows of the titles (so a dot product is the cosine); None when
+    no title has a word."""
+    if not any(len(str(text).strip()) for text in texts):
+        return None
+    # Offline only: importing scikit-learn here keeps the serving start-up light.
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    try:
+        return TfidfVectorizer(dtype=np.float32).fit_transform(texts.astype(str)).tocsr()
+    except ValueError:  # "empty vocabulary": only one-letter words or stop words
+        return None
+
+
+def _pair_dot(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Row-wise dot products matrix[rows[p]] · matrix[cols[p]] for every pair p, in chunks
+    (each gathers two pairs x columns matrices)."""
+    chunks = [
+        np.asarray(
+            matrix[rows[s : s + PAIR_CHUNK]].multiply(matrix[cols[s : s + PAIR_CHUNK]]).sum(1)
+        )
+        for s in range(0, len(rows), PAIR_CHUNK)
+    ]
+    return np.concatenate(chunks).ravel() if chunks else np.empty(0, np.float32)
+
+
+def content_neighbors(
+    data: TrainingData, config: I2IConfig, order: TieOrder, show_progress: bool = False
+) -> NeighborLists:
+    """Top items by (1 - w) * Jaccard(categories) + w * cosine(TF-IDF of titles), w =
+    text_weight (seed 004, "i2i-списки": content similarity); the text part is 0 without text.
+
+    Without titles the lists are exactly the top Jaccard sets' heads. With titles each
+    item's candidates are its set's 2k+1 best Jaccard items plus every item sharing a title
+    word used by at most TEXT_CANDIDATE_MAX_DF items; the candidates are then scored exactly.
+    """
+    n_items, k, weight = len(data.items), config.neighbors, config.text_weight
+    text = title_tfidf(data.item_text)
+    depth = k + 1 if text is None else 2 * k + 1
+    signature, by_set = jaccard_candidates(data.item_categories, depth, order, show_progress)
+    result = NeighborLists.empty(n_items, k)
+    if text is None:
+        for rows in _row_blocks(np.full(n_items, depth), n_items, False, ""):
+            own = np.arange(rows.start, rows.stop)
+            ids, scores = by_set.ids[signature[rows]], by_set.scores[signature[rows]]
+            _write(result, rows, drop_self(ids, (1.0 - weight) * scores, own, k))
+        return result
+    members = data.item_categories.tocsr().astype(np.float32)
+    size = np.asarray(members.sum(axis=1)).ravel()
+    rare = np.diff(text.tocsc().indptr) <= TEXT_CANDIDATE_MAX_DF
+    rare_text = (text @ sp.diags(rare.astype(np.float32))).tocsr()
+    rare_text.eliminate_zeros()
+    rare_text.data[:] = 1.0
+    cost = (rare_text @ np.asarray(rare_text.sum(axis=0)).ravel()).astype(np.int64) + depth
+    row_bits, _ = _key_bits(n_items)
+    for rows in _row_blocks(cost, 1 << row_bits, show_progress, "i2i content items"):
+        local, cols = _content_pairs(rows, signature, by_set, rare_text)
+        item = local + rows.start
+        inter = _pair_dot(members, item, cols)
+        union = size[item] + size[cols] - inter
+        jaccard = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        score = (1.0 - weight) * jaccard + weight * _pair_dot(text, item, cols)
+        keep = score > 0
+        block = top_per_row(local[keep], cols[keep], score[keep], rows.stop - rows.start, k, order)
+        _write(result, rows, block)
+    return result
+
+
+def _content_pairs(
+    rows: slice, signature: np.ndarray, by_set: NeighborLists, rare_text: sp.csr_matrix
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct candidate pairs (local row, item) of an item block, without self pairs:
+    the set's Jaccard heads and the items sharing a rare title word."""
+    heads = by_set.ids[signature[rows]]
+    head_rows = np.repeat(np.arange(heads.shape[0]), heads.shape[1])
+    shared = (rare_text[rows] @ rare_text.T).tocsr()
+    text_rows = np.repeat(np.arange(shared.shape[0]), np.diff(shared.indptr))
+    local = np.concatenate([head_rows, text_rows])
+    cols = np.concatenate([heads.ravel(), shared.indices.astype(np.int64)])
+    keep = (cols >= 0) & (cols != local + rows.start)
+    n_items = len(signature)
+    pair = np.sort(local[keep] * n_items + cols[keep])  # sort-based: np.unique hashes, slower
+    pair = pair[np.concatenate([[True], pair[1:] != pair[:-1]])]
+    return pair // n_items, pair % n_items
