@@ -123,6 +123,18 @@ class QuorumModel:
         present = np.flatnonzero(counts)
         return present.astype(np.int64), counts[present].astype(np.float64) / len(items)
 
+    def user_categories(self, ctx: RequestContext) -> tuple[np.ndarray, np.ndarray]:
+        """The request's user's categories and UF: stored for training users with positives,
+        else from the request (history, or basket and favourites)."""
+        if 0 <= ctx.user_index < self.n_users:
+            categories, user_uf = self.user_weights(ctx.user_index)
+            if len(categories):
+                return categories, user_uf
+        # Not in training, or no positives there: UF from what the request tells us.
+        if len(ctx.history):
+            return self.weights_from_items(ctx.history)
+        return self.weights_from_items(np.concatenate([ctx.basket, ctx.favorites]))
+
     def category_top_union(self, categories: np.ndarray, per_category: int) -> np.ndarray:
         """Distinct items among the first `per_category` of each category's TF top."""
         starts = self.top_offsets[categories]
@@ -182,7 +194,7 @@ class QuorumGenerator:
     def generate(self, ctx: RequestContext, budget: int) -> Candidates:
         if budget < 0:
             raise ValueError(f"budget must not be negative, got {budget}")
-        categories, user_uf = self._user_categories(ctx)
+        categories, user_uf = self.model.user_categories(ctx)
         if budget == 0 or not len(categories):
             return Candidates(NO_ITEMS, np.empty(0, np.float32), self.name)
         strongest = categories[top_k(user_uf, self.config.max_categories)]
@@ -190,16 +202,6 @@ class QuorumGenerator:
         scores = self.model.score(categories, user_uf, items)
         best = top_k(scores, budget)
         return Candidates(items[best], scores[best].astype(np.float32), self.name)
-
-    def _user_categories(self, ctx: RequestContext) -> tuple[np.ndarray, np.ndarray]:
-        if 0 <= ctx.user_index < self.model.n_users:
-            categories, user_uf = self.model.user_weights(ctx.user_index)
-            if len(categories):
-                return categories, user_uf
-        # Not in training, or no positives there: UF from what the request tells us.
-        if len(ctx.history):
-            return self.model.weights_from_items(ctx.history)
-        return self.model.weights_from_items(np.concatenate([ctx.basket, ctx.favorites]))
 
     def save(self, directory: Path) -> None:
         self.model.save(directory)

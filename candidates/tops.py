@@ -75,6 +75,7 @@ ARRAYS = (
     "key_value",
     "item_category_indptr",
     "item_category_indices",
+    "item_stats",
 )
 _NO_SCORES = np.empty(0, dtype=np.float32)
 
@@ -314,6 +315,7 @@ class TopsModel:
     key_value: np.ndarray  # int32 per list: category or region index, NO_VALUE when global
     item_category_indptr: np.ndarray  # int64 (n_items + 1,): categories of each item (CSR)
     item_category_indices: np.ndarray  # int32
+    item_stats: np.ndarray  # float32 (n_stats, n_items): every global windowed metric, all items
     windows_days: tuple[int, ...]
     category_names: tuple[str, ...]
     region_names: tuple[str, ...]
@@ -363,8 +365,10 @@ class TopsModel:
         n_items = len(data.items)
         is_item_row = counter.row == 0
         windows = tuple(dict.fromkeys(tops.windows_days))  # deduplicated, config order
+        stats = []
         for window in windows:
             for metric, values in _window_scores(data, counter, tops, window).items():
+                stats.append(values[:n_items].astype(np.float32))
                 builder.add_block(
                     metric,
                     window,
@@ -378,6 +382,7 @@ class TopsModel:
             **builder.arrays(),
             item_category_indptr=categories.indptr.astype(np.int64),
             item_category_indices=categories.indices.astype(np.int32),
+            item_stats=np.stack(stats) if stats else np.empty((0, n_items), np.float32),
             windows_days=windows,
             category_names=tuple(data.category_names),
             region_names=tuple(data.region_names),
@@ -405,6 +410,15 @@ class TopsModel:
             return NO_ITEMS, _NO_SCORES
         start, end = self.offsets[k], self.offsets[k + 1]
         return self.ids[start:end], self.scores[start:end]
+
+    def stat_names(self) -> tuple[str, ...]:
+        """Names of the rows of `item_stats`: <metric>_<window>, in fit order."""
+        return tuple(
+            f"{metric}_{window_label(window)}"
+            for window in self.windows_days
+            for metric in WINDOWED_METRICS
+            if window or metric != "trending"
+        )
 
     def region_index(self, region: str) -> int:
         """Index of a region name, -1 if the training data had no user there."""

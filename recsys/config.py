@@ -121,6 +121,38 @@ class BusinessConfig:
 
 
 @dataclass(frozen=True)
+class LightGBMConfig:
+    """The light ranker (DESIGN.md §4): gradient-boosted trees over the ranking features."""
+
+    objective: str  # "binary" or "lambdarank" (LambdaMART, grouped by request)
+    num_leaves: int
+    learning_rate: float
+    num_trees: int  # upper bound; early stopping on the time-based validation set
+    early_stopping_rounds: int
+    min_data_in_leaf: int
+    feature_fraction: float
+    random_state: int
+
+
+@dataclass(frozen=True)
+class DLRMConfig:
+    """The heavy ranker (seed 000, Naumov et al.; DESIGN.md §4)."""
+
+    embedding_dim: int
+    bottom_mlp: tuple[int, ...]  # hidden sizes; the last layer maps to embedding_dim
+    top_mlp: tuple[int, ...]  # hidden sizes before the single logit
+    dropout: float
+    batch_norm: bool
+    loss: str  # "bce" or "bpr"
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    pretrained_mf: bool  # init user/item tables from ALS factors (seed 000's hybrid with MF)
+    random_state: int
+
+
+@dataclass(frozen=True)
 class ServingConfig:
     host: str
     port: int
@@ -159,6 +191,8 @@ class Config:
     eals: EALSConfig
     i2i: I2IConfig
     business: BusinessConfig
+    lightgbm: LightGBMConfig
+    dlrm: DLRMConfig
     serving: ServingConfig
     evaluation: EvaluationConfig = field()
 
@@ -270,8 +304,17 @@ def _validate(config: Any, where: str) -> None:
         "neighbors_per_item",
         "trending_prior",
         "trending_min_count",
+        "num_leaves",
+        "learning_rate",
+        "num_trees",
+        "early_stopping_rounds",
+        "min_data_in_leaf",
+        "feature_fraction",
+        "embedding_dim",
+        "epochs",
+        "batch_size",
     }
-    non_negative = {"pctr_prior_strength", "gamma", "lambda_emb", "lambda_bias"}
+    non_negative = {"pctr_prior_strength", "gamma", "lambda_emb", "lambda_bias", "weight_decay"}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if f.name in positive_ints and value <= 0 and not isinstance(config, EALSConfig):
@@ -310,6 +353,17 @@ def _validate(config: Any, where: str) -> None:
             f"business.neighbor_kind {config.neighbor_kind!r} unknown; "
             f"known: {', '.join(I2I_KINDS)}"
         )
+    if isinstance(config, LightGBMConfig) and config.objective not in ("binary", "lambdarank"):
+        raise ConfigError(
+            f"lightgbm.objective {config.objective!r} unknown; known: binary, lambdarank"
+        )
+    if isinstance(config, DLRMConfig):
+        if config.loss not in ("bce", "bpr"):
+            raise ConfigError(f"dlrm.loss {config.loss!r} unknown; known: bce, bpr")
+        if not 0.0 <= config.dropout < 1.0:
+            raise ConfigError(f"dlrm.dropout must be in [0, 1), got {config.dropout}")
+        if any(size <= 0 for size in (*config.bottom_mlp, *config.top_mlp)):
+            raise ConfigError("dlrm.bottom_mlp and dlrm.top_mlp sizes must be positive")
     if isinstance(config, EvaluationConfig):
         if config.max_users < 0:
             raise ConfigError(f"evaluation.max_users must be >= 0, got {config.max_users}")

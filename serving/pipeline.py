@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from candidates.base import Candidates, RequestContext, top_k
+from candidates.base import RequestContext, top_k
+from candidates.union import CandidateSet, union
 from ranking.dot import DotProductRanker
 from recsys.config import Config
 from serving.errors import NotFoundError, RequestError
@@ -78,11 +79,8 @@ class RecommendPipeline:
         if not request.user_id:
             raise RequestError("user_id must not be empty")
         ctx = self.context(request)
-        items, sources = self._union(
-            [g.generate(ctx, self.config.budget_of(g.name)) for g in self.generators]
-        )
-        kept, removed = apply_filters(self.filters, ctx, items)
-        items, sources = items[kept], sources[kept]
+        found, removed = self.candidates(ctx)
+        items, sources = found.items, found.sources
         scores = self.ranker.score(ctx, items)
         best = top_k(scores, request.k)
         chosen = [
@@ -101,6 +99,13 @@ class RecommendPipeline:
             request_id=request.request_id,
             removed_by_filter=removed,
         )
+
+    def candidates(self, ctx: RequestContext) -> tuple[CandidateSet, dict[str, int]]:
+        """Every generator within its budget, the union with sources, then the early filters;
+        also how many items each filter removed."""
+        found = union([g.generate(ctx, self.config.budget_of(g.name)) for g in self.generators])
+        kept, removed = apply_filters(self.filters, ctx, found.items)
+        return found.take(kept), removed
 
     def rank(self, user_id: str, item_ids: tuple[str, ...]) -> list[ScoredItem]:
         """Caller-given items by the current ranker, best first; unknown items last, score 0."""
@@ -160,25 +165,6 @@ class RecommendPipeline:
             history=self.bundle.profiles.recent_of(user_index),
             request_id=request.request_id,
         )
-
-    def _union(self, answers: list[Candidates]) -> tuple[np.ndarray, np.ndarray]:
-        """Distinct items of all answers, each with the tuple of generators that found it.
-
-        Sources are a bitmask per item (bit g = answers[g] found it), turned into tuples
-        through a table of all 2^G combinations, so no loop runs over items.
-        """
-        if not any(len(a) for a in answers):
-            return np.empty(0, np.int64), np.empty(0, dtype=object)
-        items = np.unique(np.concatenate([a.item_ids for a in answers]))
-        found_by = np.zeros(len(items), dtype=np.int64)
-        for bit, answer in enumerate(answers):
-            found_by[np.searchsorted(items, answer.item_ids)] |= 1 << bit
-        combos = np.empty(1 << len(answers), dtype=object)
-        combos[:] = [
-            tuple(a.source for bit, a in enumerate(answers) if mask >> bit & 1)
-            for mask in range(len(combos))
-        ]
-        return items, combos[found_by]
 
     def _backfill(
         self, ctx: RequestContext, needed: int, already: np.ndarray, floor: float

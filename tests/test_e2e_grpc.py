@@ -49,6 +49,15 @@ def test_recommend_never_returns_filtered_items(client, ml_dataset, ml_nightly):
     assert all(i.sources for i in result.items) and result.request_id
 
 
+def test_every_generator_answers_through_the_server(client, ml_config, ml_dataset):
+    # a known user with a basket and favourites: personal, i2i, business and top sources
+    result = client.recommend("196", 200, basket=["181"], favorites=["50", "no-such-item"])
+    found = {source for item in result.items for source in item.sources}
+    assert found == set(ml_config.serving.generators), found ^ set(ml_config.serving.generators)
+    allowed = eligible_items(ml_dataset, "196", home_region(ml_dataset, "196")) - {"181"}
+    assert {i.item_id for i in result.items} <= allowed  # filters apply to every source
+
+
 def test_rank_and_similar_items(client):
     ranked = client.rank("196", ["50", "181", "unknown-item"])
     assert [i.item_id for i in ranked][-1] == "unknown-item" and len(ranked) == 3

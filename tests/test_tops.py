@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from candidates.base import RequestContext
-from candidates.tops import TopsModel
+from candidates.tops import TopsModel, window_label
 from pipelines.dataset import Dataset, normalize_events
 from pipelines.synthetic import generate_synthetic
 from pipelines.training_data import build_training_data
@@ -323,3 +323,13 @@ def test_matches_a_pandas_reference_on_a_synthetic_shop():
         got_ids, got_scores = model.top("pctr", 7, *(("region", region) if region >= 0 else ()))
         assert got_ids.tolist() == expected.index.tolist()
         np.testing.assert_allclose(got_scores, expected.to_numpy(), rtol=1e-5)
+
+
+def test_item_stats_hold_every_global_metric_for_every_item(model):
+    names = model.stat_names()
+    assert model.item_stats.shape == (len(names), model.item_category_indptr.shape[0] - 1)
+    for metric, window in (("pctr", 3), ("clicks", 0), ("trending", 3), ("weighted", 0)):
+        ids, scores = model.top(metric, window)
+        row = model.item_stats[names.index(f"{metric}_{window_label(window)}")]
+        np.testing.assert_allclose(row[ids], scores, rtol=1e-6)  # the list is a view of the row
+    assert "trending_all" not in names

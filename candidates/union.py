@@ -1,0 +1,59 @@
+"""The union of the generators' answers, with every source kept (DESIGN.md §3, §5).
+
+An item found by three generators says so, and keeps each one's score and rank: the
+ranking features (ranking.features) read them, missing where a generator did not find it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from candidates.base import Candidates
+
+
+@dataclass(frozen=True)
+class CandidateSet:
+    items: np.ndarray  # int64, distinct, ascending
+    names: tuple[str, ...]  # generator names, one column each below
+    scores: np.ndarray  # float32 (n_items, n_generators); NaN where a generator missed it
+    ranks: np.ndarray  # float32 (n_items, n_generators), 0 = a generator's best; NaN missed
+    sources: np.ndarray  # object (n_items,): tuple of the names that found the item
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def take(self, keep: np.ndarray) -> CandidateSet:
+        """The rows selected by a bool mask or index array (e.g. what the filters kept)."""
+        return CandidateSet(
+            self.items[keep], self.names, self.scores[keep], self.ranks[keep], self.sources[keep]
+        )
+
+
+def union(answers: list[Candidates]) -> CandidateSet:
+    """Distinct items of all answers with per-generator scores, ranks and source tuples.
+
+    Sources are a bitmask per item (bit g = answers[g] found it), turned into tuples
+    through a table of all 2^G combinations, so no loop runs over items.
+    """
+    names = tuple(a.source for a in answers)
+    items = (
+        np.unique(np.concatenate([a.item_ids for a in answers]))
+        if answers
+        else np.empty(0, np.int64)
+    )
+    scores = np.full((len(items), len(answers)), np.nan, dtype=np.float32)
+    ranks = np.full((len(items), len(answers)), np.nan, dtype=np.float32)
+    found_by = np.zeros(len(items), dtype=np.int64)
+    for g, answer in enumerate(answers):
+        rows = np.searchsorted(items, answer.item_ids)
+        scores[rows, g] = answer.scores
+        ranks[rows, g] = np.arange(len(answer), dtype=np.float32)
+        found_by[rows] |= 1 << g
+    combos = np.empty(1 << len(answers), dtype=object)
+    combos[:] = [
+        tuple(name for bit, name in enumerate(names) if mask >> bit & 1)
+        for mask in range(len(combos))
+    ]
+    return CandidateSet(items, names, scores, ranks, combos[found_by])

@@ -1,0 +1,62 @@
+"""The table every ranker trains and predicts on: one row per (request, candidate item).
+
+The feature code (ranking.features) fills it the same way offline and online; rankers only
+see arrays. Rows of one request are contiguous (`groups` is non-decreasing), which is what
+LambdaMART's query groups and per-request metrics need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RankingFrame:
+    dense: np.ndarray  # float32 (n, F); NaN = missing (e.g. a generator did not find the item)
+    dense_names: tuple[str, ...]
+    sparse: np.ndarray  # int64 (n, S); categorical ids in [0, cardinality), 0 = unknown/missing
+    sparse_names: tuple[str, ...]  # e.g. user, item, category, region
+    sparse_cardinalities: tuple[int, ...]  # table size per sparse column (index 0 included)
+    groups: np.ndarray  # int64 (n,): request number, non-decreasing
+    labels: np.ndarray | None = None  # float32 (n,): 1 positive, 0 negative; None at serving
+
+    def __post_init__(self) -> None:
+        n = len(self.groups)
+        if self.dense.shape != (n, len(self.dense_names)):
+            raise ValueError(
+                f"dense is {self.dense.shape}, expected ({n}, {len(self.dense_names)})"
+            )
+        if self.sparse.shape != (n, len(self.sparse_names)):
+            raise ValueError(
+                f"sparse is {self.sparse.shape}, expected ({n}, {len(self.sparse_names)})"
+            )
+        if len(self.sparse_cardinalities) != len(self.sparse_names):
+            raise ValueError("one cardinality per sparse column")
+        if self.labels is not None and self.labels.shape != (n,):
+            raise ValueError(f"labels is {self.labels.shape}, expected ({n},)")
+        if n and np.any(np.diff(self.groups) < 0):
+            raise ValueError("rows of a request must be contiguous (groups non-decreasing)")
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def group_sizes(self) -> np.ndarray:
+        """Rows per request, in order (LightGBM's `group`)."""
+        if not len(self.groups):
+            return np.empty(0, dtype=np.int64)
+        starts = np.flatnonzero(np.r_[True, self.groups[1:] != self.groups[:-1]])
+        return np.diff(np.r_[starts, len(self.groups)]).astype(np.int64)
+
+    def take(self, rows: np.ndarray) -> RankingFrame:
+        """A subset of rows (keep them sorted by group to stay valid)."""
+        return RankingFrame(
+            dense=self.dense[rows],
+            dense_names=self.dense_names,
+            sparse=self.sparse[rows],
+            sparse_names=self.sparse_names,
+            sparse_cardinalities=self.sparse_cardinalities,
+            groups=self.groups[rows],
+            labels=None if self.labels is None else self.labels[rows],
+        )
