@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
 from tqdm import tqdm
 
 from candidates.als import ALSGenerator, ALSModel
@@ -23,6 +24,7 @@ from candidates.tops import TopsModel
 from pipelines.dataset import Dataset
 from pipelines.rating_evaluation import explicit_ratings
 from pipelines.training_data import build_training_data
+from ranking.features import UserItemStats
 from recsys.config import Config
 from serving.catalog import ItemCatalog, UserProfiles
 from serving.runtime import LoadedBundle
@@ -40,7 +42,7 @@ class BuiltBundle:
 def build_bundle(dataset: Dataset, config: Config, *, show_progress: bool = False) -> BuiltBundle:
     """Train every component on `dataset` and return the in-memory bundle (version "")."""
     seconds: dict[str, float] = {}
-    steps = tqdm(total=9, desc="build", unit="step", disable=not show_progress)
+    steps = tqdm(total=10, desc="build", unit="step", disable=not show_progress)
 
     def timed(name: str, make: Callable[[], T]) -> T:
         steps.set_postfix_str(name)
@@ -69,6 +71,11 @@ def build_bundle(dataset: Dataset, config: Config, *, show_progress: bool = Fals
         "catalog and profiles",
         lambda: (ItemCatalog.build(dataset, data), UserProfiles.build(dataset, data, recent)),
     )
+    prices = dataset.items.drop_duplicates("item_id").set_index("item_id")["price"]
+    stats = timed(
+        "ranking stats",
+        lambda: UserItemStats.fit(data, prices.loc[data.items.ids].to_numpy(np.float32)),
+    )
     steps.close()
     bundle = LoadedBundle(
         version="",
@@ -82,5 +89,6 @@ def build_bundle(dataset: Dataset, config: Config, *, show_progress: bool = Fals
         eals=eals,
         catalog=catalog,
         profiles=profiles,
+        stats=stats,
     )
     return BuiltBundle(bundle=bundle, seconds=seconds)

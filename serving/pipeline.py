@@ -13,6 +13,7 @@ import numpy as np
 from candidates.base import RequestContext, top_k
 from candidates.union import CandidateSet, union
 from ranking.dot import DotProductRanker
+from ranking.features import FeatureBuilder
 from recsys.config import Config
 from serving.errors import NotFoundError, RequestError
 from serving.filters import FILTER_FACTORIES, Filter, apply_filters
@@ -65,6 +66,7 @@ class RecommendPipeline:
             for name in serving.filters
         )
         self.ranker = DotProductRanker(bundle.als.model, bundle.popularity)
+        self.features = FeatureBuilder(bundle, tuple(g.name for g in self.generators))
         # Unit item vectors for SimilarItems, computed once per bundle, not per request.
         vectors = bundle.als.model.item_factors
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -12,6 +12,7 @@ from candidates.popularity import PopularityTop
 from candidates.quorum import QuorumModel
 from candidates.tops import TopsModel
 from pipelines.idmap import IdMap
+from ranking.features import UserItemStats
 from recsys.config import Config
 from serving.catalog import ItemCatalog, UserProfiles
 
@@ -24,7 +25,7 @@ ALS_DIR, POPULARITY_DIR, TOPS_DIR, QUORUM_DIR, I2I_DIR, EALS_DIR = (
     "i2i",
     "eals",
 )
-CATALOG_DIR, PROFILES_DIR, IDS_DIR = "catalog", "profiles", "ids"
+CATALOG_DIR, PROFILES_DIR, IDS_DIR, STATS_DIR = "catalog", "profiles", "ids", "ranking_stats"
 SUBDIRS = (
     ALS_DIR,
     POPULARITY_DIR,
@@ -35,6 +36,7 @@ SUBDIRS = (
     CATALOG_DIR,
     PROFILES_DIR,
     IDS_DIR,
+    STATS_DIR,
 )
 
 
@@ -51,6 +53,7 @@ class LoadedBundle:
     eals: EALSModel  # a ranking feature (seed 004: eALS "в фичах модели"), not a generator
     catalog: ItemCatalog
     profiles: UserProfiles
+    stats: UserItemStats  # what ranking features read beyond the generators' models
 
     @classmethod
     def load(cls, directory: Path, version: str, config: Config) -> LoadedBundle:
@@ -66,6 +69,7 @@ class LoadedBundle:
             eals=EALSModel.load(directory / EALS_DIR),
             catalog=ItemCatalog.load(directory / CATALOG_DIR),
             profiles=UserProfiles.load(directory / PROFILES_DIR),
+            stats=UserItemStats.load(directory / STATS_DIR),
         )
 
     def save(self, directory: Path) -> None:
@@ -81,3 +85,4 @@ class LoadedBundle:
         self.eals.save(directory / EALS_DIR)
         self.catalog.save(directory / CATALOG_DIR)
         self.profiles.save(directory / PROFILES_DIR)
+        self.stats.save(directory / STATS_DIR)

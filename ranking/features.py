@@ -1,0 +1,252 @@
+"""Ranking features for (user, item, request): one code path for training and serving.
+
+`FeatureBuilder.build(ctx, candidates)` turns one request's filtered candidate set into a
+`RankingFrame`; the training-data builder calls exactly this per request, so the values a
+ranker learns from are the values it is served (tests/test_features.py checks both paths).
+
+Every feature is computed from the bundle, i.e. from events before the bundle's newest
+event ("now" below); a bundle built on events before a cut-off therefore cannot leak what
+happened after it. Missing values are NaN, never 0 (a generator that did not find an item
+says nothing about it).
+
+Dense features (DESIGN.md §4; seed 004 "В ранжировании": the ALS dot product as a feature,
+norms as popularity / "hotness" proxies; seed 004 "Когда и какой ALS жжет": eALS in features):
+- als_dot, als_user_norm, als_item_norm; eals_prediction, eals_item_bias;
+- gen_<g>_score, gen_<g>_rank for every configured generator g, n_sources;
+- item_<metric>_<window>: every global statistic of the tops (counts, CTR, pCTR, ...);
+- item_age_days, item_price, price_to_user_mean (the user's mean price of positives);
+- quorum_affinity: Σ_c TF(item, c)·UF(user, c)·IDF(c) (seed 004 "Кворумы");
+- category_recency_days: days since the user last touched any of the item's categories;
+- user_events, user_distinct_items, user_positives, user_days_since_last.
+Sparse features (DLRM embedding tables; 0 = unknown): user, item, category (the item's
+first), region (the request's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from candidates.base import RequestContext, TrainingData
+from candidates.union import CandidateSet
+from ranking.frame import RankingFrame
+
+STATS_FILE = "ranking_stats.npz"
+SECONDS_PER_DAY = 86_400.0
+SPARSE_NAMES = ("user", "item", "category", "region")
+
+
+@dataclass(frozen=True)
+class UserItemStats:
+    """Per-user and per-item facts the features need beyond the generators' own models."""
+
+    now: int  # Unix seconds of the newest event the bundle saw
+    item_price: np.ndarray  # float32 per item
+    item_created: np.ndarray  # int64 per item
+    user_events: np.ndarray  # float32 per user: events of any type
+    user_distinct_items: np.ndarray  # float32 per user
+    user_positives: np.ndarray  # float32 per user: positive events
+    user_mean_price: np.ndarray  # float32 per user: mean item price over positives, NaN none
+    user_last_time: np.ndarray  # int64 per user
+    category_last_time: sp.csr_matrix  # int64 (n_users, n_categories): last event time
+
+    @classmethod
+    def fit(cls, data: TrainingData, item_price: np.ndarray) -> UserItemStats:
+        n_users = len(data.users)
+        users, items, times = data.event_users, data.event_items, data.event_times
+        positive = data.event_positive
+        positives = np.bincount(users[positive], minlength=n_users).astype(np.float32)
+        price_sum = np.bincount(
+            users[positive], weights=item_price[items[positive]], minlength=n_users
+        )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_price = np.where(positives > 0, price_sum / positives, np.nan)
+        last = np.zeros(n_users, dtype=np.int64)
+        np.maximum.at(last, users, times)
+        return cls(
+            now=data.newest_time,
+            item_price=np.asarray(item_price, dtype=np.float32),
+            item_created=data.item_created.astype(np.int64),
+            user_events=np.bincount(users, minlength=n_users).astype(np.float32),
+            user_distinct_items=np.diff(data.interactions.indptr).astype(np.float32),
+            user_positives=positives,
+            user_mean_price=mean_price.astype(np.float32),
+            user_last_time=last,
+            category_last_time=_category_last_time(data),
+        )
+
+    def save(self, directory: Path) -> None:
+        np.savez(
+            directory / STATS_FILE,
+            now=np.int64(self.now),
+            item_price=self.item_price,
+            item_created=self.item_created,
+            user_events=self.user_events,
+            user_distinct_items=self.user_distinct_items,
+            user_positives=self.user_positives,
+            user_mean_price=self.user_mean_price,
+            user_last_time=self.user_last_time,
+            cat_data=self.category_last_time.data,
+            cat_indices=self.category_last_time.indices,
+            cat_indptr=self.category_last_time.indptr,
+            cat_shape=np.array(self.category_last_time.shape),
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> UserItemStats:
+        with np.load(directory / STATS_FILE) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        matrix = sp.csr_matrix(
+            (arrays.pop("cat_data"), arrays.pop("cat_indices"), arrays.pop("cat_indptr")),
+            shape=tuple(arrays.pop("cat_shape")),
+        )
+        return cls(now=int(arrays.pop("now")), category_last_time=matrix, **arrays)
+
+
+def _category_last_time(data: TrainingData) -> sp.csr_matrix:
+    """(n_users, n_categories) newest event time of the user in the category (0 = never)."""
+    n_items, n_categories = data.item_categories.shape
+    keys = data.event_users * n_items + data.event_items
+    # events are in time order: a pair's last occurrence is its newest event
+    pair_keys, last = np.unique(keys[::-1], return_index=True)
+    pair_time = data.event_times[::-1][last]
+    pair_user, pair_item = pair_keys // n_items, pair_keys % n_items
+    categories = data.item_categories.tocsr()
+    per_item = np.diff(categories.indptr)
+    repeat = per_item[pair_item]
+    starts = np.repeat(categories.indptr[pair_item], repeat)
+    offsets = np.arange(repeat.sum()) - np.repeat(np.cumsum(repeat) - repeat, repeat)
+    cats = categories.indices[starts + offsets].astype(np.int64)
+    users, times = np.repeat(pair_user, repeat), np.repeat(pair_time, repeat)
+    cell = users * n_categories + cats
+    order = np.lexsort((-times, cell))  # newest first within each (user, category)
+    cell, times = cell[order], times[order]
+    first = np.r_[True, cell[1:] != cell[:-1]]
+    cell, times = cell[first], times[first]
+    return sp.csr_matrix(
+        (times.astype(np.int64), (cell // n_categories, cell % n_categories)),
+        shape=(len(data.users), n_categories),
+    )
+
+
+class FeatureBuilder:
+    """Builds one request's features from a loaded bundle; created once per bundle."""
+
+    def __init__(self, bundle, generator_names: tuple[str, ...]) -> None:
+        self.bundle = bundle
+        self.generator_names = generator_names
+        self.stats: UserItemStats = bundle.stats
+        als = bundle.als.model
+        self.user_factors, self.item_factors = als.user_factors, als.item_factors
+        self.user_norms = np.linalg.norm(self.user_factors, axis=1)
+        self.item_norms = np.linalg.norm(self.item_factors, axis=1)
+        self.item_stats = bundle.tops.item_stats
+        categories = bundle.catalog.item_categories.tocsr()
+        has = np.diff(categories.indptr) > 0
+        first = np.zeros(categories.shape[0], dtype=np.int64)
+        first[has] = categories.indices[categories.indptr[:-1][has]] + 1
+        self.first_category = first
+        self.categories = categories
+        self.dense_names = (
+            "als_dot",
+            "als_user_norm",
+            "als_item_norm",
+            "eals_prediction",
+            "eals_item_bias",
+            *(f"gen_{g}_{kind}" for g in generator_names for kind in ("score", "rank")),
+            "n_sources",
+            *(f"item_{name}" for name in bundle.tops.stat_names()),
+            "item_age_days",
+            "item_price",
+            "price_to_user_mean",
+            "quorum_affinity",
+            "category_recency_days",
+            "user_events",
+            "user_distinct_items",
+            "user_positives",
+            "user_days_since_last",
+        )
+        self.cardinalities = (
+            len(self.user_factors) + 1,
+            len(self.item_factors) + 1,
+            categories.shape[1] + 1,
+            len(bundle.tops.region_names) + 1,
+        )
+
+    def build(self, ctx: RequestContext, found: CandidateSet, group: int = 0) -> RankingFrame:
+        if found.names != self.generator_names:
+            raise ValueError(
+                f"candidates come from {found.names}, features expect {self.generator_names}"
+            )
+        items, n = found.items, len(found)
+        stats = self.stats
+        user = ctx.user_index if 0 <= ctx.user_index < len(self.user_factors) else -1
+        nan = np.full(n, np.nan, dtype=np.float32)
+
+        def user_value(values: np.ndarray) -> np.ndarray:
+            return nan if user < 0 else np.full(n, values[user], dtype=np.float32)
+
+        als_dot = nan if user < 0 else self.item_factors[items] @ self.user_factors[user]
+        eals = self.bundle.eals
+        eals_user = user if user < len(eals.user_bias) else -1
+        categories, uf = self.bundle.quorum.user_categories(ctx)
+        affinity = self.bundle.quorum.score(categories, uf, items) if len(categories) else nan
+        price = stats.item_price[items]
+        interleaved = np.empty((n, 2 * len(found.names)), dtype=np.float32)
+        interleaved[:, 0::2], interleaved[:, 1::2] = found.scores, found.ranks
+        columns = [
+            als_dot,
+            user_value(self.user_norms),
+            self.item_norms[items],
+            eals.predict(np.int64(eals_user), items),
+            eals.item_bias[items],
+            *interleaved.T,
+            np.isfinite(found.scores).sum(axis=1),
+            *self.item_stats[:, items],
+            (stats.now - stats.item_created[items]) / SECONDS_PER_DAY,
+            price,
+            price / user_value(stats.user_mean_price),
+            affinity,
+            self._category_recency(user, items),
+            user_value(stats.user_events),
+            user_value(stats.user_distinct_items),
+            user_value(stats.user_positives),
+            user_value((stats.now - stats.user_last_time) / SECONDS_PER_DAY),
+        ]
+        dense = (
+            np.column_stack([np.asarray(c, dtype=np.float32) for c in columns])
+            if n
+            else (np.empty((0, len(self.dense_names)), np.float32))
+        )
+        region = self.bundle.tops.region_index(ctx.region) + 1 if ctx.region else 0
+        sparse = np.column_stack(
+            [
+                np.full(n, user + 1, dtype=np.int64),
+                items + 1,
+                self.first_category[items],
+                np.full(n, max(region, 0), dtype=np.int64),
+            ]
+        )
+        return RankingFrame(
+            dense=dense,
+            dense_names=self.dense_names,
+            sparse=sparse.reshape(n, len(SPARSE_NAMES)),
+            sparse_names=SPARSE_NAMES,
+            sparse_cardinalities=self.cardinalities,
+            groups=np.full(n, group, dtype=np.int64),
+        )
+
+    def _category_recency(self, user: int, items: np.ndarray) -> np.ndarray:
+        """Days since the user's newest event in any of each item's categories; NaN never."""
+        last = self.stats.category_last_time
+        if user < 0 or user >= last.shape[0] or not len(items):
+            return np.full(len(items), np.nan, dtype=np.float32)
+        row = np.zeros(last.shape[1], dtype=np.float64)
+        start, end = last.indptr[user], last.indptr[user + 1]
+        row[last.indices[start:end]] = last.data[start:end]
+        newest = (self.categories[items].multiply(row[None, :])).max(axis=1).toarray().ravel()
+        days = (self.stats.now - newest) / SECONDS_PER_DAY
+        return np.where(newest > 0, days, np.nan).astype(np.float32)
