@@ -6,6 +6,7 @@ ranking features (ranking.features) read them, missing where a generator did not
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,9 +52,16 @@ def union(answers: list[Candidates]) -> CandidateSet:
         scores[rows, g] = answer.scores
         ranks[rows, g] = np.arange(len(answer), dtype=np.float32)
         found_by[rows] |= 1 << g
-    combos = np.empty(1 << len(answers), dtype=object)
+    return CandidateSet(items, names, scores, ranks, _source_tuples(names)[found_by])
+
+
+@functools.lru_cache(maxsize=64)
+def _source_tuples(names: tuple[str, ...]) -> np.ndarray:
+    """All 2^G source tuples, indexed by bitmask; built once per generator list, not per request."""
+    combos = np.empty(1 << len(names), dtype=object)
     combos[:] = [
         tuple(name for bit, name in enumerate(names) if mask >> bit & 1)
         for mask in range(len(combos))
     ]
-    return CandidateSet(items, names, scores, ranks, combos[found_by])
+    combos.flags.writeable = False
+    return combos
