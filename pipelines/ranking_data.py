@@ -32,6 +32,7 @@ class RankingData:
     pipeline: RecommendPipeline  # the pre-cut-off bundle's pipeline the frame came from
     users: tuple[str, ...]  # one per group, in group order
     cutoff: int
+    labels_by_user: dict[str, np.ndarray]  # every user's positives in the label window
 
 
 def build_ranking_data(
@@ -44,11 +45,14 @@ def build_ranking_data(
     max_users: int = 0,
     seed: int = 0,
     pipeline: RecommendPipeline | None = None,
+    keep_unlabelled: bool = False,
     show_progress: bool = False,
 ) -> RankingData:
     """Frame of (user, candidate) rows labelled by positives in [cutoff, label_end).
 
-    `pipeline` reuses a bundle already built on the events before `cutoff`."""
+    `pipeline` reuses a bundle already built on the events before `cutoff`. Requests whose
+    candidates hold no positive teach nothing and are dropped, unless `keep_unlabelled`
+    (evaluation keeps them: their users still count)."""
     times = dataset.events["timestamp"].to_numpy()
     if pipeline is None:
         before = dataset.with_events(dataset.events[times < cutoff].reset_index(drop=True))
@@ -68,8 +72,8 @@ def build_ranking_data(
         found = _with_random_negatives(pipeline, ctx, found, random_negatives, rng)
         frame = pipeline.features.build(ctx, found, group=len(frames))
         label = np.isin(found.items, labels[user]).astype(np.float32)
-        if not label.any():  # nothing to learn from a request whose positives were not found
-            continue
+        if not len(label) or not (label.any() or keep_unlabelled):
+            continue  # nothing to learn from a request whose positives were not found
         frames.append((frame, label))
         kept_users.append(user)
     if not frames:
@@ -79,6 +83,7 @@ def build_ranking_data(
         pipeline=pipeline,
         users=tuple(kept_users),
         cutoff=cutoff,
+        labels_by_user={user: labels[user] for user in users},
     )
 
 

@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser(
         "evaluate", parents=[common], help="holdout evaluation with a written report"
     )
-    evaluate.add_argument("--stage", default="candidates", choices=["candidates"])
+    evaluate.add_argument("--stage", default="candidates", choices=["candidates", "ranking"])
     evaluate.set_defaults(run=_evaluate)
 
     serve = sub.add_parser("serve", parents=[common], help="run the gRPC server until SIGTERM")
@@ -130,11 +130,22 @@ def _nightly(args: argparse.Namespace, config: Config) -> int:
 
 
 def _evaluate(args: argparse.Namespace, config: Config) -> int:
-    from pipelines.candidate_evaluation import evaluate_candidate_stage
-    from pipelines.candidate_report import format_candidate_report, write_candidate_report
     from pipelines.sources import load_dataset
 
     dataset = load_dataset(config.data)
+    if args.stage == "ranking":
+        from pipelines.ranking_evaluation import evaluate_ranking_stage
+        from pipelines.ranking_report import format_ranking_report, write_ranking_report
+
+        title = f"Ranking stages on {dataset.name} (time-based train / validation / test)"
+        ranking = evaluate_ranking_stage(dataset, config, show_progress=True)
+        print(format_ranking_report(ranking, title))
+        out = write_ranking_report(ranking, config.evaluation.report_dir, title)
+        print(f"report written to {out}/report.md")
+        return 0
+    from pipelines.candidate_evaluation import evaluate_candidate_stage
+    from pipelines.candidate_report import format_candidate_report, write_candidate_report
+
     result = evaluate_candidate_stage(dataset, config, show_progress=True)
     title = f"Candidate generators on {dataset.name} (chronological holdout)"
     print(format_candidate_report(result, title))
