@@ -52,6 +52,8 @@ class IdMap:
             codes = series.cat.codes.to_numpy()
             return np.where(codes >= 0, by_category[codes], UNKNOWN).astype(np.int64)
         values = np.asarray(external if hasattr(external, "__len__") else list(external))
+        if not len(values):  # most requests carry no exclusions/basket: skip pandas entirely
+            return np.empty(0, dtype=np.int64)
         return self._index.get_indexer(pd.Index(values.astype(str))).astype(np.int64)
 
     def index_of(self, external: str) -> int:

@@ -7,6 +7,7 @@ one stays in service.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from pathlib import Path
@@ -18,6 +19,19 @@ from serving.pipeline import RecommendPipeline
 from serving.runtime import LoadedBundle
 
 log = logging.getLogger(__name__)
+
+
+def _freeze_heap() -> None:
+    """Move the long-lived objects (the bundle) out of the garbage collector's sight.
+
+    A request allocates many short-lived objects; every full collection would otherwise
+    walk the whole bundle's object graph (id maps, pandas indexes), which measured as a
+    1-2 ms p50 tax per request. Objects still die by reference counting; unfreezing first
+    lets the previous bundle's cycles be collected once.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 class BundleHolder:
@@ -53,6 +67,7 @@ class BundleHolder:
                 log.error("refusing bundle %s, keeping %s: %s", version, self.version, err)
                 return False
             previous, self._pipeline = self.version, pipeline  # atomic reference swap
+            _freeze_heap()
             log.info("serving bundle %s (was %s)", version, previous)
             return True
 
