@@ -24,6 +24,7 @@ from candidates.tops import TopsModel
 from pipelines.dataset import Dataset
 from pipelines.rating_evaluation import explicit_ratings
 from pipelines.training_data import build_training_data
+from ranking.cascade import TrainedRankers
 from ranking.features import UserItemStats
 from recsys.config import Config
 from serving.catalog import ItemCatalog, UserProfiles
@@ -90,5 +91,6 @@ def build_bundle(dataset: Dataset, config: Config, *, show_progress: bool = Fals
         catalog=catalog,
         profiles=profiles,
         stats=stats,
+        rankers=TrainedRankers(),  # trained afterwards from this code's candidates
     )
     return BuiltBundle(bundle=bundle, seconds=seconds)

@@ -62,7 +62,7 @@ def evaluate_candidate_stage(
 ) -> CandidateStageResult:
     split = chronological_split(dataset, config.evaluation.holdout_fraction)
     built = build_bundle(split.train, config, show_progress=show_progress)
-    pipeline = RecommendPipeline(built.bundle, config)
+    pipeline = RecommendPipeline.candidate_stage(built.bundle, config)
     bundle = built.bundle
 
     test = split.test.events[is_positive(split.test.events, config)]

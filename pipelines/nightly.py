@@ -7,6 +7,7 @@ atomically and switch `current`. Nothing is published if any step fails.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from tqdm import tqdm
 
 from pipelines.build import build_bundle
 from pipelines.evaluation import EvaluationResult, evaluate_candidates
+from pipelines.ranker_training import train_rankers
 from pipelines.sources import fingerprint, load_dataset
 from recsys.bundle import BundleError, Manifest, open_current, publish_bundle
 from recsys.config import Config
@@ -54,7 +56,8 @@ def run_nightly(
 
     steps.set_postfix_str("training on all data")
     built = build_bundle(dataset, config)
-    bundle = built.bundle
+    steps.set_postfix_str("training the rankers")
+    bundle = dataclasses.replace(built.bundle, rankers=train_rankers(dataset, config))
     steps.update()
 
     steps.set_postfix_str("publishing" if publish else "writing (not published)")

@@ -41,6 +41,7 @@ def build_ranking_data(
     cutoff: int,
     label_end: int | None = None,
     *,
+    label_start: int | None = None,
     random_negatives: int = 20,
     max_users: int = 0,
     seed: int = 0,
@@ -48,7 +49,8 @@ def build_ranking_data(
     keep_unlabelled: bool = False,
     show_progress: bool = False,
 ) -> RankingData:
-    """Frame of (user, candidate) rows labelled by positives in [cutoff, label_end).
+    """Frame of (user, candidate) rows labelled by positives in [label_start, label_end)
+    (label_start defaults to the cut-off; features only ever see events before it).
 
     `pipeline` reuses a bundle already built on the events before `cutoff`. Requests whose
     candidates hold no positive teach nothing and are dropped, unless `keep_unlabelled`
@@ -56,8 +58,9 @@ def build_ranking_data(
     times = dataset.events["timestamp"].to_numpy()
     if pipeline is None:
         before = dataset.with_events(dataset.events[times < cutoff].reset_index(drop=True))
-        pipeline = RecommendPipeline(build_bundle(before, config).bundle, config)
-    window = (times >= cutoff) & (times < (label_end if label_end is not None else np.inf))
+        pipeline = RecommendPipeline.candidate_stage(build_bundle(before, config).bundle, config)
+    start = cutoff if label_start is None else label_start
+    window = (times >= start) & (times < (label_end if label_end is not None else np.inf))
     future = dataset.events[window]
     future = future[is_positive(future, config)]
     labels = _positives_by_user(future, pipeline)

@@ -25,6 +25,7 @@ import scipy.sparse as sp
 from pipelines.dataset import Dataset
 from pipelines.metrics import auc, logloss, ranking_report
 from pipelines.ranking_data import RankingData, build_ranking_data
+from ranking.cascade import with_known_ids
 from ranking.dlrm import DLRMRanker
 from ranking.frame import RankingFrame
 from ranking.gbdt import GBDTRanker
@@ -72,7 +73,7 @@ def evaluate_ranking_stage(
     bundle = train.pipeline.bundle
     dlrm = DLRMRanker.fit(
         train.frame,
-        _known_ids(valid.frame, train.frame),
+        with_known_ids(valid.frame, train.frame.sparse_cardinalities),
         config.dlrm,
         pretrained={
             "user": bundle.als.model.user_factors,
@@ -81,7 +82,7 @@ def evaluate_ranking_stage(
         threads=1,
         show_progress=show_progress,
     )
-    heavy = dlrm.predict(_known_ids(test.frame, train.frame))
+    heavy = dlrm.predict(with_known_ids(test.frame, train.frame.sparse_cardinalities))
     scores["lightgbm + dlrm"] = _cascade(test.frame.groups, light, heavy, CASCADE_KEEP)
     scores["dlrm alone"] = heavy
 
@@ -121,22 +122,6 @@ def _cascade(groups: np.ndarray, light: np.ndarray, heavy: np.ndarray, keep: int
     rank_in_group = np.empty(len(groups), dtype=np.int64)
     rank_in_group[order] = np.arange(len(groups)) - starts
     return np.where(rank_in_group < keep, 2.0 + heavy, -rank_in_group.astype(np.float64))
-
-
-def _known_ids(frame: RankingFrame, reference: RankingFrame) -> RankingFrame:
-    """Ids the reference (training) tables do not have become 0, the "unknown" row."""
-    sparse = frame.sparse.copy()
-    limits = np.asarray(reference.sparse_cardinalities)
-    sparse[sparse >= limits] = 0
-    return RankingFrame(
-        dense=frame.dense,
-        dense_names=frame.dense_names,
-        sparse=sparse,
-        sparse_names=frame.sparse_names,
-        sparse_cardinalities=reference.sparse_cardinalities,
-        groups=frame.groups,
-        labels=frame.labels,
-    )
 
 
 def _relevant_matrix(data: RankingData) -> tuple[sp.csr_matrix, int]:

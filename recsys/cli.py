@@ -217,9 +217,12 @@ def _health(args: argparse.Namespace, config: Config) -> int:
 
 
 def _print_items(items) -> None:
-    print(f"{'#':>3}  {'item':<12} {'score':>9}  sources")
+    print(f"{'#':>3}  {'item':<12} {'score':>9}  {'stage':<9} sources")
     for rank, item in enumerate(items, 1):
-        print(f"{rank:>3}  {item.item_id:<12} {item.score:>9.4f}  {', '.join(item.sources)}")
+        print(
+            f"{rank:>3}  {item.item_id:<12} {item.score:>9.4f}  {item.stage:<9} "
+            f"{', '.join(item.sources)}"
+        )
 
 
 def _print_metrics(metrics: dict[str, dict[str, float]]) -> None:

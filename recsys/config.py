@@ -153,6 +153,18 @@ class DLRMConfig:
 
 
 @dataclass(frozen=True)
+class RankingConfig:
+    """The cascade after the early filters (DESIGN.md §1, §4) and how nightly trains it."""
+
+    stages: tuple[str, ...]  # in order, from RANKING_STAGES; empty = iALS dot-product order
+    lightgbm_keep: int  # candidates LightGBM passes on to the next stage
+    dlrm_serving: str  # "eager", "int8" (dynamic quantization) or "torchscript"
+    label_share: float  # last share of events whose positives label the training data
+    random_negatives: int  # random eligible items added per training request
+    max_users: int  # training requests sampled (0 = all users with labels)
+
+
+@dataclass(frozen=True)
 class ServingConfig:
     host: str
     port: int
@@ -193,6 +205,7 @@ class Config:
     business: BusinessConfig
     lightgbm: LightGBMConfig
     dlrm: DLRMConfig
+    ranking: RankingConfig
     serving: ServingConfig
     evaluation: EvaluationConfig = field()
 
@@ -313,6 +326,7 @@ def _validate(config: Any, where: str) -> None:
         "embedding_dim",
         "epochs",
         "batch_size",
+        "lightgbm_keep",
     }
     non_negative = {"pctr_prior_strength", "gamma", "lambda_emb", "lambda_bias", "weight_decay"}
     for f in dataclasses.fields(config):
@@ -364,6 +378,23 @@ def _validate(config: Any, where: str) -> None:
             raise ConfigError(f"dlrm.dropout must be in [0, 1), got {config.dropout}")
         if any(size <= 0 for size in (*config.bottom_mlp, *config.top_mlp)):
             raise ConfigError("dlrm.bottom_mlp and dlrm.top_mlp sizes must be positive")
+    if isinstance(config, RankingConfig):
+        unknown = [s for s in config.stages if s not in RANKING_STAGES]
+        if unknown:
+            raise ConfigError(
+                f"ranking.stages: unknown stage {unknown[0]!r}; known: {', '.join(RANKING_STAGES)}"
+            )
+        if len(set(config.stages)) != len(config.stages):
+            raise ConfigError(f"ranking.stages repeats a stage: {config.stages}")
+        if config.dlrm_serving not in DLRM_SERVING:
+            raise ConfigError(
+                f"ranking.dlrm_serving {config.dlrm_serving!r} unknown; "
+                f"known: {', '.join(DLRM_SERVING)}"
+            )
+        if not 0.0 < config.label_share < 1.0:
+            raise ConfigError(f"ranking.label_share must be in (0, 1), got {config.label_share}")
+        if config.random_negatives < 0 or config.max_users < 0:
+            raise ConfigError("ranking.random_negatives and ranking.max_users must be >= 0")
     if isinstance(config, EvaluationConfig):
         if config.max_users < 0:
             raise ConfigError(f"evaluation.max_users must be >= 0, got {config.max_users}")
@@ -373,3 +404,5 @@ def _validate(config: Any, where: str) -> None:
 
 ANN_BACKENDS = ("hnsw", "faiss-hnsw", "faiss-ivf", "faiss-flat", "exact")
 I2I_KINDS = ("als", "npmi", "content")
+RANKING_STAGES = ("lightgbm", "dlrm")
+DLRM_SERVING = ("eager", "int8", "torchscript")

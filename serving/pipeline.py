@@ -12,6 +12,7 @@ import numpy as np
 
 from candidates.base import RequestContext, top_k
 from candidates.union import CandidateSet, union
+from ranking.cascade import Cascade
 from ranking.dot import DotProductRanker
 from ranking.features import FeatureBuilder
 from recsys.config import Config
@@ -23,6 +24,7 @@ from serving.runtime import LoadedBundle
 log = logging.getLogger(__name__)
 
 BACKFILL_SOURCE = "popularity"
+BACKFILL_STAGE = "backfill"
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,9 @@ class RecommendRequest:
 @dataclass(frozen=True)
 class ScoredItem:
     item_id: str
-    score: float
+    score: float  # the placing stage's score
     sources: tuple[str, ...]
+    stage: str = ""  # which stage placed it: a ranker's name, or "backfill"
 
 
 @dataclass(frozen=True)
@@ -67,10 +70,17 @@ class RecommendPipeline:
         )
         self.ranker = DotProductRanker(bundle.als.model, bundle.popularity)
         self.features = FeatureBuilder(bundle, tuple(g.name for g in self.generators))
+        self.cascade = Cascade(bundle.rankers, config.ranking) if config.ranking.stages else None
         # Unit item vectors for SimilarItems, computed once per bundle, not per request.
         vectors = bundle.als.model.item_factors
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         self.unit_item_vectors = vectors / np.maximum(norms, 1e-12)
+
+    @classmethod
+    def candidate_stage(cls, bundle: LoadedBundle, config: Config) -> RecommendPipeline:
+        """The pipeline without the ranking cascade: what offline jobs use to see the
+        candidate stage of a bundle whose rankers are not trained yet."""
+        return cls(bundle, config.replace(ranking={"stages": []}))
 
     @property
     def version(self) -> str:
@@ -82,18 +92,20 @@ class RecommendPipeline:
             raise RequestError("user_id must not be empty")
         ctx = self.context(request)
         found, removed = self.candidates(ctx)
-        items, sources = found.items, found.sources
-        scores = self.ranker.score(ctx, items)
-        best = top_k(scores, request.k)
+        best, scores, stages = self._rank(ctx, found, request.k)
         chosen = [
-            ScoredItem(item, float(score), source)
-            for item, score, source in zip(
-                self.bundle.items.to_external(items[best]), scores[best], sources[best], strict=True
+            ScoredItem(item, float(score), source, stage)
+            for item, score, source, stage in zip(
+                self.bundle.items.to_external(found.items[best]),
+                scores,
+                found.sources[best],
+                stages,
+                strict=True,
             )
         ]
         if len(chosen) < request.k:
             floor = float(scores.min()) if len(scores) else 0.0
-            chosen += self._backfill(ctx, request.k - len(chosen), items, floor)
+            chosen += self._backfill(ctx, request.k - len(chosen), found.items, floor)
         return Recommendation(
             items=tuple(chosen),
             model_version=self.version,
@@ -101,6 +113,17 @@ class RecommendPipeline:
             request_id=request.request_id,
             removed_by_filter=removed,
         )
+
+    def _rank(
+        self, ctx: RequestContext, found: CandidateSet, k: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows of `found` to show (best first, at most k), their scores and placing stages."""
+        if self.cascade is not None and len(found):
+            ranked = self.cascade.rank(self.features.build(ctx, found))
+            return ranked.order[:k], ranked.scores[:k], ranked.stages[:k]
+        scores = self.ranker.score(ctx, found.items)
+        best = top_k(scores, k)
+        return best, scores[best], np.full(len(best), self.ranker.name, dtype=object)
 
     def candidates(self, ctx: RequestContext) -> tuple[CandidateSet, dict[str, int]]:
         """Every generator within its budget, the union with sources, then the early filters;
@@ -123,7 +146,12 @@ class RecommendPipeline:
         # known items first (by score), unknown after them, each group stable
         order = np.lexsort((-scores, ~known))
         return [
-            ScoredItem(item_ids[i], float(scores[i]), (self.ranker.name,) if known[i] else ())
+            ScoredItem(
+                item_ids[i],
+                float(scores[i]),
+                (self.ranker.name,) if known[i] else (),
+                self.ranker.name if known[i] else "",
+            )
             for i in order
         ]
 
@@ -138,7 +166,7 @@ class RecommendPipeline:
         best = top_k(cosine, k)
         best = best[np.isfinite(cosine[best])]
         return [
-            ScoredItem(item, float(score), ("als_cosine",))
+            ScoredItem(item, float(score), ("als_cosine",), "als_cosine")
             for item, score in zip(self.bundle.items.to_external(best), cosine[best], strict=True)
         ]
 
@@ -186,7 +214,7 @@ class RecommendPipeline:
         # placed below every ranked item, keeping popularity order
         scores = floor - 1.0 - np.arange(len(fill), dtype=np.float32) / max(len(fill), 1)
         return [
-            ScoredItem(item, float(score), (BACKFILL_SOURCE,))
+            ScoredItem(item, float(score), (BACKFILL_SOURCE,), BACKFILL_STAGE)
             for item, score in zip(self.bundle.items.to_external(fill), scores, strict=True)
         ]
 

@@ -12,6 +12,7 @@ from candidates.popularity import PopularityTop
 from candidates.quorum import QuorumModel
 from candidates.tops import TopsModel
 from pipelines.idmap import IdMap
+from ranking.cascade import TrainedRankers
 from ranking.features import UserItemStats
 from recsys.config import Config
 from serving.catalog import ItemCatalog, UserProfiles
@@ -26,6 +27,7 @@ ALS_DIR, POPULARITY_DIR, TOPS_DIR, QUORUM_DIR, I2I_DIR, EALS_DIR = (
     "eals",
 )
 CATALOG_DIR, PROFILES_DIR, IDS_DIR, STATS_DIR = "catalog", "profiles", "ids", "ranking_stats"
+RANKERS_DIR = "rankers"
 SUBDIRS = (
     ALS_DIR,
     POPULARITY_DIR,
@@ -37,6 +39,7 @@ SUBDIRS = (
     PROFILES_DIR,
     IDS_DIR,
     STATS_DIR,
+    RANKERS_DIR,
 )
 
 
@@ -54,6 +57,7 @@ class LoadedBundle:
     catalog: ItemCatalog
     profiles: UserProfiles
     stats: UserItemStats  # what ranking features read beyond the generators' models
+    rankers: TrainedRankers  # the cascade's trained stages (empty when none configured)
 
     @classmethod
     def load(cls, directory: Path, version: str, config: Config) -> LoadedBundle:
@@ -70,6 +74,7 @@ class LoadedBundle:
             catalog=ItemCatalog.load(directory / CATALOG_DIR),
             profiles=UserProfiles.load(directory / PROFILES_DIR),
             stats=UserItemStats.load(directory / STATS_DIR),
+            rankers=TrainedRankers.load(directory / RANKERS_DIR),
         )
 
     def save(self, directory: Path) -> None:
@@ -86,3 +91,4 @@ class LoadedBundle:
         self.catalog.save(directory / CATALOG_DIR)
         self.profiles.save(directory / PROFILES_DIR)
         self.stats.save(directory / STATS_DIR)
+        self.rankers.save(directory / RANKERS_DIR)

@@ -49,11 +49,19 @@ def test_recommend_never_returns_filtered_items(client, ml_dataset, ml_nightly):
     assert all(i.sources for i in result.items) and result.request_id
 
 
-def test_every_generator_answers_through_the_server(client, ml_config, ml_dataset):
+def test_the_cascade_places_items_through_the_server(client, ml_config, ml_dataset):
     # a known user with a basket and favourites: personal, i2i, business and top sources
-    result = client.recommend("196", 200, basket=["181"], favorites=["50", "no-such-item"])
+    result = client.recommend("196", 300, basket=["181"], favorites=["50", "no-such-item"])
     found = {source for item in result.items for source in item.sources}
-    assert found == set(ml_config.serving.generators), found ^ set(ml_config.serving.generators)
+    assert found <= set(ml_config.serving.generators)
+    assert {"als", "business", "i2i_als"} <= found
+    keep = ml_config.ranking.lightgbm_keep
+    stages = [item.stage for item in result.items]
+    # DLRM orders LightGBM's best `keep`; the rest stay in LightGBM's order, then backfill
+    assert set(stages[:keep]) == {"dlrm"}
+    assert set(stages[keep:]) <= {"lightgbm", "backfill"} and "lightgbm" in stages[keep:]
+    dlrm_scores = [item.score for item in result.items[:keep]]
+    assert dlrm_scores == sorted(dlrm_scores, reverse=True)
     allowed = eligible_items(ml_dataset, "196", home_region(ml_dataset, "196")) - {"181"}
     assert {i.item_id for i in result.items} <= allowed  # filters apply to every source
 

@@ -134,3 +134,13 @@ def test_blocked_categories_from_config_never_reach_the_list(ml_pipeline, ml_dat
     for item in result.items:
         assert not {"Drama", "Comedy"} & set(genres[item.item_id].split("|")), item.item_id
     assert result.removed_by_filter["blocked_categories"] > 0
+
+
+def test_without_rankers_the_ials_dot_product_places_items(ml_pipeline):
+    from serving.pipeline import RecommendPipeline
+
+    plain = RecommendPipeline.candidate_stage(ml_pipeline.bundle, load_config())
+    result = plain.recommend(RecommendRequest("196", 20))
+    assert {item.stage for item in result.items} == {"als_dot"}
+    cascaded = ml_pipeline.recommend(RecommendRequest("196", 20))
+    assert {item.stage for item in cascaded.items} == {"dlrm"}

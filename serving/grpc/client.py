@@ -83,4 +83,7 @@ class RecommenderClient:
 
 
 def _items(items: Sequence[pb.ScoredItem]) -> list[ScoredItem]:
-    return [ScoredItem(item_id=i.item_id, score=i.score, sources=tuple(i.sources)) for i in items]
+    return [
+        ScoredItem(item_id=i.item_id, score=i.score, sources=tuple(i.sources), stage=i.stage)
+        for i in items
+    ]

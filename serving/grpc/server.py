@@ -41,7 +41,10 @@ def _to_status(context: grpc.ServicerContext, err: Exception) -> None:
 
 
 def _items(items: list[ScoredItem] | tuple[ScoredItem, ...]) -> list[pb.ScoredItem]:
-    return [pb.ScoredItem(item_id=i.item_id, score=i.score, sources=i.sources) for i in items]
+    return [
+        pb.ScoredItem(item_id=i.item_id, score=i.score, sources=i.sources, stage=i.stage)
+        for i in items
+    ]
 
 
 class RecommenderServicer(pb_grpc.RecommenderServicer):

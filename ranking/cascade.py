@@ -1,0 +1,118 @@
+"""The ranking cascade of serving (DESIGN.md §1): candidates -> LightGBM keeps the best
+`lightgbm_keep` -> DLRM orders those. Stages are configuration; each placed item says which
+stage placed it, and its score is that stage's score (comparable within a stage only).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ranking.dlrm import DLRMRanker
+from ranking.frame import RankingFrame
+from ranking.gbdt import GBDTRanker
+from recsys.config import RankingConfig
+
+log = logging.getLogger(__name__)
+
+LIGHTGBM_DIR, DLRM_DIR = "lightgbm", "dlrm"
+
+
+@dataclass(frozen=True)
+class TrainedRankers:
+    """The rankers nightly trained into a bundle; a stage not trained is None."""
+
+    lightgbm: GBDTRanker | None = None
+    dlrm: DLRMRanker | None = None
+
+    def save(self, directory: Path) -> None:
+        for name, ranker in ((LIGHTGBM_DIR, self.lightgbm), (DLRM_DIR, self.dlrm)):
+            if ranker is not None:
+                (directory / name).mkdir()
+                ranker.save(directory / name)
+
+    @classmethod
+    def load(cls, directory: Path) -> TrainedRankers:
+        light, heavy = directory / LIGHTGBM_DIR, directory / DLRM_DIR
+        return cls(
+            lightgbm=GBDTRanker.load(light) if light.is_dir() else None,
+            dlrm=DLRMRanker.load(heavy, device="cpu") if heavy.is_dir() else None,
+        )
+
+
+@dataclass(frozen=True)
+class Ranked:
+    order: np.ndarray  # row indices of the frame, best first
+    scores: np.ndarray  # float32, the placing stage's score, aligned with `order`
+    stages: np.ndarray  # object: name of the stage that placed each row, aligned with `order`
+
+
+class Cascade:
+    """The configured stages over one bundle's rankers; built once per bundle."""
+
+    def __init__(self, rankers: TrainedRankers, config: RankingConfig) -> None:
+        missing = [s for s in config.stages if getattr(rankers, s) is None]
+        if missing:
+            raise ValueError(
+                f"ranking.stages names {missing[0]!r} but the bundle has no trained {missing[0]} "
+                "ranker; run `recsys nightly` with this configuration"
+            )
+        self.config = config
+        self.lightgbm = rankers.lightgbm if "lightgbm" in config.stages else None
+        self.dlrm = None
+        if "dlrm" in config.stages:
+            self.dlrm = _dlrm_variant(rankers.dlrm, config.dlrm_serving)
+            self.dlrm_cardinalities = np.asarray(rankers.dlrm.spec.sparse_cardinalities)
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return self.config.stages
+
+    def rank(self, frame: RankingFrame) -> Ranked:
+        """Order every row: each stage re-orders the head the previous stage kept."""
+        n = len(frame)
+        order = np.arange(n)
+        scores = np.zeros(n, dtype=np.float32)
+        stages = np.empty(n, dtype=object)
+        head = n
+        for stage in self.stages:
+            rows = order[:head]
+            if stage == "lightgbm":
+                stage_scores = self.lightgbm.predict(frame.take(rows))
+                head = min(head, self.config.lightgbm_keep)
+            else:
+                stage_scores = self.dlrm.predict(
+                    with_known_ids(frame.take(rows), self.dlrm_cardinalities)
+                )
+            best = np.argsort(-stage_scores, kind="stable")
+            order[: len(rows)] = rows[best]
+            scores[: len(rows)] = stage_scores[best]
+            stages[: len(rows)] = stage
+        return Ranked(order=order, scores=scores, stages=stages)
+
+
+def _dlrm_variant(dlrm: DLRMRanker, variant: str) -> DLRMRanker:
+    """DESIGN.md §4: INT8 dynamic quantization or TorchScript for inference."""
+    if variant == "int8":
+        return dlrm.quantized()
+    if variant == "torchscript":
+        return dlrm.scripted()
+    return dlrm
+
+
+def with_known_ids(frame: RankingFrame, cardinalities) -> RankingFrame:
+    """Ids newer than the DLRM's tables (users who arrived after it was trained) -> 0, the
+    "unknown" row every table has."""
+    sparse = np.where(frame.sparse < cardinalities, frame.sparse, 0)
+    return RankingFrame(
+        dense=frame.dense,
+        dense_names=frame.dense_names,
+        sparse=sparse,
+        sparse_names=frame.sparse_names,
+        sparse_cardinalities=tuple(int(c) for c in cardinalities),
+        groups=frame.groups,
+        labels=frame.labels,
+    )
