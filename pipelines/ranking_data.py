@@ -72,7 +72,7 @@ def build_ranking_data(
     for user in tqdm(users, desc="ranking data", unit="user", disable=not show_progress):
         ctx = pipeline.context(RecommendRequest(user_id=user, k=1))
         found, _ = pipeline.candidates(ctx)
-        found = _with_random_negatives(pipeline, ctx, found, random_negatives, rng)
+        found = with_random_negatives(pipeline, ctx, found, random_negatives, rng)
         frame = pipeline.features.build(ctx, found, group=len(frames))
         label = np.isin(found.items, labels[user]).astype(np.float32)
         if not len(label) or not (label.any() or keep_unlabelled):
@@ -101,7 +101,7 @@ def _positives_by_user(events, pipeline: RecommendPipeline) -> dict[str, np.ndar
     return {str(user_ids[s]): np.unique(items[s:e]) for s, e in zip(starts, ends, strict=True)}
 
 
-def _with_random_negatives(
+def with_random_negatives(
     pipeline: RecommendPipeline, ctx, found: CandidateSet, count: int, rng: np.random.Generator
 ) -> CandidateSet:
     """Add up to `count` random eligible items the generators did not propose (NaN scores)."""
