@@ -19,7 +19,7 @@ echo "== recommendations for a known user (MovieLens user 196)"
 "$RECSYS" recommend --port "$PORT" --user 196 -k 10
 echo "== the same user, excluding two items and in another region"
 "$RECSYS" recommend --port "$PORT" --user 196 -k 5 --exclude 50 181 --region intl
-echo "== an unknown user: cold start from the popularity top"
+echo "== an unknown user: cold start from the tops, ranked by the cascade"
 "$RECSYS" recommend --port "$PORT" --user new-visitor -k 5
 echo "== items similar to item 50 (Star Wars)"
 "$RECSYS" similar --port "$PORT" --item 50 -k 5
