@@ -97,6 +97,9 @@ class DenseArch(nn.Module):
 
     def forward(self, dense: torch.Tensor) -> torch.Tensor:
         missing = torch.isnan(dense)
+        # Counts, prices and ages are heavy-tailed; DLRM's reference pipeline feeds log(x + 1)
+        # of its dense counts. The signed form also keeps negative scores (ALS dot) usable.
+        dense = torch.sign(dense) * torch.log1p(torch.abs(dense))
         # A missing value becomes the training mean (0 after standardising) and its own 0/1
         # flag says it was missing, so the net can tell "missing" from "equal to the mean".
         standard = torch.where(missing, torch.zeros_like(dense), (dense - self.mean) / self.std)
@@ -172,6 +175,11 @@ class DLRM(nn.Module):
 # --------------------------------------------------------------------- what the model knows
 
 
+def signed_log1p(values: np.ndarray) -> np.ndarray:
+    """sign(x) log(1 + |x|): the dense inputs' compression (DenseArch.forward does the same)."""
+    return np.sign(values) * np.log1p(np.abs(values))
+
+
 @dataclass(frozen=True)
 class DenseStats:
     """Training statistics of the dense features, part of the model (serving uses them)."""
@@ -186,14 +194,14 @@ class DenseStats:
         count = np.zeros(dense.shape[1], dtype=np.int64)
         total = np.zeros(dense.shape[1])
         for start in range(0, len(dense), block):
-            part = dense[start : start + block]
+            part = signed_log1p(dense[start : start + block].astype(np.float64))
             present = ~np.isnan(part)
             count += present.sum(axis=0)
             total += np.where(present, part, 0.0).sum(axis=0, dtype=np.float64)
         mean = total / np.maximum(count, 1)
         squares = np.zeros(dense.shape[1])
         for start in range(0, len(dense), block):
-            part = dense[start : start + block].astype(np.float64)
+            part = signed_log1p(dense[start : start + block].astype(np.float64))
             squares += (np.nan_to_num(part - mean, nan=0.0) ** 2).sum(axis=0)
         std = np.sqrt(squares / np.maximum(count, 1))
         std = np.where(std > 1e-12, std, 1.0)

@@ -108,11 +108,15 @@ def test_learns_the_interaction_a_dense_model_cannot(frames, fitted):
 
 
 def test_missing_values_get_an_indicator():
-    dense = np.array([[1.0, np.nan], [3.0, 4.0], [5.0, np.nan]], dtype=np.float32)
+    # values are compressed by sign(x) log(1 + |x|) before the statistics: e, e^2 - 1 -> 1, 2
+    e = np.e
+    dense = np.array([[e - 1, np.nan], [-(e - 1), 4.0], [e**2 - 1, np.nan]], dtype=np.float32)
     stats = DenseStats.of(dense)
     assert stats.flagged == [1]  # only the feature that was ever missing
-    assert stats.mean == pytest.approx([3.0, 4.0])  # over present values
-    assert stats.std == pytest.approx([np.sqrt(8 / 3), 1.0])  # constant -> 1
+    # compressed column 0: 1, -1, 2 -> mean 2/3; column 1: log 5 (present once)
+    assert stats.mean == pytest.approx([2 / 3, np.log(5.0)], rel=1e-5)
+    std0 = np.sqrt(((1 - 2 / 3) ** 2 + (-1 - 2 / 3) ** 2 + (2 - 2 / 3) ** 2) / 3)
+    assert stats.std == pytest.approx([std0, 1.0], rel=1e-5)  # constant -> 1
 
 
 def test_bottom_mlp_sees_standardised_values_and_missing_flags():
@@ -121,9 +125,11 @@ def test_bottom_mlp_sees_standardised_values_and_missing_flags():
     seen = []
     arch.mlp[0].register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0]))
     arch(torch.from_numpy(dense))
-    z = 2 / np.sqrt(8 / 3)  # (x - 3) / std for x = 1 and 5
-    expected = [[-z, 0.0, 1.0], [0.0, 0.0, 0.0], [z, 0.0, 1.0]]  # x0, x1 (mean if missing), flag
-    np.testing.assert_allclose(seen[0].numpy(), expected, rtol=1e-6)
+    c = np.log1p(dense[:, 0].astype(np.float64))  # compressed column 0
+    z = (c - c.mean()) / c.std()
+    # x0 standardised after compression, x1 (0 = the mean where missing), x1's missing flag
+    expected = [[z[0], 0.0, 1.0], [z[1], 0.0, 0.0], [z[2], 0.0, 1.0]]
+    np.testing.assert_allclose(seen[0].numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_missing_is_not_the_same_as_the_mean(fitted, frames):
