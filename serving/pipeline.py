@@ -133,27 +133,42 @@ class RecommendPipeline:
         return found.take(kept), removed
 
     def rank(self, user_id: str, item_ids: tuple[str, ...]) -> list[ScoredItem]:
-        """Caller-given items by the current ranker, best first; unknown items last, score 0."""
+        """Caller-given items ordered as Recommend would order them, best first.
+
+        With a cascade, each item gets the features a candidate would: the generators run as
+        for Recommend and an item they also proposed keeps their scores and sources (missing
+        otherwise); the cascade then orders all of them. Unknown items come last, score 0."""
         if not user_id:
             raise RequestError("user_id must not be empty")
         if len(item_ids) > self.config.max_k:
             raise RequestError(f"item_ids has {len(item_ids)} items; at most {self.config.max_k}")
         indices = self.bundle.items.to_index(item_ids)
-        known = indices >= 0
-        ctx = RequestContext(user_index=self.bundle.users.index_of(user_id))
-        scores = np.zeros(len(indices), dtype=np.float32)
-        scores[known] = self.ranker.score(ctx, indices[known])
-        # known items first (by score), unknown after them, each group stable
-        order = np.lexsort((-scores, ~known))
-        return [
-            ScoredItem(
-                item_ids[i],
-                float(scores[i]),
-                (self.ranker.name,) if known[i] else (),
-                self.ranker.name if known[i] else "",
+        known = np.flatnonzero(indices >= 0)
+        ctx = self.context(RecommendRequest(user_id=user_id, k=1))
+        if self.cascade is not None and len(known):
+            generated = union(
+                [g.generate(ctx, self.config.budget_of(g.name)) for g in self.generators]
             )
-            for i in order
-        ]
+            given = _restrict(generated, indices[known])
+            ranked = self.cascade.rank(self.features.build(ctx, given))
+            rows = known[ranked.order]  # given row j is the caller's item known[j]
+            placed = [
+                ScoredItem(item_ids[row], float(score), tuple(sources) or (stage,), stage)
+                for row, score, stage, sources in zip(
+                    rows, ranked.scores, ranked.stages, given.sources[ranked.order], strict=True
+                )
+            ]
+        else:
+            scores = self.ranker.score(ctx, indices[known])
+            order = np.argsort(-scores, kind="stable")
+            placed = [
+                ScoredItem(
+                    item_ids[known[i]], float(scores[i]), (self.ranker.name,), self.ranker.name
+                )
+                for i in order
+            ]
+        unknown = [ScoredItem(item_ids[i], 0.0, (), "") for i in np.flatnonzero(indices < 0)]
+        return placed + unknown
 
     def similar_items(self, item_id: str, k: int) -> list[ScoredItem]:
         """Nearest items by cosine of iALS item factors (exact: one matrix-vector product)."""
@@ -217,6 +232,25 @@ class RecommendPipeline:
             ScoredItem(item, float(score), (BACKFILL_SOURCE,), BACKFILL_STAGE)
             for item, score in zip(self.bundle.items.to_external(fill), scores, strict=True)
         ]
+
+
+def _restrict(found: CandidateSet, items: np.ndarray) -> CandidateSet:
+    """`items` (caller-given, in their order) as a candidate set: a generator's score and
+    rank where it proposed the item, NaN and no sources where none did."""
+    items = np.asarray(items, dtype=np.int64)
+    at = np.searchsorted(found.items, items)
+    hit = (at < len(found.items)) & (found.items[np.minimum(at, len(found.items) - 1)] == items)
+    width = len(found.names)
+    scores = np.full((len(items), width), np.nan, dtype=np.float32)
+    ranks = np.full((len(items), width), np.nan, dtype=np.float32)
+    sources = np.empty(len(items), dtype=object)
+    sources[:] = [()] * len(items)
+    scores[hit], ranks[hit], sources[hit] = (
+        found.scores[at[hit]],
+        found.ranks[at[hit]],
+        found.sources[at[hit]],
+    )
+    return CandidateSet(items, found.names, scores, ranks, sources)
 
 
 def _check_names(key: str, names: tuple[str, ...], known: dict) -> None:

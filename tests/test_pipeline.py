@@ -91,8 +91,22 @@ def test_malformed_requests_say_what_is_wrong(ml_pipeline, request_, message):
         ml_pipeline.recommend(request_)
 
 
-def test_rank_orders_by_model_and_puts_unknown_items_last(ml_pipeline):
-    ranked = ml_pipeline.rank("196", ("1", "nope", "50", "181", "100"))
+def test_rank_agrees_with_recommend_and_puts_unknown_items_last(ml_pipeline):
+    top = ml_pipeline.recommend(RecommendRequest("196", 10)).items
+    shuffled = (*(i.item_id for i in reversed(top)), "nope")
+    ranked = ml_pipeline.rank("196", shuffled)
+    assert ranked[-1].item_id == "nope" and ranked[-1].score == 0 and ranked[-1].sources == ()
+    # the same features and the same cascade: the same order and scores as Recommend's
+    assert [i.item_id for i in ranked[:-1]] == [i.item_id for i in top]
+    np.testing.assert_allclose([i.score for i in ranked[:-1]], [i.score for i in top], rtol=1e-5)
+    assert [i.sources for i in ranked[:-1]] == [i.sources for i in top]
+
+
+def test_rank_without_rankers_uses_the_ials_score(ml_pipeline):
+    from serving.pipeline import RecommendPipeline
+
+    plain = RecommendPipeline.candidate_stage(ml_pipeline.bundle, load_config())
+    ranked = plain.rank("196", ("1", "nope", "50", "181", "100"))
     assert ranked[-1].item_id == "nope" and ranked[-1].score == 0 and ranked[-1].sources == ()
     known = ranked[:-1]
     assert [i.score for i in known] == sorted((i.score for i in known), reverse=True)
