@@ -13,6 +13,7 @@ from pipelines.dataset import Dataset, normalize_events
 from pipelines.idmap import IdMap
 from pipelines.rating_evaluation import evaluate_explicit, explicit_ratings
 from recsys.config import EALSConfig, load_config
+from tests.frames import plain_catalog
 
 # 3 users x 3 items, 5 observed ratings; mean 3.0
 RATINGS = sp.csr_matrix(np.array([[5.0, 3.0, 0.0], [4.0, 0.0, 1.0], [0.0, 2.0, 0.0]]))
@@ -173,17 +174,7 @@ def events_dataset(rows: list[tuple[str, str, str, float, int]]) -> Dataset:
     events = normalize_events(
         pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "value", "timestamp"])
     )
-    items = pd.DataFrame(
-        {
-            "item_id": ["x", "y"],
-            "categories": "",
-            "price": 1.0,
-            "stock": 1,
-            "regions": "*",
-            "created_at": 0,
-            "title": "",
-        }
-    )
+    items = plain_catalog(["x", "y"])
     return Dataset(events, items, pd.DataFrame({"user_id": [], "region": [], "attributes": []}))
 
 

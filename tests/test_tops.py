@@ -18,6 +18,7 @@ from pipelines.dataset import Dataset, normalize_events
 from pipelines.synthetic import generate_synthetic
 from pipelines.training_data import build_training_data
 from recsys.config import load_config
+from tests.frames import plain_catalog
 
 DAY = 86_400
 T0 = 1_000 * DAY
@@ -278,17 +279,7 @@ def test_rating_only_data_has_no_purchases():
             }
         )
     )
-    catalog = pd.DataFrame(
-        {
-            "item_id": ["x", "y"],
-            "categories": "",
-            "price": 1.0,
-            "stock": 1,
-            "regions": "*",
-            "created_at": 0,
-            "title": "",
-        }
-    )
+    catalog = plain_catalog(["x", "y"])
     people = pd.DataFrame({"user_id": ["a", "b", "c"], "region": "", "attributes": "{}"})
     config = load_config().replace(tops=TOPS)
     model = TopsModel.fit(build_training_data(Dataset(events, catalog, people), config), config)

@@ -9,6 +9,7 @@ from pipelines.training_data import (
     recent_positives,
 )
 from recsys.config import load_config
+from tests.frames import plain_catalog
 
 
 def tiny() -> Dataset:
@@ -23,17 +24,7 @@ def tiny() -> Dataset:
             }
         )
     )
-    items = pd.DataFrame(
-        {
-            "item_id": ["x", "y", "z", "w"],
-            "categories": "",
-            "price": 1.0,
-            "stock": 1,
-            "regions": "*",
-            "created_at": 0,
-            "title": "",
-        }
-    )
+    items = plain_catalog(["x", "y", "z", "w"])
     users = pd.DataFrame({"user_id": ["a", "b"], "region": "", "attributes": "{}"})
     return Dataset(events, items, users)
 
