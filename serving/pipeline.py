@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from candidates.base import RequestContext, top_k
+from candidates.i2i import unit_rows
 from candidates.union import CandidateSet, union
 from ranking.cascade import Cascade
 from ranking.dot import DotProductRanker
@@ -71,10 +72,12 @@ class RecommendPipeline:
         self.ranker = DotProductRanker(bundle.als.model, bundle.popularity)
         self.features = FeatureBuilder(bundle, tuple(g.name for g in self.generators))
         self.cascade = Cascade(bundle.rankers, config.ranking) if config.ranking.stages else None
-        # Unit item vectors for SimilarItems, computed once per bundle, not per request.
-        vectors = bundle.als.model.item_factors
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        self.unit_item_vectors = vectors / np.maximum(norms, 1e-12)
+        # Unit item vectors for SimilarItems: the bundle's i2i model already holds them.
+        self.unit_item_vectors = (
+            bundle.i2i.unit_factors
+            if bundle.i2i.unit_factors is not None
+            else unit_rows(bundle.als.model.item_factors)
+        )
 
     @classmethod
     def candidate_stage(cls, bundle: LoadedBundle, config: Config) -> RecommendPipeline:
@@ -128,9 +131,13 @@ class RecommendPipeline:
     def candidates(self, ctx: RequestContext) -> tuple[CandidateSet, dict[str, int]]:
         """Every generator within its budget, the union with sources, then the early filters;
         also how many items each filter removed."""
-        found = union([g.generate(ctx, self.config.budget_of(g.name)) for g in self.generators])
+        found = self._generate(ctx)
         kept, removed = apply_filters(self.filters, ctx, found.items)
         return found.take(kept), removed
+
+    def _generate(self, ctx: RequestContext) -> CandidateSet:
+        """Every generator within its budget, unioned with sources; nothing filtered yet."""
+        return union([g.generate(ctx, self.config.budget_of(g.name)) for g in self.generators])
 
     def rank(self, user_id: str, item_ids: tuple[str, ...]) -> list[ScoredItem]:
         """Caller-given items ordered as Recommend would order them, best first.
@@ -146,10 +153,7 @@ class RecommendPipeline:
         known = np.flatnonzero(indices >= 0)
         ctx = self.context(RecommendRequest(user_id=user_id, k=1))
         if self.cascade is not None and len(known):
-            generated = union(
-                [g.generate(ctx, self.config.budget_of(g.name)) for g in self.generators]
-            )
-            given = _restrict(generated, indices[known])
+            given = _restrict(self._generate(ctx), indices[known])
             ranked = self.cascade.rank(self.features.build(ctx, given))
             rows = known[ranked.order]  # given row j is the caller's item known[j]
             placed = [
