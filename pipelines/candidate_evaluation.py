@@ -27,7 +27,7 @@ from pipelines.build import build_bundle
 from pipelines.dataset import Dataset
 from pipelines.rating_evaluation import RatingEvaluation, evaluate_explicit
 from pipelines.splits import chronological_split
-from pipelines.training_data import is_positive
+from pipelines.training_data import positives_by_user
 from recsys.config import Config
 from serving.pipeline import RecommendPipeline, RecommendRequest
 
@@ -65,10 +65,9 @@ def evaluate_candidate_stage(
     pipeline = RecommendPipeline.candidate_stage(built.bundle, config)
     bundle = built.bundle
 
-    test = split.test.events[is_positive(split.test.events, config)]
-    user_ids = test["user_id"].to_numpy().astype(str)
-    item_index = bundle.items.to_index(test["item_id"].to_numpy())
-    users, relevant_sets = _relevant_by_user(user_ids, item_index, pipeline)
+    users, relevant_sets = _new_to_user(
+        positives_by_user(split.test.events, config, bundle.items), pipeline
+    )
     if not users:
         raise ValueError("no test user has a held-out positive that is new to them")
     rng = np.random.default_rng(seed)
@@ -135,20 +134,14 @@ def evaluate_candidate_stage(
     )
 
 
-def _relevant_by_user(
-    user_ids: np.ndarray, item_index: np.ndarray, pipeline: RecommendPipeline
+def _new_to_user(
+    positives: dict[str, np.ndarray], pipeline: RecommendPipeline
 ) -> tuple[list[str], list[np.ndarray]]:
-    """Test users with their held-out positives that are new to them (catalog items only)."""
-    known = item_index >= 0
-    user_ids, item_index = user_ids[known], item_index[known]
-    order = np.argsort(user_ids, kind="stable")
-    user_ids, item_index = user_ids[order], item_index[order]
-    starts = np.flatnonzero(np.r_[True, user_ids[1:] != user_ids[:-1]])
+    """Test users with their held-out positives that are new to them."""
     users, relevant = [], []
-    for start, end in zip(starts, np.r_[starts[1:], len(user_ids)], strict=True):
-        user = str(user_ids[start])
+    for user, items in positives.items():
         seen = pipeline.bundle.profiles.seen_items(pipeline.bundle.users.index_of(user))
-        new = np.setdiff1d(item_index[start:end], seen)
+        new = np.setdiff1d(items, seen)
         if len(new):
             users.append(user)
             relevant.append(new)

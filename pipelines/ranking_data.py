@@ -19,7 +19,7 @@ from tqdm import tqdm
 from candidates.union import CandidateSet
 from pipelines.build import build_bundle
 from pipelines.dataset import Dataset
-from pipelines.training_data import is_positive
+from pipelines.training_data import positives_by_user
 from ranking.frame import RankingFrame
 from recsys.config import Config
 from serving.filters import apply_filters
@@ -61,9 +61,7 @@ def build_ranking_data(
         pipeline = RecommendPipeline.candidate_stage(build_bundle(before, config).bundle, config)
     start = cutoff if label_start is None else label_start
     window = (times >= start) & (times < (label_end if label_end is not None else np.inf))
-    future = dataset.events[window]
-    future = future[is_positive(future, config)]
-    labels = _positives_by_user(future, pipeline)
+    labels = positives_by_user(dataset.events[window], config, pipeline.bundle.items)
     users = sorted(labels)
     rng = np.random.default_rng(seed)
     if max_users and len(users) > max_users:
@@ -88,17 +86,6 @@ def build_ranking_data(
         cutoff=cutoff,
         labels_by_user={user: labels[user] for user in users},
     )
-
-
-def _positives_by_user(events, pipeline: RecommendPipeline) -> dict[str, np.ndarray]:
-    items = pipeline.bundle.items.to_index(events["item_id"].to_numpy())
-    user_ids = events["user_id"].to_numpy().astype(str)[items >= 0]
-    items = items[items >= 0]
-    order = np.argsort(user_ids, kind="stable")
-    user_ids, items = user_ids[order], items[order]
-    starts = np.flatnonzero(np.r_[True, user_ids[1:] != user_ids[:-1]]) if len(items) else []
-    ends = np.r_[starts[1:], len(items)] if len(items) else []
-    return {str(user_ids[s]): np.unique(items[s:e]) for s, e in zip(starts, ends, strict=True)}
 
 
 def with_random_negatives(

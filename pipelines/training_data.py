@@ -33,6 +33,20 @@ def is_positive(events: pd.DataFrame, config: Config) -> np.ndarray:
     return positive & (~is_rating | (events["value"].to_numpy() >= config.data.positive_rating))
 
 
+def positives_by_user(events: pd.DataFrame, config: Config, items: IdMap) -> dict[str, np.ndarray]:
+    """Each user's distinct positive catalog items (sorted indices) among `events`, keyed by
+    external user id in sorted order: the held-out answers of every evaluation."""
+    events = events[is_positive(events, config)]
+    index = items.to_index(events["item_id"].to_numpy())
+    user_ids = events["user_id"].to_numpy().astype(str)[index >= 0]
+    index = index[index >= 0]
+    order = np.argsort(user_ids, kind="stable")
+    user_ids, index = user_ids[order], index[order]
+    starts = np.flatnonzero(np.r_[True, user_ids[1:] != user_ids[:-1]]) if len(index) else []
+    ends = np.r_[starts[1:], len(index)] if len(index) else []
+    return {str(user_ids[s]): np.unique(index[s:e]) for s, e in zip(starts, ends, strict=True)}
+
+
 def list_membership(lists: pd.Series) -> tuple[sp.csr_matrix, tuple[str, ...]]:
     """'a|b' list cells -> bool (n_rows, n_names) membership and the sorted names.
 
