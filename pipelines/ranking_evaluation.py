@@ -27,7 +27,7 @@ from pipelines.metrics import auc, logloss, ranking_report
 from pipelines.ranking_data import RankingData, build_ranking_data
 from ranking.cascade import with_known_ids
 from ranking.dlrm import DLRMRanker
-from ranking.frame import RankingFrame
+from ranking.frame import RankingFrame, rank_within_groups
 from ranking.gbdt import GBDTRanker
 from recsys.config import Config
 
@@ -117,11 +117,8 @@ def _ials_order(frame: RankingFrame) -> np.ndarray:
 
 def _cascade(groups: np.ndarray, light: np.ndarray, heavy: np.ndarray, keep: int) -> np.ndarray:
     """The light ranker keeps its top `keep` per request; the heavy one orders those."""
-    order = np.lexsort((-light, groups))
-    starts = np.searchsorted(groups[order], groups[order], side="left")
-    rank_in_group = np.empty(len(groups), dtype=np.int64)
-    rank_in_group[order] = np.arange(len(groups)) - starts
-    return np.where(rank_in_group < keep, 2.0 + heavy, -rank_in_group.astype(np.float64))
+    rank = rank_within_groups(groups, light)
+    return np.where(rank < keep, 2.0 + heavy, -rank.astype(np.float64))
 
 
 def _relevant_matrix(data: RankingData) -> tuple[sp.csr_matrix, int]:
@@ -143,11 +140,8 @@ def _relevant_matrix(data: RankingData) -> tuple[sp.csr_matrix, int]:
 def _top_lists(data: RankingData, score: np.ndarray, k: int, n_users: int) -> np.ndarray:
     """(n_users, k) item ids by descending score within each request; -1 padded."""
     frame = data.frame
-    order = np.lexsort((-score, frame.groups))
-    groups, items = frame.groups[order], frame.sparse[order, 1] - 1
-    starts = np.searchsorted(groups, groups, side="left")
-    rank = np.arange(len(groups)) - starts
-    lists = np.full((n_users, k), -1, dtype=np.int64)
+    rank = rank_within_groups(frame.groups, score)
     top = rank < k
-    lists[groups[top], rank[top]] = items[top]
+    lists = np.full((n_users, k), -1, dtype=np.int64)
+    lists[frame.groups[top], rank[top]] = frame.sparse[top, 1] - 1
     return lists

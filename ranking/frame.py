@@ -60,3 +60,12 @@ class RankingFrame:
             groups=self.groups[rows],
             labels=None if self.labels is None else self.labels[rows],
         )
+
+
+def rank_within_groups(groups: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Each row's place in its request by descending score (0 = best; ties by row order)."""
+    order = np.lexsort((-scores, groups))
+    sorted_groups = groups[order]
+    rank = np.empty(len(groups), dtype=np.int64)
+    rank[order] = np.arange(len(groups)) - np.searchsorted(sorted_groups, sorted_groups)
+    return rank
