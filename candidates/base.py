@@ -79,6 +79,7 @@ class TrainingData:
     item_categories: sp.csr_matrix  # bool (n_items, n_categories)
     category_names: tuple[str, ...]
     item_created: np.ndarray  # int64 Unix seconds per item
+    item_price: np.ndarray  # float32 per item
     item_text: np.ndarray  # object (str) per item: the catalog title, "" if none
     user_region: np.ndarray  # int32 per user: index into region_names, -1 if unknown
     region_names: tuple[str, ...]

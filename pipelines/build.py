@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import numpy as np
 from tqdm import tqdm
 
 from candidates.als import ALSGenerator, ALSModel
@@ -72,11 +71,7 @@ def build_bundle(dataset: Dataset, config: Config, *, show_progress: bool = Fals
         "catalog and profiles",
         lambda: (ItemCatalog.build(dataset, data), UserProfiles.build(dataset, data, recent)),
     )
-    prices = dataset.items.drop_duplicates("item_id").set_index("item_id")["price"]
-    stats = timed(
-        "ranking stats",
-        lambda: UserItemStats.fit(data, prices.loc[data.items.ids].to_numpy(np.float32)),
-    )
+    stats = timed("ranking stats", lambda: UserItemStats.fit(data))
     steps.close()
     bundle = LoadedBundle(
         version="",

@@ -106,6 +106,7 @@ def build_training_data(
         item_categories=categories,
         category_names=category_names,
         item_created=catalog["created_at"].to_numpy(np.int64),
+        item_price=catalog["price"].to_numpy(np.float32),
         item_text=catalog["title"].fillna("").astype(str).to_numpy(dtype=object),
         user_region=user_region,
         region_names=region_names,

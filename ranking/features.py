@@ -54,13 +54,13 @@ class UserItemStats:
     category_last_time: sp.csr_matrix  # int64 (n_users, n_categories): last event time
 
     @classmethod
-    def fit(cls, data: TrainingData, item_price: np.ndarray) -> UserItemStats:
+    def fit(cls, data: TrainingData) -> UserItemStats:
         n_users = len(data.users)
         users, items, times = data.event_users, data.event_items, data.event_times
         positive = data.event_positive
         positives = np.bincount(users[positive], minlength=n_users).astype(np.float32)
         price_sum = np.bincount(
-            users[positive], weights=item_price[items[positive]], minlength=n_users
+            users[positive], weights=data.item_price[items[positive]], minlength=n_users
         )
         with np.errstate(invalid="ignore", divide="ignore"):
             mean_price = np.where(positives > 0, price_sum / positives, np.nan)
@@ -68,7 +68,7 @@ class UserItemStats:
         np.maximum.at(last, users, times)
         return cls(
             now=data.newest_time,
-            item_price=np.asarray(item_price, dtype=np.float32),
+            item_price=data.item_price,
             item_created=data.item_created.astype(np.int64),
             user_events=np.bincount(users, minlength=n_users).astype(np.float32),
             user_distinct_items=np.diff(data.interactions.indptr).astype(np.float32),
