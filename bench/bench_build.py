@@ -8,11 +8,12 @@
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from shop_scale import add_shop_size_arguments, peak_rss_bytes
 
 from pipelines.build import build_bundle
 from pipelines.synthetic import generate_synthetic
@@ -22,21 +23,11 @@ TARGET_SECONDS = 20 * 60.0
 TARGET_BYTES = 12 * 1024**3
 
 
-def peak_rss_bytes() -> int:
-    # ru_maxrss is in KiB on Linux (bytes on macOS).
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (
-        1 if sys.platform == "darwin" else 1024
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--users", type=int, default=1_000_000)
-    parser.add_argument("--items", type=int, default=100_000)
-    parser.add_argument("--events", type=int, default=20_000_000)
-    parser.add_argument("--categories", type=int, default=200)
+    add_shop_size_arguments(parser)
     parser.add_argument("--config", help="TOML overriding the defaults (e.g. ALS factors)")
     parser.add_argument("--save", action="store_true", help="also write the bundle to a temp dir")
     args = parser.parse_args(argv)

@@ -7,9 +7,9 @@
 from __future__ import annotations
 
 import argparse
-import resource
-import sys
 import time
+
+from shop_scale import add_shop_size_arguments, peak_rss_bytes
 
 from pipelines.synthetic import generate_synthetic
 
@@ -21,10 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--users", type=int, default=1_000_000)
-    parser.add_argument("--items", type=int, default=100_000)
-    parser.add_argument("--events", type=int, default=20_000_000)
-    parser.add_argument("--categories", type=int, default=200)
+    add_shop_size_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--progress", action="store_true", help="show the tqdm bar")
     args = parser.parse_args(argv)
@@ -39,10 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         show_progress=args.progress,
     )
     seconds = time.perf_counter() - started
-    # ru_maxrss is in KiB on Linux (bytes on macOS).
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (
-        1 if sys.platform == "darwin" else 1024
-    )
+    peak = peak_rss_bytes()
 
     events = dataset.events
     counts = events["event_type"].value_counts()
