@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# The Node example client (clients/node) is set up only where node and npm exist.
+NODE_INSTALLED := clients/node/node_modules/.installed
+HAVE_NODE := $(and $(shell command -v node 2>/dev/null),$(shell command -v npm 2>/dev/null))
 
 .PHONY: setup demo test lint bench clean
 
@@ -13,7 +16,11 @@ $(INSTALLED): requirements.lock pyproject.toml setup.py $(wildcard protos/recsys
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-build-isolation --no-deps -e .
 	touch $(INSTALLED)
 
-setup: $(INSTALLED)
+$(NODE_INSTALLED): clients/node/package.json clients/node/package-lock.json
+	npm ci --prefix clients/node --no-audit --no-fund
+	touch $(NODE_INSTALLED)
+
+setup: $(INSTALLED) $(if $(HAVE_NODE),$(NODE_INSTALLED))
 
 demo: setup
 	bash scripts/demo.sh
@@ -30,4 +37,4 @@ bench: setup
 	$(BIN)/python bench/bench_serving.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info protos/recsys/v1/*_pb2*.py protos/recsys/v1/*_pb2.pyi
+	rm -rf $(VENV) clients/node/node_modules build *.egg-info protos/recsys/v1/*_pb2*.py protos/recsys/v1/*_pb2.pyi

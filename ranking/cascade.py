@@ -6,7 +6,8 @@ stage placed it, and its score is that stage's score (comparable within a stage 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,7 @@ class Ranked:
     order: np.ndarray  # row indices of the frame, best first
     scores: np.ndarray  # float32, the placing stage's score, aligned with `order`
     stages: np.ndarray  # object: name of the stage that placed each row, aligned with `order`
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage
 
 
 class Cascade:
@@ -78,7 +80,9 @@ class Cascade:
         scores = np.zeros(n, dtype=np.float32)
         stages = np.empty(n, dtype=object)
         head = n
+        seconds = {}
         for stage in self.stages:
+            start = time.perf_counter()
             rows = order[:head]
             if stage == "lightgbm":
                 stage_scores = self.lightgbm.predict(frame.take(rows))
@@ -91,7 +95,8 @@ class Cascade:
             order[: len(rows)] = rows[best]
             scores[: len(rows)] = stage_scores[best]
             stages[: len(rows)] = stage
-        return Ranked(order=order, scores=scores, stages=stages)
+            seconds[stage] = time.perf_counter() - start
+        return Ranked(order=order, scores=scores, stages=stages, seconds=seconds)
 
 
 def _dlrm_variant(dlrm: DLRMRanker, variant: str) -> DLRMRanker:

@@ -36,14 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_linear_bn_eval
 from tqdm.auto import tqdm
 
-from pipelines.metrics import auc, logloss
-from ranking.frame import RankingFrame
+from pipelines.metrics import auc, logloss, ndcg_at_k
+from ranking.frame import RankingFrame, rank_within_groups
 from recsys.config import DLRMConfig
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ STATE_FILE = "dlrm_state.pt"
 META_FILE = "dlrm_meta.json"
 FORMAT_VERSION = 1
 PREDICT_BATCH = 65_536  # rows per forward pass in predict; bounds the activations' memory
-LOSSES = ("bce", "bpr")
+LOSSES = ("bce", "bpr", "listwise")
+VALID_K = 10  # the epoch kept is the one with the best validation NDCG at this cut-off
 # How far exported models may drift from float32 eager, in probabilities (tests hold them).
 # Dynamic int8 quantizes each Linear's input per batch with one scale; the top MLP's input
 # mixes bottom outputs (~0.1) with dot products (~10), so a few rows move by a few hundredths
@@ -378,11 +380,54 @@ def _bpr_steps(
         yield data.dense[index], data.sparse[index], None, len(pairs)
 
 
-def _loss(logits: torch.Tensor, labels: torch.Tensor | None, n_pairs: int | None) -> torch.Tensor:
-    if n_pairs is None:
+def group_batches(
+    groups: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Row indices of whole requests in random order, packed into batches of about
+    `batch_size` rows: a batch takes the requests that start within its `batch_size` rows."""
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    sizes = np.diff(np.r_[starts, len(groups)])
+    order = rng.permutation(len(starts))
+    placed = np.cumsum(sizes[order]) - sizes[order]  # where each request starts in the epoch
+    rows = np.repeat(starts[order] - placed, sizes[order]) + np.arange(len(groups))
+    batch = placed // batch_size
+    cuts = placed[np.flatnonzero(np.diff(batch)) + 1]
+    return np.split(rows, cuts)
+
+
+def _listwise_steps(
+    data: _Tensors, groups: np.ndarray, config: DLRMConfig, rng: np.random.Generator
+) -> Iterator:
+    for rows in group_batches(groups, config.batch_size, rng):
+        index = torch.from_numpy(rows)
+        local = torch.from_numpy(np.unique(groups[rows], return_inverse=True)[1].ravel())
+        yield data.dense[index], data.sparse[index], data.labels[index], local
+
+
+def listwise_loss(logits: torch.Tensor, labels: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """ListNet's top-one cross-entropy per request: -Σ_i (y_i / Σ_j y_j) log softmax(s)_i,
+    the softmax over the request's rows; mean over requests with a positive."""
+    n = int(group.max()) + 1
+    top = torch.full((n,), -torch.inf, dtype=logits.dtype, device=logits.device)
+    top = top.scatter_reduce(0, group, logits.detach(), "amax")
+    shifted = logits - top[group]
+    log_norm = torch.zeros(n, dtype=logits.dtype, device=logits.device)
+    log_norm = log_norm.index_add(0, group, torch.exp(shifted)).log()
+    mass = torch.zeros(n, dtype=logits.dtype, device=logits.device).index_add(0, group, labels)
+    target = labels / mass.clamp_min(1e-12)[group]
+    per_group = torch.zeros(n, dtype=logits.dtype, device=logits.device)
+    per_group = per_group.index_add(0, group, -target * (shifted - log_norm[group]))
+    has = mass > 0
+    return per_group[has].sum() / has.sum().clamp_min(1)
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor | None, extra) -> torch.Tensor:
+    if isinstance(extra, torch.Tensor):
+        return listwise_loss(logits, labels, extra)
+    if extra is None:
         return F.binary_cross_entropy_with_logits(logits, labels)
     # BPR: -log σ(s_pos - s_neg), the first half of the batch are the positives
-    return -F.logsigmoid(logits[:n_pairs] - logits[n_pairs:]).mean()
+    return -F.logsigmoid(logits[:extra] - logits[extra:]).mean()
 
 
 def _optimizers(model: DLRM, config: DLRMConfig) -> list[torch.optim.Optimizer]:
@@ -399,10 +444,29 @@ def _optimizers(model: DLRM, config: DLRMConfig) -> list[torch.optim.Optimizer]:
     return optimizers
 
 
-def _validation_key(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float, float]:
-    """(AUC, -logloss): higher is better, logloss breaks AUC ties."""
-    binary = (labels > 0.5).astype(np.float64)
-    return auc(binary, probabilities), -logloss(binary, probabilities)
+def grouped_ndcg(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int) -> float:
+    """Mean NDCG@k over the requests with a positive, each request's rows ordered by score."""
+    _, request = np.unique(groups, return_inverse=True)
+    request = request.ravel()
+    rank = rank_within_groups(groups, scores)
+    top = rank < k
+    lists = np.full((request.max() + 1, k), -1, dtype=np.int64)
+    lists[request[top], rank[top]] = np.flatnonzero(top)
+    positive = np.flatnonzero(labels > 0.5)
+    relevant = sp.csr_matrix(
+        (np.ones(len(positive), np.float32), (request[positive], positive)),
+        shape=(len(lists), len(groups)),
+    )
+    return ndcg_at_k(lists, relevant, k)
+
+
+def _validation_row(frame: RankingFrame, probabilities: np.ndarray) -> dict[str, float]:
+    binary = (frame.labels > 0.5).astype(np.float64)
+    return {
+        f"valid_ndcg@{VALID_K}": grouped_ndcg(frame.groups, binary, probabilities, VALID_K),
+        "valid_auc": auc(binary, probabilities),
+        "valid_logloss": logloss(binary, probabilities),
+    }
 
 
 def _train(
@@ -423,12 +487,16 @@ def _train(
         model.train()
         if config.loss == "bpr":
             steps = _bpr_steps(data, train.groups, config, rng)
+        elif config.loss == "listwise":
+            steps = _listwise_steps(data, train.groups, config, rng)
         else:
             steps = _bce_steps(data, config, rng)
         total, batches = torch.zeros((), device=device), 0
-        for dense, sparse, labels, n_pairs in steps:
+        for dense, sparse, labels, extra in steps:
             logits = model(dense.to(device), sparse.to(device))
-            loss = _loss(logits, None if labels is None else labels.to(device), n_pairs)
+            if isinstance(extra, torch.Tensor):
+                extra = extra.to(device)
+            loss = _loss(logits, None if labels is None else labels.to(device), extra)
             for optimizer in optimizers:
                 optimizer.zero_grad()
             loss.backward()
@@ -439,8 +507,8 @@ def _train(
         if valid is not None:
             model.eval()
             probabilities = _probabilities(model, valid.dense, valid.sparse, device)
-            key = _validation_key(valid.labels, probabilities)
-            row |= {"valid_auc": key[0], "valid_logloss": -key[1]}
+            row |= _validation_row(valid, probabilities)
+            key = (row[f"valid_ndcg@{VALID_K}"], row["valid_auc"])
             if best_key is None or key > best_key:
                 best_key, best_state = key, copy.deepcopy(model.state_dict())
         history.append(row)

@@ -167,7 +167,7 @@ def _synth(args: argparse.Namespace, config: Config) -> int:
 
 
 def _serve(args: argparse.Namespace, config: Config) -> int:
-    from serving.grpc.server import serve_forever
+    from serving.grpc.supervisor import serve_forever
 
     serve_forever(config)
     return 0

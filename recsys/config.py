@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -176,9 +177,58 @@ class ServingConfig:
     generator_budgets: dict[str, int]
     blocked_categories: tuple[str, ...]
     bundle_poll_seconds: float
+    processes: int  # server processes sharing the port; 0 = one per core
+    deadline_ms: int  # a request's deadline when the client sets none
+    ranking_reserve_ms: int  # of the deadline, kept for ranking after the generators
+    generator_threads: int
+    metrics_port: int  # Prometheus /metrics on host:metrics_port; 0 = off
+    log_format: str  # "json" (one object per line, with request_id) or "text"
+    drain_seconds: float  # on SIGTERM, in-flight calls get this long to finish
 
     def budget_of(self, generator: str) -> int:
         return self.generator_budgets.get(generator, self.candidate_budget)
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    log_dir: str  # the durable event log LogEvents appends to
+    max_batch: int  # events per LogEvents call
+    segment_bytes: int  # a log file is closed and a new one begun past this size
+    session_items: int  # recent items remembered per user for the next requests
+    exclude_viewed: bool  # also keep just-viewed items out of the next answers
+
+
+@dataclass(frozen=True)
+class PromotionRule:
+    """One boost or pin of [rules] (a [[rules.promotions]] table); keys left out keep these."""
+
+    name: str  # shown in explanations as "boost:<name>" / "pin:<name>"
+    kind: str  # "boost" or "pin"
+    items: tuple[str, ...] = ()  # external item ids
+    categories: tuple[str, ...] = ()  # catalog category names
+    factor: float = 1.0  # boost: multiplies the request's min-max normalised relevance
+    position: int = 0  # pin: 1-based slot in the final list
+    starts: str = ""  # ISO 8601 with a time zone; "" = open
+    ends: str = ""
+
+    def window(self) -> tuple[float, float]:
+        """[starts, ends) as Unix seconds; an open end is -inf / +inf."""
+        start = _unix_time(self.starts, "starts") if self.starts else float("-inf")
+        end = _unix_time(self.ends, "ends") if self.ends else float("inf")
+        return start, end
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    """Business rules after ranking (DESIGN.md §5); serving/rules.py applies them."""
+
+    dedup_groups: bool  # keep only the best-ranked item of each product group
+    category_cap: int  # at most this many items per category in the answer; 0 = off
+    mmr_lambda: float  # MMR: lambda * relevance - (1 - lambda) * max similarity; 1.0 = off
+    mmr_depth: int  # top ranked items MMR chooses among
+    fresh_quota: int  # at least this many items created within fresh_days; 0 = off
+    fresh_days: float
+    promotions: tuple[PromotionRule, ...]
 
 
 @dataclass(frozen=True)
@@ -207,6 +257,8 @@ class Config:
     dlrm: DLRMConfig
     ranking: RankingConfig
     serving: ServingConfig
+    events: EventsConfig
+    rules: RulesConfig
     evaluation: EvaluationConfig = field()
 
     def to_dict(self) -> dict[str, Any]:
@@ -251,11 +303,16 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ConfigError(f"unknown key '{where}{unknown[0]}'; known keys here: {', '.join(known)}")
+    # only [[rules.promotions]] tables have defaults: their optional keys may be left out
+    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not MISSING}
     kwargs = {}
     for name in known:
         key = f"{where}{name}"
         if name not in values:
-            raise ConfigError(f"missing key {key!r}")
+            if name not in defaults:
+                raise ConfigError(f"missing key {key!r}")
+            kwargs[name] = defaults[name]
+            continue
         kwargs[name] = _coerce(hints[name], values[name], key)
     config = cls(**kwargs)
     _validate(config, where)
@@ -274,6 +331,10 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key!r} must be {hint.__name__}, got {value!r}")
         return value
     origin, args = getattr(hint, "__origin__", None), getattr(hint, "__args__", ())
+    if origin is tuple and dataclasses.is_dataclass(args[0]):  # a TOML array of tables
+        if not isinstance(value, list | tuple) or not all(isinstance(v, dict) for v in value):
+            raise ConfigError(f"{key!r} must be an array of tables, got {value!r}")
+        return tuple(_build(args[0], v, f"{key}[{i}].") for i, v in enumerate(value))
     if origin is tuple:
         element = args[0]
         if not isinstance(value, list | tuple) or not all(type(v) is element for v in value):
@@ -327,6 +388,11 @@ def _validate(config: Any, where: str) -> None:
         "epochs",
         "batch_size",
         "lightgbm_keep",
+        "deadline_ms",
+        "generator_threads",
+        "max_batch",
+        "segment_bytes",
+        "session_items",
     }
     non_negative = {"pctr_prior_strength", "gamma", "lambda_emb", "lambda_bias", "weight_decay"}
     for f in dataclasses.fields(config):
@@ -354,6 +420,19 @@ def _validate(config: Any, where: str) -> None:
         if bad:
             name = next(iter(bad))
             raise ConfigError(f"serving.generator_budgets.{name} must be positive, got {bad[name]}")
+        if not 0 <= config.metrics_port < 65536:
+            raise ConfigError(f"serving.metrics_port {config.metrics_port} out of range")
+        if config.processes < 0:
+            raise ConfigError(f"serving.processes must be >= 0, got {config.processes}")
+        if not 0 <= config.ranking_reserve_ms < config.deadline_ms:
+            raise ConfigError(
+                f"serving.ranking_reserve_ms must be in [0, deadline_ms={config.deadline_ms}), "
+                f"got {config.ranking_reserve_ms}"
+            )
+        if config.log_format not in LOG_FORMATS:
+            raise ConfigError(
+                f"serving.log_format {config.log_format!r} unknown; known: {', '.join(LOG_FORMATS)}"
+            )
     if isinstance(config, TopsConfig) and any(w < 0 for w in config.windows_days):
         raise ConfigError(
             f"tops.windows_days must be >= 0 (0 = all history): {config.windows_days}"
@@ -395,6 +474,10 @@ def _validate(config: Any, where: str) -> None:
             raise ConfigError(f"ranking.label_share must be in (0, 1), got {config.label_share}")
         if config.random_negatives < 0 or config.max_users < 0:
             raise ConfigError("ranking.random_negatives and ranking.max_users must be >= 0")
+    if isinstance(config, PromotionRule):
+        _validate_promotion(config, where.rstrip("."))
+    if isinstance(config, RulesConfig):
+        _validate_rules(config)
     if isinstance(config, EvaluationConfig):
         if config.max_users < 0:
             raise ConfigError(f"evaluation.max_users must be >= 0, got {config.max_users}")
@@ -402,7 +485,59 @@ def _validate(config: Any, where: str) -> None:
             raise ConfigError("evaluation.candidate_cutoffs must be positive integers")
 
 
+def _validate_rules(config: RulesConfig) -> None:
+    if not 0.0 <= config.mmr_lambda <= 1.0:
+        raise ConfigError(f"rules.mmr_lambda must be in [0, 1], got {config.mmr_lambda}")
+    if config.mmr_depth <= 0:
+        raise ConfigError(f"rules.mmr_depth must be positive, got {config.mmr_depth}")
+    for key in ("category_cap", "fresh_quota"):
+        if getattr(config, key) < 0:
+            raise ConfigError(f"rules.{key} must be >= 0 (0 = off), got {getattr(config, key)}")
+    if config.fresh_days <= 0:
+        raise ConfigError(f"rules.fresh_days must be positive, got {config.fresh_days}")
+    names = [rule.name for rule in config.promotions]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:  # explanations name the rule, so two rules must not share a name
+        raise ConfigError(f"rules.promotions: name {repeated[0]!r} is used twice")
+
+
+def _validate_promotion(rule: PromotionRule, where: str) -> None:
+    if not rule.name:
+        raise ConfigError(f"{where}.name must not be empty")
+    named = f"{where} ({rule.name!r})"
+    if rule.kind not in PROMOTION_KINDS:
+        raise ConfigError(
+            f"{named}.kind {rule.kind!r} unknown; known: {', '.join(PROMOTION_KINDS)}"
+        )
+    if not rule.items and not rule.categories:
+        raise ConfigError(f"{named}: items and categories are both empty; give at least one")
+    if rule.kind == "boost" and rule.factor <= 0:
+        raise ConfigError(f"{named}.factor must be positive, got {rule.factor}")
+    if rule.kind == "pin" and rule.position < 1:
+        raise ConfigError(f"{named}.position must be a 1-based slot >= 1, got {rule.position}")
+    try:
+        start, end = rule.window()
+    except ValueError as err:
+        raise ConfigError(f"{named}.{err}") from None
+    if end <= start:
+        raise ConfigError(f"{named}.ends {rule.ends!r} must be after starts {rule.starts!r}")
+
+
+def _unix_time(text: str, key: str) -> float:
+    """Unix seconds of an ISO 8601 time that names its time zone (a bare local time is
+    ambiguous across servers)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{key} {text!r} is not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{key} {text!r} has no time zone (end it with Z or +hh:mm)")
+    return moment.timestamp()
+
+
 ANN_BACKENDS = ("hnsw", "faiss-hnsw", "faiss-ivf", "faiss-flat", "exact")
 I2I_KINDS = ("als", "npmi", "content")
 RANKING_STAGES = ("lightgbm", "dlrm")
 DLRM_SERVING = ("eager", "int8", "torchscript")
+LOG_FORMATS = ("json", "text")
+PROMOTION_KINDS = ("boost", "pin")

@@ -11,3 +11,14 @@ class NotFoundError(LookupError):
 
 class UnavailableError(RuntimeError):
     """No model bundle is loaded yet (-> UNAVAILABLE)."""
+
+
+MAX_ID_LENGTH = 256
+
+
+def check_external_id(field: str, value: str) -> None:
+    """An external user or item id from a caller: non-empty, printable, bounded."""
+    if not value:
+        raise RequestError(f"{field} must not be empty")
+    if len(value) > MAX_ID_LENGTH or not value.isprintable():
+        raise RequestError(f"{field} must be printable and at most {MAX_ID_LENGTH} characters")

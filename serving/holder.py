@@ -10,11 +10,13 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from recsys.bundle import BundleError, current_version, verify_bundle
 from recsys.config import Config
 from serving.errors import UnavailableError
+from serving.fanout import GeneratorFanout
 from serving.pipeline import RecommendPipeline
 from serving.runtime import LoadedBundle
 
@@ -35,8 +37,15 @@ def _freeze_heap() -> None:
 
 
 class BundleHolder:
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        fanout: GeneratorFanout | None = None,
+        on_swap: Callable[[str | None, str], None] | None = None,
+    ) -> None:
         self.config = config
+        self.fanout = fanout
+        self.on_swap = on_swap  # (previous version, new version), e.g. for a metric
         self.root = Path(config.artifacts.root)
         self._pipeline: RecommendPipeline | None = None
         self._refused: str | None = None  # last version that failed to load
@@ -61,13 +70,15 @@ class BundleHolder:
             try:
                 verify_bundle(self.root / version)
                 bundle = LoadedBundle.load(self.root / version, version, self.config)
-                pipeline = RecommendPipeline(bundle, self.config)
+                pipeline = RecommendPipeline(bundle, self.config, self.fanout)
             except (BundleError, OSError, ValueError, KeyError, RuntimeError) as err:
                 self._refused = version
                 log.error("refusing bundle %s, keeping %s: %s", version, self.version, err)
                 return False
             previous, self._pipeline = self.version, pipeline  # atomic reference swap
             _freeze_heap()
+            if self.on_swap is not None:
+                self.on_swap(previous, version)
             log.info("serving bundle %s (was %s)", version, previous)
             return True
 

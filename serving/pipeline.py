@@ -6,6 +6,7 @@ Plain objects in and out; nothing here knows about protobuf.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,10 +18,12 @@ from ranking.cascade import Cascade
 from ranking.dot import DotProductRanker
 from ranking.features import FeatureBuilder
 from recsys.config import Config
-from serving.errors import NotFoundError, RequestError
+from serving.errors import NotFoundError, RequestError, check_external_id
+from serving.fanout import GeneratorFanout
 from serving.filters import FILTER_FACTORIES, Filter, apply_filters
 from serving.generators import make_generators
 from serving.runtime import LoadedBundle
+from serving.sessions import Session
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,18 @@ class RecommendRequest:
     basket_item_ids: tuple[str, ...] = ()
     favorite_item_ids: tuple[str, ...] = ()
     request_id: str = ""
+    session: Session | None = None  # what the user did since the bundle (the event log)
+    deadline: float | None = None  # time.monotonic() by which the answer is due
+
+
+@dataclass
+class Trace:
+    """What one request cost, stage by stage: the server turns it into metrics and logs."""
+
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
+    generator_seconds: dict[str, float] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)  # generator -> "deadline" | "error"
+    counts: dict[str, int] = field(default_factory=dict)  # candidates after each stage
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,7 @@ class ScoredItem:
     score: float  # the placing stage's score
     sources: tuple[str, ...]
     stage: str = ""  # which stage placed it: a ranker's name, or "backfill"
+    explanations: tuple[str, ...] = ()  # business rules that moved or placed it
 
 
 @dataclass(frozen=True)
@@ -54,13 +70,17 @@ class Recommendation:
     cold_start: bool
     request_id: str = ""
     removed_by_filter: dict[str, int] = field(default_factory=dict)
+    trace: Trace = field(default_factory=Trace)
 
 
 class RecommendPipeline:
     """One bundle's request pipeline; built once per bundle, shared by all requests."""
 
-    def __init__(self, bundle: LoadedBundle, config: Config) -> None:
+    def __init__(
+        self, bundle: LoadedBundle, config: Config, fanout: GeneratorFanout | None = None
+    ) -> None:
         serving = config.serving
+        self.fanout = fanout  # None: generators run one after another, without a deadline
         _check_names("serving.filters", serving.filters, FILTER_FACTORIES)
         self.bundle = bundle
         self.config = serving
@@ -91,11 +111,11 @@ class RecommendPipeline:
 
     def recommend(self, request: RecommendRequest) -> Recommendation:
         self._check_k(request.k)
-        if not request.user_id:
-            raise RequestError("user_id must not be empty")
+        check_external_id("user_id", request.user_id)
+        trace = Trace()
         ctx = self.context(request)
-        found, removed = self.candidates(ctx)
-        best, scores, stages = self._rank(ctx, found, request.k)
+        found, removed = self.candidates(ctx, request.deadline, trace)
+        best, scores, stages = self._rank(ctx, found, request.k, trace)
         chosen = [
             ScoredItem(item, float(score), source, stage)
             for item, score, source, stage in zip(
@@ -109,35 +129,65 @@ class RecommendPipeline:
         if len(chosen) < request.k:
             floor = float(scores.min()) if len(scores) else 0.0
             chosen += self._backfill(ctx, request.k - len(chosen), found.items, floor)
+        trace.counts["returned"] = len(chosen)
         return Recommendation(
             items=tuple(chosen),
             model_version=self.version,
             cold_start=not ctx.known_user,
             request_id=request.request_id,
             removed_by_filter=removed,
+            trace=trace,
         )
 
     def _rank(
-        self, ctx: RequestContext, found: CandidateSet, k: int
+        self, ctx: RequestContext, found: CandidateSet, k: int, trace: Trace
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows of `found` to show (best first, at most k), their scores and placing stages."""
         if self.cascade is not None and len(found):
-            ranked = self.cascade.rank(self.features.build(ctx, found))
+            start = time.perf_counter()
+            frame = self.features.build(ctx, found)
+            trace.seconds["features"] = time.perf_counter() - start
+            ranked = self.cascade.rank(frame)
+            trace.seconds.update(ranked.seconds)
             return ranked.order[:k], ranked.scores[:k], ranked.stages[:k]
         scores = self.ranker.score(ctx, found.items)
         best = top_k(scores, k)
         return best, scores[best], np.full(len(best), self.ranker.name, dtype=object)
 
-    def candidates(self, ctx: RequestContext) -> tuple[CandidateSet, dict[str, int]]:
+    def candidates(
+        self, ctx: RequestContext, deadline: float | None = None, trace: Trace | None = None
+    ) -> tuple[CandidateSet, dict[str, int]]:
         """Every generator within its budget, the union with sources, then the early filters;
         also how many items each filter removed."""
-        found = self._generate(ctx)
+        trace = trace if trace is not None else Trace()
+        found = self._generate(ctx, deadline, trace)
+        start = time.perf_counter()
         kept, removed = apply_filters(self.filters, ctx, found.items)
+        trace.seconds["filters"] = time.perf_counter() - start
+        trace.counts["filtered"] = int(kept.sum())
         return found.take(kept), removed
 
-    def _generate(self, ctx: RequestContext) -> CandidateSet:
-        """Every generator within its budget, unioned with sources; nothing filtered yet."""
-        return union([g.generate(ctx, self.config.budget_of(g.name)) for g in self.generators])
+    def _generate(
+        self, ctx: RequestContext, deadline: float | None = None, trace: Trace | None = None
+    ) -> CandidateSet:
+        """Every generator within its budget, unioned with sources; nothing filtered yet.
+
+        With a deadline (and a fanout) the generators run concurrently and the ones that
+        miss `deadline - serving.ranking_reserve_ms` are dropped for this request."""
+        trace = trace if trace is not None else Trace()
+        start = time.perf_counter()
+        if self.fanout is None or deadline is None:
+            answers = [g.generate(ctx, self.config.budget_of(g.name)) for g in self.generators]
+        else:
+            due = deadline - self.config.ranking_reserve_ms / 1000
+            ran = self.fanout.run(self.generators, ctx, self.config.budget_of, due)
+            answers = ran.answers
+            trace.generator_seconds.update(ran.seconds)
+            trace.dropped.update(ran.dropped)
+        found = union(answers)
+        trace.seconds["candidates"] = time.perf_counter() - start
+        trace.counts["generated"] = len(found)
+        return found
 
     def rank(self, user_id: str, item_ids: tuple[str, ...]) -> list[ScoredItem]:
         """Caller-given items ordered as Recommend would order them, best first.
@@ -145,8 +195,7 @@ class RecommendPipeline:
         With a cascade, each item gets the features a candidate would: the generators run as
         for Recommend and an item they also proposed keeps their scores and sources (missing
         otherwise); the cascade then orders all of them. Unknown items come last, score 0."""
-        if not user_id:
-            raise RequestError("user_id must not be empty")
+        check_external_id("user_id", user_id)
         if len(item_ids) > self.config.max_k:
             raise RequestError(f"item_ids has {len(item_ids)} items; at most {self.config.max_k}")
         indices = self.bundle.items.to_index(item_ids)
@@ -205,13 +254,18 @@ class RecommendPipeline:
             indices = items.to_index(ids)
             return indices[indices >= 0]  # unknown exclusions cannot be recommended anyway
 
+        history = self.bundle.profiles.recent_of(user_index)
+        exclude = known(request.exclude_item_ids)
+        if request.session is not None:  # the session's items are the most recent of all
+            history = _first_occurrences(np.concatenate([known(request.session.recent), history]))
+            exclude = np.concatenate([exclude, known(request.session.never_again)])
         return RequestContext(
             user_index=user_index,
             region=region,
-            exclude=known(request.exclude_item_ids),
+            exclude=exclude,
             basket=known(request.basket_item_ids),
             favorites=known(request.favorite_item_ids),
-            history=self.bundle.profiles.recent_of(user_index),
+            history=history,
             request_id=request.request_id,
         )
 
@@ -255,6 +309,12 @@ def _restrict(found: CandidateSet, items: np.ndarray) -> CandidateSet:
         found.sources[at[hit]],
     )
     return CandidateSet(items, found.names, scores, ranks, sources)
+
+
+def _first_occurrences(items: np.ndarray) -> np.ndarray:
+    """`items` without repeats, each kept where it first appears."""
+    _, first = np.unique(items, return_index=True)
+    return items[np.sort(first)]
 
 
 def _check_names(key: str, names: tuple[str, ...], known: dict) -> None:

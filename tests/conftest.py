@@ -17,7 +17,8 @@ def isolated_config(tmp: Path, **sections: dict) -> Config:
     base = {
         "artifacts": {"root": str(tmp / "artifacts")},
         "data": {"cache_dir": str(DATA_CACHE)},
-        "serving": {"port": 0, "bundle_poll_seconds": 0.2},
+        "serving": {"port": 0, "bundle_poll_seconds": 0.2, "metrics_port": 0},
+        "events": {"log_dir": str(tmp / "events")},
         "evaluation": {"report_dir": str(tmp / "reports")},
     }
     for name, values in sections.items():

@@ -1,13 +1,20 @@
-"""The thin servicer: convert protobuf to plain requests, call the pipeline, convert back."""
+"""The thin servicer: convert protobuf to plain requests, call the pipeline, convert back.
+
+It also owns what is per process rather than per bundle: the generator fan-out, the
+event log and the session store, and the metrics of every call.
+"""
 
 from __future__ import annotations
 
 import logging
 import signal
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
+from typing import TypeVar
 
 import faiss
 import grpc
@@ -18,9 +25,13 @@ from threadpoolctl import threadpool_limits
 from protos.recsys.v1 import recommender_pb2 as pb
 from protos.recsys.v1 import recommender_pb2_grpc as pb_grpc
 from recsys.config import Config
+from serving import metrics
 from serving.errors import NotFoundError, RequestError, UnavailableError
+from serving.events import Event, EventLog, EventLogTail, validate_events
+from serving.fanout import GeneratorFanout
 from serving.holder import BundleHolder
 from serving.pipeline import RecommendRequest, ScoredItem
+from serving.sessions import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -29,35 +40,58 @@ STATUS_OF = {
     RequestError: grpc.StatusCode.INVALID_ARGUMENT,
     NotFoundError: grpc.StatusCode.NOT_FOUND,
     UnavailableError: grpc.StatusCode.UNAVAILABLE,
+    OSError: grpc.StatusCode.UNAVAILABLE,  # the event log's disk; the caller may retry
 }
+Reply = TypeVar("Reply")
 
 
-def _to_status(context: grpc.ServicerContext, err: Exception) -> None:
+def _status_of(err: Exception) -> tuple[grpc.StatusCode, str]:
     for kind, code in STATUS_OF.items():
         if isinstance(err, kind):
-            context.abort(code, str(err))
+            return code, str(err)
     log.exception("internal error")
-    context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(err).__name__}")
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(err).__name__}"
+
+
+def _deadline(context: grpc.ServicerContext, longest_ms: int) -> float:
+    """time.monotonic() by which to answer: the client's deadline, at most longest_ms."""
+    remaining = context.time_remaining()
+    longest = longest_ms / 1000
+    return time.monotonic() + (longest if remaining is None else min(remaining, longest))
 
 
 def _items(items: list[ScoredItem] | tuple[ScoredItem, ...]) -> list[pb.ScoredItem]:
     return [
-        pb.ScoredItem(item_id=i.item_id, score=i.score, sources=i.sources, stage=i.stage)
+        pb.ScoredItem(
+            item_id=i.item_id,
+            score=i.score,
+            sources=i.sources,
+            stage=i.stage,
+            explanations=i.explanations,
+        )
         for i in items
     ]
 
 
 class RecommenderServicer(pb_grpc.RecommenderServicer):
-    def __init__(self, holder: BundleHolder) -> None:
+    def __init__(
+        self, holder: BundleHolder, event_log: EventLog, sessions: SessionStore, config: Config
+    ) -> None:
         self.holder = holder
+        self.event_log = event_log
+        self.sessions = sessions
+        self.config = config
+        self.calls = CallCount()
 
     def Recommend(
         self, request: pb.RecommendRequest, context: grpc.ServicerContext
     ) -> pb.RecommendResponse:
         request_id = request.request_id or uuid.uuid4().hex
-        try:
-            pipeline = self.holder.pipeline()
-            result = pipeline.recommend(
+
+        def work() -> pb.RecommendResponse:
+            deadline = _deadline(context, self.config.serving.deadline_ms)
+            self.sessions.catch_up()  # events any process acknowledged before this call
+            result = self.holder.pipeline().recommend(
                 RecommendRequest(
                     user_id=request.user_id,
                     k=request.k,
@@ -66,40 +100,106 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                     basket_item_ids=tuple(request.basket_item_ids),
                     favorite_item_ids=tuple(request.favorite_item_ids),
                     request_id=request_id,
+                    session=self.sessions.session_of(request.user_id),
+                    deadline=deadline,
                 )
             )
-        except Exception as err:  # one place maps every failure to a status
-            _to_status(context, err)
-        log.debug(
-            "recommend request_id=%s user=%s removed=%s",
-            request_id,
-            request.user_id,
-            result.removed_by_filter,
-        )
-        return pb.RecommendResponse(
-            items=_items(result.items),
-            model_version=result.model_version,
-            cold_start=result.cold_start,
-            request_id=request_id,
-        )
+            metrics.observe_trace(result.trace)
+            log.info(
+                "recommend",
+                extra={
+                    "fields": {
+                        "request_id": request_id,
+                        "user_id": request.user_id,
+                        "k": request.k,
+                        "returned": len(result.items),
+                        "version": result.model_version,
+                        "ms": {s: round(1000 * t, 3) for s, t in result.trace.seconds.items()},
+                        "dropped": result.trace.dropped,
+                        "removed_by_filter": result.removed_by_filter,
+                    }
+                },
+            )
+            return pb.RecommendResponse(
+                items=_items(result.items),
+                model_version=result.model_version,
+                cold_start=result.cold_start,
+                request_id=request_id,
+            )
+
+        return self._answer("Recommend", context, work)
 
     def Rank(self, request: pb.RankRequest, context: grpc.ServicerContext) -> pb.RankResponse:
-        try:
+        def work() -> pb.RankResponse:
             pipeline = self.holder.pipeline()
             ranked = pipeline.rank(request.user_id, tuple(request.item_ids))
-        except Exception as err:
-            _to_status(context, err)
-        return pb.RankResponse(items=_items(ranked), model_version=pipeline.version)
+            return pb.RankResponse(items=_items(ranked), model_version=pipeline.version)
+
+        return self._answer("Rank", context, work)
 
     def SimilarItems(
         self, request: pb.SimilarItemsRequest, context: grpc.ServicerContext
     ) -> pb.SimilarItemsResponse:
-        try:
+        def work() -> pb.SimilarItemsResponse:
             pipeline = self.holder.pipeline()
             similar = pipeline.similar_items(request.item_id, request.k)
+            return pb.SimilarItemsResponse(items=_items(similar), model_version=pipeline.version)
+
+        return self._answer("SimilarItems", context, work)
+
+    def LogEvents(
+        self, request: pb.LogEventsRequest, context: grpc.ServicerContext
+    ) -> pb.LogEventsResponse:
+        def work() -> pb.LogEventsResponse:
+            events = [
+                Event(e.user_id, e.item_id, e.event_type, e.value, e.timestamp)
+                for e in request.events
+            ]
+            validate_events(events, self.config.events.max_batch)
+            self.event_log.append(events)  # durable before we say so
+            metrics.EVENTS_LOGGED.inc(len(events))
+            self.sessions.catch_up()
+            return pb.LogEventsResponse(accepted=len(events))
+
+        return self._answer("LogEvents", context, work)
+
+    def _answer(
+        self, method: str, context: grpc.ServicerContext, work: Callable[[], Reply]
+    ) -> Reply:
+        """Run one call: map every failure to a status (one place), count and time it."""
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        self.calls.begin()
+        try:
+            return work()
         except Exception as err:
-            _to_status(context, err)
-        return pb.SimilarItemsResponse(items=_items(similar), model_version=pipeline.version)
+            code, message = _status_of(err)
+            context.abort(code, message)
+        finally:
+            self.calls.end()
+            metrics.REQUESTS.labels(method, code.name).inc()
+            metrics.REQUEST_SECONDS.labels(method).observe(time.perf_counter() - start)
+
+
+class CallCount:
+    """Calls begun and ended, so that a shutdown can say what it drained."""
+
+    def __init__(self) -> None:
+        self.begun = 0
+        self.ended = 0
+        self._lock = threading.Lock()
+
+    def begin(self) -> None:
+        with self._lock:
+            self.begun += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self.ended += 1
+
+    @property
+    def in_flight(self) -> int:
+        return self.begun - self.ended
 
 
 @dataclass
@@ -109,22 +209,51 @@ class RunningServer:
     health: health.HealthServicer
     holder: BundleHolder
     stop_watching: threading.Event
+    event_log: EventLog
+    fanout: GeneratorFanout
+    servicer: RecommenderServicer
 
     def stop(self, grace: float = 5.0) -> None:
         """NOT_SERVING first so load balancers drain us, then finish in-flight calls."""
+        calls = self.servicer.calls
+        in_flight = calls.in_flight
         self.health.enter_graceful_shutdown()
         self.stop_watching.set()
         self.server.stop(grace).wait()
+        self.event_log.close()
+        self.fanout.shutdown()
+        log.info(
+            "drained",
+            extra={
+                "fields": {
+                    "in_flight_at_stop": in_flight,
+                    "calls_begun": calls.begun,
+                    "calls_ended": calls.ended,
+                }
+            },
+        )
 
 
 def start_server(config: Config, *, watch: bool = True) -> RunningServer:
     """Load the current bundle and serve on config.serving host:port (port 0: any free one)."""
-    holder = BundleHolder(config)
+    fanout = GeneratorFanout(config.serving.generator_threads)
+    holder = BundleHolder(config, fanout, on_swap=metrics.bundle_swapped)
     holder.refresh()
     if holder.version is None:
         log.warning("starting without a model bundle; calls get UNAVAILABLE until one is published")
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.serving.workers))
-    pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(holder), server)
+    event_log = EventLog(config.events.log_dir, config.events.segment_bytes)
+    sessions = SessionStore(
+        EventLogTail(config.events.log_dir),
+        config.events.session_items,
+        config.events.exclude_viewed,
+    )
+    sessions.catch_up()  # sessions survive a restart: the log is replayed
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.serving.workers),
+        options=[("grpc.so_reuseport", 1)],  # several processes may share the port
+    )
+    servicer = RecommenderServicer(holder, event_log, sessions, config)
+    pb_grpc.add_RecommenderServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -147,11 +276,15 @@ def start_server(config: Config, *, watch: bool = True) -> RunningServer:
     if watch:
         holder.watch(stop_watching)
     log.info("listening on %s:%d, bundle %s", config.serving.host, port, holder.version)
-    return RunningServer(server, port, health_servicer, holder, stop_watching)
+    return RunningServer(
+        server, port, health_servicer, holder, stop_watching, event_log, fanout, servicer
+    )
 
 
-def serve_forever(config: Config) -> None:
-    """Run until SIGTERM or SIGINT, then drain gracefully."""
+def serve_in_process(config: Config, ready: Callable[[RunningServer], None]) -> None:
+    """One server process: serve until SIGTERM or SIGINT, then drain gracefully.
+
+    `ready` is told once the port listens (the supervisor or the CLI prints it)."""
     # DESIGN.md §5: one BLAS/OpenMP thread per request; the gRPC thread pool already uses
     # both cores, and nested thread pools would oversubscribe them.
     threadpool_limits(1)
@@ -160,9 +293,6 @@ def serve_forever(config: Config) -> None:
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
-    print(
-        f"recsys serving on {config.serving.host}:{running.port} (bundle {running.holder.version})",
-        flush=True,
-    )
+    ready(running)
     done.wait()
-    running.stop()
+    running.stop(config.serving.drain_seconds)

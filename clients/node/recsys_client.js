@@ -1,0 +1,92 @@
+#!/usr/bin/env node
+// A minimal Node.js client for recsys.v1.Recommender, and an example for Node users.
+// The .proto is loaded at run time, so new rpcs and fields work without regenerating code.
+//
+//   node recsys_client.js <address> <method> '<json request>'
+//   node recsys_client.js 127.0.0.1:50051 Recommend '{"user_id": "196", "k": 5}'
+//
+// Prints the response as JSON. On a gRPC error prints "<STATUS_NAME>: <message>" to stderr
+// and exits 1; on bad usage exits 2.
+"use strict";
+
+const path = require("node:path");
+const grpc = require("@grpc/grpc-js");
+const protoLoader = require("@grpc/proto-loader");
+
+const PROTO =
+  process.env.RECSYS_PROTO ||
+  path.join(__dirname, "..", "..", "protos", "recsys", "v1", "recommender.proto");
+const SERVICE = "recsys.v1.Recommender";
+const DEADLINE_MS = 10_000;
+
+// Field names as written in the .proto (user_id, not userId); 64-bit ints as strings so
+// no precision is lost; unset fields present with their default (0, "", []).
+const LOADER_OPTIONS = { keepCase: true, longs: String, defaults: true };
+
+/** The Recommender service definition from the .proto: method name -> method definition. */
+function loadService(protoPath = PROTO) {
+  const definition = protoLoader.loadSync(protoPath, LOADER_OPTIONS);
+  return definition[SERVICE];
+}
+
+/** A client stub for `address` ("host:port"), plaintext as the server listens. */
+function createClient(address, protoPath = PROTO) {
+  const Recommender = grpc.makeGenericClientConstructor(loadService(protoPath), "Recommender");
+  return new Recommender(address, grpc.credentials.createInsecure());
+}
+
+/** Calls `method` ("Recommend", "Rank", ...) with a plain-object request; resolves to the response. */
+function call(client, method, request) {
+  const service = client.constructor.service; // set by makeGenericClientConstructor
+  const definition = service[method];
+  if (definition === undefined) {
+    const known = Object.keys(service).join(", ");
+    return Promise.reject(new Error(`unknown method ${method}; the service has ${known}`));
+  }
+  // protobufjs silently drops unknown keys: a misspelt field would go unnoticed
+  const fields = definition.requestType.type.field.map((field) => field.name);
+  const unknown = Object.keys(request).filter((key) => !fields.includes(key));
+  if (unknown.length > 0) {
+    return Promise.reject(new Error(`unknown field(s) ${unknown.join(", ")} in ${method} request`));
+  }
+  const deadline = new Date(Date.now() + DEADLINE_MS);
+  return new Promise((resolve, reject) => {
+    client[method](request, { deadline }, (err, response) => (err ? reject(err) : resolve(response)));
+  });
+}
+
+async function main(argv) {
+  if (argv.length !== 3) {
+    console.error("usage: node recsys_client.js <address> <method> '<json request>'");
+    return 2;
+  }
+  const [address, method, json] = argv;
+  let request;
+  try {
+    request = JSON.parse(json);
+  } catch (err) {
+    console.error(`request is not valid JSON: ${err.message}`);
+    return 2;
+  }
+  const client = createClient(address);
+  try {
+    const response = await call(client, method, request);
+    console.log(JSON.stringify(response, null, 2));
+    return 0;
+  } catch (err) {
+    // grpc.status maps the numeric code back to its name, e.g. 5 -> "NOT_FOUND"
+    const name = err.code === undefined ? "CLIENT_ERROR" : grpc.status[err.code];
+    console.error(`${name}: ${err.details || err.message}`);
+    return err.code === undefined ? 2 : 1;
+  } finally {
+    client.close();
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}
+
+module.exports = { LOADER_OPTIONS, createClient, call, loadService };

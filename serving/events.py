@@ -1,0 +1,156 @@
+"""The durable event log behind LogEvents: validate, append with fsync, tail.
+
+Layout: `<log_dir>/<start time>-<pid>-<random>.jsonl`, one segment per server process at a
+time (a process never shares a file, so appends need no cross-process lock), a new
+segment past `segment_bytes`. Each line is one event in the schema of `pipelines.dataset`.
+A batch is written with one `write` and then fsynced before LogEvents answers, so an
+acknowledged event survives kill -9 (and power loss). A crash in the middle of a write
+leaves at most one incomplete last line, which readers skip: only lines that end in a
+newline count.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from pipelines.dataset import EVENT_COLUMNS, normalize_events
+from recsys.config import EVENT_TYPES
+from serving.errors import RequestError, check_external_id
+
+SEGMENT_SUFFIX = ".jsonl"
+FUTURE_SLACK_SECONDS = 86_400  # clocks drift; a day ahead is a bug, not drift
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Event:
+    user_id: str
+    item_id: str
+    event_type: str
+    value: float
+    timestamp: int  # Unix seconds
+
+
+def validate_events(events: Sequence[Event], max_batch: int, now: float | None = None) -> None:
+    """Raise RequestError naming the first bad event and field; the batch is all or nothing."""
+    if not events:
+        raise RequestError("events is empty")
+    if len(events) > max_batch:
+        raise RequestError(f"events has {len(events)} events; at most {max_batch} per call")
+    latest = (time.time() if now is None else now) + FUTURE_SLACK_SECONDS
+    for i, event in enumerate(events):
+        for field_name in ("user_id", "item_id"):
+            check_external_id(f"events[{i}].{field_name}", getattr(event, field_name))
+        if event.event_type not in EVENT_TYPES:
+            raise RequestError(
+                f"events[{i}].event_type {event.event_type[:40]!r} unknown; "
+                f"known: {', '.join(EVENT_TYPES)}"
+            )
+        if not math.isfinite(event.value):
+            raise RequestError(f"events[{i}].value must be finite, got {event.value}")
+        if not 0 < event.timestamp <= latest:
+            raise RequestError(
+                f"events[{i}].timestamp {event.timestamp} is not a Unix time in seconds "
+                "between 1970 and a day from now"
+            )
+
+
+class EventLog:
+    """This process's append side of the log."""
+
+    def __init__(self, directory: str | Path, segment_bytes: int) -> None:
+        self.directory = Path(directory)
+        self.segment_bytes = segment_bytes
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._file: int | None = None
+        self._size = 0
+
+    def append(self, events: Sequence[Event]) -> None:
+        """One write of the whole batch, then fsync: durable when this returns."""
+        data = "".join(json.dumps(asdict(e), ensure_ascii=False) + "\n" for e in events).encode()
+        with self._lock:
+            if self._file is None or self._size >= self.segment_bytes:
+                self._open_segment()
+            written = os.write(self._file, data)
+            if written != len(data):  # a full disk: say so rather than ack a torn batch
+                raise OSError(f"event log: wrote {written} of {len(data)} bytes")
+            os.fsync(self._file)
+            self._size += written
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                os.close(self._file)
+                self._file = None
+
+    def _open_segment(self) -> None:
+        if self._file is not None:
+            os.close(self._file)
+        name = f"{time.time_ns()}-{os.getpid()}-{secrets.token_hex(3)}{SEGMENT_SUFFIX}"
+        self._file = os.open(self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._size = 0
+        # the new file's name must be durable too, not only its bytes
+        directory = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+class EventLogTail:
+    """Reads the complete lines appended to any segment (any process's) since last time."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self._offsets: dict[str, int] = {}
+        self.skipped = 0  # complete lines that were not valid events
+
+    def read_new(self) -> list[Event]:
+        events: list[Event] = []
+        try:
+            entries = sorted(os.scandir(self.directory), key=lambda e: e.name)
+        except FileNotFoundError:
+            return events
+        for entry in entries:
+            if not entry.name.endswith(SEGMENT_SUFFIX):
+                continue
+            offset = self._offsets.get(entry.name, 0)
+            if entry.stat().st_size <= offset:
+                continue
+            with open(entry.path, "rb") as segment:
+                segment.seek(offset)
+                chunk = segment.read()
+            complete = chunk[: chunk.rfind(b"\n") + 1]  # an incomplete last line waits
+            self._offsets[entry.name] = offset + len(complete)
+            events += self._parse(complete, entry.name)
+        return events
+
+    def _parse(self, chunk: bytes, segment: str) -> list[Event]:
+        events = []
+        for line in chunk.splitlines():
+            try:
+                events.append(Event(**json.loads(line)))
+            except (ValueError, TypeError) as err:
+                self.skipped += 1
+                log.warning("event log %s: skipping a bad line: %s", segment, err)
+        return events
+
+
+def read_event_log(directory: str | Path) -> pd.DataFrame:
+    """Every complete event in the log as an events frame (pipelines.dataset schema)."""
+    events = EventLogTail(directory).read_new()
+    frame = pd.DataFrame([asdict(e) for e in events], columns=list(EVENT_COLUMNS))
+    return normalize_events(frame)

@@ -1,0 +1,173 @@
+"""`recsys serve`: one server process per core on one port, a supervisor in front.
+
+Python runs one request's Python code at a time per process (the GIL), so a single
+process cannot keep both cores busy with the pipeline's Python glue. Each worker is a
+whole server (bundle, fan-out, event log segment, session store) listening on the same
+port with SO_REUSEPORT; the kernel spreads connections over them. The supervisor:
+- reserves the port (port 0: picks a free one) before any worker binds it;
+- sets PROMETHEUS_MULTIPROC_DIR for the workers and serves their summed /metrics;
+- restarts a worker that dies, and on SIGTERM/SIGINT forwards SIGTERM to every worker
+  and waits while each drains its in-flight calls.
+Workers are spawned, not forked: gRPC's threads do not survive a fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import tempfile
+import threading
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+
+from recsys.config import Config
+from serving.logs import configure_logging
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_SECONDS = 600.0  # loading a 1M-user bundle takes minutes, not hours
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def serve_forever(config: Config) -> None:
+    """Serve on config.serving host:port with `processes` workers until SIGTERM/SIGINT."""
+    configure_logging(config.serving.log_format)
+    processes = config.serving.processes or os.cpu_count() or 1
+    if processes == 1:
+        _single(config)
+    else:
+        Supervisor(config, processes).run()
+
+
+def _single(config: Config) -> None:
+    from serving import metrics
+    from serving.grpc.server import serve_in_process
+
+    if config.serving.metrics_port:
+        metrics.serve_metrics(config.serving.host, config.serving.metrics_port)
+
+    def ready(running) -> None:
+        _announce(config, running.port, 1, running.holder.version)
+
+    serve_in_process(config, ready)
+
+
+def _announce(config: Config, port: int, processes: int, version: str | None) -> None:
+    print(
+        f"recsys serving on {config.serving.host}:{port} "
+        f"({processes} process{'es' if processes > 1 else ''}, bundle {version})",
+        flush=True,
+    )
+
+
+class Supervisor:
+    def __init__(self, config: Config, processes: int) -> None:
+        self.config = config
+        self.processes = processes
+        self.stopping = threading.Event()
+        self.workers: list[multiprocessing.Process] = []
+
+    def run(self) -> None:
+        metrics_dir = tempfile.mkdtemp(prefix="recsys-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # before any worker starts
+        reserved, port = _reserve_port(self.config.serving.host, self.config.serving.port)
+        self.config = self.config.replace(serving={"port": port})
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
+        try:
+            versions = [self._start_worker() for _ in range(self.processes)]
+            if self.config.serving.metrics_port:
+                from serving import metrics  # after the env var: multiprocess mode
+
+                metrics.serve_metrics(self.config.serving.host, self.config.serving.metrics_port)
+            _announce(self.config, port, self.processes, versions[0])
+            watcher = threading.Thread(target=self._restart_dead, name="worker-watch", daemon=True)
+            watcher.start()
+            self.stopping.wait()
+        finally:
+            self.stopping.set()
+            self._stop_workers()
+            reserved.close()
+            for leftover in Path(metrics_dir).glob("*.db"):
+                leftover.unlink()
+            os.rmdir(metrics_dir)
+
+    def _start_worker(self) -> str | None:
+        """Spawn one worker and wait until it listens; the bundle version it serves."""
+        parent, child = SPAWN.Pipe(duplex=False)
+        worker = SPAWN.Process(target=_worker_main, args=(self.config, child), daemon=False)
+        worker.start()
+        child.close()
+        if not parent.poll(READY_TIMEOUT_SECONDS):
+            worker.kill()
+            raise RuntimeError(f"worker {worker.pid} did not start in {READY_TIMEOUT_SECONDS} s")
+        try:
+            version = parent.recv()
+        except EOFError:
+            worker.join()
+            raise RuntimeError(
+                f"worker {worker.pid} exited with code {worker.exitcode} before listening; "
+                "its log above says why"
+            ) from None
+        self.workers.append(worker)
+        return version
+
+    def _restart_dead(self) -> None:
+        """A worker that dies (a crash, the OOM killer) is replaced; the others keep serving."""
+        from serving.metrics import process_exited
+
+        while not self.stopping.is_set():
+            sentinels = {w.sentinel: w for w in self.workers}
+            ended = wait(list(sentinels), timeout=1.0)  # timeout only to notice `stopping`
+            for sentinel in ended:
+                worker = sentinels[sentinel]
+                if self.stopping.is_set():
+                    return
+                log.error(
+                    "worker %s exited with code %s; starting another", worker.pid, worker.exitcode
+                )
+                process_exited(worker.pid)
+                self.workers.remove(worker)
+                try:
+                    self._start_worker()
+                except RuntimeError:
+                    log.exception("could not replace worker %s", worker.pid)
+
+    def _stop_workers(self) -> None:
+        for worker in self.workers:
+            if worker.is_alive():
+                os.kill(worker.pid, signal.SIGTERM)
+        for worker in self.workers:
+            worker.join(self.config.serving.drain_seconds + 30)
+            if worker.is_alive():
+                log.error("worker %s did not drain in time; killing it", worker.pid)
+                worker.kill()
+                worker.join()
+
+
+def _reserve_port(host: str, port: int) -> tuple[socket.socket, int]:
+    """Bind (not listen) the port with SO_REUSEPORT so the workers can share it; port 0
+    becomes a free port the workers then all bind."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise OSError(f"cannot bind {host}:{port}: {err}") from None
+    return sock, sock.getsockname()[1]
+
+
+def _worker_main(config: Config, ready: Connection) -> None:
+    configure_logging(config.serving.log_format)
+    from serving.grpc.server import serve_in_process
+
+    def announce(running) -> None:
+        ready.send(running.holder.version)
+        ready.close()
+
+    serve_in_process(config, announce)

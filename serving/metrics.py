@@ -1,0 +1,94 @@
+"""Prometheus metrics of the runtime, and the /metrics endpoint.
+
+With several server processes (`serving.processes`), each writes its samples to files in
+PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode; the supervisor sets it
+before any worker starts) and the supervisor's endpoint adds them up. A single process
+uses the default registry.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    multiprocess,
+    start_http_server,
+)
+
+from serving.pipeline import Trace
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Latency buckets around the serving budget: sub-ms stages up to deadline-sized requests.
+SECONDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+CANDIDATES = (0, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+
+REQUESTS = Counter(
+    "recsys_requests", "Calls answered, by method and gRPC status", ["method", "code"]
+)
+REQUEST_SECONDS = Histogram(
+    "recsys_request_seconds", "Server-side latency per call", ["method"], buckets=SECONDS
+)
+STAGE_SECONDS = Histogram(
+    "recsys_stage_seconds",
+    "Recommend latency per pipeline stage (candidates, filters, features, each ranker)",
+    ["stage"],
+    buckets=SECONDS,
+)
+GENERATOR_SECONDS = Histogram(
+    "recsys_generator_seconds", "Latency per candidate generator", ["generator"], buckets=SECONDS
+)
+GENERATOR_DROPPED = Counter(
+    "recsys_generator_dropped",
+    "Generators left out of a request: missed the deadline or raised",
+    ["generator", "reason"],
+)
+STAGE_CANDIDATES = Histogram(
+    "recsys_candidates",
+    "Items after each stage of Recommend (generated, filtered, returned)",
+    ["stage"],
+    buckets=CANDIDATES,
+)
+EVENTS_LOGGED = Counter("recsys_events_logged", "Events durably appended by LogEvents")
+BUNDLE = Gauge(
+    "recsys_bundle_info",
+    "1 for the model bundle version a process serves",
+    ["version"],
+    multiprocess_mode="liveall",
+)
+
+
+def observe_trace(trace: Trace) -> None:
+    for stage, seconds in trace.seconds.items():
+        STAGE_SECONDS.labels(stage).observe(seconds)
+    for generator, seconds in trace.generator_seconds.items():
+        GENERATOR_SECONDS.labels(generator).observe(seconds)
+    for generator, reason in trace.dropped.items():
+        GENERATOR_DROPPED.labels(generator, reason).inc()
+    for stage, count in trace.counts.items():
+        STAGE_CANDIDATES.labels(stage).observe(count)
+
+
+def bundle_swapped(previous: str | None, current: str) -> None:
+    if previous is not None:
+        BUNDLE.labels(previous).set(0)
+    BUNDLE.labels(current).set(1)
+
+
+def serve_metrics(host: str, port: int) -> None:
+    """Expose /metrics on host:port: every process's samples in multiprocess mode."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        start_http_server(port, addr=host, registry=registry)
+    else:
+        start_http_server(port, addr=host)
+
+
+def process_exited(pid: int) -> None:
+    """Drop a dead worker's live gauges (its counters stay in the totals)."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)

@@ -1,0 +1,115 @@
+"""The event log: all-or-nothing validation, durable appends, tails that see every process."""
+
+from __future__ import annotations
+
+import pytest
+
+from serving.errors import RequestError
+from serving.events import Event, EventLog, EventLogTail, read_event_log, validate_events
+from serving.sessions import SessionStore
+
+NOW = 1_700_000_000
+
+
+def event(user="u1", item="i1", kind="view", value=1.0, ts=NOW) -> Event:
+    return Event(user, item, kind, value, ts)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (event(user=""), r"events\[1\]\.user_id must not be empty"),
+        (event(item=""), r"events\[1\]\.item_id must not be empty"),
+        (event(kind="like"), r"events\[1\]\.event_type 'like' unknown"),
+        (event(value=float("nan")), r"events\[1\]\.value must be finite"),
+        (event(ts=0), r"events\[1\]\.timestamp 0"),
+        (event(ts=NOW * 1000), r"events\[1\]\.timestamp"),  # milliseconds by mistake
+        (event(item="a\x00b"), r"events\[1\]\.item_id must be printable"),
+        (event(user="u" * 300), r"events\[1\]\.user_id must be printable and at most 256"),
+    ],
+)
+def test_a_bad_event_is_named(bad: Event, message: str) -> None:
+    with pytest.raises(RequestError, match=message):
+        validate_events([event(), bad], max_batch=10, now=NOW)
+
+
+def test_empty_and_oversized_batches_are_refused() -> None:
+    with pytest.raises(RequestError, match="events is empty"):
+        validate_events([], max_batch=10, now=NOW)
+    with pytest.raises(RequestError, match="at most 2 per call"):
+        validate_events([event()] * 3, max_batch=2, now=NOW)
+    validate_events([event(user="Ωμέγα-☃")], max_batch=2, now=NOW)  # unicode ids are fine
+
+
+def test_appended_events_are_read_back_in_order(tmp_path) -> None:
+    log = EventLog(tmp_path, segment_bytes=1 << 20)
+    log.append([event(item="a"), event(item="b", kind="cart")])
+    log.append([event(user="u2", item="c", kind="rating", value=4.5)])
+    frame = read_event_log(tmp_path)
+    assert frame["item_id"].tolist() == ["a", "b", "c"]
+    assert frame["event_type"].astype(str).tolist() == ["view", "cart", "rating"]
+    assert frame["value"].tolist() == [1.0, 1.0, 4.5]
+
+
+def test_segments_roll_over_and_the_tail_reads_each_line_once(tmp_path) -> None:
+    log = EventLog(tmp_path, segment_bytes=10)  # every append opens a new segment
+    tail = EventLogTail(tmp_path)
+    log.append([event(item="a")])
+    assert [e.item_id for e in tail.read_new()] == ["a"]
+    log.append([event(item="b")])
+    log.append([event(item="c")])
+    assert [e.item_id for e in tail.read_new()] == ["b", "c"]
+    assert tail.read_new() == []
+    assert len(list(tmp_path.glob("*.jsonl"))) == 3
+
+
+def test_an_incomplete_last_line_waits_and_a_garbled_line_is_skipped(tmp_path) -> None:
+    """What a kill in the middle of a write leaves behind never becomes an event."""
+    EventLog(tmp_path, segment_bytes=1 << 20).append([event(item="a")])
+    segment = next(tmp_path.glob("*.jsonl"))
+    with open(segment, "ab") as f:
+        f.write(b'{"user_id": "u1", "item_id": "half')
+    tail = EventLogTail(tmp_path)
+    assert [e.item_id for e in tail.read_new()] == ["a"]
+    with open(segment, "ab") as f:
+        f.write(b"\nnot json at all\n")
+    assert tail.read_new() == []
+    assert tail.skipped == 2
+
+
+def test_sessions_see_events_of_another_process_log(tmp_path) -> None:
+    """Two writers (two server processes) and one reader: the reader sees both, in order."""
+    first, second = EventLog(tmp_path, 1 << 20), EventLog(tmp_path, 1 << 20)
+    store = SessionStore(EventLogTail(tmp_path), items_per_user=3, exclude_viewed=False)
+    first.append([event(item="a"), event(item="b", kind="purchase")])
+    second.append([event(item="c"), event(item="d", kind="cart"), event(user="u2", item="x")])
+    assert store.catch_up() == 5
+    session = store.session_of("u1")
+    assert session.recent == ("d", "c", "b")  # the oldest, "a", fell out (3 per user)
+    assert session.never_again == ("d", "b")
+    assert store.session_of("nobody") is None
+
+
+def test_a_viewed_item_seen_again_moves_to_the_front_and_keeps_its_flag(tmp_path) -> None:
+    log = EventLog(tmp_path, 1 << 20)
+    store = SessionStore(EventLogTail(tmp_path), items_per_user=10, exclude_viewed=False)
+    log.append([event(item="a", kind="purchase"), event(item="b"), event(item="a")])
+    store.catch_up()
+    assert store.session_of("u1").recent == ("a", "b")
+    assert store.session_of("u1").never_again == ("a",)
+
+
+def test_exclude_viewed_keeps_every_session_item_out(tmp_path) -> None:
+    log = EventLog(tmp_path, 1 << 20)
+    store = SessionStore(EventLogTail(tmp_path), items_per_user=10, exclude_viewed=True)
+    log.append([event(item="a"), event(item="b", kind="click")])
+    store.catch_up()
+    assert store.session_of("u1").never_again == ("b", "a")
+
+
+def test_least_recent_users_are_forgotten_past_the_cap(tmp_path) -> None:
+    log = EventLog(tmp_path, 1 << 20)
+    store = SessionStore(EventLogTail(tmp_path), 10, False, max_users=2)
+    log.append([event(user="u1"), event(user="u2"), event(user="u3")])
+    store.catch_up()
+    assert len(store) == 2 and store.session_of("u1") is None
