@@ -22,6 +22,7 @@ from serving.errors import NotFoundError, RequestError, check_external_id
 from serving.fanout import GeneratorFanout
 from serving.filters import FILTER_FACTORIES, Filter, apply_filters
 from serving.generators import make_generators
+from serving.rules import BusinessRules, ItemAttributes
 from serving.runtime import LoadedBundle
 from serving.sessions import Session
 
@@ -92,11 +93,21 @@ class RecommendPipeline:
         self.ranker = DotProductRanker(bundle.als.model, bundle.popularity)
         self.features = FeatureBuilder(bundle, tuple(g.name for g in self.generators))
         self.cascade = Cascade(bundle.rankers, config.ranking) if config.ranking.stages else None
-        # Unit item vectors for SimilarItems: the bundle's i2i model already holds them.
+        # Unit item vectors for SimilarItems and MMR: the bundle's i2i model already holds them.
         self.unit_item_vectors = (
             bundle.i2i.unit_factors
             if bundle.i2i.unit_factors is not None
             else unit_rows(bundle.als.model.item_factors)
+        )
+        self.rules = BusinessRules(
+            config.rules,
+            ItemAttributes(
+                item_ids=bundle.items,
+                categories=bundle.catalog.item_categories,
+                category_names=bundle.catalog.category_names,
+                created=bundle.stats.item_created.astype(np.float64),
+                unit_vectors=self.unit_item_vectors,
+            ),
         )
 
     @classmethod
@@ -115,14 +126,15 @@ class RecommendPipeline:
         trace = Trace()
         ctx = self.context(request)
         found, removed = self.candidates(ctx, request.deadline, trace)
-        best, scores, stages = self._rank(ctx, found, request.k, trace)
+        best, scores, stages, explanations = self._rank(ctx, found, request.k, trace)
         chosen = [
-            ScoredItem(item, float(score), source, stage)
-            for item, score, source, stage in zip(
+            ScoredItem(item, float(score), source, stage, explained)
+            for item, score, source, stage, explained in zip(
                 self.bundle.items.to_external(found.items[best]),
                 scores,
                 found.sources[best],
                 stages,
+                explanations,
                 strict=True,
             )
         ]
@@ -141,18 +153,45 @@ class RecommendPipeline:
 
     def _rank(
         self, ctx: RequestContext, found: CandidateSet, k: int, trace: Trace
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows of `found` to show (best first, at most k), their scores and placing stages."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[tuple[str, ...], ...]]:
+        """Rows of `found` to show (best first, at most k), their scores, placing stages and
+        the business rules that moved each one."""
         if self.cascade is not None and len(found):
             start = time.perf_counter()
             frame = self.features.build(ctx, found)
             trace.seconds["features"] = time.perf_counter() - start
             ranked = self.cascade.rank(frame)
             trace.seconds.update(ranked.seconds)
-            return ranked.order[:k], ranked.scores[:k], ranked.stages[:k]
-        scores = self.ranker.score(ctx, found.items)
-        best = top_k(scores, k)
-        return best, scores[best], np.full(len(best), self.ranker.name, dtype=object)
+            order, scores, stages = ranked.order, ranked.scores, ranked.stages
+        else:
+            scores = self.ranker.score(ctx, found.items)
+            order = np.argsort(-scores, kind="stable")
+            scores = scores[order]
+            stages = np.full(len(order), self.ranker.name, dtype=object)
+        return self._apply_rules(found, order, scores, stages, k, trace)
+
+    def _apply_rules(
+        self,
+        found: CandidateSet,
+        order: np.ndarray,
+        scores: np.ndarray,
+        stages: np.ndarray,
+        k: int,
+        trace: Trace,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[tuple[str, ...], ...]]:
+        """Business rules on the head the last ranking stage ordered (one score scale, which
+        MMR and boosts need); if the head runs short of k, the next stage's order follows."""
+        start = time.perf_counter()
+        head = int(np.count_nonzero(stages == stages[0])) if len(stages) else 0
+        ruled = self.rules.apply(found.items[order[:head]], scores[:head], k, time.time())
+        rows = order[:head][ruled.order]
+        more = max(0, k - len(rows))
+        best = np.concatenate([rows, order[head : head + more]])
+        # each item keeps the score of the ranker that placed it; rules show in explanations
+        placed = np.concatenate([ruled.order, np.arange(head, head + min(more, len(order) - head))])
+        explanations = ruled.explanations + ((),) * (len(best) - len(ruled.order))
+        trace.seconds["rules"] = time.perf_counter() - start
+        return best, scores[placed], stages[placed], explanations
 
     def candidates(
         self, ctx: RequestContext, deadline: float | None = None, trace: Trace | None = None

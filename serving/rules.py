@@ -1,5 +1,9 @@
 """Business rules on the ranked candidates, before the cut to k (DESIGN.md §5).
 
+seed 004, "Флоу работы типичного рекомендера": candidates -> rankers -> "Накручиваем
+бизнес-логику" -> the answer; this module is that last step. MMR serves the "Diversity"
+goal of seed 002's behavioural metrics; its formula is Carbonell & Goldstein (1998).
+
 `BusinessRules` is built once per bundle from `[rules]` and the catalog; `apply` takes one
 request's ranked candidates and returns the rows to show, best first, with the names of
 the rules that touched each of them. The order is fixed, because each step relies on the
@@ -446,13 +450,15 @@ def _resolve(
 
 
 def _checked_categories(attributes: ItemAttributes, n_items: int) -> sp.csr_matrix:
-    categories = sp.csr_matrix(attributes.categories, dtype=bool)
+    # a copy: canonicalising must not touch the catalog's matrix, which others share
+    categories = sp.csr_matrix(attributes.categories, dtype=bool, copy=True)
     if categories.shape != (n_items, len(attributes.category_names)):
         raise ValueError(
             f"categories must be ({n_items}, {len(attributes.category_names)}), "
             f"got {categories.shape}"
         )
-    categories.sum_duplicates()  # one entry per (item, category): counts are per item
+    categories.sum_duplicates()  # one stored True per (item, category): counts are per item
+    categories.eliminate_zeros()
     return categories
 
 
@@ -471,4 +477,7 @@ def _checked_vectors(vectors: np.ndarray, n_items: int) -> np.ndarray:
         raise ValueError(f"unit_vectors must be ({n_items}, d), got {array.shape}")
     if not np.isfinite(array).all():
         raise ValueError("unit_vectors hold NaN or infinite values")
-    return unit_rows(array)  # cosine needs unit rows; normalising again is harmless
+    norms = np.linalg.norm(array, axis=1)
+    if np.all((np.abs(norms - 1) < 1e-3) | (norms == 0)):  # already unit: share, don't copy
+        return array
+    return unit_rows(array)  # cosine needs unit rows (zero rows stay zero)

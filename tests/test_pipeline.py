@@ -5,7 +5,7 @@ import pytest
 
 from recsys.config import load_config
 from serving.errors import NotFoundError, RequestError
-from serving.pipeline import RecommendRequest
+from serving.pipeline import RecommendPipeline, RecommendRequest
 from tests.catalog_truth import eligible_items, home_region
 
 USERS = [str(u) for u in (1, 13, 196, 405, 655, 943)]
@@ -158,3 +158,33 @@ def test_without_rankers_the_ials_dot_product_places_items(ml_pipeline):
     assert {item.stage for item in result.items} == {"als_dot"}
     cascaded = ml_pipeline.recommend(RecommendRequest("196", 20))
     assert {item.stage for item in cascaded.items} == {"dlrm"}
+
+
+def _with_rules(pipeline, config, **rules) -> RecommendPipeline:
+    return RecommendPipeline(pipeline.bundle, config.replace(rules=rules))
+
+
+def test_a_pin_in_its_window_takes_its_slot_and_says_so(ml_pipeline, ml_config):
+    plain = ml_pipeline.recommend(RecommendRequest("196", 20)).items
+    promoted = plain[14].item_id
+    promotion = {"name": "promo", "kind": "pin", "items": [promoted], "position": 1}
+    pinned = _with_rules(ml_pipeline, ml_config, promotions=[promotion])
+    items = pinned.recommend(RecommendRequest("196", 20)).items
+    assert items[0].item_id == promoted and "pin:promo" in items[0].explanations
+    assert items[0].score == pytest.approx(plain[14].score)  # still the ranker's own score
+    others = [i.item_id for i in plain if i.item_id != promoted]
+    assert [i.item_id for i in items[1:]] == others[:19]
+
+    expired = {**promotion, "starts": "2020-01-01T00:00:00Z", "ends": "2021-01-01T00:00:00Z"}
+    lapsed = _with_rules(ml_pipeline, ml_config, promotions=[expired])
+    assert lapsed.recommend(RecommendRequest("196", 20)).items == plain
+
+
+def test_a_category_cap_spreads_the_answer_over_genres(ml_pipeline, ml_config):
+    capped = _with_rules(ml_pipeline, ml_config, category_cap=2)
+    items = capped.recommend(RecommendRequest("196", 10)).items
+    catalog = ml_pipeline.bundle.catalog
+    rows = ml_pipeline.bundle.items.to_index([i.item_id for i in items])
+    per_category = np.asarray(catalog.item_categories[rows].sum(axis=0)).ravel()
+    assert len(items) == 10 and per_category.max() <= 2
+    assert any("category_cap" in i.explanations for i in items)

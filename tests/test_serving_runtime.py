@@ -22,49 +22,11 @@ from serving import pipeline as pipeline_module
 from serving.grpc.client import RecommenderClient
 from serving.grpc.server import start_server
 from tests.conftest import shop_config
+from tests.serving_harness import Load
 
 
 def counter(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-class Load:
-    """Client threads calling Recommend until stopped; every outcome is kept."""
-
-    def __init__(self, address: str, threads: int = 3, user: str = "u1") -> None:
-        self.channel = grpc.insecure_channel(address)
-        self.stub = pb_grpc.RecommenderStub(self.channel)
-        self.stop = threading.Event()
-        self.versions: list[str] = []
-        self.failures: list[grpc.RpcError] = []
-        self.new_version = threading.Event()
-        self.expected: str | None = None
-        self.user = user
-        self.threads = [threading.Thread(target=self._loop) for _ in range(threads)]
-
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join()
-        self.channel.close()
-
-    def _loop(self) -> None:
-        while not self.stop.is_set():
-            try:
-                reply = self.stub.Recommend(
-                    pb.RecommendRequest(user_id=self.user, k=10), timeout=10
-                )
-            except grpc.RpcError as err:
-                self.failures.append(err)
-                continue
-            self.versions.append(reply.model_version)
-            if reply.model_version == self.expected:
-                self.new_version.set()
 
 
 def test_hot_swap_under_load_fails_no_request_and_refuses_a_corrupt_bundle(
@@ -87,9 +49,7 @@ def test_hot_swap_under_load_fails_no_request_and_refuses_a_corrupt_bundle(
             (root / "pointer.tmp").write_text(bad)  # as a disk fault would leave it
             (root / "pointer.tmp").replace(root / CURRENT)
             assert not running.holder.refresh()
-            served_before = len(load.versions)
-            while len(load.versions) < served_before + 20 and not load.failures:
-                load.new_version.wait(0.01)
+            assert load.wait_for(len(load.versions) + 20, timeout=30)  # still serving
         assert load.failures == []
         assert set(load.versions) == {first, second}
         assert load.versions[-1] == second and running.holder.version == second

@@ -84,6 +84,12 @@ class RecommenderClient:
 
 def _items(items: Sequence[pb.ScoredItem]) -> list[ScoredItem]:
     return [
-        ScoredItem(item_id=i.item_id, score=i.score, sources=tuple(i.sources), stage=i.stage)
+        ScoredItem(
+            item_id=i.item_id,
+            score=i.score,
+            sources=tuple(i.sources),
+            stage=i.stage,
+            explanations=tuple(i.explanations),
+        )
         for i in items
     ]

@@ -78,7 +78,8 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
         try:
-            versions = [self._start_worker() for _ in range(self.processes)]
+            starting = [self._spawn() for _ in range(self.processes)]  # load bundles at once
+            versions = [self._await_ready(*worker) for worker in starting]
             if self.config.serving.metrics_port:
                 from serving import metrics  # after the env var: multiprocess mode
 
@@ -95,12 +96,15 @@ class Supervisor:
                 leftover.unlink()
             os.rmdir(metrics_dir)
 
-    def _start_worker(self) -> str | None:
-        """Spawn one worker and wait until it listens; the bundle version it serves."""
+    def _spawn(self) -> tuple[multiprocessing.Process, Connection]:
         parent, child = SPAWN.Pipe(duplex=False)
         worker = SPAWN.Process(target=_worker_main, args=(self.config, child), daemon=False)
         worker.start()
         child.close()
+        return worker, parent
+
+    def _await_ready(self, worker: multiprocessing.Process, parent: Connection) -> str | None:
+        """Wait until the worker listens; the bundle version it serves."""
         if not parent.poll(READY_TIMEOUT_SECONDS):
             worker.kill()
             raise RuntimeError(f"worker {worker.pid} did not start in {READY_TIMEOUT_SECONDS} s")
@@ -132,7 +136,7 @@ class Supervisor:
                 process_exited(worker.pid)
                 self.workers.remove(worker)
                 try:
-                    self._start_worker()
+                    self._await_ready(*self._spawn())
                 except RuntimeError:
                     log.exception("could not replace worker %s", worker.pid)
 
