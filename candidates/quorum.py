@@ -34,6 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from candidates.base import NO_ITEMS, Candidates, RequestContext, TrainingData, top_k
+from candidates.sparse_rows import rows_dot, run_positions
 from recsys.config import QuorumConfig
 
 FILE = "quorum.npz"
@@ -118,7 +119,7 @@ class QuorumModel:
         if not len(items):
             return NO_ITEMS, NO_WEIGHTS
         indptr = self.item_categories.indptr
-        positions = _run_positions(indptr[items], indptr[items + 1] - indptr[items])
+        positions = run_positions(indptr[items], indptr[items + 1] - indptr[items])
         counts = np.bincount(self.item_categories.indices[positions], minlength=len(self.idf))
         present = np.flatnonzero(counts)
         return present.astype(np.int64), counts[present].astype(np.float64) / len(items)
@@ -139,16 +140,15 @@ class QuorumModel:
         """Distinct items among the first `per_category` of each category's TF top."""
         starts = self.top_offsets[categories]
         lengths = np.minimum(self.top_offsets[categories + 1] - starts, per_category)
-        return np.unique(self.top_items[_run_positions(starts, lengths)])
+        return np.unique(self.top_items[run_positions(starts, lengths)])
 
     def score(self, categories: np.ndarray, user_uf: np.ndarray, items: np.ndarray) -> np.ndarray:
         """seed 004 "Кворумы": Σ_c TF(item, c) · UF(user, c) · IDF(c) over all the user's
         categories, for each of `items`; float64. One sparse (items x categories) matrix
-        times the dense vector UF · IDF; scipy gathers the rows in C, ~10x faster than a
-        NumPy gather of the same entries."""
+        times the dense vector UF · IDF, gathered row by row (candidates.sparse_rows)."""
         category_weight = np.zeros(len(self.idf), dtype=np.float64)
         category_weight[categories] = user_uf * self.idf[categories]
-        return self.tf[items] @ category_weight
+        return rows_dot(self.tf, items, category_weight)
 
     def save(self, directory: Path) -> None:
         np.savez(
@@ -272,13 +272,6 @@ def _category_tops(tf: sp.csr_matrix, depth: int) -> dict[str, np.ndarray]:
         "top_items": by_category.indices[order[rank < depth]].astype(np.int64),
         "top_offsets": np.concatenate([[0], np.cumsum(kept)]).astype(np.int64),
     }
-
-
-def _run_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """start[0], start[0] + 1, ... (lengths[0] of them), then the same for run 1, ...: the
-    flat positions of slices of an array, without a Python loop over the slices."""
-    run_start = np.cumsum(lengths) - lengths  # where each run begins in the output
-    return np.repeat(starts - run_start, lengths) + np.arange(lengths.sum())
 
 
 def _float32_canonical(matrix: sp.csr_matrix) -> sp.csr_matrix:

@@ -31,6 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from candidates.base import RequestContext, TrainingData
+from candidates.sparse_rows import rows_max_of
 from candidates.union import CandidateSet
 from ranking.frame import RankingFrame
 
@@ -247,6 +248,6 @@ class FeatureBuilder:
         row = np.zeros(last.shape[1], dtype=np.float64)
         start, end = last.indptr[user], last.indptr[user + 1]
         row[last.indices[start:end]] = last.data[start:end]
-        newest = (self.categories[items].multiply(row[None, :])).max(axis=1).toarray().ravel()
+        newest = rows_max_of(self.categories, items, row)
         days = (self.stats.now - newest) / SECONDS_PER_DAY
         return np.where(newest > 0, days, np.nan).astype(np.float32)

@@ -180,7 +180,7 @@ class ServingConfig:
     processes: int  # server processes sharing the port; 0 = one per core
     deadline_ms: int  # a request's deadline when the client sets none
     ranking_reserve_ms: int  # of the deadline, kept for ranking after the generators
-    generator_threads: int
+    generator_threads: int  # the fan-out's pool; 0 = generators run inline
     metrics_port: int  # Prometheus /metrics on host:metrics_port; 0 = off
     log_format: str  # "json" (one object per line, with request_id) or "text"
     drain_seconds: float  # on SIGTERM, in-flight calls get this long to finish
@@ -389,7 +389,6 @@ def _validate(config: Any, where: str) -> None:
         "batch_size",
         "lightgbm_keep",
         "deadline_ms",
-        "generator_threads",
         "max_batch",
         "segment_bytes",
         "session_items",
@@ -422,6 +421,10 @@ def _validate(config: Any, where: str) -> None:
             raise ConfigError(f"serving.generator_budgets.{name} must be positive, got {bad[name]}")
         if not 0 <= config.metrics_port < 65536:
             raise ConfigError(f"serving.metrics_port {config.metrics_port} out of range")
+        if config.generator_threads < 0:
+            raise ConfigError(
+                f"serving.generator_threads must be >= 0, got {config.generator_threads}"
+            )
         if config.processes < 0:
             raise ConfigError(f"serving.processes must be >= 0, got {config.processes}")
         if not 0 <= config.ranking_reserve_ms < config.deadline_ms:

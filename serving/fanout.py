@@ -98,6 +98,32 @@ class GeneratorFanout:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
+def run_inline(
+    generators: Sequence[Generator],
+    ctx: RequestContext,
+    budget_of: Callable[[str], int],
+    deadline: float | None,
+) -> FanoutResult:
+    """The generators one after another on the request's own thread (serving.generator_threads
+    = 0): no thread hand-offs, but a hung generator holds the request. One that would start
+    after the deadline is dropped; one that raises is dropped and logged, as in the fan-out."""
+    result = FanoutResult(answers=[])
+    for generator in generators:
+        name = generator.name
+        if deadline is not None and time.monotonic() >= deadline:
+            result.dropped[name] = "deadline"
+            result.answers.append(_nothing(name))
+            continue
+        try:
+            answer, result.seconds[name] = _timed(generator, ctx, budget_of(name))
+        except Exception:
+            log.exception("generator %s failed (request %s)", name, ctx.request_id)
+            result.dropped[name] = "error"
+            answer = _nothing(name)
+        result.answers.append(answer)
+    return result
+
+
 def _nothing(source: str) -> Candidates:
     return Candidates(NO_ITEMS, np.empty(0, dtype=np.float32), source)
 

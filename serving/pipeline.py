@@ -19,7 +19,7 @@ from ranking.dot import DotProductRanker
 from ranking.features import FeatureBuilder
 from recsys.config import Config
 from serving.errors import NotFoundError, RequestError, check_external_id
-from serving.fanout import GeneratorFanout
+from serving.fanout import GeneratorFanout, run_inline
 from serving.filters import FILTER_FACTORIES, Filter, apply_filters
 from serving.generators import make_generators
 from serving.rules import BusinessRules, ItemAttributes
@@ -81,7 +81,7 @@ class RecommendPipeline:
         self, bundle: LoadedBundle, config: Config, fanout: GeneratorFanout | None = None
     ) -> None:
         serving = config.serving
-        self.fanout = fanout  # None: generators run one after another, without a deadline
+        self.fanout = fanout  # None: generators run inline, one after another
         _check_names("serving.filters", serving.filters, FILTER_FACTORIES)
         self.bundle = bundle
         self.config = serving
@@ -211,15 +211,18 @@ class RecommendPipeline:
     ) -> CandidateSet:
         """Every generator within its budget, unioned with sources; nothing filtered yet.
 
-        With a deadline (and a fanout) the generators run concurrently and the ones that
-        miss `deadline - serving.ranking_reserve_ms` are dropped for this request."""
+        With a deadline, the ones that miss `deadline - serving.ranking_reserve_ms` are
+        dropped for this request: run concurrently by the fan-out, or inline without one."""
         trace = trace if trace is not None else Trace()
         start = time.perf_counter()
-        if self.fanout is None or deadline is None:
+        if deadline is None:  # offline: every generator, and a failure is a failure
             answers = [g.generate(ctx, self.config.budget_of(g.name)) for g in self.generators]
         else:
             due = deadline - self.config.ranking_reserve_ms / 1000
-            ran = self.fanout.run(self.generators, ctx, self.config.budget_of, due)
+            if self.fanout is None:
+                ran = run_inline(self.generators, ctx, self.config.budget_of, due)
+            else:
+                ran = self.fanout.run(self.generators, ctx, self.config.budget_of, due)
             answers = ran.answers
             trace.generator_seconds.update(ran.seconds)
             trace.dropped.update(ran.dropped)

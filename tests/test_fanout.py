@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from candidates.base import Candidates, RequestContext
-from serving.fanout import GeneratorFanout
+from serving.fanout import GeneratorFanout, run_inline
 
 
 class Fixed:
@@ -84,3 +84,13 @@ def test_a_generator_that_raises_is_dropped_and_the_others_answer(fanout) -> Non
     )
     assert [(c.source, len(c)) for c in result.answers] == [("raises", 0), ("b", 1)]
     assert result.dropped == {"raises": "error"}
+
+
+def test_inline_runs_drop_what_would_start_late_and_what_raises() -> None:
+    generators = [Fixed("a", [1]), Raises(), Fixed("b", [2])]
+    result = run_inline(generators, RequestContext(0), lambda name: 5, time.monotonic() + 5)
+    assert [(c.source, len(c)) for c in result.answers] == [("a", 1), ("raises", 0), ("b", 1)]
+    assert result.dropped == {"raises": "error"}
+    late = run_inline(generators, RequestContext(0), lambda name: 5, time.monotonic() - 1)
+    assert late.dropped == {"a": "deadline", "raises": "deadline", "b": "deadline"}
+    assert all(len(c) == 0 for c in late.answers)

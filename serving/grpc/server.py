@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import faiss
 import grpc
+import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from threadpoolctl import threadpool_limits
@@ -210,7 +211,7 @@ class RunningServer:
     holder: BundleHolder
     stop_watching: threading.Event
     event_log: EventLog
-    fanout: GeneratorFanout
+    fanout: GeneratorFanout | None
     servicer: RecommenderServicer
 
     def stop(self, grace: float = 5.0) -> None:
@@ -221,7 +222,8 @@ class RunningServer:
         self.stop_watching.set()
         self.server.stop(grace).wait()
         self.event_log.close()
-        self.fanout.shutdown()
+        if self.fanout is not None:
+            self.fanout.shutdown()
         log.info(
             "drained",
             extra={
@@ -236,7 +238,8 @@ class RunningServer:
 
 def start_server(config: Config, *, watch: bool = True) -> RunningServer:
     """Load the current bundle and serve on config.serving host:port (port 0: any free one)."""
-    fanout = GeneratorFanout(config.serving.generator_threads)
+    threads = config.serving.generator_threads
+    fanout = GeneratorFanout(threads) if threads else None  # 0: generators run inline
     holder = BundleHolder(config, fanout, on_swap=metrics.bundle_swapped)
     holder.refresh()
     if holder.version is None:
@@ -285,10 +288,13 @@ def serve_in_process(config: Config, ready: Callable[[RunningServer], None]) -> 
     """One server process: serve until SIGTERM or SIGINT, then drain gracefully.
 
     `ready` is told once the port listens (the supervisor or the CLI prints it)."""
-    # DESIGN.md §5: one BLAS/OpenMP thread per request; the gRPC thread pool already uses
-    # both cores, and nested thread pools would oversubscribe them.
+    # DESIGN.md §5: one BLAS/OpenMP thread per request; the processes already use every
+    # core, and nested thread pools oversubscribe them. torch keeps its own count, which
+    # threadpoolctl does not reach: with two intra-op threads on a busy core, one DLRM
+    # call measured 47 ms instead of 1.3 ms (threads spinning at OpenMP barriers).
     threadpool_limits(1)
     faiss.omp_set_num_threads(1)
+    torch.set_num_threads(1)
     running = start_server(config)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,206 @@
+"""Open-loop load on `Recommend` with the full cascade, at rising request rates.
+
+The server runs as `recsys serve` (a supervisor and `--processes` workers) in its own
+process tree; this process is the load generator, on loopback only. At each rate it sends
+requests on a fixed schedule for `--seconds` (open loop: a slow answer does not slow the
+sender, so queueing shows up in the latencies instead of hiding in a lower rate) and
+measures each latency from the request's *scheduled* time. It prints achieved RPS and
+p50/p95/p99 per rate, and the highest rate held with p99 under 100 ms.
+
+    python bench/bench_load.py                          # MovieLens-100k
+    python bench/bench_load.py --shop --items 100000    # a 100k-item synthetic shop
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+from shop_scale import add_shop_size_arguments
+
+from pipelines.nightly import run_nightly
+from protos.recsys.v1 import recommender_pb2 as pb
+from protos.recsys.v1 import recommender_pb2_grpc as pb_grpc
+from recsys.bundle import current_version
+from recsys.config import Config, load_config
+
+P99_TARGET_S = 0.100
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--shop", action="store_true", help="a synthetic shop, not MovieLens")
+    add_shop_size_arguments(parser)
+    parser.add_argument("--artifacts", help="reuse the bundles here (built if empty)")
+    parser.add_argument("--rates", default="50,100,150,200,250,300,400")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--processes", type=int, default=0, help="server workers; 0 = cores")
+    parser.add_argument("-k", type=int, default=20)
+    parser.add_argument("--cold-share", type=float, default=0.1)
+    parser.set_defaults(users=100_000, items=100_000, events=3_000_000)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-load-"))
+    config = _config(args, work)
+    users = _ensure_bundle(config, args)
+    server, port = _start_server(config, args.processes, work)
+    try:
+        rows = asyncio.run(_drive(port, users, args))
+    finally:
+        server.terminate()
+        server.wait(60)
+    _report(rows, args)
+
+
+def _config(args: argparse.Namespace, work: Path) -> Config:
+    sections: dict = {
+        "artifacts": {"root": args.artifacts or str(work / "artifacts")},
+        "events": {"log_dir": str(work / "events")},
+    }
+    if args.shop:
+        from pipelines.loaders import save_dataset_dir
+        from pipelines.synthetic import generate_synthetic
+
+        root = Path(sections["artifacts"]["root"])
+        if current_version(root) is None:
+            shop = generate_synthetic(
+                n_users=args.users,
+                n_items=args.items,
+                n_events=args.events,
+                n_categories=args.categories,
+                seed=1,
+            )
+            sections["data"] = {"source": str(save_dataset_dir(shop, work / "shop"))}
+    return load_config().replace(**sections)
+
+
+def _ensure_bundle(config: Config, args: argparse.Namespace) -> list[str]:
+    """The bundle's known users (built first if the artifacts have none)."""
+    root = Path(config.artifacts.root)
+    if current_version(root) is None:
+        start = time.perf_counter()
+        run_nightly(config, show_progress=True)
+        print(f"built the bundle in {time.perf_counter() - start:.0f} s", flush=True)
+    from pipelines.idmap import IdMap
+    from serving.runtime import IDS_DIR
+
+    users = IdMap.load(root / current_version(root) / IDS_DIR / "users.parquet")
+    return list(users.ids[:50_000])
+
+
+def _start_server(config: Config, processes: int, work: Path) -> tuple[subprocess.Popen, int]:
+    override = work / "serve.toml"
+    override.write_text(
+        "[artifacts]\n"
+        f"root = {json.dumps(config.artifacts.root)}\n"
+        "[serving]\nport = 0\nmetrics_port = 0\n"
+        f"processes = {processes}\n"
+        "[events]\n"
+        f"log_dir = {json.dumps(config.events.log_dir)}\n"
+    )
+    with open(work / "serve.log", "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "recsys.cli", "serve", "--config", str(override)],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+    line = server.stdout.readline()
+    if "serving on" not in line:
+        raise RuntimeError(f"server did not start; see {work / 'serve.log'}")
+    print(line.strip(), flush=True)
+    return server, int(line.split()[3].rsplit(":", 1)[1])
+
+
+async def _drive(port: int, users: list[str], args: argparse.Namespace) -> list[dict]:
+    rng = np.random.default_rng(0)
+    rates = [float(r) for r in args.rates.split(",")]
+    # one channel per worker process is not needed: the kernel spreads connections, and
+    # several channels (each its own connection) let it spread them over the workers
+    channels = [
+        grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
+        )
+        for _ in range(8)
+    ]
+    stubs = [pb_grpc.RecommenderStub(channel) for channel in channels]
+
+    def request() -> pb.RecommendRequest:
+        user = f"cold-{rng.integers(1 << 30)}" if rng.random() < args.cold_share else None
+        return pb.RecommendRequest(user_id=user or users[rng.integers(len(users))], k=args.k)
+
+    await _at_rate(stubs, request, 50.0, 3.0)  # warm-up: caches, first-call costs
+    rows = []
+    for rate in rates:
+        row = await _at_rate(stubs, request, rate, args.seconds)
+        rows.append(row)
+        print(
+            f"rate {rate:6.0f}/s: achieved {row['rps']:6.1f}/s  p50 {row['p50']:7.1f} ms  "
+            f"p95 {row['p95']:7.1f} ms  p99 {row['p99']:7.1f} ms  errors {row['errors']}",
+            flush=True,
+        )
+        if row["p99"] > 1000:  # far past saturation: higher rates only queue
+            break
+    for channel in channels:
+        await channel.close()
+    return rows
+
+
+async def _at_rate(stubs, request, rate: float, seconds: float) -> dict:
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    n = int(rate * seconds)
+    start = time.perf_counter() + 0.05
+
+    async def one(i: int) -> None:
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        try:
+            await stubs[i % len(stubs)].Recommend(request(), timeout=5.0)
+            latencies.append(time.perf_counter() - scheduled)
+        except grpc.aio.AioRpcError as err:
+            errors[err.code().name] = errors.get(err.code().name, 0) + 1
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    elapsed = time.perf_counter() - start
+    ms = np.asarray(latencies) * 1000 if latencies else np.array([np.nan])
+    return {
+        "rate": rate,
+        "rps": len(latencies) / elapsed,
+        "p50": float(np.percentile(ms, 50)),
+        "p95": float(np.percentile(ms, 95)),
+        "p99": float(np.percentile(ms, 99)),
+        "errors": errors,
+    }
+
+
+def _report(rows: list[dict], args: argparse.Namespace) -> None:
+    what = f"synthetic {args.items} items" if args.shop else "MovieLens-100k"
+    print(f"\n{what}, Recommend k={args.k}, full cascade, {args.seconds:.0f} s per rate")
+    print("| target RPS | achieved RPS | p50 ms | p95 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['rate']:.0f} | {row['rps']:.1f} | {row['p50']:.1f} | {row['p95']:.1f} | "
+            f"{row['p99']:.1f} | {sum(row['errors'].values())} |"
+        )
+    held = [r for r in rows if r["p99"] < P99_TARGET_S * 1000 and not r["errors"]]
+    best = max((r["rps"] for r in held), default=0.0)
+    print(f"highest rate held with p99 < {P99_TARGET_S * 1000:.0f} ms: {best:.0f} RPS")
+    at_200 = [r for r in rows if r["rate"] == 200]
+    if at_200:
+        print(f"p99 at 200 RPS: {at_200[0]['p99']:.1f} ms (target < 50 ms)")
+
+
+if __name__ == "__main__":
+    main()
