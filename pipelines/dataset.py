@@ -7,6 +7,9 @@ events  user_id, item_id, event_type, value, timestamp
         float, usually 1); timestamp is Unix seconds (int64).
 items   item_id, categories, price, stock, regions, created_at, title
         categories and regions are "|"-separated lists; regions "*" means sold everywhere.
+        Optional: group, a product group (str) for items that are one product to a shopper,
+        e.g. the same shoe in five sizes; business rules show one item per group. Missing or
+        empty means no group; files without the column have no groups at all.
 users   user_id, region, attributes (free-form JSON object as text)
 
 External ids are kept as strings; `pipelines.idmap.IdMap` turns them into dense indices.
@@ -23,6 +26,7 @@ from recsys.config import EVENT_TYPES
 
 EVENT_COLUMNS = ("user_id", "item_id", "event_type", "value", "timestamp")
 ITEM_COLUMNS = ("item_id", "categories", "price", "stock", "regions", "created_at", "title")
+ITEM_GROUP = "group"  # the optional items column; "" = no group
 USER_COLUMNS = ("user_id", "region", "attributes")
 ALL_REGIONS = "*"
 LIST_SEPARATOR = "|"
@@ -35,7 +39,8 @@ class Dataset:
     """Events sorted by timestamp, plus the catalog and users they refer to.
 
     Column dtypes: ids are str (object or pyarrow string), event_type is EVENT_TYPE_DTYPE,
-    value float32, timestamp/created_at int64, price float64, stock int64.
+    value float32, timestamp/created_at int64, price float64, stock int64, group (if present)
+    str with "" for no group.
     """
 
     events: pd.DataFrame

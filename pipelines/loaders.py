@@ -6,6 +6,7 @@ loading is read-only, so a bad file can never leave anything half-written.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from pipelines.dataset import (
     ALL_REGIONS,
     EVENT_COLUMNS,
     ITEM_COLUMNS,
+    ITEM_GROUP,
     USER_COLUMNS,
     Dataset,
     normalize_events,
@@ -24,6 +26,7 @@ from pipelines.dataset import (
 from recsys.config import EVENT_TYPES
 
 SUFFIXES = (".parquet", ".csv")
+EVENT_FILE_SUFFIXES = (*SUFFIXES, ".jsonl")  # one events file, e.g. for `recsys log-events`
 
 
 class DataError(ValueError):
@@ -55,6 +58,15 @@ def load_dataset_dir(directory: str | Path) -> Dataset:
     else:
         users = validate_users(_read(users_path, USER_COLUMNS), users_path)
     return Dataset(events=normalize_events(events), items=items, users=users, name=directory.name)
+
+
+def load_events_file(path: str | Path) -> pd.DataFrame:
+    """Events from one CSV, Parquet or JSONL file, validated and in file order: row i of the
+    answer is row i of the file (see `row_location`), so a later error can name its line."""
+    path = Path(path)
+    if path.suffix not in EVENT_FILE_SUFFIXES:
+        raise DataError(f"{path}: expected a {', '.join(EVENT_FILE_SUFFIXES)} file")
+    return validate_events(_read(path, EVENT_COLUMNS), path)
 
 
 def validate_events(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -97,7 +109,7 @@ def validate_items(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
             row = int(np.flatnonzero(negative)[0])
             raise DataError(f"{_where(path, row, column)}: must not be negative, got {values[row]}")
     regions = frame["regions"].fillna("").astype(str).str.strip().replace("", ALL_REGIONS)
-    return pd.DataFrame(
+    items = pd.DataFrame(
         {
             "item_id": ids,
             "categories": frame["categories"].fillna("").astype(str),
@@ -108,6 +120,10 @@ def validate_items(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
             "title": frame["title"].fillna("").astype(str),
         }
     )
+    if ITEM_GROUP in frame.columns:  # optional: kept only when the file has it
+        group = frame[ITEM_GROUP]
+        items[ITEM_GROUP] = group.astype(object).where(group.notna(), "").astype(str).str.strip()
+    return items
 
 
 def validate_users(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -147,6 +163,8 @@ def _read(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     try:
         if path.suffix == ".parquet":
             frame = pd.read_parquet(path)
+        elif path.suffix == ".jsonl":
+            frame = _read_jsonl(path)
         else:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as err:
@@ -162,9 +180,28 @@ def _read(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     return frame
 
 
+def row_location(path: Path, row: int) -> str:
+    """'<path>: row <row + 1> (line <n>)' for the 0-based data row of a file read here;
+    the line is given for text files (CSV has a header line, JSONL has none)."""
+    header_lines = {".csv": 1, ".jsonl": 0}.get(path.suffix)
+    line = "" if header_lines is None else f" (line {row + 1 + header_lines})"
+    return f"{path}: row {row + 1}{line}"
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    """One JSON object per line; a blank line is refused, as it would shift the line
+    number of every error after it (row i is line i + 1)."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    blank = next((i for i, line in enumerate(lines[:-1]) if not line.strip()), None)
+    if blank is not None:
+        raise ValueError(f"line {blank + 1} is blank; JSONL holds one object per line")
+    # dtype=False: JSON types as written, no dates guessed from names like "timestamp"
+    return pd.read_json(io.StringIO(text), lines=True, dtype=False)
+
+
 def _where(path: Path, row: int, column: str) -> str:
-    line = f" (line {row + 2})" if path.suffix == ".csv" else ""
-    return f"{path}: row {row + 1}{line}, column {column!r}"
+    return f"{row_location(path, row)}, column {column!r}"
 
 
 def _first(mask: pd.Series) -> int:

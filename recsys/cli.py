@@ -5,10 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recsys.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:  # imported where used, to keep the command line quick to start
+    import grpc
+    import pandas as pd
+
+    from serving.events import Event
+    from serving.pipeline import ScoredItem
+
+BAD_EVENT = re.compile(r"events\[(\d+)\]")  # how LogEvents names the event it refused
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,6 +98,17 @@ def _parser() -> argparse.ArgumentParser:
     similar.add_argument("--item", required=True)
     similar.add_argument("-k", type=int, default=10)
     similar.set_defaults(run=_similar)
+
+    log_events = sub.add_parser(
+        "log-events", parents=[common], help="send an events file to a running server"
+    )
+    log_events.add_argument(
+        "file", help="events (.csv, .jsonl or .parquet): user_id,item_id,event_type,value,timestamp"
+    )
+    log_events.add_argument(
+        "--batch", type=int, default=1000, help="events per call, at most events.max_batch"
+    )
+    log_events.set_defaults(run=_log_events)
 
     synth = sub.add_parser("synth", parents=[common], help="write a synthetic shop as data files")
     synth.add_argument("--out", required=True, help="directory to write events/items/users into")
@@ -207,6 +230,63 @@ def _similar(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _log_events(args: argparse.Namespace, config: Config) -> int:
+    """Send the file in batches, in file order; stop at the first batch the server refuses."""
+    from grpc import RpcError
+    from tqdm import tqdm
+
+    from pipelines.loaders import load_events_file
+
+    if not 1 <= args.batch <= config.events.max_batch:
+        raise ValueError(
+            f"--batch must be between 1 and events.max_batch ({config.events.max_batch}), "
+            f"got {args.batch}"
+        )
+    path = Path(args.file)
+    frame = load_events_file(path)  # the whole file is checked before anything is sent
+    accepted = 0
+    with _client(config) as client, tqdm(total=len(frame), unit="event", desc="log-events") as bar:
+        for start in range(0, len(frame), args.batch):
+            batch = _events(frame.iloc[start : start + args.batch])
+            try:
+                accepted += client.log_events(batch)
+            except RpcError as err:
+                bar.close()
+                _print_refused_batch(path, start, len(batch), err)
+                rows = f" (rows 1-{accepted})" if accepted else ""
+                print(f"recsys: {accepted} events accepted{rows}", file=sys.stderr)
+                return 1
+            bar.update(len(batch))
+    print(f"{accepted} events accepted")
+    return 0
+
+
+def _events(frame: pd.DataFrame) -> list[Event]:
+    from pipelines.dataset import EVENT_COLUMNS
+    from serving.events import Event
+
+    return [Event(*row) for row in zip(*(frame[c].tolist() for c in EVENT_COLUMNS), strict=True)]
+
+
+def _print_refused_batch(path: Path, start: int, size: int, err: grpc.RpcError) -> None:
+    """The server names a bad event by its index in the batch; turn that into the file row."""
+    from grpc import StatusCode
+
+    from pipelines.loaders import row_location
+
+    details = err.details() or ""
+    bad = BAD_EVENT.search(details)
+    rows = f"rows {start + 1}-{start + size}"
+    where = row_location(path, start + int(bad[1])) if bad else f"{path}: {rows}"
+    # a refused batch is all or nothing; after a timeout nobody knows if it was written
+    fate = "refused" if err.code() == StatusCode.INVALID_ARGUMENT else "not acknowledged"
+    print(
+        f"recsys: {err.code().name}: {where}: {details} "
+        f"(the batch at offset {start}, {rows}, was {fate})",
+        file=sys.stderr,
+    )
+
+
 def _health(args: argparse.Namespace, config: Config) -> int:
     with _client(config) as client:
         if args.wait > 0:
@@ -216,13 +296,17 @@ def _health(args: argparse.Namespace, config: Config) -> int:
     return 0 if status == "SERVING" else 1
 
 
-def _print_items(items) -> None:
-    print(f"{'#':>3}  {'item':<12} {'score':>9}  {'stage':<9} sources")
-    for rank, item in enumerate(items, 1):
-        print(
-            f"{rank:>3}  {item.item_id:<12} {item.score:>9.4f}  {item.stage:<9} "
-            f"{', '.join(item.sources)}"
-        )
+def _print_items(items: Sequence[ScoredItem]) -> None:
+    """A table; the explanations column (business rules that moved an item) only when some
+    item has one, after the sources padded to one width."""
+    sources = [", ".join(item.sources) for item in items]
+    explained = any(item.explanations for item in items)
+    width = max(map(len, ["sources", *sources])) if explained else 0
+    header = f"{'#':>3}  {'item':<12} {'score':>9}  {'stage':<9} {'sources':<{width}}"
+    print(f"{header}  explanations" if explained else header)
+    for rank, (item, found) in enumerate(zip(items, sources, strict=True), 1):
+        row = f"{rank:>3}  {item.item_id:<12} {item.score:>9.4f}  {item.stage:<9} {found:<{width}}"
+        print(f"{row}  {', '.join(item.explanations)}".rstrip() if explained else row)
 
 
 def _print_metrics(metrics: dict[str, dict[str, float]]) -> None:

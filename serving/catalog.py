@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from candidates.base import TrainingData
-from pipelines.dataset import ALL_REGIONS, Dataset
+from pipelines.dataset import ALL_REGIONS, ITEM_GROUP, Dataset
 from pipelines.idmap import IdMap
 from pipelines.training_data import list_membership, recent_positives
+from serving.rules import NO_GROUP
 
 CATALOG_FILE = "catalog.npz"
 REGIONS_FILE = "regions.json"
@@ -31,6 +33,7 @@ class ItemCatalog:
     sold_in_region: np.ndarray  # bool (n_regions, n_items)
     category_names: tuple[str, ...]
     item_categories: sp.csr_matrix  # bool (n_items, n_categories)
+    group: np.ndarray  # int64 product group per item (dense codes), NO_GROUP = none
 
     @classmethod
     def build(cls, dataset: Dataset, data: TrainingData) -> ItemCatalog:
@@ -49,6 +52,7 @@ class ItemCatalog:
             sold_in_region=regions[:, named].T.toarray().astype(bool),
             category_names=data.category_names,
             item_categories=data.item_categories,
+            group=_group_codes(frame),
         )
 
     def items_in_categories(self, names: tuple[str, ...]) -> np.ndarray:
@@ -73,6 +77,7 @@ class ItemCatalog:
             in_stock=self.in_stock,
             sold_everywhere=self.sold_everywhere,
             sold_in_region=self.sold_in_region,
+            group=self.group,
         )
         sp.save_npz(directory / CATEGORIES_FILE, self.item_categories)
         (directory / REGIONS_FILE).write_text(json.dumps(list(self.region_names)))
@@ -81,14 +86,33 @@ class ItemCatalog:
     @classmethod
     def load(cls, directory: Path) -> ItemCatalog:
         with np.load(directory / CATALOG_FILE) as data:
+            in_stock = data["in_stock"]
+            # bundles from before product groups have none
+            group = (
+                data["group"]
+                if "group" in data.files
+                else np.full(len(in_stock), NO_GROUP, dtype=np.int64)
+            )
             return cls(
-                in_stock=data["in_stock"],
+                in_stock=in_stock,
                 sold_everywhere=data["sold_everywhere"],
                 region_names=tuple(json.loads((directory / REGIONS_FILE).read_text())),
                 sold_in_region=data["sold_in_region"],
                 category_names=tuple(json.loads((directory / CATEGORY_NAMES_FILE).read_text())),
                 item_categories=sp.load_npz(directory / CATEGORIES_FILE).tocsr(),
+                group=group,
             )
+
+
+def _group_codes(items: pd.DataFrame) -> np.ndarray:
+    """Dense int64 codes of the optional group column (sorted names), NO_GROUP where it is
+    missing or empty, or for every item when the catalog has no such column."""
+    if ITEM_GROUP not in items.columns:
+        return np.full(len(items), NO_GROUP, dtype=np.int64)
+    names = items[ITEM_GROUP].astype(object)
+    names = names.where(names.notna(), "").astype(str).str.strip()
+    codes, _ = pd.factorize(names.where(names != ""), sort=True)  # missing -> -1
+    return np.where(codes < 0, NO_GROUP, codes).astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,17 @@
 """The `recsys` command line on the user's own files."""
 
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
 import pytest
 
+from pipelines.dataset import normalize_events
 from recsys.bundle import current_version, open_current
-from recsys.cli import main
+from recsys.cli import _print_items, main
+from recsys.config import EVENT_TYPES
+from serving.events import read_event_log
+from serving.pipeline import ScoredItem
 from tests.conftest import shop_config
 
 
@@ -63,3 +71,108 @@ def test_client_commands_parse(command):
     from recsys.cli import _parser
 
     assert callable(_parser().parse_args(command).run)
+
+
+@pytest.fixture()
+def events_server(tmp_path):
+    """A real server with no model bundle: LogEvents needs none, and it starts in a blink."""
+    from serving.grpc.server import start_server
+    from tests.conftest import isolated_config
+
+    config = isolated_config(tmp_path)
+    running = start_server(config, watch=False)
+    yield config, ["--host", "127.0.0.1", "--port", str(running.port)]
+    running.stop(grace=0)
+
+
+def shop_events(n: int) -> pd.DataFrame:
+    kinds = np.array(EVENT_TYPES)
+    return pd.DataFrame(
+        {
+            "user_id": [f"u{i % 37}" for i in range(n)],
+            "item_id": [f"i{i % 101}" for i in range(n)],
+            "event_type": kinds[np.arange(n) % len(kinds)],
+            "value": np.where(kinds[np.arange(n) % len(kinds)] == "rating", 4.0, 1.0),
+            "timestamp": 1_700_000_000 + np.arange(n) * 7 % 5_000,  # not in time order
+        }
+    )
+
+
+def test_log_events_sends_a_file_in_batches(tmp_path, events_server, capsys):
+    config, address = events_server
+    sent = shop_events(2_500)
+    path = tmp_path / "events.csv"
+    sent.to_csv(path, index=False)
+    code = main(["log-events", str(path), "--batch", "1000", *address])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "2500 events accepted" in out.out
+    assert "2500/2500" in out.err  # the progress bar reached the end
+    logged = read_event_log(config.events.log_dir)
+    pd.testing.assert_frame_equal(logged, normalize_events(sent))
+    assert len(list(Path(config.events.log_dir).glob("*.jsonl"))) == 1  # one segment, 3 calls
+
+
+def test_log_events_reads_jsonl(tmp_path, events_server, capsys):
+    config, address = events_server
+    path = tmp_path / "events.jsonl"
+    shop_events(30).to_json(path, orient="records", lines=True)
+    assert main(["log-events", str(path), *address]) == 0
+    assert "30 events accepted" in capsys.readouterr().out
+    assert len(read_event_log(config.events.log_dir)) == 30
+
+
+def test_log_events_names_the_line_of_a_bad_event_type_and_sends_nothing(
+    tmp_path, events_server, capsys
+):
+    config, address = events_server
+    events = shop_events(2_500)
+    events.loc[1_733, "event_type"] = "like"  # data row 1734: line 1735 after the header
+    path = tmp_path / "events.csv"
+    events.to_csv(path, index=False)
+    code = main(["log-events", str(path), "--batch", "1000", *address])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "events.csv: row 1734 (line 1735), column 'event_type': unknown event type 'like'" in err
+    assert read_event_log(config.events.log_dir).empty
+
+
+def test_log_events_maps_an_event_the_server_refuses_to_its_line(tmp_path, events_server, capsys):
+    """A timestamp in 2100 passes the file checks; the server names events[499] of the
+    second batch, which is row 1500 of the file: line 1500 of a JSONL file."""
+    config, address = events_server
+    events = shop_events(2_500)
+    events.loc[1_499, "timestamp"] = 4_102_444_800
+    path = tmp_path / "events.jsonl"
+    events.to_json(path, orient="records", lines=True)
+    code = main(["log-events", str(path), "--batch", "1000", *address])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "INVALID_ARGUMENT: " in err and "events.jsonl: row 1500 (line 1500): " in err
+    assert "events[499].timestamp 4102444800" in err
+    assert "batch at offset 1000, rows 1001-2000, was refused" in err
+    assert "1000 events accepted (rows 1-1000)" in err
+    assert len(read_event_log(config.events.log_dir)) == 1000  # the first batch only
+
+
+def test_log_events_batch_is_bounded_by_the_configured_maximum(tmp_path, capsys):
+    path = tmp_path / "events.csv"
+    shop_events(3).to_csv(path, index=False)
+    code = main(["log-events", str(path), "--batch", "10001", "--port", "1"])
+    assert code == 1
+    assert "--batch must be between 1 and events.max_batch (10000), got 10001" in (
+        capsys.readouterr().err
+    )
+
+
+def test_recommend_table_shows_explanations_only_when_some_item_has_one(capsys):
+    plain = ScoredItem("i1", 0.5, ("als",), "lightgbm")
+    boosted = ScoredItem("i22", 0.25, ("als", "i2i_als"), "lightgbm", ("boost:summer", "mmr"))
+    _print_items([plain])
+    assert "explanations" not in capsys.readouterr().out
+    _print_items([plain, boosted])
+    header, first, second = capsys.readouterr().out.splitlines()
+    assert header.endswith("sources       explanations")
+    assert first.rstrip().endswith("als")  # no trailing column for an unexplained item
+    assert second.endswith("als, i2i_als  boost:summer, mmr")
+    assert header.index("explanations") == second.index("boost:summer")

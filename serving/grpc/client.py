@@ -9,6 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protos.recsys.v1 import recommender_pb2 as pb
 from protos.recsys.v1 import recommender_pb2_grpc as pb_grpc
+from serving.events import Event
 from serving.pipeline import Recommendation, ScoredItem
 
 
@@ -74,6 +75,25 @@ class RecommenderClient:
             pb.SimilarItemsRequest(item_id=item_id, k=k), timeout=self.timeout
         )
         return _items(response.items)
+
+    def log_events(self, events: Sequence[Event]) -> int:
+        """Append one batch, all or nothing; returns how many the server durably accepted."""
+        response = self.stub.LogEvents(
+            pb.LogEventsRequest(
+                events=[
+                    pb.Event(
+                        user_id=e.user_id,
+                        item_id=e.item_id,
+                        event_type=e.event_type,
+                        value=e.value,
+                        timestamp=e.timestamp,
+                    )
+                    for e in events
+                ]
+            ),
+            timeout=self.timeout,
+        )
+        return response.accepted
 
     def health(self, service: str = "") -> str:
         response = self.health_stub.Check(
