@@ -106,7 +106,7 @@ class RecommendPipeline:
                 categories=bundle.catalog.item_categories,
                 category_names=bundle.catalog.category_names,
                 created=bundle.stats.item_created.astype(np.float64),
-                group=bundle.catalog.group,
+                group=bundle.catalog.group if (bundle.catalog.group >= 0).any() else None,
                 unit_vectors=self.unit_item_vectors,
             ),
         )
