@@ -46,6 +46,16 @@ def ml_dataset(ml_config):
 
 
 @pytest.fixture(scope="session")
+def ml_server(ml_config, ml_nightly):
+    """A real gRPC server on a free loopback port, serving the MovieLens bundle."""
+    from serving.grpc.server import start_server
+
+    running = start_server(ml_config, watch=False)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
 def ml_pipeline(ml_config, ml_nightly):
     from serving.holder import BundleHolder
 

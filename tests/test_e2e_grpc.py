@@ -9,15 +9,12 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from protos.recsys.v1 import recommender_pb2 as pb
 from protos.recsys.v1 import recommender_pb2_grpc as pb_grpc
 from serving.grpc.client import RecommenderClient
-from serving.grpc.server import start_server
 from tests.catalog_truth import eligible_items, home_region
 
 
 @pytest.fixture(scope="module")
-def server(ml_config, ml_nightly):
-    running = start_server(ml_config, watch=False)
-    yield running
-    running.stop()
+def server(ml_server):
+    return ml_server
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import pytest
 
 from protos.recsys.v1 import recommender_pb2 as pb
 from serving.grpc.client import RecommenderClient
-from serving.grpc.server import start_server
 from tests.conftest import REPO
 
 CLIENT_DIR = REPO / "clients" / "node"
@@ -28,10 +27,8 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def server(ml_config, ml_nightly):
-    running = start_server(ml_config, watch=False)
-    yield running
-    running.stop()
+def server(ml_server):
+    return ml_server
 
 
 @pytest.fixture(scope="module")

@@ -104,8 +104,10 @@ def test_a_hung_generator_is_dropped_and_requests_answer_within_the_deadline(
 
 
 @pytest.fixture(scope="module")
-def server(ml_config, ml_nightly):
-    running = start_server(ml_config, watch=False)
+def server(ml_config, ml_nightly, tmp_path_factory):
+    """Its own event log: the fuzzed events below must not reach other tests' sessions."""
+    config = ml_config.replace(events={"log_dir": str(tmp_path_factory.mktemp("events"))})
+    running = start_server(config, watch=False)
     yield running
     running.stop()
 
@@ -140,16 +142,16 @@ def test_logged_events_shape_the_very_next_request(stub) -> None:
     assert {"i2i_als", "business"} & sources  # the viewed item seeds the item-to-item lists
 
 
-def test_a_batch_with_one_bad_event_is_refused_whole(stub, ml_config) -> None:
+def test_a_batch_with_one_bad_event_is_refused_whole(stub, server) -> None:
     from serving.events import read_event_log
 
-    logged = len(read_event_log(ml_config.events.log_dir))
+    logged = len(read_event_log(server.event_log.directory))
     batch = [event("u", "1", "view"), event("u", "2", "like"), event("u", "3", "view")]
     with pytest.raises(grpc.RpcError) as caught:
         stub.LogEvents(pb.LogEventsRequest(events=batch), timeout=5)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "events[1].event_type 'like' unknown" in caught.value.details()
-    assert len(read_event_log(ml_config.events.log_dir)) == logged  # nothing half-written
+    assert len(read_event_log(server.event_log.directory)) == logged  # nothing half-written
 
 
 def _fuzzed(rng: random.Random) -> tuple[str, object]:
