@@ -55,9 +55,10 @@ def run_nightly(
     steps.update()
 
     steps.set_postfix_str("training on all data")
-    built = build_bundle(dataset, config)
+    built = build_bundle(dataset, config, show_progress=show_progress)
     steps.set_postfix_str("training the rankers")
-    bundle = dataclasses.replace(built.bundle, rankers=train_rankers(dataset, config))
+    rankers = train_rankers(dataset, config, show_progress=show_progress)
+    bundle = dataclasses.replace(built.bundle, rankers=rankers)
     steps.update()
 
     steps.set_postfix_str("publishing" if publish else "writing (not published)")
