@@ -232,7 +232,14 @@ class RecommendPipeline:
         trace.counts["generated"] = len(found)
         return found
 
-    def rank(self, user_id: str, item_ids: tuple[str, ...]) -> list[ScoredItem]:
+    def rank(
+        self,
+        user_id: str,
+        item_ids: tuple[str, ...],
+        *,
+        session: Session | None = None,
+        deadline: float | None = None,
+    ) -> list[ScoredItem]:
         """Caller-given items ordered as Recommend would order them, best first.
 
         With a cascade, each item gets the features a candidate would: the generators run as
@@ -243,9 +250,9 @@ class RecommendPipeline:
             raise RequestError(f"item_ids has {len(item_ids)} items; at most {self.config.max_k}")
         indices = self.bundle.items.to_index(item_ids)
         known = np.flatnonzero(indices >= 0)
-        ctx = self.context(RecommendRequest(user_id=user_id, k=1))
+        ctx = self.context(RecommendRequest(user_id=user_id, k=1, session=session))
         if self.cascade is not None and len(known):
-            given = _restrict(self._generate(ctx), indices[known])
+            given = _restrict(self._generate(ctx, deadline), indices[known])
             ranked = self.cascade.rank(self.features.build(ctx, given))
             rows = known[ranked.order]  # given row j is the caller's item known[j]
             placed = [

@@ -132,8 +132,15 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
     def Rank(self, request: pb.RankRequest, context: grpc.ServicerContext) -> pb.RankResponse:
         def work() -> pb.RankResponse:
+            deadline = _deadline(context, self.config.serving.deadline_ms)
+            self.sessions.catch_up()
             pipeline = self.holder.pipeline()
-            ranked = pipeline.rank(request.user_id, tuple(request.item_ids))
+            ranked = pipeline.rank(
+                request.user_id,
+                tuple(request.item_ids),
+                session=self.sessions.session_of(request.user_id),
+                deadline=deadline,
+            )
             return pb.RankResponse(items=_items(ranked), model_version=pipeline.version)
 
         return self._answer("Rank", context, work)
