@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from recsys.bundle import BundleError, current_version, verify_bundle
+from recsys.bundle import current_version, verify_bundle
 from recsys.config import Config
 from serving.errors import UnavailableError
 from serving.fanout import GeneratorFanout
@@ -71,7 +71,8 @@ class BundleHolder:
                 verify_bundle(self.root / version)
                 bundle = LoadedBundle.load(self.root / version, version, self.config)
                 pipeline = RecommendPipeline(bundle, self.config, self.fanout)
-            except (BundleError, OSError, ValueError, KeyError, RuntimeError) as err:
+                pipeline.warm_up()
+            except Exception as err:  # whatever stops it loading or serving: keep the old one
                 self._refused = version
                 log.error("refusing bundle %s, keeping %s: %s", version, self.version, err)
                 return False

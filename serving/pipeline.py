@@ -121,6 +121,14 @@ class RecommendPipeline:
     def version(self) -> str:
         return self.bundle.version
 
+    def warm_up(self, requests: int = 30) -> None:
+        """Serve a few requests for known users before this pipeline takes traffic: the
+        TorchScript DLRM specialises on its first calls, and every first call of a code
+        path pays for caches; users would otherwise see it in p99 right after a swap."""
+        users = self.bundle.users.ids
+        for i in np.linspace(0, len(users) - 1, num=min(requests, len(users)), dtype=np.int64):
+            self.recommend(RecommendRequest(user_id=str(users[i]), k=10))
+
     def recommend(self, request: RecommendRequest) -> Recommendation:
         self._check_k(request.k)
         check_external_id("user_id", request.user_id)

@@ -52,3 +52,18 @@ def config_root(config):
     from pathlib import Path
 
     return Path(config.artifacts.root)
+
+
+def test_a_bundle_that_fails_its_warm_up_is_refused(config, monkeypatch):
+    """A bundle that loads but cannot answer (any exception) never takes traffic."""
+    good = run_nightly(config, show_progress=False).manifest.version
+    holder = BundleHolder(config)
+    holder.refresh()
+    run_nightly(config, force=True, show_progress=False)
+
+    def broken(self, requests: int = 30) -> None:
+        raise ZeroDivisionError("a ranker that divides by zero on every request")
+
+    monkeypatch.setattr("serving.holder.RecommendPipeline.warm_up", broken)
+    assert not holder.refresh()
+    assert holder.version == good
