@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -11,6 +12,7 @@ import scipy.sparse as sp
 from pipelines.idmap import IdMap
 
 NO_ITEMS = np.empty(0, dtype=np.int64)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -28,10 +30,20 @@ class RequestContext:
     favorites: np.ndarray = field(default_factory=lambda: NO_ITEMS)
     history: np.ndarray = field(default_factory=lambda: NO_ITEMS)
     request_id: str = ""
+    # values derived from the request that several stages need (e.g. the i2i seeds of
+    # both i2i generators, the quorum weights of the generator and the ranking features)
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def known_user(self) -> bool:
         return self.user_index >= 0
+
+    def remember(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """compute() once per request for `key`, however many stages ask. Concurrent
+        generators may both compute it: the values are equal, so the race is harmless."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
 
 
 @dataclass(frozen=True)

@@ -303,11 +303,13 @@ class I2IGenerator:
     def generate(self, ctx: RequestContext, budget: int) -> Candidates:
         if budget < 0:
             raise ValueError(f"{self.name}: budget must be >= 0, got {budget}")
-        recent = recent_positives(ctx, self.config.recent)
-        if budget == 0 or len(recent) == 0:
+        if budget == 0:
             return Candidates(NO_ITEMS, np.empty(0, np.float32), self.name)
-        picked = diverse_seeds(self.model.similarity(recent), self.config.seeds)
-        seeds, seed_weights = recent[picked], recency_weights(len(recent))[picked]
+        # every i2i kind of the request starts from the same diverse seeds
+        key = ("i2i_seeds", id(self.model), self.config.recent, self.config.seeds)
+        seeds, seed_weights = ctx.remember(key, lambda: self._seeds(ctx))
+        if len(seeds) == 0:
+            return Candidates(NO_ITEMS, np.empty(0, np.float32), self.name)
         ids, scores = self.model.neighbors(self.kind, seeds, self.model.list_length(self.kind))
         contribution = scores * seed_weights[:, None]
         keep = (ids >= 0) & ~np.isin(ids, seeds)
@@ -316,6 +318,14 @@ class I2IGenerator:
         merged = merged.astype(np.float32)
         best = top_k(merged, budget)
         return Candidates(items[best], merged[best], self.name)
+
+    def _seeds(self, ctx: RequestContext) -> tuple[np.ndarray, np.ndarray]:
+        """The diverse recent positives to look up, and their recency weights."""
+        recent = recent_positives(ctx, self.config.recent)
+        if len(recent) == 0:
+            return NO_ITEMS, np.empty(0, np.float32)
+        picked = diverse_seeds(self.model.similarity(recent), self.config.seeds)
+        return recent[picked], recency_weights(len(recent))[picked]
 
 
 # --- offline: shared helpers ---------------------------------------------------------------

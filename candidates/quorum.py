@@ -136,6 +136,11 @@ class QuorumModel:
             return self.weights_from_items(ctx.history)
         return self.weights_from_items(np.concatenate([ctx.basket, ctx.favorites]))
 
+    def remembered_user_categories(self, ctx: RequestContext) -> tuple[np.ndarray, np.ndarray]:
+        """user_categories(ctx), computed once per request (the generator and the ranking
+        features both need it)."""
+        return ctx.remember(("quorum_categories", id(self)), lambda: self.user_categories(ctx))
+
     def category_top_union(self, categories: np.ndarray, per_category: int) -> np.ndarray:
         """Distinct items among the first `per_category` of each category's TF top."""
         starts = self.top_offsets[categories]
@@ -194,7 +199,7 @@ class QuorumGenerator:
     def generate(self, ctx: RequestContext, budget: int) -> Candidates:
         if budget < 0:
             raise ValueError(f"budget must not be negative, got {budget}")
-        categories, user_uf = self.model.user_categories(ctx)
+        categories, user_uf = self.model.remembered_user_categories(ctx)
         if budget == 0 or not len(categories):
             return Candidates(NO_ITEMS, np.empty(0, np.float32), self.name)
         strongest = categories[top_k(user_uf, self.config.max_categories)]

@@ -193,7 +193,7 @@ class FeatureBuilder:
         als_dot = nan if user < 0 else self.item_factors[items] @ self.user_factors[user]
         eals = self.bundle.eals
         eals_user = user if user < len(eals.user_bias) else -1
-        categories, uf = self.bundle.quorum.user_categories(ctx)
+        categories, uf = self.bundle.quorum.remembered_user_categories(ctx)
         affinity = self.bundle.quorum.score(categories, uf, items) if len(categories) else nan
         price = stats.item_price[items]
         interleaved = np.empty((n, 2 * len(found.names)), dtype=np.float32)
