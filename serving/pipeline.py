@@ -127,7 +127,9 @@ class RecommendPipeline:
         path pays for caches; users would otherwise see it in p99 right after a swap."""
         users = self.bundle.users.ids
         for i in np.linspace(0, len(users) - 1, num=min(requests, len(users)), dtype=np.int64):
-            self.recommend(RecommendRequest(user_id=str(users[i]), k=10))
+            # with a deadline like live traffic: a hung generator must not hold the swap
+            deadline = time.monotonic() + self.config.deadline_ms / 1000
+            self.recommend(RecommendRequest(user_id=str(users[i]), k=10, deadline=deadline))
 
     def recommend(self, request: RecommendRequest) -> Recommendation:
         self._check_k(request.k)
