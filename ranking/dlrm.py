@@ -17,9 +17,10 @@ round(x / Δ) Δ (`DLRMRanker.quantized`); TorchScript's static graph G(θ) with
 into the preceding Linear ("слияние слоев", `DLRMRanker.scripted`).
 
 Training lives apart from the model (`_train`): Adam on the dense weights, SparseAdam on the
-tables (only the looked-up rows move, so a step does not touch 1M-row tables), BCE on the
-labels or BPR on (positive, negative) pairs of one request; the epoch with the best validation
-AUC is kept.
+tables at their own learning rate (only the looked-up rows move, so a step does not touch
+1M-row tables); BCE on the labels, BPR on (positive, negative) pairs of one request, or
+ListNet's softmax cross-entropy over each request's rows; the epoch with the best validation
+NDCG@10 (the metric the cascade is judged by) is kept.
 """
 
 from __future__ import annotations
@@ -230,6 +231,9 @@ class DLRMSpec:
     @classmethod
     def from_json(cls, meta: dict) -> DLRMSpec:
         config = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
+        # Models saved before the tables had their own rate: a training setting, not needed to
+        # rebuild the network, so such models still load.
+        config.setdefault("embedding_learning_rate", config.get("learning_rate"))
         return cls(
             dense_names=tuple(meta["dense_names"]),
             sparse_names=tuple(meta["sparse_names"]),
@@ -365,22 +369,7 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarr
     return np.array_split(rng.permutation(n), count)
 
 
-def _bce_steps(data: _Tensors, config: DLRMConfig, rng: np.random.Generator) -> Iterator:
-    for rows in _batches(len(data.labels), config.batch_size, rng):
-        index = torch.from_numpy(rows)
-        yield data.dense[index], data.sparse[index], data.labels[index], None
-
-
-def _bpr_steps(
-    data: _Tensors, groups: np.ndarray, config: DLRMConfig, rng: np.random.Generator
-) -> Iterator:
-    pos, neg = bpr_pairs(groups, data.labels.numpy() > 0.5, rng)
-    for pairs in _batches(len(pos), config.batch_size, rng):
-        index = torch.from_numpy(np.concatenate([pos[pairs], neg[pairs]]))
-        yield data.dense[index], data.sparse[index], None, len(pairs)
-
-
-def group_batches(
+def request_batches(
     groups: np.ndarray, batch_size: int, rng: np.random.Generator
 ) -> list[np.ndarray]:
     """Row indices of whole requests in random order, packed into batches of about
@@ -390,44 +379,63 @@ def group_batches(
     order = rng.permutation(len(starts))
     placed = np.cumsum(sizes[order]) - sizes[order]  # where each request starts in the epoch
     rows = np.repeat(starts[order] - placed, sizes[order]) + np.arange(len(groups))
-    batch = placed // batch_size
-    cuts = placed[np.flatnonzero(np.diff(batch)) + 1]
+    cuts = placed[np.flatnonzero(np.diff(placed // batch_size)) + 1]
     return np.split(rows, cuts)
 
 
-def _listwise_steps(
-    data: _Tensors, groups: np.ndarray, config: DLRMConfig, rng: np.random.Generator
-) -> Iterator:
-    for rows in group_batches(groups, config.batch_size, rng):
-        index = torch.from_numpy(rows)
-        local = torch.from_numpy(np.unique(groups[rows], return_inverse=True)[1].ravel())
-        yield data.dense[index], data.sparse[index], data.labels[index], local
+@dataclass(frozen=True)
+class _Batch:
+    rows: torch.Tensor  # into the training tensors
+    n_pairs: int = 0  # BPR: the first n_pairs rows are positives, the rest their negatives
+    request: torch.Tensor | None = None  # listwise: each row's request, numbered 0.. in batch
 
 
-def listwise_loss(logits: torch.Tensor, labels: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
-    """ListNet's top-one cross-entropy per request: -Σ_i (y_i / Σ_j y_j) log softmax(s)_i,
-    the softmax over the request's rows; mean over requests with a positive."""
-    n = int(group.max()) + 1
-    top = torch.full((n,), -torch.inf, dtype=logits.dtype, device=logits.device)
-    top = top.scatter_reduce(0, group, logits.detach(), "amax")
-    shifted = logits - top[group]
-    log_norm = torch.zeros(n, dtype=logits.dtype, device=logits.device)
-    log_norm = log_norm.index_add(0, group, torch.exp(shifted)).log()
-    mass = torch.zeros(n, dtype=logits.dtype, device=logits.device).index_add(0, group, labels)
-    target = labels / mass.clamp_min(1e-12)[group]
-    per_group = torch.zeros(n, dtype=logits.dtype, device=logits.device)
-    per_group = per_group.index_add(0, group, -target * (shifted - log_norm[group]))
+def _batches_of(
+    loss: str, groups: np.ndarray, labels: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> Iterator[_Batch]:
+    """One epoch of batches: random rows (BCE), (positive, negative) pairs (BPR) or whole
+    requests (listwise)."""
+    if loss == "bce":
+        for rows in _batches(len(labels), batch_size, rng):
+            yield _Batch(torch.from_numpy(rows))
+    elif loss == "bpr":
+        pos, neg = bpr_pairs(groups, labels > 0.5, rng)
+        for pairs in _batches(len(pos), batch_size, rng):
+            yield _Batch(torch.from_numpy(np.concatenate([pos[pairs], neg[pairs]])), len(pairs))
+    else:
+        for rows in request_batches(groups, batch_size, rng):
+            if len(rows) < 2:
+                continue  # a lone row: zero loss (softmax over one), and BatchNorm cannot take it
+            request = np.unique(groups[rows], return_inverse=True)[1].ravel()
+            yield _Batch(torch.from_numpy(rows), request=torch.from_numpy(request))
+
+
+def listwise_loss(
+    logits: torch.Tensor, labels: torch.Tensor, request: torch.Tensor
+) -> torch.Tensor:
+    """ListNet's top-one cross-entropy (Cao et al., 2007) per request, -Σ_i (y_i / Σ_j y_j)
+    log softmax(s)_i with the softmax over the request's rows; the mean over the requests with
+    a positive. Only differences within a request matter, as for LambdaMART."""
+    n = int(request.max()) + 1
+    zeros = torch.zeros(n, dtype=logits.dtype, device=logits.device)
+    # log Σ_j exp(s_j) per request, shifted by the request's max for stability
+    top = torch.full_like(zeros, -torch.inf).scatter_reduce(0, request, logits.detach(), "amax")
+    shifted = logits - top[request]
+    log_norm = zeros.index_add(0, request, torch.exp(shifted)).log()
+    mass = zeros.index_add(0, request, labels)
+    target = labels / mass.clamp_min(1e-12)[request]
+    per_request = zeros.index_add(0, request, -target * (shifted - log_norm[request]))
     has = mass > 0
-    return per_group[has].sum() / has.sum().clamp_min(1)
+    return per_request[has].sum() / has.sum().clamp_min(1)
 
 
-def _loss(logits: torch.Tensor, labels: torch.Tensor | None, extra) -> torch.Tensor:
-    if isinstance(extra, torch.Tensor):
-        return listwise_loss(logits, labels, extra)
-    if extra is None:
+def _loss(loss: str, logits: torch.Tensor, labels: torch.Tensor, batch: _Batch) -> torch.Tensor:
+    if loss == "bce":
         return F.binary_cross_entropy_with_logits(logits, labels)
-    # BPR: -log σ(s_pos - s_neg), the first half of the batch are the positives
-    return -F.logsigmoid(logits[:extra] - logits[extra:]).mean()
+    if loss == "bpr":
+        # -log σ(s_pos - s_neg), the first half of the batch are the positives
+        return -F.logsigmoid(logits[: batch.n_pairs] - logits[batch.n_pairs :]).mean()
+    return listwise_loss(logits, labels, batch.request.to(logits.device))
 
 
 def _optimizers(model: DLRM, config: DLRMConfig) -> list[torch.optim.Optimizer]:
@@ -440,7 +448,7 @@ def _optimizers(model: DLRM, config: DLRMConfig) -> list[torch.optim.Optimizer]:
     if tables:
         # SparseAdam has no weight decay, so weight_decay regularises the MLPs only; decaying
         # every row of a 1M-row table each step would undo the point of sparse updates.
-        optimizers.append(torch.optim.SparseAdam(tables, lr=config.learning_rate))
+        optimizers.append(torch.optim.SparseAdam(tables, lr=config.embedding_learning_rate))
     return optimizers
 
 
@@ -485,18 +493,10 @@ def _train(
     best_key, best_state = None, None
     for epoch in tqdm(range(config.epochs), desc="dlrm", unit="epoch", disable=not show_progress):
         model.train()
-        if config.loss == "bpr":
-            steps = _bpr_steps(data, train.groups, config, rng)
-        elif config.loss == "listwise":
-            steps = _listwise_steps(data, train.groups, config, rng)
-        else:
-            steps = _bce_steps(data, config, rng)
         total, batches = torch.zeros((), device=device), 0
-        for dense, sparse, labels, extra in steps:
-            logits = model(dense.to(device), sparse.to(device))
-            if isinstance(extra, torch.Tensor):
-                extra = extra.to(device)
-            loss = _loss(logits, None if labels is None else labels.to(device), extra)
+        for batch in _batches_of(config.loss, train.groups, train.labels, config.batch_size, rng):
+            logits = model(data.dense[batch.rows].to(device), data.sparse[batch.rows].to(device))
+            loss = _loss(config.loss, logits, data.labels[batch.rows].to(device), batch)
             for optimizer in optimizers:
                 optimizer.zero_grad()
             loss.backward()
@@ -627,7 +627,8 @@ class DLRMRanker:
         threads: int | None = None,
         show_progress: bool = False,
     ) -> DLRMRanker:
-        """Train on `train`, keep the epoch with the best AUC on `valid` (the last without one).
+        """Train on `train`, keep the epoch with the best NDCG@10 on `valid` (AUC breaks ties;
+        the last epoch without `valid`).
 
         `pretrained` maps sparse column names (e.g. "user", "item") to ALS factor matrices
         (row r = id r + 1); used when `config.pretrained_mf`. `device` defaults to CUDA when
@@ -740,8 +741,10 @@ def _check_training_frames(
     if len(train) < 2:
         raise ValueError(f"train has {len(train)} rows; DLRM needs at least 2")
     if valid is not None and len(np.unique(valid.labels > 0.5)) < 2:
-        raise ValueError("valid must hold positives and negatives to pick the best epoch by AUC")
+        raise ValueError("valid must hold positives and negatives to pick the best epoch")
     if config.loss == "bpr":
         pos, _ = bpr_pairs(train.groups, train.labels > 0.5, np.random.default_rng(0))
         if not len(pos):
             raise ValueError("BPR needs requests with both a positive and a negative row")
+    if config.loss == "listwise" and not (train.labels > 0).any():
+        raise ValueError("listwise needs a request with a positive row")

@@ -144,10 +144,11 @@ class DLRMConfig:
     top_mlp: tuple[int, ...]  # hidden sizes before the single logit
     dropout: float
     batch_norm: bool
-    loss: str  # "bce" or "bpr"
-    epochs: int
-    batch_size: int
-    learning_rate: float
+    loss: str  # "bce", "bpr" or "listwise" (softmax cross-entropy over each request's rows)
+    epochs: int  # upper bound; the epoch with the best validation NDCG@10 is kept
+    batch_size: int  # rows (listwise: whole requests adding up to about this many rows)
+    learning_rate: float  # Adam on the MLPs
+    embedding_learning_rate: float  # SparseAdam on the embedding tables
     weight_decay: float
     pretrained_mf: bool  # init user/item tables from ALS factors (seed 000's hybrid with MF)
     random_state: int
@@ -454,8 +455,11 @@ def _validate(config: Any, where: str) -> None:
             f"lightgbm.objective {config.objective!r} unknown; known: binary, lambdarank"
         )
     if isinstance(config, DLRMConfig):
-        if config.loss not in ("bce", "bpr"):
-            raise ConfigError(f"dlrm.loss {config.loss!r} unknown; known: bce, bpr")
+        if config.loss not in ("bce", "bpr", "listwise"):
+            raise ConfigError(f"dlrm.loss {config.loss!r} unknown; known: bce, bpr, listwise")
+        if not config.embedding_learning_rate > 0:
+            rate = config.embedding_learning_rate
+            raise ConfigError(f"dlrm.embedding_learning_rate must be positive, got {rate}")
         if not 0.0 <= config.dropout < 1.0:
             raise ConfigError(f"dlrm.dropout must be in [0, 1), got {config.dropout}")
         if any(size <= 0 for size in (*config.bottom_mlp, *config.top_mlp)):

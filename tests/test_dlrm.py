@@ -1,26 +1,33 @@
 """DLRM (seed 000): learns a planted user-item interaction a dense model cannot see, handles
-missing values, starts from MF factors, trains with BPR, and its exports stay within tolerance."""
+missing values, starts from MF factors, trains with BPR or a listwise loss over whole requests,
+keeps the epoch with the best validation NDCG, and its exports stay within tolerance."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 
 import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import ndcg_score, roc_auc_score
 
 from ranking.dlrm import (
     INT8_MAX_DRIFT,
     INT8_MEAN_DRIFT,
+    META_FILE,
     SCRIPT_MAX_DRIFT,
     STATE_FILE,
     DenseArch,
     DenseStats,
     DLRMRanker,
     bpr_pairs,
+    grouped_ndcg,
+    listwise_loss,
     mf_embeddings,
+    request_batches,
 )
 from ranking.frame import RankingFrame
 from recsys.config import DLRMConfig
@@ -39,6 +46,7 @@ CONFIG = DLRMConfig(
     epochs=6,
     batch_size=128,
     learning_rate=0.01,
+    embedding_learning_rate=0.01,
     weight_decay=0.0,
     pretrained_mf=True,
     random_state=3,
@@ -103,8 +111,14 @@ def test_learns_the_interaction_a_dense_model_cannot(frames, fitted):
     dlrm_auc = roc_auc_score(valid.labels, fitted.predict(valid))
     assert dlrm_auc > 0.8
     assert dlrm_auc > baseline_auc + 0.05
-    best = max(row["valid_auc"] for row in fitted.history)
-    assert dlrm_auc == pytest.approx(best, abs=1e-9)  # the best epoch was kept
+
+
+def test_the_epoch_with_the_best_validation_ndcg_is_kept(frames, fitted):
+    _, valid = frames
+    ndcg = [row["valid_ndcg@10"] for row in fitted.history]
+    assert len(set(np.round(ndcg, 9))) > 1  # the epochs differ, so the choice means something
+    kept = grouped_ndcg(valid.groups, valid.labels, fitted.predict(valid), 10)
+    assert kept == pytest.approx(max(ndcg), abs=1e-9)
 
 
 def test_missing_values_get_an_indicator():
@@ -245,3 +259,83 @@ def test_same_seed_same_model(frames):
     other = DLRMRanker.fit(train, valid, dataclasses.replace(config, random_state=4), device="cpu")
     np.testing.assert_array_equal(first, second)
     assert not np.array_equal(first, other.predict(valid))
+
+
+def test_grouped_ndcg_by_hand():
+    # request 0: positives at rows 0 and 2, scores put them 1st and 3rd;
+    # request 1: one positive ranked 2nd; request 2 has no positive and is left out
+    groups = np.array([0, 0, 0, 1, 1, 2, 2])
+    labels = np.array([1, 0, 1, 0, 1, 0, 0])
+    scores = np.array([0.9, 0.5, 0.1, 0.8, 0.3, 0.2, 0.1])
+    first = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
+    second = (1 / math.log2(3)) / 1
+    assert grouped_ndcg(groups, labels, scores, 10) == pytest.approx((first + second) / 2)
+    # k=1: request 0 has its positive on top, request 1 does not
+    assert grouped_ndcg(groups, labels, scores, 1) == pytest.approx(0.5)
+    # the same as scikit-learn's per request
+    reference = np.mean(
+        [ndcg_score([labels[g == groups]], [scores[g == groups]], k=10) for g in (0, 1)]
+    )
+    assert grouped_ndcg(groups, labels, scores, 10) == pytest.approx(reference)
+
+
+def test_listwise_loss_by_hand():
+    # request 0: logits 0, ln 3, one positive (row 1): softmax 3/4 -> -ln(3/4)
+    # request 1: logits 0, 0, 0, positives rows 2 and 3: target 1/2 each, softmax 1/3 -> ln 3
+    # request 2: no positive, left out of the mean
+    logits = torch.tensor([0.0, math.log(3.0), 0.0, 0.0, 0.0, 5.0], dtype=torch.float64)
+    labels = torch.tensor([0.0, 1.0, 1.0, 1.0, 0.0, 0.0], dtype=torch.float64)
+    request = torch.tensor([0, 0, 1, 1, 1, 2])
+    loss = listwise_loss(logits, labels, request)
+    assert loss.item() == pytest.approx((math.log(4 / 3) + math.log(3.0)) / 2)
+    # a constant added to a request's logits does not change it (only the order within counts)
+    shifted = logits + torch.tensor([7.0, 7.0, -2.0, -2.0, -2.0, 0.0], dtype=torch.float64)
+    assert listwise_loss(shifted, labels, request).item() == pytest.approx(loss.item())
+
+
+def test_request_batches_hold_whole_requests():
+    groups = np.repeat(np.arange(6), [3, 1, 2, 4, 2, 3])
+    batches = request_batches(groups, 5, np.random.default_rng(0))
+    rows = np.concatenate(batches)
+    np.testing.assert_array_equal(np.sort(rows), np.arange(len(groups)))  # every row once
+    for batch in batches:
+        for g in np.unique(groups[batch]):
+            assert np.sum(groups[batch] == g) == np.sum(groups == g)  # a request is not split
+    # a batch closes at the first request starting past 5 rows: 15 rows -> 3 batches or so
+    assert 2 <= len(batches) <= 4
+    assert max(len(b) for b in batches) < 5 + 4  # at most one request past batch_size
+
+
+def test_listwise_improves_pairwise_accuracy(frames):
+    train, valid = frames
+    config = dataclasses.replace(CONFIG, loss="listwise")
+    untrained = DLRMRanker.fit(train, None, dataclasses.replace(config, epochs=0), device="cpu")
+    trained = DLRMRanker.fit(train, valid, config, device="cpu")
+    before = pairwise_accuracy(valid, untrained.predict(valid))
+    after = pairwise_accuracy(valid, trained.predict(valid))
+    assert after > 0.75
+    assert after > before + 0.1
+
+
+def test_tables_learn_at_their_own_rate(frames):
+    train, _ = frames
+    slow = dataclasses.replace(CONFIG, epochs=1, embedding_learning_rate=1e-9)
+    start = DLRMRanker.fit(train, None, dataclasses.replace(slow, epochs=0), device="cpu")
+    trained = DLRMRanker.fit(train, None, slow, device="cpu")
+    before, after = start.model.state_dict(), trained.model.state_dict()
+    for name in before:
+        moved = (after[name].float() - before[name].float()).abs().max().item()
+        if name.startswith("sparse_arch."):
+            assert moved < 1e-6, name  # Adam's steps are about the learning rate
+        elif name.endswith(".weight"):
+            assert moved > 1e-3, name
+
+
+def test_models_saved_without_the_table_rate_still_load(fitted, frames, tmp_path):
+    _, valid = frames
+    fitted.save(tmp_path)
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    del meta["config"]["embedding_learning_rate"]
+    (tmp_path / META_FILE).write_text(json.dumps(meta))
+    loaded = DLRMRanker.load(tmp_path)
+    np.testing.assert_array_equal(loaded.predict(valid), fitted.predict(valid))
