@@ -151,7 +151,8 @@ class RecommendPipeline:
         ]
         if len(chosen) < request.k:
             floor = float(scores.min()) if len(scores) else 0.0
-            chosen += self._backfill(ctx, request.k - len(chosen), found.items, floor)
+            shown = found.items[best]
+            chosen += self._backfill(ctx, request.k - len(chosen), found.items, shown, floor)
         trace.counts["returned"] = len(chosen)
         return Recommendation(
             items=tuple(chosen),
@@ -197,9 +198,12 @@ class RecommendPipeline:
         ruled = self.rules.apply(found.items[order[:head]], scores[:head], k, time.time())
         rows = order[:head][ruled.order]
         more = max(0, k - len(rows))
-        best = np.concatenate([rows, order[head : head + more]])
+        # a short head is topped up in the next stage's order, one item per product group
+        tail = np.arange(head, len(order))
+        tail = tail[self.rules.new_groups(found.items[order[tail]], found.items[rows])][:more]
+        best = np.concatenate([rows, order[tail]])
         # each item keeps the score of the ranker that placed it; rules show in explanations
-        placed = np.concatenate([ruled.order, np.arange(head, head + min(more, len(order) - head))])
+        placed = np.concatenate([ruled.order, tail])
         explanations = ruled.explanations + ((),) * (len(best) - len(ruled.order))
         trace.seconds["rules"] = time.perf_counter() - start
         return best, scores[placed], stages[placed], explanations
@@ -330,9 +334,15 @@ class RecommendPipeline:
         )
 
     def _backfill(
-        self, ctx: RequestContext, needed: int, already: np.ndarray, floor: float
+        self,
+        ctx: RequestContext,
+        needed: int,
+        already: np.ndarray,
+        shown: np.ndarray,
+        floor: float,
     ) -> list[ScoredItem]:
-        """No short lists: walk the popularity top past the candidates, filtering as we go."""
+        """No short lists: walk the popularity top past the candidates, filtering as we go
+        (and, with product groups, skipping a group already in the list)."""
         ranked = self.bundle.popularity.ranked
         chunk = max(4 * needed, 256)
         taken: list[np.ndarray] = []
@@ -340,7 +350,9 @@ class RecommendPipeline:
             window = ranked[start : start + chunk]
             window = window[~np.isin(window, already)]
             kept, _ = apply_filters(self.filters, ctx, window)
-            taken.append(window[kept])
+            window = window[kept]
+            window = window[self.rules.new_groups(window, np.concatenate([shown, *taken]))]
+            taken.append(window)
             if sum(len(t) for t in taken) >= needed:
                 break
         fill = np.concatenate(taken)[:needed] if taken else np.empty(0, np.int64)

@@ -110,6 +110,17 @@ class BusinessRules:
             _resolve(rule, attributes, n_items, self.categories) for rule in config.promotions
         )
 
+    def new_groups(self, items: np.ndarray, shown: np.ndarray) -> np.ndarray:
+        """Bool mask of `items` that may follow `shown` (item indices) without a second item
+        of a product group: for lists topped up after the rules (the backfill)."""
+        items = np.asarray(items, dtype=np.int64)
+        if self.group is None:
+            return np.ones(len(items), dtype=bool)
+        shown = np.asarray(shown, dtype=np.int64)
+        rows = np.arange(len(shown), len(shown) + len(items))
+        groups = self.group[np.concatenate([shown, items])]
+        return np.isin(rows, _dedup(groups, np.arange(len(shown)), rows))
+
     def apply(self, items: np.ndarray, scores: np.ndarray, k: int, now: float) -> RuledList:
         """Rows of (items, scores) to show, best first, at most k; `now` is Unix seconds
         (promotion windows and freshness are judged against it)."""

@@ -123,3 +123,18 @@ def test_dedup_shows_one_item_per_group_end_to_end(grouped_shop):
     off = groups_shown(bundle, config, False, users, k=30)
     assert all(repeats(groups) == 0 for groups in on)
     assert sum(repeats(groups) for groups in off) > 0  # without dedup, pairs do show up
+
+
+def test_items_added_after_the_rules_respect_the_groups_too(grouped_shop):
+    """A long list runs past the ranked head: the top-up and the popularity backfill must
+    not bring a second item of a group back."""
+    bundle, config = grouped_shop
+    few = config.replace(serving={"generators": ["als"], "candidate_budget": 20})
+    pipeline = RecommendPipeline.candidate_stage(bundle, few)
+    backfilled = 0
+    for user in [str(u) for u in bundle.users.ids[:10]]:
+        items = pipeline.recommend(RecommendRequest(user, 60)).items
+        backfilled += sum(item.stage == "backfill" for item in items)
+        groups = bundle.catalog.group[bundle.items.to_index([i.item_id for i in items])]
+        assert repeats(groups) == 0
+    assert backfilled > 0  # the backfill really ran

@@ -464,3 +464,11 @@ def test_now_must_be_finite():
     items, scores = ranked(3)
     with pytest.raises(ValueError, match="now must be a finite Unix time"):
         rules(attributes([["Comedy"]] * 3)).apply(items, scores, 3, float("nan"))
+
+
+def test_items_topped_up_after_the_rules_skip_groups_already_shown() -> None:
+    attrs = attributes([["Comedy"]] * 5, group=[5, 5, -1, 7, 7])
+    mask = rules(attrs, dedup_groups=True).new_groups(np.array([1, 2, 3, 4]), np.array([0]))
+    assert mask.tolist() == [False, True, True, False]  # 1 repeats 0's group; 4 repeats 3's
+    off = rules(attrs, dedup_groups=False).new_groups(np.array([1, 2, 3, 4]), np.array([0]))
+    assert off.all()
