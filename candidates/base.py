@@ -15,6 +15,13 @@ NO_ITEMS = np.empty(0, dtype=np.int64)
 T = TypeVar("T")
 
 
+def first_positions(values: np.ndarray) -> np.ndarray:
+    """Positions of the first occurrence of each distinct value, in order of appearance:
+    `values[first_positions(values)]` is `values` without repeats, order kept."""
+    _, first = np.unique(values, return_index=True)
+    return np.sort(first)
+
+
 @dataclass(frozen=True)
 class RequestContext:
     """A request after external ids became dense indices (-1: unknown user).

@@ -31,7 +31,14 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from candidates.base import NO_ITEMS, Candidates, RequestContext, TrainingData, top_k
+from candidates.base import (
+    NO_ITEMS,
+    Candidates,
+    RequestContext,
+    TrainingData,
+    first_positions,
+    top_k,
+)
 from recsys.config import I2I_KINDS, I2IConfig
 
 log = logging.getLogger(__name__)
@@ -282,8 +289,7 @@ def recent_positives(ctx: RequestContext, recent: int) -> np.ndarray:
     favourites; most recent (or first listed) first."""
     source = next((s for s in (ctx.history, ctx.basket, ctx.favorites) if len(s)), NO_ITEMS)
     source = np.asarray(source, dtype=np.int64)
-    _, first = np.unique(source, return_index=True)
-    return source[np.sort(first)][:recent]
+    return source[first_positions(source)][:recent]
 
 
 class I2IGenerator:

@@ -48,7 +48,14 @@ from pathlib import Path
 
 import numpy as np
 
-from candidates.base import NO_ITEMS, Candidates, Generator, RequestContext, TrainingData
+from candidates.base import (
+    NO_ITEMS,
+    Candidates,
+    Generator,
+    RequestContext,
+    TrainingData,
+    first_positions,
+)
 from recsys.config import EVENT_TYPES, Config, TopsConfig
 
 log = logging.getLogger(__name__)
@@ -586,6 +593,5 @@ def best_per_item(ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.n
     """Each item once with its best score, best first (ties by item index)."""
     best_first = np.lexsort((ids, -scores))
     ids, scores = ids[best_first], scores[best_first]
-    _, first_seen = np.unique(ids, return_index=True)  # the best-ranked copy of each item
-    keep = np.sort(first_seen)
+    keep = first_positions(ids)  # the best-ranked copy of each item
     return ids[keep].astype(np.int64), scores[keep].astype(np.float32)

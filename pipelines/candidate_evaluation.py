@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from candidates.base import first_positions
 from pipelines.build import build_bundle
 from pipelines.dataset import Dataset
 from pipelines.rating_evaluation import RatingEvaluation, evaluate_explicit
@@ -161,6 +162,5 @@ def _union_recall(
     items = np.concatenate([lists[g] for g in used])
     keys = np.concatenate([(np.arange(len(lists[g])) + 1) / shares[g] for g in used])
     merged = items[np.argsort(keys, kind="stable")]
-    _, first = np.unique(merged, return_index=True)
-    union = merged[np.sort(first)]  # distinct items in stream order
+    union = merged[first_positions(merged)]  # distinct items in stream order
     return np.array([np.isin(union[:k], relevant).sum() / len(relevant) for k in cutoffs])

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from candidates.base import RequestContext, top_k
+from candidates.base import RequestContext, first_positions, top_k
 from candidates.i2i import unit_rows
 from candidates.union import CandidateSet, union
 from ranking.cascade import Cascade
@@ -321,7 +321,8 @@ class RecommendPipeline:
         history = self.bundle.profiles.recent_of(user_index)
         exclude = known(request.exclude_item_ids)
         if request.session is not None:  # the session's items are the most recent of all
-            history = _first_occurrences(np.concatenate([known(request.session.recent), history]))
+            history = np.concatenate([known(request.session.recent), history])
+            history = history[first_positions(history)]
             exclude = np.concatenate([exclude, known(request.session.never_again)])
         return RequestContext(
             user_index=user_index,
@@ -381,12 +382,6 @@ def _restrict(found: CandidateSet, items: np.ndarray) -> CandidateSet:
         found.sources[at[hit]],
     )
     return CandidateSet(items, found.names, scores, ranks, sources)
-
-
-def _first_occurrences(items: np.ndarray) -> np.ndarray:
-    """`items` without repeats, each kept where it first appears."""
-    _, first = np.unique(items, return_index=True)
-    return items[np.sort(first)]
 
 
 def _check_names(key: str, names: tuple[str, ...], known: dict) -> None:
