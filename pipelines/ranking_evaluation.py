@@ -27,7 +27,7 @@ from pipelines.metrics import auc, logloss, ranking_report
 from pipelines.ranking_data import RankingData, build_ranking_data
 from ranking.cascade import with_known_ids
 from ranking.dlrm import DLRMRanker
-from ranking.frame import RankingFrame, rank_within_groups
+from ranking.frame import RankingFrame, rank_within_groups, top_lists
 from ranking.gbdt import GBDTRanker
 from recsys.config import Config
 
@@ -140,8 +140,4 @@ def _relevant_matrix(data: RankingData) -> tuple[sp.csr_matrix, int]:
 def _top_lists(data: RankingData, score: np.ndarray, k: int, n_users: int) -> np.ndarray:
     """(n_users, k) item ids by descending score within each request; -1 padded."""
     frame = data.frame
-    rank = rank_within_groups(frame.groups, score)
-    top = rank < k
-    lists = np.full((n_users, k), -1, dtype=np.int64)
-    lists[frame.groups[top], rank[top]] = frame.sparse[top, 1] - 1
-    return lists
+    return top_lists(frame.groups, score, frame.sparse[:, 1] - 1, k, n_users)

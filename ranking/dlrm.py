@@ -45,7 +45,7 @@ from torch.nn.utils.fusion import fuse_linear_bn_eval
 from tqdm.auto import tqdm
 
 from pipelines.metrics import auc, logloss, ndcg_at_k
-from ranking.frame import RankingFrame, rank_within_groups
+from ranking.frame import RankingFrame, top_lists
 from recsys.config import DLRMConfig
 
 log = logging.getLogger(__name__)
@@ -456,10 +456,7 @@ def grouped_ndcg(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: 
     """Mean NDCG@k over the requests with a positive, each request's rows ordered by score."""
     _, request = np.unique(groups, return_inverse=True)
     request = request.ravel()
-    rank = rank_within_groups(groups, scores)
-    top = rank < k
-    lists = np.full((request.max() + 1, k), -1, dtype=np.int64)
-    lists[request[top], rank[top]] = np.flatnonzero(top)
+    lists = top_lists(request, scores, np.arange(len(groups)), k, request.max() + 1)
     positive = np.flatnonzero(labels > 0.5)
     relevant = sp.csr_matrix(
         (np.ones(len(positive), np.float32), (request[positive], positive)),

@@ -69,3 +69,15 @@ def rank_within_groups(groups: np.ndarray, scores: np.ndarray) -> np.ndarray:
     rank = np.empty(len(groups), dtype=np.int64)
     rank[order] = np.arange(len(groups)) - np.searchsorted(sorted_groups, sorted_groups)
     return rank
+
+
+def top_lists(
+    groups: np.ndarray, scores: np.ndarray, values: np.ndarray, k: int, n_groups: int
+) -> np.ndarray:
+    """(n_groups, k): `values` of each request's best k rows by descending score, -1 padded;
+    `groups` are dense request numbers 0..n_groups-1."""
+    rank = rank_within_groups(groups, scores)
+    top = rank < k
+    lists = np.full((n_groups, k), -1, dtype=np.int64)
+    lists[groups[top], rank[top]] = values[top]
+    return lists
