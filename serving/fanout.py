@@ -56,27 +56,23 @@ class GeneratorFanout:
                 continue
             calls[self.pool.submit(_timed, generator, ctx, budget_of(generator.name))] = generator
         wait(calls, timeout=max(0.0, deadline - time.monotonic()))  # a raise counts as done
-        for call, generator in calls.items():
-            self._collect(call, generator, result, ctx)
+        answered = {g.name: self._collect(call, g, result, ctx) for call, g in calls.items()}
         # a dropped generator answers "nothing": its feature columns stay, all missing
-        answered = {
-            g.name: call.result()[0] for call, g in calls.items() if g.name not in result.dropped
-        }
-        result.answers = [
-            answered[g.name] if g.name in answered else _nothing(g.name) for g in generators
-        ]
+        result.answers = [answered.get(g.name) or _nothing(g.name) for g in generators]
         return result
 
     def _collect(
         self, call: Future, generator: Generator, result: FanoutResult, ctx: RequestContext
-    ) -> None:
+    ) -> Candidates | None:
+        """The call's answer, or None with the reason in `result.dropped`."""
         name = generator.name
         if not call.done():
             result.dropped[name] = "deadline"
             with self._lock:
                 self._late[name] = call
             log.warning("generator %s missed the deadline (request %s)", name, ctx.request_id)
-        elif call.exception() is not None:
+            return None
+        if call.exception() is not None:
             result.dropped[name] = "error"
             log.error(
                 "generator %s failed (request %s)",
@@ -84,8 +80,9 @@ class GeneratorFanout:
                 ctx.request_id,
                 exc_info=call.exception(),
             )
-        else:
-            result.seconds[name] = call.result()[1]
+            return None
+        answer, result.seconds[name] = call.result()
+        return answer
 
     def wait_for_late_calls(self, timeout: float) -> bool:
         """Wait until every call that missed its deadline has returned; False on timeout."""

@@ -32,7 +32,7 @@ from serving.events import Event, EventLog, EventLogTail, validate_events
 from serving.fanout import GeneratorFanout
 from serving.holder import BundleHolder
 from serving.pipeline import RecommendRequest, ScoredItem
-from serving.sessions import SessionStore
+from serving.sessions import Session, SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         request_id = request.request_id or uuid.uuid4().hex
 
         def work() -> pb.RecommendResponse:
-            deadline = _deadline(context, self.config.serving.deadline_ms)
-            self.sessions.catch_up()  # events any process acknowledged before this call
+            session, deadline = self._session_and_deadline(request.user_id, context)
             result = self.holder.pipeline().recommend(
                 RecommendRequest(
                     user_id=request.user_id,
@@ -101,7 +100,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                     basket_item_ids=tuple(request.basket_item_ids),
                     favorite_item_ids=tuple(request.favorite_item_ids),
                     request_id=request_id,
-                    session=self.sessions.session_of(request.user_id),
+                    session=session,
                     deadline=deadline,
                 )
             )
@@ -132,14 +131,10 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
     def Rank(self, request: pb.RankRequest, context: grpc.ServicerContext) -> pb.RankResponse:
         def work() -> pb.RankResponse:
-            deadline = _deadline(context, self.config.serving.deadline_ms)
-            self.sessions.catch_up()
+            session, deadline = self._session_and_deadline(request.user_id, context)
             pipeline = self.holder.pipeline()
             ranked = pipeline.rank(
-                request.user_id,
-                tuple(request.item_ids),
-                session=self.sessions.session_of(request.user_id),
-                deadline=deadline,
+                request.user_id, tuple(request.item_ids), session=session, deadline=deadline
             )
             return pb.RankResponse(items=_items(ranked), model_version=pipeline.version)
 
@@ -166,10 +161,19 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             validate_events(events, self.config.events.max_batch)
             self.event_log.append(events)  # durable before we say so
             metrics.EVENTS_LOGGED.inc(len(events))
-            self.sessions.catch_up()
             return pb.LogEventsResponse(accepted=len(events))
 
         return self._answer("LogEvents", context, work)
+
+    def _session_and_deadline(
+        self, user_id: str, context: grpc.ServicerContext
+    ) -> tuple[Session | None, float]:
+        """The user's session, after catching up with every event any process acknowledged
+        before this call, and the monotonic time by which to answer."""
+        self.sessions.catch_up()
+        return self.sessions.session_of(user_id), _deadline(
+            context, self.config.serving.deadline_ms
+        )
 
     def _answer(
         self, method: str, context: grpc.ServicerContext, work: Callable[[], Reply]

@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import tempfile
 import threading
 from multiprocessing.connection import Connection, wait
-from pathlib import Path
 
 from recsys.config import Config
 from serving.logs import configure_logging
@@ -92,9 +92,7 @@ class Supervisor:
             self.stopping.set()
             self._stop_workers()
             reserved.close()
-            for leftover in Path(metrics_dir).glob("*.db"):
-                leftover.unlink()
-            os.rmdir(metrics_dir)
+            shutil.rmtree(metrics_dir)
 
     def _spawn(self) -> tuple[multiprocessing.Process, Connection]:
         parent, child = SPAWN.Pipe(duplex=False)
