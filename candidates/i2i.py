@@ -123,7 +123,9 @@ class I2IModel:
         if unknown:
             raise ValueError(f"unknown i2i kind {unknown[0]!r}; known: {', '.join(I2I_KINDS)}")
         n_items = len(data.items)
-        unit = None if item_factors is None else unit_rows(_checked_factors(item_factors, n_items))
+        unit = (
+            None if item_factors is None else unit_rows(checked_item_vectors(item_factors, n_items))
+        )
         order = TieOrder.by_popularity(item_popularity(data))
         builders = {
             "als": lambda: als_neighbors(unit, config.neighbors, show_progress),
@@ -348,13 +350,16 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
 
 
-def _checked_factors(item_factors: np.ndarray, n_items: int) -> np.ndarray:
-    factors = np.ascontiguousarray(item_factors, dtype=np.float32)
-    if factors.ndim != 2 or factors.shape[0] != n_items:
-        raise ValueError(f"item_factors must be ({n_items}, f), got {factors.shape}")
-    if not np.isfinite(factors).all():
-        raise ValueError("item_factors hold NaN or infinite values")
-    return factors
+def checked_item_vectors(
+    vectors: np.ndarray, n_items: int, name: str = "item_factors"
+) -> np.ndarray:
+    """One finite float32 row per item, C-contiguous (copied only when it is not already)."""
+    array = np.ascontiguousarray(vectors, dtype=np.float32)
+    if array.ndim != 2 or array.shape[0] != n_items:
+        raise ValueError(f"{name} must be ({n_items}, d), got {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} hold NaN or infinite values")
+    return array
 
 
 def _row_blocks(cost: np.ndarray, max_rows: int, show: bool, what: str) -> Iterator[slice]:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from candidates.i2i import unit_rows
+from candidates.i2i import checked_item_vectors, unit_rows
 from pipelines.idmap import IdMap
 from recsys.config import PromotionRule, RulesConfig
 
@@ -483,11 +483,7 @@ def _checked_per_item(values: np.ndarray, n_items: int, name: str, dtype: type) 
 
 
 def _checked_vectors(vectors: np.ndarray, n_items: int) -> np.ndarray:
-    array = np.asarray(vectors, dtype=np.float32)
-    if array.ndim != 2 or array.shape[0] != n_items:
-        raise ValueError(f"unit_vectors must be ({n_items}, d), got {array.shape}")
-    if not np.isfinite(array).all():
-        raise ValueError("unit_vectors hold NaN or infinite values")
+    array = checked_item_vectors(vectors, n_items, "unit_vectors")
     norms = np.linalg.norm(array, axis=1)
     if np.all((np.abs(norms - 1) < 1e-3) | (norms == 0)):  # already unit: share, don't copy
         return array
