@@ -46,6 +46,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--processes", type=int, default=0, help="server workers; 0 = cores")
     parser.add_argument("-k", type=int, default=20)
+    parser.add_argument(
+        "--channels",
+        type=int,
+        default=32,
+        help="client connections (think: client pods); the kernel spreads connections, not "
+        "calls, over the server's workers, so a few connections can load one worker more",
+    )
     parser.add_argument("--cold-share", type=float, default=0.1)
     parser.add_argument(
         "--set",
@@ -150,13 +157,13 @@ async def _drive(
 ) -> list[dict]:
     rng = np.random.default_rng(0)
     rates = [float(r) for r in args.rates.split(",")]
-    # one channel per worker process is not needed: the kernel spreads connections, and
-    # several channels (each its own connection) let it spread them over the workers
+    # The kernel spreads connections, not calls, over the workers (SO_REUSEPORT), so the
+    # client opens --channels connections, as many client pods would, calls round-robin.
     channels = [
         grpc.aio.insecure_channel(
             f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
         )
-        for _ in range(8)
+        for _ in range(args.channels)
     ]
     stubs = [pb_grpc.RecommenderStub(channel) for channel in channels]
 
@@ -167,15 +174,27 @@ async def _drive(
     await _at_rate(stubs, request, 50.0, 3.0)  # warm-up: caches, first-call costs
     rows = []
     for rate in rates:
-        cpu_before = _tree_cpu_seconds(server_pid)
+        cpu_before, host_before = _tree_cpu_seconds(server_pid), _host_ticks()
         row = await _at_rate(stubs, request, rate, args.seconds)
+        host = _host_ticks() - host_before
+        # a VM's "steal": time the hypervisor gave our vCPUs to someone else (noisy host)
+        row["steal"] = 100 * host[7] / max(host.sum(), 1)
         answered = max(1, round(row["rps"] * args.seconds))
-        row["cpu_ms"] = (_tree_cpu_seconds(server_pid) - cpu_before) / answered * 1000
+        used = {
+            pid: cpu - cpu_before.get(pid, 0.0)
+            for pid, cpu in _tree_cpu_seconds(server_pid).items()
+        }
+        row["cpu_ms"] = sum(used.values()) / answered * 1000
+        # the kernel spreads connections, not calls, over the workers: show how even it was
+        workers = [cpu for pid, cpu in used.items() if pid != server_pid and cpu > 0]
+        row["split"] = "/".join(f"{100 * cpu / max(sum(workers), 1e-9):.0f}" for cpu in workers)
         rows.append(row)
         print(
             f"rate {rate:6.0f}/s: achieved {row['rps']:6.1f}/s  p50 {row['p50']:7.1f} ms  "
             f"p95 {row['p95']:7.1f} ms  p99 {row['p99']:7.1f} ms  "
-            f"server CPU {row['cpu_ms']:5.2f} ms/request  errors {row['errors']}",
+            f"server CPU {row['cpu_ms']:5.2f} ms/request (workers {row['split']} %)  "
+            f"steal {row['steal']:.0f}%  "
+            f"errors {row['errors']}",
             flush=True,
         )
         if row["p99"] > 1000:  # far past saturation: higher rates only queue
@@ -215,10 +234,18 @@ async def _at_rate(stubs, request, rate: float, seconds: float) -> dict:
     }
 
 
-def _tree_cpu_seconds(root: int) -> float:
-    """User + system CPU of a process and its children (the supervisor and its workers)."""
+def _host_ticks() -> np.ndarray:
+    """The machine's CPU time by state (user, nice, system, idle, iowait, irq, softirq,
+    steal, ...) from /proc/stat, in clock ticks."""
+    first = Path("/proc/stat").read_text().splitlines()[0]
+    return np.array([int(v) for v in first.split()[1:]], dtype=np.int64)
+
+
+def _tree_cpu_seconds(root: int) -> dict[int, float]:
+    """User + system CPU of a process and of each of its children (the supervisor and its
+    workers), by pid."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    seconds = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -228,8 +255,8 @@ def _tree_cpu_seconds(root: int) -> float:
             continue  # exited meanwhile
         pid, parent = int(entry), int(fields[1])
         if pid == root or parent == root:
-            total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
+            seconds[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    return seconds
 
 
 def _report(rows: list[dict], args: argparse.Namespace) -> None:

@@ -22,6 +22,43 @@ def first_positions(values: np.ndarray) -> np.ndarray:
     return np.sort(first)
 
 
+# Request-time set operations on a few hundred item indices. Since NumPy 2.3 np.unique hashes
+# before it sorts, and np.isin picks its method at every call: at these sizes each costs
+# 30-80 µs, several times the cost of a scratch table or a sort.
+
+
+def distinct_indices(indices: np.ndarray) -> np.ndarray:
+    """np.unique(indices) for a 1-D array of non-negative integers (item or category indices),
+    by marking them in a bool table of max + 1 entries: a fifth of np.unique's time at a
+    few hundred indices below 2k, still a little under it with 100k items."""
+    if not len(indices):
+        return indices.copy()
+    if indices.min() < 0:
+        raise ValueError(f"indices must be >= 0, got {indices.min()}")
+    present = np.zeros(int(indices.max()) + 1, dtype=bool)
+    present[indices] = True
+    return np.flatnonzero(present).astype(indices.dtype, copy=False)
+
+
+def distinct_and_slots(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """distinct_indices(indices), and the slot of each index in it:
+    np.unique(indices, return_inverse=True)."""
+    distinct = distinct_indices(indices)
+    slot_of = np.empty(int(distinct[-1]) + 1 if len(distinct) else 0, dtype=np.intp)
+    slot_of[distinct] = np.arange(len(distinct))
+    return distinct, slot_of[indices]
+
+
+def is_member(values: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """np.isin(values, members) for integer arrays (values of any shape): a binary search
+    of each value in the sorted members; free when there are no members."""
+    if not np.size(members):
+        return np.zeros(np.shape(values), dtype=bool)
+    ordered = np.sort(members, axis=None)
+    nearest = ordered.take(np.searchsorted(ordered, values), mode="clip")
+    return nearest == values
+
+
 @dataclass(frozen=True)
 class RequestContext:
     """A request after external ids became dense indices (-1: unknown user).

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from candidates.base import NO_ITEMS, Candidates, RequestContext, top_k
+from candidates.base import NO_ITEMS, Candidates, RequestContext, distinct_and_slots, top_k
 from candidates.i2i import I2IModel
 from recsys.config import BusinessConfig
 
@@ -49,7 +49,7 @@ class BusinessGenerator:
         # proposed (it is being bought right now), only its neighbours are.
         direct = np.concatenate([ctx.favorites, history]).astype(np.int64)
         direct_scores = np.concatenate([np.ones(len(ctx.favorites), np.float32), recency])
-        items, inverse = np.unique(np.concatenate([neighbours, direct]), return_inverse=True)
+        items, inverse = distinct_and_slots(np.concatenate([neighbours, direct]))
         summed = np.zeros(len(items), np.float32)
         np.add.at(summed, inverse[: len(neighbours)], neighbour_scores)
         best = summed.copy()

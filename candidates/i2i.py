@@ -36,7 +36,9 @@ from candidates.base import (
     Candidates,
     RequestContext,
     TrainingData,
+    distinct_and_slots,
     first_positions,
+    is_member,
     top_k,
 )
 from recsys.config import I2I_KINDS, I2IConfig
@@ -191,7 +193,7 @@ class I2IModel:
         lengths = indptr[items + 1] - indptr[items]
         offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         categories = indices[np.repeat(indptr[items], lengths) + offsets]
-        present, column = np.unique(categories, return_inverse=True)
+        present, column = distinct_and_slots(categories)
         member = np.zeros((len(items), len(present)), dtype=np.float32)
         member[np.repeat(np.arange(len(items)), lengths), column] = 1.0
         inter = member @ member.T
@@ -320,8 +322,8 @@ class I2IGenerator:
             return Candidates(NO_ITEMS, np.empty(0, np.float32), self.name)
         ids, scores = self.model.neighbors(self.kind, seeds, self.model.list_length(self.kind))
         contribution = scores * seed_weights[:, None]
-        keep = (ids >= 0) & ~np.isin(ids, seeds)
-        items, slot = np.unique(ids[keep], return_inverse=True)
+        keep = (ids >= 0) & ~is_member(ids, seeds)
+        items, slot = distinct_and_slots(ids[keep])
         merged = np.bincount(slot, weights=contribution[keep], minlength=len(items))
         merged = merged.astype(np.float32)
         best = top_k(merged, budget)

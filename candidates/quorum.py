@@ -27,18 +27,28 @@ category's TF top, the union scored by the full sum over ALL the user's categori
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-from candidates.base import NO_ITEMS, Candidates, RequestContext, TrainingData, top_k
+from candidates.base import (
+    NO_ITEMS,
+    Candidates,
+    RequestContext,
+    TrainingData,
+    distinct_indices,
+    top_k,
+)
 from candidates.sparse_rows import rows_dot, run_positions
 from recsys.config import QuorumConfig
 
 FILE = "quorum.npz"
 NO_WEIGHTS = np.empty(0, dtype=np.float64)
+# TF is also kept dense (see QuorumModel.score) when at least this share of its entries is
+# stored: the dense float32 array is then no bigger than the CSR's data and indices.
+DENSE_TF_MIN_DENSITY = 0.5
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,8 @@ class QuorumModel:
     item_categories: sp.csr_matrix  # bool (n_items, n_categories): UF of users not in training
     top_items: np.ndarray  # int64: each category's best items by TF, best first, concatenated
     top_offsets: np.ndarray  # int64 (n_categories + 1,): c's top is top_items[o[c] : o[c + 1]]
+    # TF transposed to a dense (n_categories, n_items) array if dense enough, else None
+    tf_by_category: np.ndarray | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n_categories = len(self.idf)
@@ -68,6 +80,7 @@ class QuorumModel:
             )
         if self.top_offsets[-1] != len(self.top_items):
             raise ValueError("quorum: top_offsets do not end at len(top_items)")
+        object.__setattr__(self, "tf_by_category", _dense_by_category(self.tf))
 
     @property
     def n_users(self) -> int:
@@ -112,9 +125,10 @@ class QuorumModel:
         """UF of a user known only by `items` (seed 004 "Кворумы", same definition as fit):
         the share of the distinct items in each category. Items newer than the model (index
         >= n_items) carry no categories here and are skipped."""
-        items = np.unique(np.asarray(items, dtype=np.int64))
-        if len(items) and items[0] < 0:
-            raise ValueError(f"quorum: negative item index {items[0]}")
+        items = np.asarray(items, dtype=np.int64).ravel()
+        if len(items) and items.min() < 0:
+            raise ValueError(f"quorum: negative item index {items.min()}")
+        items = distinct_indices(items)
         items = items[items < self.n_items]
         if not len(items):
             return NO_ITEMS, NO_WEIGHTS
@@ -145,15 +159,21 @@ class QuorumModel:
         """Distinct items among the first `per_category` of each category's TF top."""
         starts = self.top_offsets[categories]
         lengths = np.minimum(self.top_offsets[categories + 1] - starts, per_category)
-        return np.unique(self.top_items[run_positions(starts, lengths)])
+        return distinct_indices(self.top_items[run_positions(starts, lengths)])
 
     def score(self, categories: np.ndarray, user_uf: np.ndarray, items: np.ndarray) -> np.ndarray:
         """seed 004 "Кворумы": Σ_c TF(item, c) · UF(user, c) · IDF(c) over all the user's
-        categories, for each of `items`; float64. One sparse (items x categories) matrix
-        times the dense vector UF · IDF, gathered row by row (candidates.sparse_rows)."""
+        categories, for each of `items`; float64. The (items x categories) TF rows times the
+        dense vector UF · IDF: from the dense TF when there is one, else gathered row by row
+        from the CSR (candidates.sparse_rows)."""
         category_weight = np.zeros(len(self.idf), dtype=np.float64)
         category_weight[categories] = user_uf * self.idf[categories]
-        return rows_dot(self.tf, items, category_weight)
+        if self.tf_by_category is None:
+            return rows_dot(self.tf, items, category_weight)
+        # Bit for bit rows_dot's answer, 4x faster: the same products, summed in the same
+        # order (categories ascending, the CSR's sorted order); the extra terms, categories
+        # an item lacks, are 0.0 and leave the sums unchanged.
+        return (self.tf_by_category.take(items, axis=1) * category_weight[:, None]).sum(axis=0)
 
     def save(self, directory: Path) -> None:
         np.savez(
@@ -277,6 +297,15 @@ def _category_tops(tf: sp.csr_matrix, depth: int) -> dict[str, np.ndarray]:
         "top_items": by_category.indices[order[rank < depth]].astype(np.int64),
         "top_offsets": np.concatenate([[0], np.cumsum(kept)]).astype(np.int64),
     }
+
+
+def _dense_by_category(tf: sp.csr_matrix) -> np.ndarray | None:
+    """TF as a C-ordered (n_categories, n_items) array, in TF's dtype; None when less than
+    DENSE_TF_MIN_DENSITY of its entries are stored."""
+    n_items, n_categories = tf.shape
+    if tf.nnz < DENSE_TF_MIN_DENSITY * n_items * n_categories:
+        return None
+    return np.ascontiguousarray(tf.toarray().T)
 
 
 def _float32_canonical(matrix: sp.csr_matrix) -> sp.csr_matrix:

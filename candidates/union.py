@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from candidates.base import Candidates
+from candidates.base import Candidates, distinct_and_slots
 
 
 @dataclass(frozen=True)
@@ -35,23 +35,25 @@ class CandidateSet:
 def union(answers: list[Candidates]) -> CandidateSet:
     """Distinct items of all answers with per-generator scores, ranks and source tuples.
 
+    All answers are concatenated and scattered into the (item, generator) tables at once.
     Sources are a bitmask per item (bit g = answers[g] found it), turned into tuples
     through a table of all 2^G combinations, so no loop runs over items.
     """
     names = tuple(a.source for a in answers)
-    items = (
-        np.unique(np.concatenate([a.item_ids for a in answers]))
-        if answers
-        else np.empty(0, np.int64)
-    )
+    if not answers:
+        nothing = np.empty((0, 0), dtype=np.float32)
+        return CandidateSet(np.empty(0, np.int64), names, nothing, nothing, np.empty(0, object))
+    found = np.concatenate([a.item_ids for a in answers])
+    lengths = [len(a) for a in answers]
+    generator = np.repeat(np.arange(len(answers)), lengths)  # answer of each found item
+    rank = np.arange(len(found)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    items, rows = distinct_and_slots(found)
     scores = np.full((len(items), len(answers)), np.nan, dtype=np.float32)
     ranks = np.full((len(items), len(answers)), np.nan, dtype=np.float32)
+    scores[rows, generator] = np.concatenate([a.scores for a in answers])
+    ranks[rows, generator] = rank
     found_by = np.zeros(len(items), dtype=np.int64)
-    for g, answer in enumerate(answers):
-        rows = np.searchsorted(items, answer.item_ids)
-        scores[rows, g] = answer.scores
-        ranks[rows, g] = np.arange(len(answer), dtype=np.float32)
-        found_by[rows] |= 1 << g
+    np.bitwise_or.at(found_by, rows, 1 << generator)
     return CandidateSet(items, names, scores, ranks, _source_tuples(names)[found_by])
 
 

@@ -55,7 +55,11 @@ class Ranked:
 class Cascade:
     """The configured stages over one bundle's rankers; built once per bundle."""
 
-    def __init__(self, rankers: TrainedRankers, config: RankingConfig) -> None:
+    def __init__(
+        self, rankers: TrainedRankers, config: RankingConfig, cache_dir: Path | None = None
+    ) -> None:
+        """`cache_dir` keeps compiled LightGBM forests between processes (see
+        ranking.compiled_trees); None compiles in memory each time."""
         missing = [s for s in config.stages if getattr(rankers, s) is None]
         if missing:
             raise ValueError(
@@ -63,7 +67,11 @@ class Cascade:
                 "ranker; run `recsys nightly` with this configuration"
             )
         self.config = config
-        self.lightgbm = rankers.lightgbm if "lightgbm" in config.stages else None
+        self.lightgbm = None
+        if "lightgbm" in config.stages:
+            self.lightgbm = rankers.lightgbm
+            if config.lightgbm_serving == "compiled":
+                self.lightgbm = rankers.lightgbm.compiled(cache_dir)
         self.dlrm = None
         if "dlrm" in config.stages:
             self.dlrm = _dlrm_variant(rankers.dlrm, config.dlrm_serving)
@@ -84,13 +92,13 @@ class Cascade:
         for stage in self.stages:
             start = time.perf_counter()
             rows = order[:head]
+            # the first stage sees every row in frame order: no copy of the frame
+            part = frame if head == n and stage == self.stages[0] else frame.take(rows)
             if stage == "lightgbm":
-                stage_scores = self.lightgbm.predict(frame.take(rows))
+                stage_scores = self.lightgbm.predict(part)
                 head = min(head, self.config.lightgbm_keep)
             else:
-                stage_scores = self.dlrm.predict(
-                    with_known_ids(frame.take(rows), self.dlrm_cardinalities)
-                )
+                stage_scores = self.dlrm.predict(with_known_ids(part, self.dlrm_cardinalities))
             best = np.argsort(-stage_scores, kind="stable")
             order[: len(rows)] = rows[best]
             scores[: len(rows)] = stage_scores[best]

@@ -170,6 +170,8 @@ class FeatureBuilder:
             "user_positives",
             "user_days_since_last",
         )
+        self.column = {name: i for i, name in enumerate(self.dense_names)}
+        self._static_tables(bundle)
         self.cardinalities = (
             len(self.user_factors) + 1,
             len(self.item_factors) + 1,
@@ -183,62 +185,87 @@ class FeatureBuilder:
                 f"candidates come from {found.names}, features expect {self.generator_names}"
             )
         items, n = found.items, len(found)
-        stats = self.stats
         user = ctx.user_index if 0 <= ctx.user_index < len(self.user_factors) else -1
-        nan = np.full(n, np.nan, dtype=np.float32)
-
-        def user_value(values: np.ndarray) -> np.ndarray:
-            return nan if user < 0 else np.full(n, values[user], dtype=np.float32)
-
-        als_dot = nan if user < 0 else self.item_factors[items] @ self.user_factors[user]
-        eals = self.bundle.eals
-        eals_user = user if user < len(eals.user_bias) else -1
+        column = self.column
+        # One gather per side instead of one per feature: a request pays a few dozen numpy
+        # calls, not a hundred (serving runs this once per request, DESIGN.md §5 budgets).
+        dense = np.empty((n, len(self.dense_names)), dtype=np.float32)
+        dense[:, self.item_columns] = self.item_table[items]
+        dense[:, self.user_columns] = self.user_table[user] if user >= 0 else np.nan
+        if found.names:  # score and rank of each generator, interleaved
+            first = column[f"gen_{found.names[0]}_score"]
+            dense[:, first : first + 2 * len(found.names) : 2] = found.scores
+            dense[:, first + 1 : first + 2 * len(found.names) : 2] = found.ranks
+        dense[:, column["n_sources"]] = np.isfinite(found.scores).sum(axis=1)
+        dense[:, column["als_dot"]] = (
+            self.item_factors[items] @ self.user_factors[user] if user >= 0 else np.nan
+        )
+        dense[:, column["eals_prediction"]] = self._eals_prediction(user, items)
+        mean_price = self.stats.user_mean_price[user] if user >= 0 else np.float32(np.nan)
+        dense[:, column["price_to_user_mean"]] = dense[:, column["item_price"]] / mean_price
         categories, uf = self.bundle.quorum.remembered_user_categories(ctx)
-        affinity = self.bundle.quorum.score(categories, uf, items) if len(categories) else nan
-        price = stats.item_price[items]
-        interleaved = np.empty((n, 2 * len(found.names)), dtype=np.float32)
-        interleaved[:, 0::2], interleaved[:, 1::2] = found.scores, found.ranks
-        columns = [
-            als_dot,
-            user_value(self.user_norms),
-            self.item_norms[items],
-            eals.predict(np.int64(eals_user), items),
-            eals.item_bias[items],
-            *interleaved.T,
-            np.isfinite(found.scores).sum(axis=1),
-            *self.item_stats[:, items],
-            (stats.now - stats.item_created[items]) / SECONDS_PER_DAY,
-            price,
-            price / user_value(stats.user_mean_price),
-            affinity,
-            self._category_recency(user, items),
-            user_value(stats.user_events),
-            user_value(stats.user_distinct_items),
-            user_value(stats.user_positives),
-            user_value((stats.now - stats.user_last_time) / SECONDS_PER_DAY),
-        ]
-        dense = (
-            np.column_stack([np.asarray(c, dtype=np.float32) for c in columns])
-            if n
-            else (np.empty((0, len(self.dense_names)), np.float32))
+        dense[:, column["quorum_affinity"]] = (
+            self.bundle.quorum.score(categories, uf, items) if len(categories) else np.nan
         )
+        dense[:, column["category_recency_days"]] = self._category_recency(user, items)
         region = self.bundle.tops.region_index(ctx.region) + 1 if ctx.region else 0
-        sparse = np.column_stack(
-            [
-                np.full(n, user + 1, dtype=np.int64),
-                items + 1,
-                self.first_category[items],
-                np.full(n, max(region, 0), dtype=np.int64),
-            ]
-        )
+        sparse = np.empty((n, len(SPARSE_NAMES)), dtype=np.int64)
+        sparse[:, 0] = user + 1
+        sparse[:, 1] = items + 1
+        sparse[:, 2] = self.first_category[items]
+        sparse[:, 3] = max(region, 0)
         return RankingFrame(
             dense=dense,
             dense_names=self.dense_names,
-            sparse=sparse.reshape(n, len(SPARSE_NAMES)),
+            sparse=sparse,
             sparse_names=SPARSE_NAMES,
             sparse_cardinalities=self.cardinalities,
             groups=np.full(n, group, dtype=np.int64),
         )
+
+    def _eals_prediction(self, user: int, items: np.ndarray) -> np.ndarray:
+        """μ + b_u + b_i + p_u·q_i (EALSModel.predict), an unknown user or item counting 0."""
+        eals = self.bundle.eals
+        out = np.full(len(items), eals.global_mean, dtype=np.float32)
+        known_user = 0 <= user < len(eals.user_bias)
+        if known_user:
+            out += eals.user_bias[user]
+        out += self.eals_item_bias[items]
+        if known_user:
+            out += np.einsum("ij,j->i", self.eals_item_factors[items], eals.user_factors[user])
+        return out
+
+    def _static_tables(self, bundle) -> None:
+        """Per-item and per-user features that do not depend on the request, one row each,
+        computed once per bundle ("now" is the bundle's newest event, so ages are fixed)."""
+        stats, eals, n_items = self.stats, bundle.eals, len(self.item_factors)
+        # eALS knows the items of its own training; any other item counts 0, as in predict
+        known = min(n_items, len(eals.item_bias))
+        self.eals_item_bias = np.zeros(n_items, dtype=np.float32)
+        self.eals_item_bias[:known] = eals.item_bias[:known]
+        self.eals_item_factors = np.zeros((n_items, eals.item_factors.shape[1]), np.float32)
+        self.eals_item_factors[:known] = eals.item_factors[:known]
+        item = {
+            "als_item_norm": self.item_norms,
+            "eals_item_bias": self.eals_item_bias,
+            **{
+                f"item_{name}": row
+                for name, row in zip(bundle.tops.stat_names(), self.item_stats, strict=True)
+            },
+            "item_age_days": (stats.now - stats.item_created) / SECONDS_PER_DAY,
+            "item_price": stats.item_price,
+        }
+        user = {
+            "als_user_norm": self.user_norms,
+            "user_events": stats.user_events,
+            "user_distinct_items": stats.user_distinct_items,
+            "user_positives": stats.user_positives,
+            "user_days_since_last": (stats.now - stats.user_last_time) / SECONDS_PER_DAY,
+        }
+        self.item_columns = np.array([self.column[name] for name in item])
+        self.item_table = np.column_stack([np.asarray(v, np.float32) for v in item.values()])
+        self.user_columns = np.array([self.column[name] for name in user])
+        self.user_table = np.column_stack([np.asarray(v, np.float32) for v in user.values()])
 
     def _category_recency(self, user: int, items: np.ndarray) -> np.ndarray:
         """Days since the user's newest event in any of each item's categories; NaN never."""

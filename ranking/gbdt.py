@@ -12,6 +12,7 @@ predicts after `fit` is the one `save` writes and `load` reads back.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -21,6 +22,7 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
+from ranking.compiled_trees import compile_forest
 from ranking.frame import RankingFrame
 from recsys.config import LightGBMConfig
 
@@ -62,6 +64,8 @@ class GBDTRanker:
         self.feature_names = feature_names
         self.objective = objective
         self.curve = curve
+        self.variant = "booster"  # or "compiled": see `compiled`
+        self._raw_scores = functools.partial(booster.predict, raw_score=True, num_threads=1)
 
     @property
     def best_iteration(self) -> int:
@@ -122,11 +126,21 @@ class GBDTRanker:
         _check_names(frame.dense_names, self.feature_names, "frame")
         if not len(frame):
             return np.empty(0, dtype=np.float32)
-        dense = np.ascontiguousarray(frame.dense, dtype=np.float32)
-        # Measured: per-call overhead is ~0.05 ms, the rest is the tree walk; float64 input,
-        # predict_disable_shape_check and a booster built with num_threads=1 change nothing.
-        scores = self.booster.predict(dense, raw_score=True, num_threads=1)
+        scores = self._raw_scores(np.ascontiguousarray(frame.dense, dtype=np.float32))
         return np.asarray(scores, dtype=np.float32)
+
+    def compiled(self, cache_dir: Path | None = None) -> GBDTRanker:
+        """The same trees compiled to native code (ranking.compiled_trees): equal scores,
+        about 10x faster at serving batch sizes. If the compiler is missing or fails, the
+        booster keeps predicting and the reason is logged: serving slower beats not serving."""
+        ranker = GBDTRanker(self.booster, self.feature_names, self.objective, self.curve)
+        try:
+            ranker._raw_scores = compile_forest(self.booster.model_to_string(), cache_dir)
+        except Exception as error:  # an optional speed-up must never refuse a good bundle
+            log.warning("lightgbm: serving without compiled trees: %s", error)
+            return ranker
+        ranker.variant = "compiled"
+        return ranker
 
     def feature_importance(self) -> dict[str, dict[str, float]]:
         """Total gain and split count per feature over the kept trees, by gain descending."""

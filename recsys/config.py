@@ -161,6 +161,7 @@ class RankingConfig:
     stages: tuple[str, ...]  # in order, from RANKING_STAGES; empty = iALS dot-product order
     lightgbm_keep: int  # candidates LightGBM passes on to the next stage
     dlrm_serving: str  # "eager", "int8" (dynamic quantization) or "torchscript"
+    lightgbm_serving: str  # "compiled" (native code, lleaves) or "booster" (LightGBM's own)
     label_share: float  # last share of events whose positives label the training data
     random_negatives: int  # random eligible items added per training request
     max_users: int  # training requests sampled (0 = all users with labels)
@@ -477,6 +478,11 @@ def _validate(config: Any, where: str) -> None:
                 f"ranking.dlrm_serving {config.dlrm_serving!r} unknown; "
                 f"known: {', '.join(DLRM_SERVING)}"
             )
+        if config.lightgbm_serving not in LIGHTGBM_SERVING:
+            raise ConfigError(
+                f"ranking.lightgbm_serving {config.lightgbm_serving!r} unknown; "
+                f"known: {', '.join(LIGHTGBM_SERVING)}"
+            )
         if not 0.0 < config.label_share < 1.0:
             raise ConfigError(f"ranking.label_share must be in (0, 1), got {config.label_share}")
         if config.random_negatives < 0 or config.max_users < 0:
@@ -546,5 +552,6 @@ ANN_BACKENDS = ("hnsw", "faiss-hnsw", "faiss-ivf", "faiss-flat", "exact")
 I2I_KINDS = ("als", "npmi", "content")
 RANKING_STAGES = ("lightgbm", "dlrm")
 DLRM_SERVING = ("eager", "int8", "torchscript")
+LIGHTGBM_SERVING = ("compiled", "booster")
 LOG_FORMATS = ("json", "text")
 PROMOTION_KINDS = ("boost", "pin")

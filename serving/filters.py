@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from candidates.base import RequestContext
+from candidates.base import RequestContext, is_member
 from recsys.config import ServingConfig
 from serving.catalog import ItemCatalog, UserProfiles
 
@@ -34,7 +34,7 @@ class RequestExclusions:
     name = "request_exclusions"
 
     def keep(self, ctx: RequestContext, items: np.ndarray) -> np.ndarray:
-        return ~np.isin(items, ctx.exclude) & ~np.isin(items, ctx.basket)
+        return ~is_member(items, np.concatenate([ctx.exclude, ctx.basket]))
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class AlreadyInteracted:
     profiles: UserProfiles
 
     def keep(self, ctx: RequestContext, items: np.ndarray) -> np.ndarray:
-        return ~np.isin(items, self.profiles.seen_items(ctx.user_index))
+        return ~is_member(items, self.profiles.seen_items(ctx.user_index))
 
 
 @dataclass(frozen=True)
@@ -101,11 +101,15 @@ FILTER_FACTORIES: dict[str, FilterFactory] = {
 def apply_filters(
     filters: tuple[Filter, ...], ctx: RequestContext, items: np.ndarray
 ) -> tuple[np.ndarray, dict[str, int]]:
-    """Mask of items every filter keeps, and how many each filter removed (in order)."""
+    """Mask of items every filter keeps, and how many each filter removed (in order).
+    Each filter sees only the items the filters before it kept."""
     kept = np.ones(len(items), dtype=bool)
+    remaining = items
     removed: dict[str, int] = {}
     for flt in filters:
-        before = int(kept.sum())
-        kept[kept] = flt.keep(ctx, items[kept])
-        removed[flt.name] = before - int(kept.sum())
+        keep = flt.keep(ctx, remaining)
+        removed[flt.name] = len(remaining) - int(np.count_nonzero(keep))
+        if removed[flt.name]:  # a filter that removed nothing changes nothing
+            kept[kept] = keep
+            remaining = remaining[keep]
     return kept, removed

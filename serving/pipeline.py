@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -92,7 +93,11 @@ class RecommendPipeline:
         )
         self.ranker = DotProductRanker(bundle.als.model, bundle.popularity)
         self.features = FeatureBuilder(bundle, tuple(g.name for g in self.generators))
-        self.cascade = Cascade(bundle.rankers, config.ranking) if config.ranking.stages else None
+        self.cascade = (
+            Cascade(bundle.rankers, config.ranking, Path(config.data.cache_dir) / "compiled")
+            if config.ranking.stages
+            else None
+        )
         # Unit item vectors for SimilarItems and MMR: the bundle's i2i model already holds them.
         self.unit_item_vectors = (
             bundle.i2i.unit_factors

@@ -40,7 +40,14 @@ def frame() -> RankingFrame:
 def config(stages, keep=3):
     return (
         load_config()
-        .replace(ranking={"stages": stages, "lightgbm_keep": keep, "dlrm_serving": "eager"})
+        .replace(
+            ranking={
+                "stages": stages,
+                "lightgbm_keep": keep,
+                "dlrm_serving": "eager",
+                "lightgbm_serving": "booster",
+            }
+        )
         .ranking
     )
 

@@ -173,3 +173,40 @@ def test_bad_training_input(frames):
     graded = replace(train, labels=train.labels * 2)
     with pytest.raises(ValueError, match="0 or 1"):
         GBDTRanker.fit(graded, valid, config("binary"))
+
+
+@pytest.mark.parametrize("objective", ["binary", "lambdarank"])
+def test_compiled_trees_score_like_the_booster(objective, binary, lambdarank, frames):
+    ranker = binary if objective == "binary" else lambdarank
+    compiled = ranker.compiled()
+    assert compiled.variant == "compiled" and ranker.variant == "booster"
+    valid = frames[1]  # a third of one column is NaN: the trees' missing-value routing
+    np.testing.assert_array_equal(compiled.predict(valid), ranker.predict(valid))
+    assert compiled.predict(valid.take(np.arange(0))).shape == (0,)
+
+
+def test_compiled_forest_is_cached_and_a_damaged_cache_is_rebuilt(lambdarank, frames, tmp_path):
+    expected = lambdarank.predict(frames[1])
+    first = lambdarank.compiled(tmp_path)
+    (cached,) = tmp_path.glob("forest-*.o")
+    assert (tmp_path / f"{cached.stem}.sha256").is_file()
+    assert not list(tmp_path.glob("*.partial"))
+    built = cached.stat().st_mtime_ns
+    second = lambdarank.compiled(tmp_path)  # loads the file: nothing is written
+    assert cached.stat().st_mtime_ns == built
+    cached.write_bytes(cached.read_bytes()[:100])  # truncated: must not be loaded
+    third = lambdarank.compiled(tmp_path)
+    assert cached.stat().st_size > 100
+    for ranker in (first, second, third):
+        np.testing.assert_array_equal(ranker.predict(frames[1]), expected)
+
+
+def test_compile_failure_keeps_the_booster(lambdarank, frames, monkeypatch, caplog):
+    def broken(*_):
+        raise RuntimeError("no LLVM here")
+
+    monkeypatch.setattr("ranking.gbdt.compile_forest", broken)
+    ranker = lambdarank.compiled()
+    assert ranker.variant == "booster"
+    assert "no LLVM here" in caplog.text
+    np.testing.assert_array_equal(ranker.predict(frames[1]), lambdarank.predict(frames[1]))

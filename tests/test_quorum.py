@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from candidates import quorum as quorum_module
 from candidates.base import RequestContext
 from candidates.quorum import FILE, QuorumGenerator, QuorumModel
 from pipelines.dataset import Dataset, normalize_events
@@ -272,9 +273,13 @@ def synthetic():
     return build_training_data(dataset, load_config())
 
 
-def test_runtime_scores_equal_the_dense_formula(synthetic):
+@pytest.mark.parametrize("tf_kept_dense", [True, False])
+def test_runtime_scores_equal_the_dense_formula(synthetic, tf_kept_dense, monkeypatch):
+    # both ways QuorumModel.score reads TF: the dense copy, or rows of the CSR
+    monkeypatch.setattr(quorum_module, "DENSE_TF_MIN_DENSITY", 0.0 if tf_kept_dense else 2.0)
     quorum_config = QuorumConfig(gamma=2.0, per_category=15, max_categories=3, depth=40)
     model = QuorumModel.fit(synthetic, quorum_config)
+    assert (model.tf_by_category is not None) == tf_kept_dense
     quorum = QuorumGenerator(model, quorum_config)
     uf, tf, idf = dense_reference(synthetic, quorum_config.gamma)
     np.testing.assert_allclose(model.uf.toarray(), uf, rtol=1e-6)

@@ -189,8 +189,8 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             context.abort(code, message)
         finally:
             self.calls.end()
-            metrics.REQUESTS.labels(method, code.name).inc()
-            metrics.REQUEST_SECONDS.labels(method).observe(time.perf_counter() - start)
+            metrics.child(metrics.REQUESTS, method, code.name).inc()
+            metrics.child(metrics.REQUEST_SECONDS, method).observe(time.perf_counter() - start)
 
 
 class CallCount:
