@@ -175,7 +175,9 @@ async def _drive(
     rows = []
     for rate in rates:
         cpu_before, host_before = _tree_cpu_seconds(server_pid), _host_ticks()
+        client_before = time.process_time()
         row = await _at_rate(stubs, request, rate, args.seconds)
+        client = time.process_time() - client_before
         host = _host_ticks() - host_before
         # a VM's "steal": time the hypervisor gave our vCPUs to someone else (noisy host)
         row["steal"] = 100 * host[7] / max(host.sum(), 1)
@@ -185,6 +187,7 @@ async def _drive(
             for pid, cpu in _tree_cpu_seconds(server_pid).items()
         }
         row["cpu_ms"] = sum(used.values()) / answered * 1000
+        row["client_ms"] = client / answered * 1000  # this process shares the 2 cores
         # the kernel spreads connections, not calls, over the workers: show how even it was
         workers = [cpu for pid, cpu in used.items() if pid != server_pid and cpu > 0]
         row["split"] = "/".join(f"{100 * cpu / max(sum(workers), 1e-9):.0f}" for cpu in workers)
@@ -193,7 +196,7 @@ async def _drive(
             f"rate {rate:6.0f}/s: achieved {row['rps']:6.1f}/s  p50 {row['p50']:7.1f} ms  "
             f"p95 {row['p95']:7.1f} ms  p99 {row['p99']:7.1f} ms  "
             f"server CPU {row['cpu_ms']:5.2f} ms/request (workers {row['split']} %)  "
-            f"steal {row['steal']:.0f}%  "
+            f"client CPU {row['client_ms']:.2f} ms/request  steal {row['steal']:.0f}%  "
             f"errors {row['errors']}",
             flush=True,
         )

@@ -183,6 +183,7 @@ class ServingConfig:
     deadline_ms: int  # a request's deadline when the client sets none
     ranking_reserve_ms: int  # of the deadline, kept for ranking after the generators
     generator_threads: int  # the fan-out's pool; 0 = generators run inline
+    generator_chains: int  # pool threads one request's generators are dealt over
     metrics_port: int  # Prometheus /metrics on host:metrics_port; 0 = off
     log_format: str  # "json" (one object per line, with request_id) or "text"
     drain_seconds: float  # on SIGTERM, in-flight calls get this long to finish
@@ -423,6 +424,10 @@ def _validate(config: Any, where: str) -> None:
             raise ConfigError(f"serving.generator_budgets.{name} must be positive, got {bad[name]}")
         if not 0 <= config.metrics_port < 65536:
             raise ConfigError(f"serving.metrics_port {config.metrics_port} out of range")
+        if config.generator_chains < 1:
+            raise ConfigError(
+                f"serving.generator_chains must be >= 1, got {config.generator_chains}"
+            )
         if config.generator_threads < 0:
             raise ConfigError(
                 f"serving.generator_threads must be >= 0, got {config.generator_threads}"

@@ -196,22 +196,19 @@ class RecommendPipeline:
         k: int,
         trace: Trace,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[tuple[str, ...], ...]]:
-        """Business rules on the head the last ranking stage ordered (one score scale, which
-        MMR and boosts need); if the head runs short of k, the next stage's order follows."""
+        """Business rules over the ranked rows. MMR and boosts need one score scale, the last
+        ranker's: the rows it did not score (the earlier stage's tail) follow in that stage's
+        order, level with the last ranker's lowest, so product groups and category caps use
+        them before a capped item of the head is moved down to fill the list."""
         start = time.perf_counter()
         head = int(np.count_nonzero(stages == stages[0])) if len(stages) else 0
-        ruled = self.rules.apply(found.items[order[:head]], scores[:head], k, time.time())
-        rows = order[:head][ruled.order]
-        more = max(0, k - len(rows))
-        # a short head is topped up in the next stage's order, one item per product group
-        tail = np.arange(head, len(order))
-        tail = tail[self.rules.new_groups(found.items[order[tail]], found.items[rows])][:more]
-        best = np.concatenate([rows, order[tail]])
-        # each item keeps the score of the ranker that placed it; rules show in explanations
-        placed = np.concatenate([ruled.order, tail])
-        explanations = ruled.explanations + ((),) * (len(best) - len(ruled.order))
+        relevance = scores.copy()
+        relevance[head:] = scores[head - 1] if head else 0.0
+        ruled = self.rules.apply(found.items[order], relevance, k, time.time())
         trace.seconds["rules"] = time.perf_counter() - start
-        return best, scores[placed], stages[placed], explanations
+        # each item keeps the score of the ranker that placed it; rules show in explanations
+        placed = ruled.order
+        return order[placed], scores[placed], stages[placed], ruled.explanations
 
     def candidates(
         self, ctx: RequestContext, deadline: float | None = None, trace: Trace | None = None
@@ -348,7 +345,7 @@ class RecommendPipeline:
         floor: float,
     ) -> list[ScoredItem]:
         """No short lists: walk the popularity top past the candidates, filtering as we go
-        (and, with product groups, skipping a group already in the list)."""
+        (and skipping what would repeat a product group or pass a category cap)."""
         ranked = self.bundle.popularity.ranked
         chunk = max(4 * needed, 256)
         taken: list[np.ndarray] = []
@@ -357,9 +354,10 @@ class RecommendPipeline:
             window = window[~np.isin(window, already)]
             kept, _ = apply_filters(self.filters, ctx, window)
             window = window[kept]
-            window = window[self.rules.new_groups(window, np.concatenate([shown, *taken]))]
+            missing = needed - sum(len(t) for t in taken)
+            window = window[self.rules.top_up(window, np.concatenate([shown, *taken]), missing)]
             taken.append(window)
-            if sum(len(t) for t in taken) >= needed:
+            if len(window) == missing:
                 break
         fill = np.concatenate(taken)[:needed] if taken else np.empty(0, np.int64)
         # placed below every ranked item, keeping popularity order

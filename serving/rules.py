@@ -110,16 +110,44 @@ class BusinessRules:
             _resolve(rule, attributes, n_items, self.categories) for rule in config.promotions
         )
 
-    def new_groups(self, items: np.ndarray, shown: np.ndarray) -> np.ndarray:
-        """Bool mask of `items` that may follow `shown` (item indices) without a second item
-        of a product group: for lists topped up after the rules (the backfill)."""
-        items = np.asarray(items, dtype=np.int64)
-        if self.group is None:
-            return np.ones(len(items), dtype=bool)
-        shown = np.asarray(shown, dtype=np.int64)
-        rows = np.arange(len(shown), len(shown) + len(items))
-        groups = self.group[np.concatenate([shown, items])]
-        return np.isin(rows, _dedup(groups, np.arange(len(shown)), rows))
+    def top_up(self, items: np.ndarray, shown: np.ndarray, needed: int) -> np.ndarray:
+        """Positions in `items` of the first `needed` that may follow `shown` (item indices,
+        already in the list) without a second item of a product group or a category past
+        `category_cap`: for lists topped up after the rules (a short head, the backfill).
+        Each accepted item counts for the next, so the loop runs in order; it stops once
+        `needed` are found, which is a handful of items in practice."""
+        items, shown = np.asarray(items, dtype=np.int64), np.asarray(shown, dtype=np.int64)
+        cap = self.config.category_cap
+        if needed <= 0:
+            return np.empty(0, dtype=np.int64)
+        if self.group is None and cap <= 0:
+            return np.arange(min(needed, len(items)), dtype=np.int64)
+        groups = set(self.group[shown].tolist()) - {NO_GROUP} if self.group is not None else None
+        counts: dict[int, int] = {}
+        if cap > 0:
+            for item in shown.tolist():
+                for column in self._categories_of(item):
+                    counts[column] = counts.get(column, 0) + 1
+        chosen: list[int] = []
+        for position, item in enumerate(items.tolist()):
+            group = NO_GROUP if groups is None else int(self.group[item])
+            if group != NO_GROUP and group in groups:
+                continue
+            columns = self._categories_of(item) if cap > 0 else []
+            if any(counts.get(column, 0) >= cap for column in columns):
+                continue
+            for column in columns:
+                counts[column] = counts.get(column, 0) + 1
+            if group != NO_GROUP:
+                groups.add(group)
+            chosen.append(position)
+            if len(chosen) == needed:
+                break
+        return np.asarray(chosen, dtype=np.int64)
+
+    def _categories_of(self, item: int) -> list[int]:
+        start, end = self.categories.indptr[item], self.categories.indptr[item + 1]
+        return self.categories.indices[start:end].tolist()
 
     def apply(self, items: np.ndarray, scores: np.ndarray, k: int, now: float) -> RuledList:
         """Rows of (items, scores) to show, best first, at most k; `now` is Unix seconds

@@ -1,4 +1,4 @@
-"""Generators run concurrently; a late or failing one is dropped, the request goes on."""
+"""Generators run off the request thread; a late or failing one is dropped, the request goes on."""
 
 from __future__ import annotations
 
@@ -94,3 +94,37 @@ def test_inline_runs_drop_what_would_start_late_and_what_raises() -> None:
     late = run_inline(generators, RequestContext(0), lambda name: 5, time.monotonic() - 1)
     assert late.dropped == {"a": "deadline", "raises": "deadline", "b": "deadline"}
     assert all(len(c) == 0 for c in late.answers)
+
+
+def test_a_generator_queued_behind_a_hung_one_misses_only_that_request() -> None:
+    fanout = GeneratorFanout(threads=4, chains=1)
+    hangs = Hangs()
+    generators = [Fixed("a", [1]), hangs, Fixed("b", [2])]  # one chain: a, hangs, b
+    try:
+        first = fanout.run(generators, RequestContext(0), lambda name: 5, time.monotonic() + 0.05)
+        assert first.dropped == {"hangs": "deadline", "b": "deadline"}
+        assert [len(c) for c in first.answers] == [1, 0, 0]
+        second = fanout.run(generators, RequestContext(0), lambda name: 5, time.monotonic() + 5)
+        assert second.dropped == {"hangs": "deadline"} and hangs.calls == 1
+        assert [len(c) for c in second.answers] == [1, 0, 1]
+    finally:
+        hangs.release.set()
+        fanout.shutdown()
+
+
+def test_chains_keep_other_generators_clear_of_a_hung_one() -> None:
+    fanout = GeneratorFanout(threads=4, chains=2)
+    hangs = Hangs()
+    generators = [hangs, Fixed("a", [1]), Fixed("b", [2])]  # chains: (hangs, b) and (a)
+    try:
+        result = fanout.run(generators, RequestContext(0), lambda name: 5, time.monotonic() + 0.05)
+        assert result.dropped == {"hangs": "deadline", "b": "deadline"}
+        assert [len(c) for c in result.answers] == [0, 1, 0]
+    finally:
+        hangs.release.set()
+        fanout.shutdown()
+
+
+def test_fanout_rejects_no_threads_or_chains() -> None:
+    with pytest.raises(ValueError, match="chains"):
+        GeneratorFanout(threads=2, chains=0)

@@ -468,7 +468,18 @@ def test_now_must_be_finite():
 
 def test_items_topped_up_after_the_rules_skip_groups_already_shown() -> None:
     attrs = attributes([["Comedy"]] * 5, group=[5, 5, -1, 7, 7])
-    mask = rules(attrs, dedup_groups=True).new_groups(np.array([1, 2, 3, 4]), np.array([0]))
-    assert mask.tolist() == [False, True, True, False]  # 1 repeats 0's group; 4 repeats 3's
-    off = rules(attrs, dedup_groups=False).new_groups(np.array([1, 2, 3, 4]), np.array([0]))
-    assert off.all()
+    picked = rules(attrs, dedup_groups=True).top_up(np.array([1, 2, 3, 4]), np.array([0]), 9)
+    assert picked.tolist() == [1, 2]  # item 1 repeats 0's group; 4 repeats 3's (just taken)
+    off = rules(attrs, dedup_groups=False).top_up(np.array([1, 2, 3, 4]), np.array([0]), 3)
+    assert off.tolist() == [0, 1, 2]  # no rule: simply the first 3
+
+
+def test_items_topped_up_after_the_rules_keep_the_category_cap() -> None:
+    genres = [["Comedy"], ["Comedy", "Drama"], ["Drama"], ["Drama"], ["Kids"], ["Comedy"]]
+    capped = rules(attributes(genres), category_cap=2)
+    # shown: item 0 (Comedy). Item 1 -> Comedy 2, Drama 1; item 2 -> Drama 2; item 3 would be
+    # Drama 3: skipped; item 4 Kids; item 5 would be Comedy 3: skipped.
+    picked = capped.top_up(np.array([1, 2, 3, 4, 5]), np.array([0]), 9)
+    assert picked.tolist() == [0, 1, 3]
+    assert capped.top_up(np.array([1, 2, 3, 4, 5]), np.array([0]), 2).tolist() == [0, 1]
+    assert capped.top_up(np.array([1, 2]), np.array([0]), 0).tolist() == []

@@ -250,7 +250,9 @@ class RunningServer:
 def start_server(config: Config, *, watch: bool = True) -> RunningServer:
     """Load the current bundle and serve on config.serving host:port (port 0: any free one)."""
     threads = config.serving.generator_threads
-    fanout = GeneratorFanout(threads) if threads else None  # 0: generators run inline
+    fanout = (  # 0 threads: generators run inline
+        GeneratorFanout(threads, config.serving.generator_chains) if threads else None
+    )
     holder = BundleHolder(config, fanout, on_swap=metrics.bundle_swapped)
     holder.refresh()
     if holder.version is None:
