@@ -33,6 +33,7 @@ from protos.recsys.v1 import recommender_pb2 as pb
 from protos.recsys.v1 import recommender_pb2_grpc as pb_grpc
 from recsys.bundle import current_version
 from recsys.config import Config, load_config
+from serving.grpc.client import channel_target
 
 P99_TARGET_S = 0.100
 
@@ -47,11 +48,13 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=0, help="server workers; 0 = cores")
     parser.add_argument("-k", type=int, default=20)
     parser.add_argument(
-        "--channels",
-        type=int,
-        default=32,
-        help="client connections (think: client pods); the kernel spreads connections, not "
-        "calls, over the server's workers, so a few connections can load one worker more",
+        "--channels", type=int, default=8, help="client channels (think: client pods)"
+    )
+    parser.add_argument(
+        "--shared-port",
+        action="store_true",
+        help="call the shared port, which the kernel spreads by connection over the workers, "
+        "instead of balancing every call over the workers' own ports",
     )
     parser.add_argument("--cold-share", type=float, default=0.1)
     parser.add_argument(
@@ -67,9 +70,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
     config = _config(args, work)
     users = _ensure_bundle(config, args)
-    server, port = _start_server(config, args.processes, _overrides(args.set), work)
+    server, shared, workers = _start_server(config, args.processes, _overrides(args.set), work)
+    address = shared if args.shared_port or workers is None else workers
+    print(f"calls go to {address}", flush=True)
     try:
-        rows = asyncio.run(_drive(port, users, args, server.pid))
+        rows = asyncio.run(_drive(address, users, args, server.pid))
     finally:
         server.terminate()
         server.wait(60)
@@ -149,20 +154,22 @@ def _start_server(
     if "serving on" not in line:
         raise RuntimeError(f"server did not start; see {work / 'serve.log'}")
     print(line.strip(), flush=True)
-    return server, int(line.split()[3].rsplit(":", 1)[1])
+    shared = line.split()[3]
+    workers = line.split("workers on ")[-1].rstrip(")\n") if "workers on " in line else None
+    return server, shared, workers
 
 
 async def _drive(
-    port: int, users: list[str], args: argparse.Namespace, server_pid: int
+    address: str, users: list[str], args: argparse.Namespace, server_pid: int
 ) -> list[dict]:
     rng = np.random.default_rng(0)
     rates = [float(r) for r in args.rates.split(",")]
-    # The kernel spreads connections, not calls, over the workers (SO_REUSEPORT), so the
-    # client opens --channels connections, as many client pods would, calls round-robin.
+    # `address` is either the shared port, which the kernel spreads by connection (not by
+    # call) over the workers, or the workers' own ports, over which each channel balances
+    # every call (round_robin), as an L7 balancer or a gRPC client-side balancer would.
+    target, options = channel_target(address)
     channels = [
-        grpc.aio.insecure_channel(
-            f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
-        )
+        grpc.aio.insecure_channel(target, options=[*options, ("grpc.use_local_subchannel_pool", 1)])
         for _ in range(args.channels)
     ]
     stubs = [pb_grpc.RecommenderStub(channel) for channel in channels]

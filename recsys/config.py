@@ -184,6 +184,8 @@ class ServingConfig:
     ranking_reserve_ms: int  # of the deadline, kept for ranking after the generators
     generator_threads: int  # the fan-out's pool; 0 = generators run inline
     generator_chains: int  # pool threads one request's generators are dealt over
+    pin_cpus: bool  # each worker process stays on its own CPU
+    worker_ports: bool  # each worker also listens on a port of its own
     metrics_port: int  # Prometheus /metrics on host:metrics_port; 0 = off
     log_format: str  # "json" (one object per line, with request_id) or "text"
     drain_seconds: float  # on SIGTERM, in-flight calls get this long to finish

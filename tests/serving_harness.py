@@ -105,6 +105,10 @@ class ServerProcess:
             self.process.wait(30)
             raise RuntimeError(f"server did not start: {line!r}\n{self.log_path.read_text()}")
         self.port = int(line.split()[3].rsplit(":", 1)[1])
+        # "...; workers on 127.0.0.1:p1,p2)": each worker's port of its own
+        self.workers_address = (
+            line.split("workers on ")[-1].rstrip(")\n") if "workers on " in line else None
+        )
         return self
 
     @property

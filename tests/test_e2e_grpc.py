@@ -116,3 +116,17 @@ def test_server_survives_a_burst_of_malformed_requests(stub, client):
             stub.Recommend(request, timeout=5)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert len(client.recommend("1", 3).items) == 3
+
+
+def test_channel_target_balances_calls_over_the_workers_own_ports() -> None:
+    from serving.grpc.client import channel_target
+
+    assert channel_target("127.0.0.1:50051") == ("127.0.0.1:50051", [])
+    target, options = channel_target("127.0.0.1:50061,50062")
+    assert target == "ipv4:127.0.0.1:50061,127.0.0.1:50062"
+    assert options == [("grpc.lb_policy_name", "round_robin")]
+    assert channel_target("[::1]:7,8")[0] == "ipv6:[::1]:7,[::1]:8"
+    with pytest.raises(ValueError, match="need an IP address"):
+        channel_target("recsys.internal:7,8")
+    with pytest.raises(ValueError, match="numeric ports"):
+        channel_target("127.0.0.1:7,x")

@@ -3,10 +3,12 @@ Kill -9 must not lose an acknowledged event; SIGTERM must not fail an in-flight 
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import grpc
 import pytest
@@ -14,6 +16,7 @@ import pytest
 from protos.recsys.v1 import recommender_pb2 as pb
 from protos.recsys.v1 import recommender_pb2_grpc as pb_grpc
 from serving.events import read_event_log
+from serving.grpc.client import RecommenderClient
 from tests.conftest import DATA_CACHE
 from tests.serving_harness import Load, ServerProcess, free_port
 
@@ -34,6 +37,20 @@ def serve(tmp_path, ml_config, ml_nightly):
     server.events_dir = tmp_path / "events"
     yield server.start()
     server.stop()
+
+
+def worker_pids(supervisor: int) -> list[int]:
+    """The supervisor's worker processes (spawned; not multiprocessing's resource tracker)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (proc / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue  # not a process, or gone meanwhile
+        if parent == supervisor and b"spawn_main" in command and b"resource_tracker" not in command:
+            pids.append(int(proc.name))
+    return pids
 
 
 def metric(url: str, line_start: str) -> list[str]:
@@ -97,6 +114,17 @@ def test_workers_share_the_port_and_sigterm_under_load_drains_every_call(serve) 
     assert len(metric(serve.metrics_url, "recsys_bundle_info{")) == 2  # a gauge per worker
     assert metric(serve.metrics_url, 'recsys_stage_seconds_count{stage="dlrm"}')
 
+    # each worker has a port of its own too: round_robin over them balances every call
+    assert serve.workers_address and len(serve.workers_address.split(",")) == 2
+    with RecommenderClient(serve.workers_address, timeout=10) as balanced:
+        for _ in range(20):
+            assert len(balanced.recommend("196", 5).items) == 5
+    # each worker stays on a CPU of its own (serving.pin_cpus), when there are enough CPUs
+    pinned = [os.sched_getaffinity(pid) for pid in worker_pids(serve.process.pid)]
+    assert len(pinned) == 2
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert [len(cpus) for cpus in pinned] == [1, 1] and pinned[0] != pinned[1]
+
     with Load(serve.address, threads=4, user="196", k=100) as load:
         assert load.wait_for(40, timeout=60) and not load.failures
         serve.signal(signal.SIGTERM)
@@ -105,8 +133,9 @@ def test_workers_share_the_port_and_sigterm_under_load_drains_every_call(serve) 
     assert len(drained) == 2, serve.log_path.read_text()[-2000:]
     for worker in drained:  # nothing begun was left unfinished
         assert worker["calls_begun"] == worker["calls_ended"]
+        assert worker["calls_ended"] >= 10  # its half of the 20 balanced calls, at least
     # every call a worker finished reached its client as a success...
-    assert sum(worker["calls_ended"] for worker in drained) == len(load.versions) + 10
+    assert sum(worker["calls_ended"] for worker in drained) == len(load.versions) + 30
     # ...and what failed was refused at the door once the shutdown began
     # (UNAVAILABLE, or CANCELLED for a stream reset by the closing connection: the
     # accounting above shows no servicer had begun it)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 
 import grpc
@@ -13,11 +14,32 @@ from serving.events import Event
 from serving.pipeline import Recommendation, ScoredItem
 
 
+def channel_target(address: str) -> tuple[str, list[tuple[str, object]]]:
+    """gRPC target and channel options for "host:port", or for "ip:port1,port2,..." (the
+    workers' own ports that `recsys serve` prints): those get the round_robin policy, which
+    spreads every call over the workers instead of pinning a connection to one."""
+    host, _, ports = address.rpartition(":")
+    if "," not in ports:
+        return address, []
+    try:
+        numbers = [int(port) for port in ports.split(",")]
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise ValueError(
+            f"address {address!r}: several ports need an IP address and numeric ports, "
+            "e.g. 127.0.0.1:50061,50062"
+        ) from None
+    scheme = "ipv6" if ":" in host else "ipv4"
+    target = f"{scheme}:" + ",".join(f"{host}:{port}" for port in numbers)
+    return target, [("grpc.lb_policy_name", "round_robin")]
+
+
 class RecommenderClient:
     def __init__(self, address: str, timeout: float = 5.0) -> None:
         self.address = address
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(address)
+        target, options = channel_target(address)
+        self.channel = grpc.insecure_channel(target, options=options)
         self.stub = pb_grpc.RecommenderStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
 

@@ -247,8 +247,11 @@ class RunningServer:
         )
 
 
-def start_server(config: Config, *, watch: bool = True) -> RunningServer:
-    """Load the current bundle and serve on config.serving host:port (port 0: any free one)."""
+def start_server(
+    config: Config, *, watch: bool = True, own_port: int | None = None
+) -> RunningServer:
+    """Load the current bundle and serve on config.serving host:port (port 0: any free one),
+    and on `own_port` too when given (a worker's port of its own, for per-call balancing)."""
     threads = config.serving.generator_threads
     fanout = (  # 0 threads: generators run inline
         GeneratorFanout(threads, config.serving.generator_chains) if threads else None
@@ -284,6 +287,8 @@ def start_server(config: Config, *, watch: bool = True) -> RunningServer:
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
+    if own_port is not None and not server.add_insecure_port(f"{config.serving.host}:{own_port}"):
+        raise OSError(f"cannot listen on {config.serving.host}:{own_port}")
     server.start()
     serving = health_pb2.HealthCheckResponse.SERVING
     for name in ("", SERVICE_NAME):
@@ -297,7 +302,9 @@ def start_server(config: Config, *, watch: bool = True) -> RunningServer:
     )
 
 
-def serve_in_process(config: Config, ready: Callable[[RunningServer], None]) -> None:
+def serve_in_process(
+    config: Config, ready: Callable[[RunningServer], None], own_port: int | None = None
+) -> None:
     """One server process: serve until SIGTERM or SIGINT, then drain gracefully.
 
     `ready` is told once the port listens (the supervisor or the CLI prints it)."""
@@ -308,7 +315,7 @@ def serve_in_process(config: Config, ready: Callable[[RunningServer], None]) -> 
     threadpool_limits(1)
     faiss.omp_set_num_threads(1)
     torch.set_num_threads(1)
-    running = start_server(config)
+    running = start_server(config, own_port=own_port)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

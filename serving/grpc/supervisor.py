@@ -55,10 +55,21 @@ def _single(config: Config) -> None:
     serve_in_process(config, ready)
 
 
-def _announce(config: Config, port: int, processes: int, version: str | None) -> None:
+def _announce(
+    config: Config,
+    port: int,
+    processes: int,
+    version: str | None,
+    own_ports: list[int | None] | None = None,
+) -> None:
+    """The line operators (and tests, and bench/bench_load.py) read: the address, and each
+    worker's own port when there are some (a gRPC client balancing calls with round_robin
+    over them loads every worker evenly; the shared port spreads connections, not calls)."""
+    ports = [p for p in own_ports or [] if p is not None]
+    workers = f"; workers on {config.serving.host}:{','.join(map(str, ports))}" if ports else ""
     print(
         f"recsys serving on {config.serving.host}:{port} "
-        f"({processes} process{'es' if processes > 1 else ''}, bundle {version})",
+        f"({processes} process{'es' if processes > 1 else ''}, bundle {version}{workers})",
         flush=True,
     )
 
@@ -69,22 +80,29 @@ class Supervisor:
         self.processes = processes
         self.stopping = threading.Event()
         self.workers: list[multiprocessing.Process] = []
+        self.cpus = _worker_cpus(processes) if config.serving.pin_cpus else [None] * processes
+        self.own_ports: list[int | None] = [None] * processes
+        self.slot_of: dict[int, int] = {}  # worker pid -> its slot: CPU and port of its own
 
     def run(self) -> None:
         metrics_dir = tempfile.mkdtemp(prefix="recsys-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # before any worker starts
         reserved, port = _reserve_port(self.config.serving.host, self.config.serving.port)
         self.config = self.config.replace(serving={"port": port})
+        own = []
+        if self.config.serving.worker_ports:
+            own = [_reserve_port(self.config.serving.host, 0) for _ in range(self.processes)]
+            self.own_ports = [p for _, p in own]
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
         try:
-            starting = [self._spawn() for _ in range(self.processes)]  # load bundles at once
+            starting = [self._spawn(slot) for slot in range(self.processes)]  # loads at once
             versions = [self._await_ready(*worker) for worker in starting]
             if self.config.serving.metrics_port:
                 from serving import metrics  # after the env var: multiprocess mode
 
                 metrics.serve_metrics(self.config.serving.host, self.config.serving.metrics_port)
-            _announce(self.config, port, self.processes, versions[0])
+            _announce(self.config, port, self.processes, versions[0], self.own_ports)
             watcher = threading.Thread(target=self._restart_dead, name="worker-watch", daemon=True)
             watcher.start()
             self.stopping.wait()
@@ -92,13 +110,21 @@ class Supervisor:
             self.stopping.set()
             self._stop_workers()
             reserved.close()
+            for sock, _ in own:
+                sock.close()
             shutil.rmtree(metrics_dir)
 
-    def _spawn(self) -> tuple[multiprocessing.Process, Connection]:
+    def _spawn(self, slot: int) -> tuple[multiprocessing.Process, Connection]:
+        """Start worker number `slot` (a replacement takes its predecessor's slot)."""
         parent, child = SPAWN.Pipe(duplex=False)
-        worker = SPAWN.Process(target=_worker_main, args=(self.config, child), daemon=False)
+        worker = SPAWN.Process(
+            target=_worker_main,
+            args=(self.config, child, self.cpus[slot], self.own_ports[slot]),
+            daemon=False,
+        )
         worker.start()
         child.close()
+        self.slot_of[worker.pid] = slot
         return worker, parent
 
     def _await_ready(self, worker: multiprocessing.Process, parent: Connection) -> str | None:
@@ -134,7 +160,7 @@ class Supervisor:
                 process_exited(worker.pid)
                 self.workers.remove(worker)
                 try:
-                    self._await_ready(*self._spawn())
+                    self._await_ready(*self._spawn(self.slot_of.pop(worker.pid)))
                 except RuntimeError:
                     log.exception("could not replace worker %s", worker.pid)
 
@@ -164,7 +190,24 @@ def _reserve_port(host: str, port: int) -> tuple[socket.socket, int]:
     return sock, sock.getsockname()[1]
 
 
-def _worker_main(config: Config, ready: Connection) -> None:
+def _worker_cpus(processes: int) -> list[int | None]:
+    """One CPU per worker, while there are enough: a worker that stays on its core keeps its
+    caches warm (measured at 200 RPS: p99 50-110 ms pinned, 170-430 ms not, the same CPU
+    per request). With more workers than CPUs, none is pinned."""
+    if not hasattr(os, "sched_getaffinity"):
+        return [None] * processes
+    cpus = sorted(os.sched_getaffinity(0))
+    if processes > len(cpus):
+        log.info("%d workers on %d CPUs: not pinning them", processes, len(cpus))
+        return [None] * processes
+    return cpus[:processes]
+
+
+def _worker_main(
+    config: Config, ready: Connection, cpu: int | None = None, own_port: int | None = None
+) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})  # before any thread starts: they all inherit it
     configure_logging(config.serving.log_format)
     from serving.grpc.server import serve_in_process
 
@@ -172,4 +215,4 @@ def _worker_main(config: Config, ready: Connection) -> None:
         ready.send(running.holder.version)
         ready.close()
 
-    serve_in_process(config, announce)
+    serve_in_process(config, announce, own_port)
