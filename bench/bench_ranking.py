@@ -2,9 +2,9 @@
 
 For each of `--requests` known users: the pipeline's candidates, topped up with random
 eligible items to exactly N rows (N = 200 and 1000), then timed one request at a time on
-one thread: feature assembly, LightGBM predict, DLRM predict as eager float32, INT8 dynamic
-quantized and TorchScript. Prints p50/p99 per step and the TorchScript/eager and
-int8/float32 ratios.
+one thread: feature assembly, LightGBM predict (its own and compiled by lleaves, checked
+equal), DLRM predict as eager float32, INT8 dynamic quantized and TorchScript. Prints
+p50/p99 per step and the TorchScript/eager, int8/float32 and compiled/booster ratios.
 
 .venv/bin/python bench/bench_ranking.py [--requests 300]
 """
@@ -42,6 +42,7 @@ def main() -> None:
         "dlrm int8": rankers.dlrm.quantized(),
         "dlrm torchscript": rankers.dlrm.scripted(),
     }
+    compiled = rankers.lightgbm.compiled()  # lleaves; the same scores (checked below)
     limits = rankers.dlrm.spec.sparse_cardinalities
     rng = np.random.default_rng(0)
     users = rng.choice(pipeline.bundle.users.ids, size=args.requests)
@@ -59,8 +60,12 @@ def main() -> None:
                 frame = pipeline.features.build(ctx, found)
                 timings.setdefault("features", []).append(time.perf_counter() - start)
                 start = time.perf_counter()
-                rankers.lightgbm.predict(frame)
+                booster_scores = rankers.lightgbm.predict(frame)
                 timings.setdefault("lightgbm", []).append(time.perf_counter() - start)
+                start = time.perf_counter()
+                compiled_scores = compiled.predict(frame)
+                timings.setdefault("lightgbm compiled", []).append(time.perf_counter() - start)
+                np.testing.assert_array_equal(compiled_scores, booster_scores)
                 known = with_known_ids(frame, limits)
                 for name, model in variants.items():
                     start = time.perf_counter()
@@ -74,7 +79,8 @@ def main() -> None:
                 print(f"  {name:<18} p50 {p50[name]:6.2f}  p99 {np.percentile(ms, 99):6.2f}")
             print(
                 f"  torchscript/eager {p50['dlrm torchscript'] / p50['dlrm eager']:.2f}  "
-                f"int8/float32 {p50['dlrm int8'] / p50['dlrm eager']:.2f}"
+                f"int8/float32 {p50['dlrm int8'] / p50['dlrm eager']:.2f}  "
+                f"lightgbm compiled/booster {p50['lightgbm compiled'] / p50['lightgbm']:.2f}"
             )
 
 
