@@ -143,3 +143,21 @@ def test_workers_share_the_port_and_sigterm_under_load_drains_every_call(serve) 
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.CANCELLED,
     }
+
+
+def test_a_killed_worker_is_replaced_on_its_cpu_and_its_own_port(serve) -> None:
+    before = worker_pids(serve.process.pid)
+    cpus_before = sorted(min(os.sched_getaffinity(pid)) for pid in before)
+    os.kill(before[0], signal.SIGKILL)
+    # each worker's own port answers again: the survivor's, and the replacement's once it
+    # has loaded the bundle (it listens only then; the channel retries until it does)
+    host, ports = serve.workers_address.rsplit(":", 1)
+    for port in ports.split(","):
+        with RecommenderClient(f"{host}:{port}", timeout=30) as client:
+            client.wait_ready(120)
+            assert len(client.recommend("196", 5).items) == 5
+    after = worker_pids(serve.process.pid)
+    assert len(after) == 2 and before[0] not in after
+    if len(os.sched_getaffinity(0)) >= 2:  # the replacement took its predecessor's CPU
+        assert sorted(min(os.sched_getaffinity(pid)) for pid in after) == cpus_before
+    assert "starting another" in serve.log_path.read_text()
