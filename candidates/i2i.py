@@ -41,6 +41,7 @@ from candidates.base import (
     is_member,
     top_k,
 )
+from candidates.sparse_rows import row_entries
 from recsys.config import I2I_KINDS, I2IConfig
 
 log = logging.getLogger(__name__)
@@ -189,10 +190,8 @@ class I2IModel:
             return vectors @ vectors.T
         # The items' category rows gathered straight from the CSR arrays: a request looks at
         # ~20 items, where scipy's fancy indexing would cost more than the arithmetic.
-        indptr, indices = self.item_categories.indptr, self.item_categories.indices
-        lengths = indptr[items + 1] - indptr[items]
-        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        categories = indices[np.repeat(indptr[items], lengths) + offsets]
+        positions, lengths = row_entries(self.item_categories, items)
+        categories = self.item_categories.indices[positions]
         present, column = distinct_and_slots(categories)
         member = np.zeros((len(items), len(present)), dtype=np.float32)
         member[np.repeat(np.arange(len(items)), lengths), column] = 1.0

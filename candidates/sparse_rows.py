@@ -18,8 +18,9 @@ def run_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.repeat(starts - run_start, lengths) + np.arange(lengths.sum())
 
 
-def _gather(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flat positions of the rows' stored entries, and each row's entry count."""
+def row_entries(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat positions (into matrix.indices / matrix.data) of the rows' stored entries, row
+    after row, and each row's entry count."""
     starts = matrix.indptr[rows]
     lengths = matrix.indptr[rows + 1] - starts
     return run_positions(starts, lengths), lengths
@@ -27,7 +28,7 @@ def _gather(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def rows_dot(matrix: sp.csr_matrix, rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
     """(matrix[rows] @ vector) as float64, without building matrix[rows]."""
-    positions, lengths = _gather(matrix, rows)
+    positions, lengths = row_entries(matrix, rows)
     owner = np.repeat(np.arange(len(rows)), lengths)
     products = matrix.data[positions] * vector[matrix.indices[positions]]
     return np.bincount(owner, weights=products, minlength=len(rows))
@@ -36,7 +37,7 @@ def rows_dot(matrix: sp.csr_matrix, rows: np.ndarray, vector: np.ndarray) -> np.
 def rows_max_of(matrix: sp.csr_matrix, rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
     """For each row, the largest vector[column] over its stored columns (the matrix's
     values are ignored: a boolean membership matrix); 0 for a row with no entries."""
-    positions, lengths = _gather(matrix, rows)
+    positions, lengths = row_entries(matrix, rows)
     out = np.zeros(len(rows), dtype=vector.dtype)
     filled = lengths > 0
     if positions.size:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from candidates.base import Candidates, distinct_and_slots
+from candidates.sparse_rows import run_positions
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,9 @@ def union(answers: list[Candidates]) -> CandidateSet:
         nothing = np.empty((0, 0), dtype=np.float32)
         return CandidateSet(np.empty(0, np.int64), names, nothing, nothing, np.empty(0, object))
     found = np.concatenate([a.item_ids for a in answers])
-    lengths = [len(a) for a in answers]
+    lengths = np.array([len(a) for a in answers], dtype=np.int64)
     generator = np.repeat(np.arange(len(answers)), lengths)  # answer of each found item
-    rank = np.arange(len(found)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    rank = run_positions(np.zeros(len(answers), np.int64), lengths)  # place in its answer
     items, rows = distinct_and_slots(found)
     scores = np.full((len(items), len(answers)), np.nan, dtype=np.float32)
     ranks = np.full((len(items), len(answers)), np.nan, dtype=np.float32)

@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from candidates.base import RequestContext, TrainingData
-from candidates.sparse_rows import rows_max_of
+from candidates.sparse_rows import row_entries, rows_max_of
 from candidates.union import CandidateSet
 from ranking.frame import RankingFrame
 
@@ -116,11 +116,8 @@ def _category_last_time(data: TrainingData) -> sp.csr_matrix:
     pair_time = data.event_times[::-1][last]
     pair_user, pair_item = pair_keys // n_items, pair_keys % n_items
     categories = data.item_categories.tocsr()
-    per_item = np.diff(categories.indptr)
-    repeat = per_item[pair_item]
-    starts = np.repeat(categories.indptr[pair_item], repeat)
-    offsets = np.arange(repeat.sum()) - np.repeat(np.cumsum(repeat) - repeat, repeat)
-    cats = categories.indices[starts + offsets].astype(np.int64)
+    positions, repeat = row_entries(categories, pair_item)
+    cats = categories.indices[positions].astype(np.int64)
     users, times = np.repeat(pair_user, repeat), np.repeat(pair_time, repeat)
     cell = users * n_categories + cats
     order = np.lexsort((-times, cell))  # newest first within each (user, category)

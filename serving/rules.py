@@ -42,6 +42,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from candidates.i2i import checked_item_vectors, unit_rows
+from candidates.sparse_rows import row_entries
 from pipelines.idmap import IdMap
 from recsys.config import PromotionRule, RulesConfig
 
@@ -342,14 +343,12 @@ class _CapState:
         self, categories: sp.csr_matrix, pool_items: np.ndarray, pinned_items: np.ndarray, cap: int
     ) -> None:
         self.cap = cap
-        # the pool's (position, category) pairs, gathered from the CSR rows by hand
+        # the pool's (position, category) pairs, gathered from the CSR arrays
         # (scipy's fancy row indexing costs ~100 us per call)
-        first = categories.indptr[pool_items]
-        lengths = categories.indptr[pool_items + 1] - first
+        positions, lengths = row_entries(categories, pool_items)
         ends = np.cumsum(lengths)
-        offsets = np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - lengths, lengths)
         self.owner = np.repeat(np.arange(len(pool_items)), lengths)
-        self.category = categories.indices[np.repeat(first, lengths) + offsets]
+        self.category = categories.indices[positions]
         self.category_list = self.category.tolist()
         self.starts = [0, *ends.tolist()]  # position i: category_list[starts[i]:starts[i + 1]]
         self.counts: dict[int, int] = {}
