@@ -146,10 +146,11 @@ class EALSModel:
 
         Index -1 is an unknown user or item: its bias and factors count as 0, so an unknown
         user with a known item gets μ + b_i, and both unknown get μ."""
-        users, items = np.broadcast_arrays(
-            _indices(users, len(self.user_bias), "user"),
-            _indices(items, len(self.item_bias), "item"),
-        )
+        users = _indices(users, len(self.user_bias), "user")
+        items = _indices(items, len(self.item_bias), "item")
+        if users.ndim == 0 and (items >= 0).all():
+            return self._predict_one_user(int(users), items)
+        users, items = np.broadcast_arrays(users, items)
         shape = users.shape
         users, items = users.ravel(), items.ravel()
         out = np.full(users.shape, self.global_mean, dtype=np.float32)
@@ -161,6 +162,17 @@ class EALSModel:
             "ij,ij->i", self.user_factors[users[both]], self.item_factors[items[both]]
         )
         return out.reshape(shape)
+
+    def _predict_one_user(self, user: int, items: np.ndarray) -> np.ndarray:
+        """predict for one user (-1 = unknown) and known items, without the broadcast and
+        masks: serving's per-request call. The same float32 sums in the same order."""
+        out = np.full(items.shape, self.global_mean, dtype=np.float32)
+        if user >= 0:
+            out += self.user_bias[user]
+        out += self.item_bias[items]
+        if user >= 0:
+            out += np.einsum("...j,j->...", self.item_factors[items], self.user_factors[user])
+        return out
 
     def loss(self, ratings: sp.csr_matrix, config: EALSConfig) -> float:
         """The objective L of seed 004, "ALS" (module docstring) with config's λ, in float64."""

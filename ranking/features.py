@@ -197,7 +197,9 @@ class FeatureBuilder:
         dense[:, column["als_dot"]] = (
             self.item_factors[items] @ self.user_factors[user] if user >= 0 else np.nan
         )
-        dense[:, column["eals_prediction"]] = self._eals_prediction(user, items)
+        eals = self.bundle.eals
+        eals_user = user if user < len(eals.user_bias) else -1
+        dense[:, column["eals_prediction"]] = eals.predict(np.int64(eals_user), items)
         mean_price = self.stats.user_mean_price[user] if user >= 0 else np.float32(np.nan)
         dense[:, column["price_to_user_mean"]] = dense[:, column["item_price"]] / mean_price
         categories, uf = self.bundle.quorum.remembered_user_categories(ctx)
@@ -220,31 +222,13 @@ class FeatureBuilder:
             groups=np.full(n, group, dtype=np.int64),
         )
 
-    def _eals_prediction(self, user: int, items: np.ndarray) -> np.ndarray:
-        """μ + b_u + b_i + p_u·q_i (EALSModel.predict), an unknown user or item counting 0."""
-        eals = self.bundle.eals
-        out = np.full(len(items), eals.global_mean, dtype=np.float32)
-        known_user = 0 <= user < len(eals.user_bias)
-        if known_user:
-            out += eals.user_bias[user]
-        out += self.eals_item_bias[items]
-        if known_user:
-            out += np.einsum("ij,j->i", self.eals_item_factors[items], eals.user_factors[user])
-        return out
-
     def _static_tables(self, bundle) -> None:
         """Per-item and per-user features that do not depend on the request, one row each,
         computed once per bundle ("now" is the bundle's newest event, so ages are fixed)."""
-        stats, eals, n_items = self.stats, bundle.eals, len(self.item_factors)
-        # eALS knows the items of its own training; any other item counts 0, as in predict
-        known = min(n_items, len(eals.item_bias))
-        self.eals_item_bias = np.zeros(n_items, dtype=np.float32)
-        self.eals_item_bias[:known] = eals.item_bias[:known]
-        self.eals_item_factors = np.zeros((n_items, eals.item_factors.shape[1]), np.float32)
-        self.eals_item_factors[:known] = eals.item_factors[:known]
+        stats = self.stats
         item = {
             "als_item_norm": self.item_norms,
-            "eals_item_bias": self.eals_item_bias,
+            "eals_item_bias": bundle.eals.item_bias,
             **{
                 f"item_{name}": row
                 for name, row in zip(bundle.tops.stat_names(), self.item_stats, strict=True)

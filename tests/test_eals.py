@@ -123,6 +123,12 @@ def test_predict_falls_back_to_known_biases():
     np.testing.assert_allclose(got, expected, rtol=1e-6)
     assert got.dtype == np.float32
     assert model.predict(1, np.array([0, 2])).shape == (2,)  # one user, many items
+    # one user (serving's call), by hand: 3 + 0.1 − 0.1 + (0.5·0.5 + 1·(−1)) and
+    # 3 + 0.1 + 0.2 + (0.5·1 + 1·0)
+    np.testing.assert_allclose(model.predict(np.int64(0), np.array([1, 0])), [2.25, 3.8], rtol=1e-6)
+    np.testing.assert_allclose(model.predict(-1, np.array([0, 1])), [3.2, 2.9], rtol=1e-6)
+    with pytest.raises(ValueError, match="item indices"):
+        model.predict(np.int64(0), np.array([3]))
     with pytest.raises(ValueError, match="item indices"):
         model.predict(np.array([0]), np.array([3]))
     with pytest.raises(ValueError, match="user indices"):
