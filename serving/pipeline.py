@@ -229,7 +229,8 @@ class RecommendPipeline:
         """Every generator within its budget, unioned with sources; nothing filtered yet.
 
         With a deadline, the ones that miss `deadline - serving.ranking_reserve_ms` are
-        dropped for this request: run concurrently by the fan-out, or inline without one."""
+        dropped for this request: run off the request thread by the fan-out, or inline
+        without one."""
         trace = trace if trace is not None else Trace()
         start = time.perf_counter()
         if deadline is None:  # offline: every generator, and a failure is a failure
