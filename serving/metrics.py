@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -20,7 +21,8 @@ from prometheus_client import (
     start_http_server,
 )
 
-from serving.pipeline import Trace
+if TYPE_CHECKING:  # the supervisor imports this module: it must not pull in torch and co.
+    from serving.pipeline import Trace
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Latency buckets around the serving budget: sub-ms stages up to deadline-sized requests.

@@ -168,3 +168,21 @@ def test_a_killed_worker_is_replaced_on_its_cpu_and_its_own_port(serve) -> None:
     if len(os.sched_getaffinity(0)) >= 2:  # the replacement took its predecessor's CPU
         assert sorted(min(os.sched_getaffinity(pid)) for pid in after) == cpus_before
     assert "starting another" in serve.log_path.read_text()
+
+
+def test_the_supervisor_does_not_load_the_model_stack() -> None:
+    """The supervisor only spawns, watches and sums metrics. It once imported the pipeline
+    (torch, LightGBM, faiss) through serving.metrics in its watcher thread right after
+    announcing, which took about 4 s of CPU from the workers in their first seconds."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "lightgbm", "faiss", "serving.pipeline")
+    code = (
+        "import sys, serving.grpc.supervisor, serving.metrics;"
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == ""
