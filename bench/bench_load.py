@@ -33,7 +33,7 @@ from protos.recsys.v1 import recommender_pb2 as pb
 from protos.recsys.v1 import recommender_pb2_grpc as pb_grpc
 from recsys.bundle import current_version
 from recsys.config import Config, load_config
-from serving.grpc.client import channel_target
+from serving.grpc.client import LeastOutstanding, worker_addresses
 
 P99_TARGET_S = 0.100
 
@@ -48,16 +48,21 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=0, help="server workers; 0 = cores")
     parser.add_argument("-k", type=int, default=20)
     parser.add_argument(
-        "--channels", type=int, default=8, help="client channels (think: client pods)"
+        "--balance",
+        choices=("least", "round_robin", "connection"),
+        default="least",
+        help="least: each call to the worker with the fewest calls in flight over the workers' "
+        "own ports (RecommenderClient's way); round_robin: gRPC's round_robin policy over "
+        "them; connection: the shared port, which the kernel spreads by connection",
+    )
+    parser.add_argument(
+        "--channels",
+        type=int,
+        default=8,
+        help="client channels for round_robin and connection (think: client pods)",
     )
     parser.add_argument(
         "--warmup", type=float, default=10.0, help="seconds at 100 RPS before measuring"
-    )
-    parser.add_argument(
-        "--shared-port",
-        action="store_true",
-        help="call the shared port, which the kernel spreads by connection over the workers, "
-        "instead of balancing every call over the workers' own ports",
     )
     parser.add_argument("--cold-share", type=float, default=0.1)
     parser.add_argument(
@@ -74,8 +79,8 @@ def main() -> None:
     config = _config(args, work)
     users = _ensure_bundle(config, args)
     server, shared, workers = _start_server(config, args.processes, _overrides(args.set), work)
-    address = shared if args.shared_port or workers is None else workers
-    print(f"calls go to {address}", flush=True)
+    address = shared if args.balance == "connection" or workers is None else workers
+    print(f"calls go to {address} ({args.balance})", flush=True)
     try:
         rows = asyncio.run(_drive(address, users, args, server.pid))
     finally:
@@ -167,29 +172,32 @@ async def _drive(
 ) -> list[dict]:
     rng = np.random.default_rng(0)
     rates = [float(r) for r in args.rates.split(",")]
-    # `address` is either the shared port, which the kernel spreads by connection (not by
-    # call) over the workers, or the workers' own ports, over which each channel balances
-    # every call (round_robin), as an L7 balancer or a gRPC client-side balancer would.
-    target, options = channel_target(address)
-    channels = [
-        grpc.aio.insecure_channel(target, options=[*options, ("grpc.use_local_subchannel_pool", 1)])
-        for _ in range(args.channels)
-    ]
+    addresses = worker_addresses(address)
+    if args.balance == "least":  # a channel per worker; each call picks one
+        channels = [grpc.aio.insecure_channel(a) for a in addresses]
+    else:  # round_robin over the workers' ports, or the shared port (kernel spreads connections)
+        target, options = address, [("grpc.use_local_subchannel_pool", 1)]
+        if len(addresses) > 1:
+            target = ("ipv6:" if addresses[0].startswith("[") else "ipv4:") + ",".join(addresses)
+            options.append(("grpc.lb_policy_name", "round_robin"))
+        channels = [
+            grpc.aio.insecure_channel(target, options=options) for _ in range(args.channels)
+        ]
     stubs = [pb_grpc.RecommenderStub(channel) for channel in channels]
+    picker = LeastOutstanding(len(stubs)) if args.balance == "least" else None
 
     def request() -> pb.RecommendRequest:
         user = f"cold-{rng.integers(1 << 30)}" if rng.random() < args.cold_share else None
         return pb.RecommendRequest(user_id=user or users[rng.integers(len(users))], k=args.k)
 
-    # Warm-up, not measured. A fresh server is slower for its first seconds: measured at
-    # 200 RPS right after 3 s of warm-up, p99 790 ms and 9.1 ms CPU per request, then 45 and
-    # 47 ms at 7.2-7.6 ms in the next two 10 s windows (a rolling deploy would ramp up).
-    await _at_rate(stubs, request, 100.0, args.warmup)
+    # Warm-up, not measured: connections, and each worker's first calls down every path
+    # (measured at 200 RPS: p99 92 ms in the first 5 s, 16-21 ms after).
+    await _at_rate(stubs, picker, request, 100.0, args.warmup)
     rows = []
     for rate in rates:
         cpu_before, host_before = _tree_cpu_seconds(server_pid), _host_ticks()
         client_before = time.process_time()
-        row = await _at_rate(stubs, request, rate, args.seconds)
+        row = await _at_rate(stubs, picker, request, rate, args.seconds)
         client = time.process_time() - client_before
         host = _host_ticks() - host_before
         # a VM's "steal": time the hypervisor gave our vCPUs to someone else (noisy host)
@@ -220,7 +228,9 @@ async def _drive(
     return rows
 
 
-async def _at_rate(stubs, request, rate: float, seconds: float) -> dict:
+async def _at_rate(
+    stubs, picker: LeastOutstanding | None, request, rate: float, seconds: float
+) -> dict:
     latencies: list[float] = []
     errors: dict[str, int] = {}
     n = int(rate * seconds)
@@ -232,7 +242,11 @@ async def _at_rate(stubs, request, rate: float, seconds: float) -> dict:
         if delay > 0:
             await asyncio.sleep(delay)
         try:
-            await stubs[i % len(stubs)].Recommend(request(), timeout=5.0)
+            if picker is None:
+                await stubs[i % len(stubs)].Recommend(request(), timeout=5.0)
+            else:
+                with picker.call() as worker:
+                    await stubs[worker].Recommend(request(), timeout=5.0)
             latencies.append(time.perf_counter() - scheduled)
         except grpc.aio.AioRpcError as err:
             errors[err.code().name] = errors.get(err.code().name, 0) + 1
@@ -277,7 +291,10 @@ def _tree_cpu_seconds(root: int) -> dict[int, float]:
 
 def _report(rows: list[dict], args: argparse.Namespace) -> None:
     what = f"synthetic {args.items} items" if args.shop else "MovieLens-100k"
-    print(f"\n{what}, Recommend k={args.k}, full cascade, {args.seconds:.0f} s per rate")
+    print(
+        f"\n{what}, Recommend k={args.k}, full cascade, {args.seconds:.0f} s per rate, "
+        f"calls balanced by {args.balance}"
+    )
     if args.set:
         print("server overrides:", " ".join(args.set))
     print("| target RPS | achieved RPS | p50 ms | p95 ms | p99 ms | server CPU ms/req | errors |")

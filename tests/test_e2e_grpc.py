@@ -33,7 +33,7 @@ def stub(server):
 def test_health_and_reflection(client, server):
     assert client.health() == "SERVING"
     assert client.health("recsys.v1.Recommender") == "SERVING"
-    services = set(ProtoReflectionDescriptorDatabase(client.channel).get_services())
+    services = set(ProtoReflectionDescriptorDatabase(client.channels[0]).get_services())
     assert {"recsys.v1.Recommender", "grpc.health.v1.Health"} <= services
 
 
@@ -118,15 +118,37 @@ def test_server_survives_a_burst_of_malformed_requests(stub, client):
     assert len(client.recommend("1", 3).items) == 3
 
 
-def test_channel_target_balances_calls_over_the_workers_own_ports() -> None:
-    from serving.grpc.client import channel_target
+def test_worker_addresses_name_each_workers_own_port() -> None:
+    from serving.grpc.client import worker_addresses
 
-    assert channel_target("127.0.0.1:50051") == ("127.0.0.1:50051", [])
-    target, options = channel_target("127.0.0.1:50061,50062")
-    assert target == "ipv4:127.0.0.1:50061,127.0.0.1:50062"
-    assert options == [("grpc.lb_policy_name", "round_robin")]
-    assert channel_target("[::1]:7,8")[0] == "ipv6:[::1]:7,[::1]:8"
+    assert worker_addresses("127.0.0.1:50051") == ["127.0.0.1:50051"]
+    assert worker_addresses("127.0.0.1:50061,50062") == ["127.0.0.1:50061", "127.0.0.1:50062"]
+    assert worker_addresses("[::1]:7,8") == ["[::1]:7", "[::1]:8"]
     with pytest.raises(ValueError, match="need an IP address"):
-        channel_target("recsys.internal:7,8")
+        worker_addresses("recsys.internal:7,8")
     with pytest.raises(ValueError, match="numeric ports"):
-        channel_target("127.0.0.1:7,x")
+        worker_addresses("127.0.0.1:7,x")
+
+
+def test_least_outstanding_sends_a_call_to_the_worker_with_fewer_in_flight() -> None:
+    from serving.grpc.client import LeastOutstanding
+
+    picker = LeastOutstanding(2)
+    # one after another (nothing in flight): in turn
+    turns = []
+    for _ in range(4):
+        with picker.call() as worker:
+            turns.append(worker)
+    assert turns == [0, 1, 0, 1]
+    with picker.call() as slow:  # a slow call stays in flight on worker 0...
+        assert slow == 0
+        for _ in range(3):  # ...so the calls meanwhile go to worker 1
+            with picker.call() as worker:
+                assert worker == 1
+        with picker.call() as second, picker.call() as third:  # 1 each in flight: in turn
+            assert (second, third) == (1, 0)
+            assert picker.in_flight == [2, 1]
+    assert picker.in_flight == [0, 0]
+    with pytest.raises(RuntimeError), picker.call():  # a failed call is no longer counted
+        raise RuntimeError("the call failed")
+    assert picker.in_flight == [0, 0]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -14,13 +17,12 @@ from serving.events import Event
 from serving.pipeline import Recommendation, ScoredItem
 
 
-def channel_target(address: str) -> tuple[str, list[tuple[str, object]]]:
-    """gRPC target and channel options for "host:port", or for "ip:port1,port2,..." (the
-    workers' own ports that `recsys serve` prints): those get the round_robin policy, which
-    spreads every call over the workers instead of pinning a connection to one."""
+def worker_addresses(address: str) -> list[str]:
+    """ "host:port" as it is, or "ip:port1,port2,..." (the workers' own ports that
+    `recsys serve` prints) as one "ip:port" per worker."""
     host, _, ports = address.rpartition(":")
     if "," not in ports:
-        return address, []
+        return [address]
     try:
         numbers = [int(port) for port in ports.split(",")]
         ipaddress.ip_address(host.strip("[]"))
@@ -29,19 +31,48 @@ def channel_target(address: str) -> tuple[str, list[tuple[str, object]]]:
             f"address {address!r}: several ports need an IP address and numeric ports, "
             "e.g. 127.0.0.1:50061,50062"
         ) from None
-    scheme = "ipv6" if ":" in host else "ipv4"
-    target = f"{scheme}:" + ",".join(f"{host}:{port}" for port in numbers)
-    return target, [("grpc.lb_policy_name", "round_robin")]
+    return [f"{host}:{port}" for port in numbers]
+
+
+class LeastOutstanding:
+    """Picks, per call, the worker with the fewest of this client's calls in flight (ties
+    in turn): Envoy's LEAST_REQUEST. A worker answers one call at a time, so a call sent
+    behind a slow one waits while the other worker may idle; gRPC's round_robin spreads
+    calls evenly but blindly (measured on MovieLens at 200 RPS: p99 15.7-21.4 ms this way,
+    23.5-81.1 ms with round_robin, in alternating runs). Works from threads and from one
+    asyncio loop alike: the lock is never held across a call."""
+
+    def __init__(self, n: int) -> None:
+        self.in_flight = [0] * n
+        self._next = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def call(self) -> Iterator[int]:
+        """The chosen worker's index, counted in flight until the block ends."""
+        with self._lock:
+            n = len(self.in_flight)
+            slot = min(((self._next + j) % n for j in range(n)), key=self.in_flight.__getitem__)
+            self._next = (slot + 1) % n
+            self.in_flight[slot] += 1
+        try:
+            yield slot
+        finally:
+            with self._lock:
+                self.in_flight[slot] -= 1
 
 
 class RecommenderClient:
+    """Calls one server ("host:port"), or several workers ("ip:port1,port2,...": each call
+    goes to the one with the fewest calls in flight, `LeastOutstanding`)."""
+
     def __init__(self, address: str, timeout: float = 5.0) -> None:
         self.address = address
         self.timeout = timeout
-        target, options = channel_target(address)
-        self.channel = grpc.insecure_channel(target, options=options)
-        self.stub = pb_grpc.RecommenderStub(self.channel)
-        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+        self.channels = [grpc.insecure_channel(a) for a in worker_addresses(address)]
+        self.stubs = [pb_grpc.RecommenderStub(channel) for channel in self.channels]
+        self.health_stubs = [health_pb2_grpc.HealthStub(channel) for channel in self.channels]
+        self.picker = LeastOutstanding(len(self.channels))
 
     def __enter__(self) -> RecommenderClient:
         return self
@@ -50,11 +81,15 @@ class RecommenderClient:
         self.close()
 
     def close(self) -> None:
-        self.channel.close()
+        for channel in self.channels:
+            channel.close()
 
     def wait_ready(self, timeout: float) -> None:
-        """Block until the channel connects (raises grpc.FutureTimeoutError after `timeout`)."""
-        grpc.channel_ready_future(self.channel).result(timeout=timeout)
+        """Block until every channel connects (grpc.FutureTimeoutError after `timeout`)."""
+        deadline = time.monotonic() + timeout
+        for channel in self.channels:
+            remaining = max(0.0, deadline - time.monotonic())
+            grpc.channel_ready_future(channel).result(timeout=remaining)
 
     def recommend(
         self,
@@ -67,7 +102,8 @@ class RecommenderClient:
         favorites: Sequence[str] = (),
         request_id: str = "",
     ) -> Recommendation:
-        response = self.stub.Recommend(
+        response = self._call(
+            "Recommend",
             pb.RecommendRequest(
                 user_id=user_id,
                 k=k,
@@ -77,7 +113,6 @@ class RecommenderClient:
                 favorite_item_ids=list(favorites),
                 request_id=request_id,
             ),
-            timeout=self.timeout,
         )
         return Recommendation(
             items=tuple(_items(response.items)),
@@ -87,20 +122,17 @@ class RecommenderClient:
         )
 
     def rank(self, user_id: str, item_ids: Sequence[str]) -> list[ScoredItem]:
-        response = self.stub.Rank(
-            pb.RankRequest(user_id=user_id, item_ids=list(item_ids)), timeout=self.timeout
-        )
+        response = self._call("Rank", pb.RankRequest(user_id=user_id, item_ids=list(item_ids)))
         return _items(response.items)
 
     def similar_items(self, item_id: str, k: int) -> list[ScoredItem]:
-        response = self.stub.SimilarItems(
-            pb.SimilarItemsRequest(item_id=item_id, k=k), timeout=self.timeout
-        )
+        response = self._call("SimilarItems", pb.SimilarItemsRequest(item_id=item_id, k=k))
         return _items(response.items)
 
     def log_events(self, events: Sequence[Event]) -> int:
         """Append one batch, all or nothing; returns how many the server durably accepted."""
-        response = self.stub.LogEvents(
+        response = self._call(
+            "LogEvents",
             pb.LogEventsRequest(
                 events=[
                     pb.Event(
@@ -113,15 +145,17 @@ class RecommenderClient:
                     for e in events
                 ]
             ),
-            timeout=self.timeout,
         )
         return response.accepted
 
     def health(self, service: str = "") -> str:
-        response = self.health_stub.Check(
-            health_pb2.HealthCheckRequest(service=service), timeout=self.timeout
-        )
+        response = self._call("Check", health_pb2.HealthCheckRequest(service=service))
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+    def _call(self, method: str, request):
+        with self.picker.call() as worker:
+            stubs = self.health_stubs if method == "Check" else self.stubs
+            return getattr(stubs[worker], method)(request, timeout=self.timeout)
 
 
 def _items(items: Sequence[pb.ScoredItem]) -> list[ScoredItem]:

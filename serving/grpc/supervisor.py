@@ -63,7 +63,7 @@ def _announce(
     own_ports: list[int | None] | None = None,
 ) -> None:
     """The line operators (and tests, and bench/bench_load.py) read: the address, and each
-    worker's own port when there are some (a gRPC client balancing calls with round_robin
+    worker's own port when there are some (a client balancing calls by calls in flight
     over them loads every worker evenly; the shared port spreads connections, not calls)."""
     ports = [p for p in own_ports or [] if p is not None]
     workers = f"; workers on {config.serving.host}:{','.join(map(str, ports))}" if ports else ""
