@@ -1,5 +1,6 @@
 """Per-request latency of the DLRM ranker (seed 000): float32 eager, INT8 dynamic quantized,
-TorchScript and TorchScript of the INT8 model.
+TorchScript, TorchScript of the INT8 model, and native code compiled ahead of time
+(AOTInductor, `ranking.dlrm_serving = "compiled"`).
 
 .venv/bin/python bench/bench_dlrm.py
 .venv/bin/python bench/bench_dlrm.py --requests 1000 --candidates 200 500 1000
@@ -101,6 +102,9 @@ def main() -> None:
     torch.set_num_threads(1)
     variants = {"float32 eager": eager, "int8 dynamic": eager.quantized()}
     variants["torchscript"] = eager.scripted()
+    started = time.perf_counter()
+    variants["compiled"] = eager.compiled(None)  # no cache: compiled here, timed
+    print(f"compiled ({variants['compiled'].variant}) in {time.perf_counter() - started:.1f} s")
     try:
         variants["torchscript int8"] = variants["int8 dynamic"].scripted()
     except Exception as error:  # report and go on: the other three still measure
@@ -125,6 +129,7 @@ def main() -> None:
         eager_p50, int8_p50 = p50["float32 eager"], p50["int8 dynamic"]
         print(
             f"{n:5d} cands  torchscript/eager {p50['torchscript'] / eager_p50:.2f}"
+            f"  compiled/torchscript {p50['compiled'] / p50['torchscript']:.2f}"
             f"  int8/float32 {int8_p50 / eager_p50:.2f}"
             + (
                 f"  torchscript-int8/eager {p50['torchscript int8'] / eager_p50:.2f}"

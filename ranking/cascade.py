@@ -58,8 +58,8 @@ class Cascade:
     def __init__(
         self, rankers: TrainedRankers, config: RankingConfig, cache_dir: Path | None = None
     ) -> None:
-        """`cache_dir` keeps compiled LightGBM forests between processes (see
-        ranking.compiled_trees); None compiles in memory each time."""
+        """`cache_dir` keeps compiled rankers between processes (see
+        ranking.native_cache); None compiles in memory each time."""
         missing = [s for s in config.stages if getattr(rankers, s) is None]
         if missing:
             raise ValueError(
@@ -74,7 +74,7 @@ class Cascade:
                 self.lightgbm = rankers.lightgbm.compiled(cache_dir)
         self.dlrm = None
         if "dlrm" in config.stages:
-            self.dlrm = _dlrm_variant(rankers.dlrm, config.dlrm_serving)
+            self.dlrm = _dlrm_variant(rankers.dlrm, config.dlrm_serving, cache_dir)
             self.dlrm_cardinalities = np.asarray(rankers.dlrm.spec.sparse_cardinalities)
 
     @property
@@ -107,8 +107,11 @@ class Cascade:
         return Ranked(order=order, scores=scores, stages=stages, seconds=seconds)
 
 
-def _dlrm_variant(dlrm: DLRMRanker, variant: str) -> DLRMRanker:
-    """DESIGN.md §4: INT8 dynamic quantization or TorchScript for inference."""
+def _dlrm_variant(dlrm: DLRMRanker, variant: str, cache_dir: Path | None) -> DLRMRanker:
+    """DESIGN.md §4: INT8 dynamic quantization or TorchScript for inference, or native code
+    compiled ahead of time (ranking.compiled_dlrm)."""
+    if variant == "compiled":
+        return dlrm.compiled(cache_dir)
     if variant == "int8":
         return dlrm.quantized()
     if variant == "torchscript":

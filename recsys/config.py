@@ -160,7 +160,7 @@ class RankingConfig:
 
     stages: tuple[str, ...]  # in order, from RANKING_STAGES; empty = iALS dot-product order
     lightgbm_keep: int  # candidates LightGBM passes on to the next stage
-    dlrm_serving: str  # "eager", "int8" (dynamic quantization) or "torchscript"
+    dlrm_serving: str  # "eager", "int8" (dynamic quantization), "torchscript" or "compiled"
     lightgbm_serving: str  # "compiled" (native code, lleaves) or "booster" (LightGBM's own)
     label_share: float  # last share of events whose positives label the training data
     random_negatives: int  # random eligible items added per training request
@@ -558,7 +558,7 @@ def _unix_time(text: str, key: str) -> float:
 ANN_BACKENDS = ("hnsw", "faiss-hnsw", "faiss-ivf", "faiss-flat", "exact")
 I2I_KINDS = ("als", "npmi", "content")
 RANKING_STAGES = ("lightgbm", "dlrm")
-DLRM_SERVING = ("eager", "int8", "torchscript")
+DLRM_SERVING = ("eager", "int8", "torchscript", "compiled")
 LIGHTGBM_SERVING = ("compiled", "booster")
 LOG_FORMATS = ("json", "text")
 PROMOTION_KINDS = ("boost", "pin")

@@ -224,6 +224,40 @@ def test_quantized_and_scripted_stay_within_tolerance(fitted, frames):
     np.testing.assert_array_equal(fitted.predict(valid), eager)  # exports copied the model
 
 
+@pytest.fixture(scope="module")
+def compiled_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("compiled")
+
+
+def test_compiled_scores_like_the_model_and_is_cached(fitted, frames, compiled_cache):
+    _, valid = frames
+    compiled = fitted.compiled(compiled_cache)
+    assert compiled.variant == "compiled"
+    assert np.abs(compiled.predict(valid) - fitted.predict(valid)).max() < SCRIPT_MAX_DRIFT
+    one_row = valid.take(np.arange(1))  # the number of rows is not fixed at compile time
+    assert np.abs(compiled.predict(one_row) - fitted.predict(one_row)).max() < SCRIPT_MAX_DRIFT
+    (package,) = compiled_cache.glob("dlrm-*.pt2")
+    assert (compiled_cache / f"{package.stem}.sha256").is_file()
+    assert not list(compiled_cache.glob("*partial*"))
+    built = package.stat().st_mtime_ns
+    again = fitted.compiled(compiled_cache)  # another process, a restart: loads the package
+    assert package.stat().st_mtime_ns == built
+    np.testing.assert_array_equal(again.predict(valid), compiled.predict(valid))
+
+
+def test_compiled_code_that_scores_differently_is_not_served(
+    fitted, frames, compiled_cache, monkeypatch, caplog
+):
+    _, valid = frames
+    wrong = lambda dense, sparse: torch.zeros(len(dense))  # noqa: E731
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", lambda path: wrong)
+    with caplog.at_level("WARNING", logger="ranking.dlrm"):
+        served = fitted.compiled(compiled_cache)
+    assert served.variant == "torchscript"
+    assert "compiled DLRM scores differ" in caplog.text
+    assert np.abs(served.predict(valid) - fitted.predict(valid)).max() < SCRIPT_MAX_DRIFT
+
+
 def test_save_and_load_give_identical_predictions(fitted, frames, tmp_path):
     _, valid = frames
     fitted.save(tmp_path)

@@ -1,0 +1,80 @@
+"""DLRM compiled ahead of time to native code for serving (torch.export + AOTInductor).
+
+TorchScript still runs the graph op by op: about 30 ops, each with a fixed cost that
+outweighs its arithmetic at serving batch sizes (100 rows), more so when the caches have
+gone cold between requests. AOTInductor fuses the element-wise work (log1p, NaN flags,
+standardising, ReLUs) into C++ loops around the matrix products and runs the whole graph
+from one call. Measured on MovieLens, 100 rows, one thread: 0.17 vs 0.40 ms hot; in the
+serving pipeline with 10 ms between requests, 1.09-1.14 vs 1.43-1.50 ms for the DLRM
+stage and 0.5-0.8 ms less CPU per request.
+
+Compiling needs a C++ compiler and takes 15-40 s, so the package is cached between
+processes (ranking.native_cache) under a key of the weights, this code, the torch version
+and the host CPU.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ranking.native_cache import cache_key, cached_build, host_cpu
+
+Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+MAX_DRIFT = 1e-4  # logits, compiled vs eager: fused loops may reorder float32 sums
+
+
+def compile_dlrm(
+    model: nn.Module, example: tuple[torch.Tensor, torch.Tensor], cache_dir: Path | None
+) -> Forward:
+    """`model`'s forward (dense (n, F) float32, sparse (n, S) int64) -> logits (n,) as
+    native code, for any n >= 1. Checked against `model` on `example` (a few rows, some
+    NaN): a compiled model that scores differently is an error, never served."""
+    model = model.eval()
+    if cache_dir is None:
+        with tempfile.TemporaryDirectory(prefix="recsys-dlrm-") as scratch:
+            package = Path(scratch) / "dlrm.pt2"
+            _build(model, example, package)
+            forward = torch._inductor.aoti_load_package(str(package))
+    else:
+        key = cache_key(
+            _weights_bytes(model),
+            inspect.getsource(sys.modules[type(model).__module__]),
+            torch.__version__,
+            host_cpu(),
+        )
+        package = cached_build(
+            Path(cache_dir) / f"dlrm-{key}.pt2",
+            lambda partial: _build(model, example, partial),
+            "compiled DLRM",
+        )
+        forward = torch._inductor.aoti_load_package(str(package))
+    with torch.inference_mode():
+        drift = (forward(*example) - model(*example)).abs().max().item()
+    if not drift <= MAX_DRIFT:  # also catches NaN
+        raise ValueError(f"compiled DLRM scores differ from the model's by {drift}")
+    return forward
+
+
+def _build(model: nn.Module, example: tuple[torch.Tensor, torch.Tensor], package: Path) -> None:
+    rows = torch.export.Dim("rows", min=1)
+    exported = torch.export.export(model, example, dynamic_shapes=({0: rows}, {0: rows}))
+    # compile in this process: a serving worker has gRPC threads, and a pool of compile
+    # workers would be started from it (the graph is small; a pool saves little)
+    with torch._inductor.config.patch(compile_threads=1):
+        torch._inductor.aoti_compile_and_package(exported, package_path=str(package))
+
+
+def _weights_bytes(model: nn.Module) -> bytes:
+    """Every parameter and buffer (the non-persistent ones too: the dense statistics)."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    return b"".join(
+        name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes()
+        for name, tensor in tensors
+    )

@@ -1,0 +1,76 @@
+"""Native code built from a model for serving, cached on disk between processes.
+
+Compiling a ranker takes seconds (LightGBM trees with lleaves: 1.6-5 s) to tens of seconds
+(DLRM with AOTInductor: 15-40 s), and every serving process loads each bundle. The result
+is kept under a key of everything it depends on (model, compiler version, host CPU), so a
+second process, or a restart, loads it instead. A file is published atomically with its
+sha256 beside it: no process loads a half-written file, and a damaged one is built again
+rather than loaded as machine code. Processes that want the same file at once take turns
+(a file lock): one builds it, the others then load it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def host_cpu() -> str:
+    """The host CPU's name and features: native code built for one may not run on another."""
+    import llvmlite.binding as llvm
+
+    return f"{llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}"
+
+
+def cache_key(*parts: str | bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode() if isinstance(part, str) else part)
+        digest.update(b"\0")
+    return digest.hexdigest()[:32]
+
+
+def cached_build(cached: Path, build: Callable[[Path], None], what: str) -> Path:
+    """`cached`, intact: built first by `build(path)`, which must write a new file at
+    `path` (same suffix as `cached`), when it is missing or does not match its checksum."""
+    digest_file = cached.with_suffix(".sha256")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(cached.with_suffix(".lock")):
+        if cached.is_file() and digest_file.is_file():
+            if _sha256(cached) == digest_file.read_text().strip():
+                return cached
+            log.warning("%s %s does not match its checksum; building it again", what, cached)
+        partial = cached.with_name(f"{cached.stem}.{os.getpid()}.partial{cached.suffix}")
+        partial.unlink(missing_ok=True)  # some compilers write only where no file exists
+        try:
+            build(partial)
+            _replace_text(digest_file, _sha256(partial))
+            os.replace(partial, cached)
+        finally:
+            partial.unlink(missing_ok=True)
+    log.info("built the %s %s", what, cached)
+    return cached
+
+
+@contextmanager
+def _exclusive(lock_file: Path) -> Iterator[None]:
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _replace_text(path: Path, text: str) -> None:
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
