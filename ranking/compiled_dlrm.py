@@ -10,15 +10,20 @@ stage and 0.5-0.8 ms less CPU per request.
 
 Compiling needs a C++ compiler and takes 15-40 s, so the package is cached between
 processes (ranking.native_cache) under a key of the weights, this code, the torch version
-and the host CPU.
+and the host CPU. It runs in a child process at low CPU priority: a serving worker that
+loads a new bundle keeps its GIL and its share of the CPU for the calls it is answering,
+and a compiler crash cannot take it down.
 """
 
 from __future__ import annotations
 
 import inspect
+import multiprocessing
+import os
 import sys
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -28,6 +33,7 @@ from ranking.native_cache import cache_key, cached_build, host_cpu
 
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 MAX_DRIFT = 1e-4  # logits, compiled vs eager: fused loops may reorder float32 sums
+BUILD_NICENESS = 10  # below the serving processes' priority
 
 
 def compile_dlrm(
@@ -40,7 +46,7 @@ def compile_dlrm(
     if cache_dir is None:
         with tempfile.TemporaryDirectory(prefix="recsys-dlrm-") as scratch:
             package = Path(scratch) / "dlrm.pt2"
-            _build(model, example, package)
+            _build_in_child(model, example, package)
             forward = torch._inductor.aoti_load_package(str(package))
     else:
         key = cache_key(
@@ -51,7 +57,7 @@ def compile_dlrm(
         )
         package = cached_build(
             Path(cache_dir) / f"dlrm-{key}.pt2",
-            lambda partial: _build(model, example, partial),
+            lambda partial: _build_in_child(model, example, partial),
             "compiled DLRM",
         )
         forward = torch._inductor.aoti_load_package(str(package))
@@ -62,11 +68,20 @@ def compile_dlrm(
     return forward
 
 
+def _build_in_child(
+    model: nn.Module, example: tuple[torch.Tensor, torch.Tensor], package: Path
+) -> None:
+    # spawned, not forked: the parent may be a serving worker with gRPC threads; a child
+    # that dies raises BrokenProcessPool here instead of hanging
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, context, initializer=os.nice, initargs=(BUILD_NICENESS,)) as pool:
+        pool.submit(_build, model, example, package).result()
+
+
 def _build(model: nn.Module, example: tuple[torch.Tensor, torch.Tensor], package: Path) -> None:
     rows = torch.export.Dim("rows", min=1)
     exported = torch.export.export(model, example, dynamic_shapes=({0: rows}, {0: rows}))
-    # compile in this process: a serving worker has gRPC threads, and a pool of compile
-    # workers would be started from it (the graph is small; a pool saves little)
+    # no pool of compile workers: the graph is small, a pool saves little
     with torch._inductor.config.patch(compile_threads=1):
         torch._inductor.aoti_compile_and_package(exported, package_path=str(package))
 

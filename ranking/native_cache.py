@@ -6,7 +6,8 @@ is kept under a key of everything it depends on (model, compiler version, host C
 second process, or a restart, loads it instead. A file is published atomically with its
 sha256 beside it: no process loads a half-written file, and a damaged one is built again
 rather than loaded as machine code. Processes that want the same file at once take turns
-(a file lock): one builds it, the others then load it.
+(a file lock): one builds it, the others then load it. Nightly retraining makes new models
+every day, so only the most recently used KEEP_PER_KIND files of a kind are kept.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+KEEP_PER_KIND = 8  # files named "<kind>-<key>.<suffix>": a week of nightly models and then some
 
 
 def host_cpu() -> str:
@@ -45,6 +48,7 @@ def cached_build(cached: Path, build: Callable[[Path], None], what: str) -> Path
     with _exclusive(cached.with_suffix(".lock")):
         if cached.is_file() and digest_file.is_file():
             if _sha256(cached) == digest_file.read_text().strip():
+                os.utime(digest_file)  # "last used", for the pruning below
                 return cached
             log.warning("%s %s does not match its checksum; building it again", what, cached)
         partial = cached.with_name(f"{cached.stem}.{os.getpid()}.partial{cached.suffix}")
@@ -55,8 +59,23 @@ def cached_build(cached: Path, build: Callable[[Path], None], what: str) -> Path
             os.replace(partial, cached)
         finally:
             partial.unlink(missing_ok=True)
+        _prune(cached)
     log.info("built the %s %s", what, cached)
     return cached
+
+
+def _prune(cached: Path) -> None:
+    """Remove the files of `cached`'s kind beyond the KEEP_PER_KIND most recently used."""
+    kind = cached.name.split("-", 1)[0]
+    builds = [
+        path
+        for path in cached.parent.glob(f"{kind}-*{cached.suffix}")
+        if ".partial" not in path.name
+    ]
+    builds.sort(key=_last_used, reverse=True)
+    for old in builds[KEEP_PER_KIND:]:
+        for path in (old, old.with_suffix(".sha256"), old.with_suffix(".lock")):
+            path.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -64,6 +83,11 @@ def _exclusive(lock_file: Path) -> Iterator[None]:
     with open(lock_file, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
         yield
+
+
+def _last_used(cached: Path) -> int:
+    digest_file = cached.with_suffix(".sha256")  # touched on every load; the file never is
+    return digest_file.stat().st_mtime_ns if digest_file.is_file() else 0
 
 
 def _sha256(path: Path) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from ranking import native_cache
 from ranking.native_cache import cache_key, cached_build
 
 
@@ -44,3 +46,20 @@ def test_a_failed_build_leaves_nothing_to_load(tmp_path) -> None:
 def test_keys_differ_when_any_part_does() -> None:
     assert cache_key("a", "b") != cache_key("a", "c")
     assert cache_key("ab", "c") != cache_key("a", "bc")  # parts are separated
+
+
+def test_only_the_most_recently_used_files_of_a_kind_are_kept(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(native_cache, "KEEP_PER_KIND", 2)
+
+    def build(partial: Path) -> None:
+        partial.write_bytes(partial.name.encode())
+
+    other_kind = cached_build(tmp_path / "forest-a.o", build, "forest")
+    first, second = (cached_build(tmp_path / f"dlrm-{k}.pt2", build, "dlrm") for k in "ab")
+    os.utime(first.with_suffix(".sha256"), ns=(1, 1))  # long unused...
+    os.utime(second.with_suffix(".sha256"), ns=(2, 2))
+    cached_build(first, build, "dlrm")  # ...until loaded again now
+    third = cached_build(tmp_path / "dlrm-c.pt2", build, "dlrm")
+    assert first.is_file() and third.is_file() and other_kind.is_file()
+    assert not second.exists() and not second.with_suffix(".sha256").exists()
+    assert not second.with_suffix(".lock").exists()
