@@ -17,15 +17,18 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
 import tomllib
+import urllib.request
 from pathlib import Path
 
 import grpc
 import numpy as np
+from bench_serving import free_port
 from shop_scale import add_shop_size_arguments
 
 from pipelines.nightly import run_nightly
@@ -78,11 +81,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
     config = _config(args, work)
     users = _ensure_bundle(config, args)
-    server, shared, workers = _start_server(config, args.processes, _overrides(args.set), work)
+    server, shared, workers, metrics_url = _start_server(
+        config, args.processes, _overrides(args.set), work
+    )
     address = shared if args.balance == "connection" or workers is None else workers
     print(f"calls go to {address} ({args.balance})", flush=True)
     try:
-        rows = asyncio.run(_drive(address, users, args, server.pid))
+        rows = asyncio.run(_drive(address, users, args, server.pid, metrics_url))
     finally:
         server.terminate()
         server.wait(60)
@@ -136,10 +141,13 @@ def _overrides(settings: list[str]) -> dict[str, dict]:
 
 def _start_server(
     config: Config, processes: int, overrides: dict[str, dict], work: Path
-) -> tuple[subprocess.Popen, int]:
+) -> tuple[subprocess.Popen, str, str | None, str]:
+    """The server process, its shared address, its workers' own ports ("ip:p1,p2" or None)
+    and its /metrics URL."""
+    metrics_port = free_port()
     sections = {
         "artifacts": {"root": config.artifacts.root},
-        "serving": {"port": 0, "metrics_port": 0, "processes": processes},
+        "serving": {"port": 0, "metrics_port": metrics_port, "processes": processes},
         "events": {"log_dir": config.events.log_dir},
     }
     for section, values in overrides.items():
@@ -164,11 +172,11 @@ def _start_server(
     print(line.strip(), flush=True)
     shared = line.split()[3]
     workers = line.split("workers on ")[-1].rstrip(")\n") if "workers on " in line else None
-    return server, shared, workers
+    return server, shared, workers, f"http://127.0.0.1:{metrics_port}/metrics"
 
 
 async def _drive(
-    address: str, users: list[str], args: argparse.Namespace, server_pid: int
+    address: str, users: list[str], args: argparse.Namespace, server_pid: int, metrics_url: str
 ) -> list[dict]:
     rng = np.random.default_rng(0)
     rates = [float(r) for r in args.rates.split(",")]
@@ -196,6 +204,7 @@ async def _drive(
     rows = []
     for rate in rates:
         cpu_before, host_before = _tree_cpu_seconds(server_pid), _host_ticks()
+        stages_before = _server_seconds(metrics_url)
         client_before = time.process_time()
         row = await _at_rate(stubs, picker, request, rate, args.seconds)
         client = time.process_time() - client_before
@@ -222,6 +231,7 @@ async def _drive(
             f"errors {row['errors']}",
             flush=True,
         )
+        print("  " + _stage_breakdown(stages_before, _server_seconds(metrics_url)), flush=True)
         if row["p99"] > 1000:  # far past saturation: higher rates only queue
             break
     for channel in channels:
@@ -272,6 +282,48 @@ async def _at_rate(
         "late_p99": float(np.percentile(np.asarray(lateness) * 1000, 99)),
         "errors": errors,
     }
+
+
+_SECONDS_SAMPLE = re.compile(
+    r'^recsys_(stage|generator|request)_seconds_(sum|count)\{\w+="([^"]+)"\} (\S+)$', re.M
+)
+
+
+def _server_seconds(metrics_url: str) -> dict[tuple[str, str, str], float]:
+    """(kind, name, "sum" | "count") -> value of the server's latency histograms, summed
+    over its workers: per stage, per generator and per call."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as reply:
+        text = reply.read().decode()
+    return {
+        (kind, name, part): float(value)
+        for kind, part, name, value in _SECONDS_SAMPLE.findall(text)
+    }
+
+
+def _stage_breakdown(before: dict, after: dict) -> str:
+    """Mean wall ms per Recommend of each stage (generators inside candidates) over one
+    rate's window: where a request's time goes under that load."""
+
+    def mean(kind: str, name: str) -> float:
+        count = after.get((kind, name, "count"), 0.0) - before.get((kind, name, "count"), 0.0)
+        total = after.get((kind, name, "sum"), 0.0) - before.get((kind, name, "sum"), 0.0)
+        return 1000 * total / count if count else float("nan")
+
+    names = {(kind, name) for kind, name, _ in after}
+    generators = ", ".join(
+        f"{name} {mean('generator', name):.2f}"
+        for kind, name in sorted(names)
+        if kind == "generator"
+    )
+    stages = [name for kind, name in names if kind == "stage"]
+    order = ["candidates", "filters", "features", "lightgbm", "dlrm", "rules"]
+    stages.sort(key=lambda name: (order.index(name) if name in order else len(order), name))
+    parts = [
+        f"{name} {mean('stage', name):.2f}" + (f" ({generators})" if name == "candidates" else "")
+        for name in stages
+    ]
+    call = mean("request", "Recommend")
+    return f"server ms per Recommend: {', '.join(parts)}; whole call {call:.2f}"
 
 
 def _host_ticks() -> np.ndarray:
