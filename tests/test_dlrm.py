@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -224,11 +226,18 @@ def test_quantized_and_scripted_stay_within_tolerance(fitted, frames):
     np.testing.assert_array_equal(fitted.predict(valid), eager)  # exports copied the model
 
 
+HAS_CXX = shutil.which(os.environ.get("CXX", "g++")) is not None
+
+
 @pytest.fixture(scope="module")
 def compiled_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("compiled")
 
 
+@pytest.mark.skipif(
+    not HAS_CXX,
+    reason="AOTInductor needs a C++ compiler (without one, TorchScript serves: tested below)",
+)
 def test_compiled_scores_like_the_model_and_is_cached(fitted, frames, compiled_cache):
     _, valid = frames
     compiled = fitted.compiled(compiled_cache)
@@ -254,7 +263,9 @@ def test_compiled_code_that_scores_differently_is_not_served(
     with caplog.at_level("WARNING", logger="ranking.dlrm"):
         served = fitted.compiled(compiled_cache)
     assert served.variant == "torchscript"
-    assert "compiled DLRM scores differ" in caplog.text
+    assert "dlrm: serving TorchScript, not compiled code" in caplog.text
+    if HAS_CXX:  # else compiling itself failed first ("No working C++ compiler"): also served
+        assert "compiled DLRM scores differ" in caplog.text
     assert np.abs(served.predict(valid) - fitted.predict(valid)).max() < SCRIPT_MAX_DRIFT
 
 
