@@ -152,3 +152,26 @@ def test_least_outstanding_sends_a_call_to_the_worker_with_fewer_in_flight() -> 
     with pytest.raises(RuntimeError), picker.call():  # a failed call is no longer counted
         raise RuntimeError("the call failed")
     assert picker.in_flight == [0, 0]
+    # a worker whose connection failed gets no calls while another can take them
+    picker.set_usable(1, False)
+    with picker.call() as first, picker.call() as second:
+        assert (first, second) == (0, 0)
+    picker.set_usable(0, False)  # none usable: calls still go somewhere, and fail there
+    with picker.call() as worker:
+        assert worker in (0, 1)
+
+
+def test_a_worker_that_cannot_be_reached_gets_no_calls(server) -> None:
+    """One of the two "workers" is a port nobody listens on (a worker being replaced):
+    once its connection fails, every call goes to the live one and succeeds."""
+    import time
+
+    from tests.serving_harness import free_port
+
+    with RecommenderClient(f"127.0.0.1:{server.port},{free_port()}", timeout=5) as client:
+        deadline = time.monotonic() + 10
+        while client.picker.usable[1] and time.monotonic() < deadline:
+            time.sleep(0.01)  # polls a condition: the channel's state callback
+        assert client.picker.usable == [True, False]
+        for _ in range(10):
+            assert len(client.recommend("1", 3).items) == 3
