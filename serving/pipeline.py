@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from candidates.base import RequestContext, first_positions, top_k
+from candidates.base import RequestContext, first_positions, is_member, top_k
 from candidates.i2i import unit_rows
 from candidates.union import CandidateSet, union
 from ranking.cascade import Cascade
@@ -352,7 +352,7 @@ class RecommendPipeline:
         taken: list[np.ndarray] = []
         for start in range(0, len(ranked), chunk):
             window = ranked[start : start + chunk]
-            window = window[~np.isin(window, already)]
+            window = window[~is_member(window, already)]
             kept, _ = apply_filters(self.filters, ctx, window)
             window = window[kept]
             missing = needed - sum(len(t) for t in taken)

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from candidates.base import is_member
 from candidates.i2i import checked_item_vectors, unit_rows
 from candidates.sparse_rows import row_entries
 from pipelines.idmap import IdMap
@@ -372,7 +373,7 @@ class _CapState:
             return np.empty(0, dtype=np.int64)
         if len(columns) == 1:
             return self.owner[self.category == columns[0]]
-        return self.owner[np.isin(self.category, columns)]
+        return self.owner[is_member(self.category, np.asarray(columns))]
 
 
 def _choose_pins(
