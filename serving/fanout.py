@@ -79,9 +79,9 @@ class GeneratorFanout:
             for name, error in errors.items():
                 result.dropped[name] = "error"
                 log.error("generator %s failed (request %s)", name, ctx.request_id, exc_info=error)
-            if running is not None:
+            if running is not None:  # the chain finishes when that call returns
                 with self._lock:
-                    self._late[running[0]] = running[1]
+                    self._late[running] = chain.finished
         late = [g.name for g in runnable if g.name not in answered and g.name not in failed]
         if late:
             result.dropped |= dict.fromkeys(late, "deadline")
@@ -120,24 +120,22 @@ class _Chain:
         self.finished = threading.Event()
         self._answers: dict[str, tuple[Candidates, float]] = {}
         self._failed: dict[str, Exception] = {}
-        self._running: tuple[str, threading.Event] | None = None
+        self._running: str | None = None  # the generator being called
         self._stopped = False
         self._lock = threading.Lock()
 
     def run(self) -> None:
         try:
             for generator in self.generators:
-                name, returned = generator.name, threading.Event()
+                name = generator.name
                 with self._lock:
                     if self._stopped:
                         return
-                    self._running = (name, returned)
+                    self._running = name
                 try:
                     outcome = _timed(generator, self.ctx, self.budget_of(name))
                 except Exception as error:
                     outcome = error
-                finally:
-                    returned.set()
                 with self._lock:
                     self._running = None
                     if self._stopped:
@@ -151,13 +149,9 @@ class _Chain:
 
     def stop(
         self,
-    ) -> tuple[
-        dict[str, tuple[Candidates, float]],
-        dict[str, Exception],
-        tuple[str, threading.Event] | None,
-    ]:
-        """Answers and failures so far, and the generator still running (with the event set
-        when it returns), if any; the chain starts nothing after this."""
+    ) -> tuple[dict[str, tuple[Candidates, float]], dict[str, Exception], str | None]:
+        """Answers and failures so far, and the generator still running, if any; the chain
+        starts nothing after this, so `finished` is set as soon as that call returns."""
         with self._lock:
             self._stopped = True
             return dict(self._answers), dict(self._failed), self._running

@@ -273,10 +273,16 @@ def synthetic():
     return build_training_data(dataset, load_config())
 
 
-@pytest.mark.parametrize("tf_kept_dense", [True, False])
-def test_runtime_scores_equal_the_dense_formula(synthetic, tf_kept_dense, monkeypatch):
-    # both ways QuorumModel.score reads TF: the dense copy, or rows of the CSR
+@pytest.mark.parametrize(
+    ("tf_kept_dense", "column_lookup_max"), [(True, 2), (False, 0), (False, 2), (False, 99)]
+)
+def test_runtime_scores_equal_the_dense_formula(
+    synthetic, tf_kept_dense, column_lookup_max, monkeypatch
+):
+    # every way QuorumModel.score reads TF: the dense copy, rows of the CSR (max 0), columns
+    # of the CSR (max 99), or columns for users with few categories and rows for the others
     monkeypatch.setattr(quorum_module, "DENSE_TF_MIN_DENSITY", 0.0 if tf_kept_dense else 2.0)
+    monkeypatch.setattr(quorum_module, "COLUMN_LOOKUP_MAX_CATEGORIES", column_lookup_max)
     quorum_config = QuorumConfig(gamma=2.0, per_category=15, max_categories=3, depth=40)
     model = QuorumModel.fit(synthetic, quorum_config)
     assert (model.tf_by_category is not None) == tf_kept_dense
@@ -316,3 +322,30 @@ def test_with_everything_in_reach_the_answer_is_the_dense_top(synthetic):
         got = quorum.generate(RequestContext(user), 25)
         expected = -np.sort(-scores[user][scores[user] > 0])[:25]
         np.testing.assert_allclose(got.scores[: len(expected)], expected, rtol=1e-5)
+
+
+def test_the_ways_of_reading_tf_give_the_same_bits(synthetic, monkeypatch):
+    # the dense copy, the columns and the rows sum the same products in the same order, so
+    # a bundle's scores (and the features learned from them) do not depend on TF's layout
+    quorum_config = QuorumConfig(gamma=2.0, per_category=15, max_categories=3, depth=40)
+    monkeypatch.setattr(quorum_module, "DENSE_TF_MIN_DENSITY", 0.0)
+    dense = QuorumModel.fit(synthetic, quorum_config)
+    monkeypatch.setattr(quorum_module, "DENSE_TF_MIN_DENSITY", 2.0)
+    sparse = QuorumModel.fit(synthetic, quorum_config)
+    assert dense.tf_by_category is not None and sparse.tf_by_category is None
+
+    def sparse_score(column_lookup_max: int, *args) -> np.ndarray:
+        monkeypatch.setattr(quorum_module, "COLUMN_LOOKUP_MAX_CATEGORIES", column_lookup_max)
+        return sparse.score(*args)
+
+    items = np.random.default_rng(0).permutation(len(synthetic.items))[:120]
+    compared = 0
+    for user in range(0, len(synthetic.users), 5):
+        categories, user_uf = sparse.user_weights(user)
+        for n in (1, 2, len(categories)):  # few categories and all of them
+            args = (categories[:n], user_uf[:n], items)
+            by_rows = sparse_score(0, *args)
+            np.testing.assert_array_equal(sparse_score(99, *args), by_rows)
+            np.testing.assert_array_equal(dense.score(*args), by_rows)
+            compared += bool((by_rows > 0).any())
+    assert compared > 50
