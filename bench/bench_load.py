@@ -81,6 +81,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
     config = _config(args, work)
     users = _ensure_bundle(config, args)
+    speed_before = _host_speed_ms()
     server, shared, workers, metrics_url = _start_server(
         config, args.processes, _overrides(args.set), work
     )
@@ -92,6 +93,10 @@ def main() -> None:
         server.terminate()
         server.wait(60)
     _report(rows, args)
+    print(
+        f"host speed: a fixed single-thread workload took {speed_before:.1f} ms before the run, "
+        f"{_host_speed_ms():.1f} ms after (the same code's CPU per request follows it)"
+    )
 
 
 def _config(args: argparse.Namespace, work: Path) -> Config:
@@ -349,6 +354,23 @@ def _tree_cpu_seconds(root: int) -> dict[int, float]:
         if pid == root or parent == root:
             seconds[pid] = (int(fields[11]) + int(fields[12])) / ticks
     return seconds
+
+
+def _host_speed_ms() -> float:
+    """Median wall time of a fixed mix of interpreter and NumPy work on an idle machine.
+    This VM's speed drifts by a third from hour to hour (same code, same load: 5.3 to 8.9 ms
+    of server CPU per shop request), so runs are only comparable next to this figure."""
+    values = np.random.default_rng(0).random(100_000)
+    times = []
+    for _ in range(7):
+        start = time.perf_counter()
+        total = 0
+        for i in range(50_000):
+            total += i * i
+        np.sort(values)
+        np.argpartition(values, 300)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000)
 
 
 def _report(rows: list[dict], args: argparse.Namespace) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils import _pytree as pytree
 
 from ranking.native_cache import cache_key, cached_build, host_cpu
 
@@ -47,7 +48,7 @@ def compile_dlrm(
         with tempfile.TemporaryDirectory(prefix="recsys-dlrm-") as scratch:
             package = Path(scratch) / "dlrm.pt2"
             _build_in_child(model, example, package)
-            forward = torch._inductor.aoti_load_package(str(package))
+            forward = _direct_call(torch._inductor.aoti_load_package(str(package)))
     else:
         key = cache_key(
             _weights_bytes(model),
@@ -60,11 +61,30 @@ def compile_dlrm(
             lambda partial: _build_in_child(model, example, partial),
             "compiled DLRM",
         )
-        forward = torch._inductor.aoti_load_package(str(package))
+        forward = _direct_call(torch._inductor.aoti_load_package(str(package)))
     with torch.inference_mode():
         drift = (forward(*example) - model(*example)).abs().max().item()
     if not drift <= MAX_DRIFT:  # also catches NaN
         raise ValueError(f"compiled DLRM scores differ from the model's by {drift}")
+    return forward
+
+
+def _direct_call(compiled: Callable[..., torch.Tensor]) -> Forward:
+    """The package's run function, called with the two tensors as they are. The package's
+    own __call__ re-reads both call specs from JSON and flattens its arguments on every call
+    (30 µs, a tenth of the model's own time at 100 rows); the specs of a (dense, sparse) ->
+    logits model are fixed, so they are checked once here."""
+    loader = getattr(compiled, "loader", None)
+    if loader is None:  # not an AOTInductor package: call it as it is
+        return compiled
+    in_spec, out_spec = (pytree.treespec_loads(spec) for spec in loader.get_call_spec())
+    two_tensors = pytree.tree_structure(((torch.empty(0), torch.empty(0)), {}))
+    if in_spec != two_tensors or not out_spec.is_leaf():
+        return compiled
+
+    def forward(dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        return loader.boxed_run([dense, sparse])[0]
+
     return forward
 
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import ndcg_score, roc_auc_score
+from torch.export.pt2_archive._package import AOTICompiledModel
 
 from ranking.dlrm import (
     INT8_MAX_DRIFT,
@@ -242,6 +243,8 @@ def test_compiled_scores_like_the_model_and_is_cached(fitted, frames, compiled_c
     _, valid = frames
     compiled = fitted.compiled(compiled_cache)
     assert compiled.variant == "compiled"
+    # called through the package's run function, not its generic __call__
+    assert not isinstance(compiled.model, AOTICompiledModel)
     assert np.abs(compiled.predict(valid) - fitted.predict(valid)).max() < SCRIPT_MAX_DRIFT
     one_row = valid.take(np.arange(1))  # the number of rows is not fixed at compile time
     assert np.abs(compiled.predict(one_row) - fitted.predict(one_row)).max() < SCRIPT_MAX_DRIFT
