@@ -81,7 +81,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
     config = _config(args, work)
     users = _ensure_bundle(config, args)
-    speed_before = _host_speed_ms()
+    speed_before = _host_speed()
     server, shared, workers, metrics_url = _start_server(
         config, args.processes, _overrides(args.set), work
     )
@@ -93,9 +93,9 @@ def main() -> None:
         server.terminate()
         server.wait(60)
     _report(rows, args)
+    speed_after = _host_speed()
     print(
-        f"host speed: a fixed single-thread workload took {speed_before:.1f} ms before the run, "
-        f"{_host_speed_ms():.1f} ms after (the same code's CPU per request follows it)"
+        f"host speed (fixed workloads, lower is faster): before {speed_before}; after {speed_after}"
     )
 
 
@@ -356,21 +356,33 @@ def _tree_cpu_seconds(root: int) -> dict[int, float]:
     return seconds
 
 
-def _host_speed_ms() -> float:
-    """Median wall time of a fixed mix of interpreter and NumPy work on an idle machine.
-    This VM's speed drifts by a third from hour to hour (same code, same load: 5.3 to 8.9 ms
-    of server CPU per shop request), so runs are only comparable next to this figure."""
-    values = np.random.default_rng(0).random(100_000)
-    times = []
-    for _ in range(7):
-        start = time.perf_counter()
+def _host_speed() -> str:
+    """Two fixed single-thread workloads timed on the idle machine (median of 9): Python and
+    NumPy sorting, and random reads of a 64 MB array (cache misses, as serving's gathers).
+    This VM's speed drifts from hour to hour (same code, same load: 4.9 to 8.9 ms of server
+    CPU per shop request), so runs are only comparable next to these figures."""
+    rng = np.random.default_rng(0)
+    values, table = rng.random(100_000), rng.random(8_000_000)
+    rows = rng.integers(0, len(table), 200_000)
+
+    def interpreter() -> None:
         total = 0
         for i in range(50_000):
             total += i * i
         np.sort(values)
-        np.argpartition(values, 300)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000)
+
+    def memory() -> None:
+        table[rows].sum()
+
+    figures = []
+    for work in (interpreter, memory):
+        times = []
+        for _ in range(9):
+            start = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - start)
+        figures.append(np.median(times) * 1000)
+    return f"interpreter {figures[0]:.1f} ms, memory {figures[1]:.1f} ms"
 
 
 def _report(rows: list[dict], args: argparse.Namespace) -> None:
