@@ -365,8 +365,9 @@ def _tree_cpu_seconds(root: int) -> dict[int, float]:
 def _host_speed() -> str:
     """Two fixed single-thread workloads timed on the idle machine (median of 9): Python and
     NumPy sorting, and random reads of a 64 MB array (cache misses, as serving's gathers).
-    This VM's speed drifts from hour to hour (same code, same load: 4.9 to 8.9 ms of server
-    CPU per shop request), so runs are only comparable next to these figures."""
+    This VM's speed drifts from hour to hour (same code, same load: 8.9 and 6.4 ms of server
+    CPU per shop request eleven minutes apart), so runs are only comparable next to these
+    figures (they follow the drift only roughly)."""
     rng = np.random.default_rng(0)
     values, table = rng.random(100_000), rng.random(8_000_000)
     rows = rng.integers(0, len(table), 200_000)
