@@ -172,7 +172,8 @@ class ServingConfig:
     host: str
     port: int
     max_k: int
-    workers: int
+    workers: int  # ranking calls (Recommend, Rank, SimilarItems) answered at a time
+    side_threads: int  # handler threads beyond `workers`, so that other calls never wait
     generators: tuple[str, ...]
     filters: tuple[str, ...]
     candidate_budget: int  # per generator, unless generator_budgets names it
@@ -436,6 +437,8 @@ def _validate(config: Any, where: str) -> None:
             )
         if config.processes < 0:
             raise ConfigError(f"serving.processes must be >= 0, got {config.processes}")
+        if config.side_threads < 0:
+            raise ConfigError(f"serving.side_threads must be >= 0, got {config.side_threads}")
         if not 0 <= config.ranking_reserve_ms < config.deadline_ms:
             raise ConfigError(
                 f"serving.ranking_reserve_ms must be in [0, deadline_ms={config.deadline_ms}), "

@@ -212,3 +212,50 @@ def test_a_thousand_malformed_requests_get_clear_statuses_and_the_server_keeps_s
     assert codes["INVALID_ARGUMENT"] > 300 and codes.get("OK", 0) > 10, codes
     reply = stub.Recommend(pb.RecommendRequest(user_id="196", k=5), timeout=5)
     assert len(reply.items) == 5
+
+
+class StuckDisk:
+    """The event log of a server whose disk stops answering: append blocks until freed."""
+
+    def __init__(self, log) -> None:
+        self.log = log
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def append(self, events) -> None:
+        self.entered.set()
+        self.release.wait(30)
+        self.log.append(events)
+
+
+@pytest.mark.parametrize("side_threads", [1, 0])
+def test_a_logevents_stuck_on_its_fsync_does_not_hold_recommends(
+    ml_config, ml_nightly, tmp_path, side_threads
+) -> None:
+    config = ml_config.replace(
+        serving={"side_threads": side_threads}, events={"log_dir": str(tmp_path)}
+    )
+    running = start_server(config, watch=False)
+    disk = StuckDisk(running.servicer.event_log)
+    running.servicer.event_log = disk
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = pb_grpc.RecommenderStub(channel)
+            logged = stub.LogEvents.future(
+                pb.LogEventsRequest(events=[event("disk-user", "50", "view")]), timeout=60
+            )
+            assert disk.entered.wait(30)  # the LogEvents call now holds a handler thread
+            request = pb.RecommendRequest(user_id="196", k=10)
+            if side_threads:
+                for _ in range(3):  # answered while the LogEvents still waits for its disk
+                    assert len(stub.Recommend(request, timeout=30).items) == 10
+                assert not logged.done()
+            else:  # every handler thread is taken: the Recommend waits past its deadline
+                with pytest.raises(grpc.RpcError) as waited:
+                    stub.Recommend(request, timeout=1.0)
+                assert waited.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            disk.release.set()
+            assert logged.result().accepted == 1  # and it is still acknowledged, durably
+    finally:
+        disk.release.set()
+        running.stop()

@@ -33,6 +33,7 @@ from serving.fanout import GeneratorFanout
 from serving.holder import BundleHolder
 from serving.pipeline import RecommendRequest, ScoredItem
 from serving.sessions import Session, SessionStore
+from serving.turns import Turns
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,9 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         self.sessions = sessions
         self.config = config
         self.calls = CallCount()
+        # ranking calls run `serving.workers` at a time, in arrival order; the side threads
+        # keep LogEvents and health checks from queueing behind them
+        self.ranking_turns = Turns(config.serving.workers)
 
     def Recommend(
         self, request: pb.RecommendRequest, context: grpc.ServicerContext
@@ -127,7 +131,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                 request_id=request_id,
             )
 
-        return self._answer("Recommend", context, work)
+        return self._answer("Recommend", context, work, self.ranking_turns)
 
     def Rank(self, request: pb.RankRequest, context: grpc.ServicerContext) -> pb.RankResponse:
         def work() -> pb.RankResponse:
@@ -138,7 +142,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             )
             return pb.RankResponse(items=_items(ranked), model_version=pipeline.version)
 
-        return self._answer("Rank", context, work)
+        return self._answer("Rank", context, work, self.ranking_turns)
 
     def SimilarItems(
         self, request: pb.SimilarItemsRequest, context: grpc.ServicerContext
@@ -148,7 +152,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             similar = pipeline.similar_items(request.item_id, request.k)
             return pb.SimilarItemsResponse(items=_items(similar), model_version=pipeline.version)
 
-        return self._answer("SimilarItems", context, work)
+        return self._answer("SimilarItems", context, work, self.ranking_turns)
 
     def LogEvents(
         self, request: pb.LogEventsRequest, context: grpc.ServicerContext
@@ -176,14 +180,22 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         )
 
     def _answer(
-        self, method: str, context: grpc.ServicerContext, work: Callable[[], Reply]
+        self,
+        method: str,
+        context: grpc.ServicerContext,
+        work: Callable[[], Reply],
+        turns: Turns | None = None,
     ) -> Reply:
-        """Run one call: map every failure to a status (one place), count and time it."""
+        """Run one call, in its turn if it needs one: map every failure to a status (one
+        place), count and time it (the wait for a turn included)."""
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         self.calls.begin()
         try:
-            return work()
+            if turns is None:
+                return work()
+            with turns:
+                return work()
         except Exception as err:
             code, message = _status_of(err)
             context.abort(code, message)
@@ -268,7 +280,9 @@ def start_server(
     )
     sessions.catch_up()  # sessions survive a restart: the log is replayed
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.serving.workers),
+        futures.ThreadPoolExecutor(
+            max_workers=config.serving.workers + config.serving.side_threads
+        ),
         options=[("grpc.so_reuseport", 1)],  # several processes may share the port
     )
     servicer = RecommenderServicer(holder, event_log, sessions, config)
