@@ -1,5 +1,8 @@
 """Bundle hot-swap: new bundles are picked up whole, damaged ones refused."""
 
+import gc
+import weakref
+
 import pytest
 
 from pipelines.nightly import run_nightly
@@ -33,6 +36,15 @@ def test_swaps_to_a_new_bundle_and_old_requests_keep_theirs(config):
     assert not holder.refresh()  # nothing new
     assert in_flight.version == first
     assert len(in_flight.recommend(RecommendRequest("u1", 5)).items) == 5
+    # The old bundle goes once its last request ends, by reference counting alone: a swap
+    # runs no garbage collection (it would stop every request for 0.2 s on a big bundle).
+    gone = [weakref.ref(in_flight), weakref.ref(in_flight.bundle)]
+    gc.disable()
+    try:
+        del in_flight
+        assert [ref() for ref in gone] == [None, None]
+    finally:
+        gc.enable()
 
 
 def test_corrupt_new_bundle_is_refused_and_old_stays(config):
