@@ -7,8 +7,13 @@ sender, so queueing shows up in the latencies instead of hiding in a lower rate)
 measures each latency from the request's *scheduled* time. It prints achieved RPS and
 p50/p95/p99 per rate, and the highest rate held with p99 under 100 ms.
 
+With `--swap`, a quarter into the last rate a copy of the current bundle is published as
+a new version: a real hot swap under load (each worker verifies, loads and warms it up
+beside the calls it answers). The copy is removed and `current` restored afterwards.
+
     python bench/bench_load.py                          # MovieLens-100k
     python bench/bench_load.py --shop --items 100000    # a 100k-item synthetic shop
+    python bench/bench_load.py --rates 150,150 --swap   # p99 with a hot swap in the window
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ import gc
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 import urllib.request
@@ -35,7 +42,7 @@ from shop_scale import add_shop_size_arguments
 from pipelines.nightly import run_nightly
 from protos.recsys.v1 import recommender_pb2 as pb
 from protos.recsys.v1 import recommender_pb2_grpc as pb_grpc
-from recsys.bundle import current_version
+from recsys.bundle import current_version, set_current
 from recsys.config import Config, load_config
 from serving.grpc.client import LeastOutstanding, worker_addresses
 
@@ -70,6 +77,9 @@ def main() -> None:
     )
     parser.add_argument("--cold-share", type=float, default=0.1)
     parser.add_argument(
+        "--swap", action="store_true", help="publish a new bundle during the last rate"
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -83,16 +93,24 @@ def main() -> None:
     config = _config(args, work)
     users = _ensure_bundle(config, args)
     speed_before = _host_speed()
-    server, shared, workers, metrics_url = _start_server(
-        config, args.processes, _overrides(args.set), work
-    )
+    overrides = _overrides(args.set)
+    if args.swap:  # the workers look for the new bundle every second, not every 5
+        overrides.setdefault("serving", {}).setdefault("bundle_poll_seconds", 1.0)
+    server, shared, workers, metrics_url = _start_server(config, args.processes, overrides, work)
     address = shared if args.balance == "connection" or workers is None else workers
     print(f"calls go to {address} ({args.balance})", flush=True)
+    root = Path(config.artifacts.root)
+    original = current_version(root)
+    swap_to = _copy_bundle(root, original) if args.swap else None
     try:
-        rows = asyncio.run(_drive(address, users, args, server.pid, metrics_url))
+        swap = (root, swap_to) if swap_to is not None else None
+        rows = asyncio.run(_drive(address, users, args, server.pid, metrics_url, swap))
     finally:
         server.terminate()
         server.wait(60)
+        if swap_to is not None:
+            set_current(root, original)
+            shutil.rmtree(root / swap_to)
     _report(rows, args)
     speed_after = _host_speed()
     print(
@@ -120,6 +138,14 @@ def _config(args: argparse.Namespace, work: Path) -> Config:
             )
             sections["data"] = {"source": str(save_dataset_dir(shop, work / "shop"))}
     return load_config().replace(**sections)
+
+
+def _copy_bundle(root: Path, version: str) -> str:
+    """A copy of `version` under a new name, not yet current: what --swap publishes."""
+    copy = f"{version}-swap"
+    shutil.rmtree(root / copy, ignore_errors=True)  # left by an interrupted run
+    shutil.copytree(root / version, root / copy)
+    return copy
 
 
 def _ensure_bundle(config: Config, args: argparse.Namespace) -> list[str]:
@@ -182,7 +208,12 @@ def _start_server(
 
 
 async def _drive(
-    address: str, users: list[str], args: argparse.Namespace, server_pid: int, metrics_url: str
+    address: str,
+    users: list[str],
+    args: argparse.Namespace,
+    server_pid: int,
+    metrics_url: str,
+    swap_to: tuple[Path, str] | None,
 ) -> list[dict]:
     rng = np.random.default_rng(0)
     rates = [float(r) for r in args.rates.split(",")]
@@ -213,11 +244,18 @@ async def _drive(
     # (measured at 200 RPS: p99 92 ms in the first 5 s, 16-21 ms after).
     await _at_rate(stubs, picker, request, 100.0, args.warmup)
     rows = []
-    for rate in rates:
+    for i, rate in enumerate(rates):
         cpu_before, host_before = _tree_cpu_seconds(server_pid), _host_ticks()
         stages_before = _server_seconds(metrics_url)
         client_before = time.process_time()
+        swap = None
+        if swap_to is not None and i == len(rates) - 1:  # off the event loop: it hashes
+            swap = threading.Timer(args.seconds / 4, set_current, swap_to)
+            swap.start()
         row = await _at_rate(stubs, picker, request, rate, args.seconds)
+        if swap is not None:
+            swap.join()
+            row["swapped"] = _workers_serving(metrics_url, swap_to[1])
         client = time.process_time() - client_before
         host = _host_ticks() - host_before
         # a VM's "steal": time the hypervisor gave our vCPUs to someone else (noisy host)
@@ -239,7 +277,8 @@ async def _drive(
             f"server CPU {row['cpu_ms']:5.2f} ms/request (workers {row['split']} %)  "
             f"client CPU {row['client_ms']:.2f} ms/request (sent late: p99 "
             f"{row['late_p99']:.1f} ms)  steal {row['steal']:.0f}%  "
-            f"errors {row['errors']}",
+            f"errors {row['errors']}"
+            + (f"  [hot swap: {row['swapped']} workers swapped]" if "swapped" in row else ""),
             flush=True,
         )
         print("  " + _stage_breakdown(stages_before, _server_seconds(metrics_url)), flush=True)
@@ -337,6 +376,17 @@ def _stage_breakdown(before: dict, after: dict) -> str:
     return f"server ms per Recommend: {', '.join(parts)}; whole call {call:.2f}"
 
 
+def _workers_serving(metrics_url: str, version: str) -> int:
+    """How many workers report `version` as the bundle they serve."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as reply:
+        text = reply.read().decode()
+    return len(
+        re.findall(
+            rf'^recsys_bundle_info{{[^}}]*version="{re.escape(version)}"[^}}]*}} 1\.0$', text, re.M
+        )
+    )
+
+
 def _host_ticks() -> np.ndarray:
     """The machine's CPU time by state (user, nice, system, idle, iowait, irq, softirq,
     steal, ...) from /proc/stat, in clock ticks."""
@@ -403,8 +453,9 @@ def _report(rows: list[dict], args: argparse.Namespace) -> None:
     print("| target RPS | achieved RPS | p50 ms | p95 ms | p99 ms | server CPU ms/req | errors |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
+        rate = f"{row['rate']:.0f}" + (" (hot swap)" if "swapped" in row else "")
         print(
-            f"| {row['rate']:.0f} | {row['rps']:.1f} | {row['p50']:.1f} | {row['p95']:.1f} | "
+            f"| {rate} | {row['rps']:.1f} | {row['p50']:.1f} | {row['p95']:.1f} | "
             f"{row['p99']:.1f} | {row['cpu_ms']:.2f} | {sum(row['errors'].values())} |"
         )
     held = [r for r in rows if r["p99"] < P99_TARGET_S * 1000 and not r["errors"]]

@@ -1,6 +1,10 @@
 """Bundle hot-swap: new bundles are picked up whole, damaged ones refused."""
 
 import gc
+import os
+import sys
+import threading
+import time
 import weakref
 
 import pytest
@@ -8,7 +12,7 @@ import pytest
 from pipelines.nightly import run_nightly
 from recsys.bundle import current_version
 from serving.errors import UnavailableError
-from serving.holder import BundleHolder
+from serving.holder import LOADER_NICENESS, BundleHolder
 from serving.pipeline import RecommendRequest
 from tests.conftest import shop_config
 
@@ -79,3 +83,20 @@ def test_a_bundle_that_fails_its_warm_up_is_refused(config, monkeypatch):
     monkeypatch.setattr("serving.holder.RecommendPipeline.warm_up", broken)
     assert not holder.refresh()
     assert holder.version == good
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux's")
+def test_bundles_load_on_a_niced_watcher_thread_and_calls_keep_their_priority(config):
+    holder = BundleHolder(config)
+    stop = threading.Event()
+    watcher = holder.watch(stop)
+    try:
+        base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        until = time.monotonic() + 10
+        while os.getpriority(os.PRIO_PROCESS, watcher.native_id) != base + LOADER_NICENESS:
+            assert time.monotonic() < until, "the watcher thread was not niced"
+            time.sleep(0.01)
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
+    finally:
+        stop.set()
+        watcher.join(10)
