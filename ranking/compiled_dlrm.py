@@ -22,6 +22,8 @@ import multiprocessing
 import os
 import sys
 import tempfile
+import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -35,6 +37,10 @@ from ranking.native_cache import cache_key, cached_build, host_cpu
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 MAX_DRIFT = 1e-4  # logits, compiled vs eager: fused loops may reorder float32 sums
 BUILD_NICENESS = 10  # below the serving processes' priority
+# compiles running in children, with the thread that asked; threads told to stop
+_BUILDS: dict[ProcessPoolExecutor, threading.Thread] = {}
+_STOPPED: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+_BUILDS_LOCK = threading.Lock()
 
 
 def compile_dlrm(
@@ -91,11 +97,40 @@ def _direct_call(compiled: Callable[..., torch.Tensor]) -> Forward:
 def _build_in_child(
     model: nn.Module, example: tuple[torch.Tensor, torch.Tensor], package: Path
 ) -> None:
+    _run_in_child(_build, model, example, package)
+
+
+def _run_in_child(function: Callable[..., None], *args: object) -> None:
+    """`function(*args)` in a child process at low CPU priority, unless stop_builds() has
+    been told about the calling thread."""
     # spawned, not forked: the parent may be a serving worker with gRPC threads; a child
     # that dies raises BrokenProcessPool here instead of hanging
     context = multiprocessing.get_context("spawn")
+    caller = threading.current_thread()
     with ProcessPoolExecutor(1, context, initializer=os.nice, initargs=(BUILD_NICENESS,)) as pool:
-        pool.submit(_build, model, example, package).result()
+        with _BUILDS_LOCK:
+            if caller in _STOPPED:
+                raise RuntimeError(f"not compiling: {caller.name} is stopping")
+            _BUILDS[pool] = caller
+        try:
+            pool.submit(function, *args).result()
+        finally:
+            with _BUILDS_LOCK:
+                del _BUILDS[pool]
+
+
+def stop_builds(thread: threading.Thread) -> None:
+    """End the compiles `thread` runs in children and refuse its next ones: a server
+    shutting down must not wait for its bundle watcher's compile (up to 40 s; Python's exit
+    joins process pools). The load that wanted it fails, which is logged, and cached_build
+    keeps nothing half-built."""
+    with _BUILDS_LOCK:
+        _STOPPED.add(thread)
+        pools = [pool for pool, caller in _BUILDS.items() if caller is thread]
+    for pool in pools:
+        # no public way to end a task already running: end its process
+        for process in list((pool._processes or {}).values()):
+            process.terminate()
 
 
 def _build(model: nn.Module, example: tuple[torch.Tensor, torch.Tensor], package: Path) -> None:

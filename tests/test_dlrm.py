@@ -9,6 +9,9 @@ import json
 import math
 import os
 import shutil
+import threading
+import time
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import pytest
@@ -17,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import ndcg_score, roc_auc_score
 from torch.export.pt2_archive._package import AOTICompiledModel
 
+from ranking import compiled_dlrm
 from ranking.dlrm import (
     INT8_MAX_DRIFT,
     INT8_MEAN_DRIFT,
@@ -377,3 +381,28 @@ def test_models_saved_without_the_table_rate_still_load(fitted, frames, tmp_path
     (tmp_path / META_FILE).write_text(json.dumps(meta))
     loaded = DLRMRanker.load(tmp_path)
     np.testing.assert_array_equal(loaded.predict(valid), fitted.predict(valid))
+
+
+def test_stopping_the_builds_ends_a_compile_running_in_a_child():
+    # a server shutting down must not wait for its watcher's compile (its exit would join it)
+    outcome: list[Exception] = []
+
+    def build() -> None:
+        for _ in range(2):  # the second is refused: the thread was told to stop
+            try:
+                compiled_dlrm._run_in_child(time.sleep, 600)  # a ten-minute compile
+            except Exception as error:
+                outcome.append(error)
+
+    thread = threading.Thread(target=build, name="bundle-watcher")
+    thread.start()
+    until = time.monotonic() + 60
+    while not any(pool._processes for pool in list(compiled_dlrm._BUILDS)):
+        assert time.monotonic() < until, "the child never started"
+        time.sleep(0.01)
+    compiled_dlrm.stop_builds(thread)
+    thread.join(30)
+    assert not thread.is_alive()
+    assert [type(error) for error in outcome] == [BrokenProcessPool, RuntimeError]
+    assert "bundle-watcher is stopping" in str(outcome[1])
+    assert not compiled_dlrm._BUILDS

@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from protos.recsys.v1 import recommender_pb2 as pb
 from protos.recsys.v1 import recommender_pb2_grpc as pb_grpc
+from ranking.compiled_dlrm import stop_builds
 from recsys.config import Config
 from serving import metrics
 from serving.errors import NotFoundError, RequestError, UnavailableError
@@ -45,6 +46,9 @@ STATUS_OF = {
     OSError: grpc.StatusCode.UNAVAILABLE,  # the event log's disk; the caller may retry
 }
 Reply = TypeVar("Reply")
+# On shutdown, how long a bundle load in progress may take to end (its compile is stopped;
+# what is left is the fallback model and the warm-up, 1-3 s on the 100k-item shop)
+WATCHER_EXIT_SECONDS = 15.0
 
 
 def _status_of(err: Exception) -> tuple[grpc.StatusCode, str]:
@@ -236,6 +240,7 @@ class RunningServer:
     event_log: EventLog
     fanout: GeneratorFanout | None
     servicer: RecommenderServicer
+    watcher: threading.Thread | None = None  # polls `current`, loads new bundles
 
     def stop(self, grace: float = 5.0) -> None:
         """NOT_SERVING first so load balancers drain us, then finish in-flight calls."""
@@ -245,6 +250,9 @@ class RunningServer:
         self.stop_watching.set()
         self.server.stop(grace).wait()
         self.event_log.close()
+        if self.watcher is not None:
+            stop_builds(self.watcher)  # a bundle still compiling must not hold the exit
+            self.watcher.join(WATCHER_EXIT_SECONDS)  # a load in progress ends, not dies in torch
         if self.fanout is not None:
             self.fanout.shutdown()
         log.info(
@@ -308,11 +316,10 @@ def start_server(
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, serving)
     stop_watching = threading.Event()
-    if watch:
-        holder.watch(stop_watching)
+    watcher = holder.watch(stop_watching) if watch else None
     log.info("listening on %s:%d, bundle %s", config.serving.host, port, holder.version)
     return RunningServer(
-        server, port, health_servicer, holder, stop_watching, event_log, fanout, servicer
+        server, port, health_servicer, holder, stop_watching, event_log, fanout, servicer, watcher
     )
 
 
