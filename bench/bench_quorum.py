@@ -79,7 +79,7 @@ def main() -> None:
             quorum_module.COLUMN_LOOKUP_MAX_CATEGORIES = column_max
             return model.score(c, u, i)
 
-        assert np.array_equal(score_with(0), score_with(len(CATEGORY_COUNTS) * 100))
+        assert np.array_equal(score_with(0), score_with(n_categories))
         for caches, buffer in (("cold", flush), ("hot", None)):
             rows = timed_ms(lambda: score_with(0), buffer, args.repeats)
             columns = timed_ms(lambda: score_with(n_categories), buffer, args.repeats)

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from recsys.files import sha256_file
+
 log = logging.getLogger(__name__)
 
 KEEP_PER_KIND = 8  # files named "<kind>-<key>.<suffix>": a week of nightly models and then some
@@ -47,7 +49,7 @@ def cached_build(cached: Path, build: Callable[[Path], None], what: str) -> Path
     cached.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(cached.with_suffix(".lock")):
         if cached.is_file() and digest_file.is_file():
-            if _sha256(cached) == digest_file.read_text().strip():
+            if sha256_file(cached) == digest_file.read_text().strip():
                 os.utime(digest_file)  # "last used", for the pruning below
                 return cached
             log.warning("%s %s does not match its checksum; building it again", what, cached)
@@ -55,7 +57,7 @@ def cached_build(cached: Path, build: Callable[[Path], None], what: str) -> Path
         partial.unlink(missing_ok=True)  # some compilers write only where no file exists
         try:
             build(partial)
-            _replace_text(digest_file, _sha256(partial))
+            _replace_text(digest_file, sha256_file(partial))
             os.replace(partial, cached)
         finally:
             partial.unlink(missing_ok=True)
@@ -88,10 +90,6 @@ def _exclusive(lock_file: Path) -> Iterator[None]:
 def _last_used(cached: Path) -> int:
     digest_file = cached.with_suffix(".sha256")  # touched on every load; the file never is
     return digest_file.stat().st_mtime_ns if digest_file.is_file() else 0
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _replace_text(path: Path, text: str) -> None:

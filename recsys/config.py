@@ -173,7 +173,7 @@ class ServingConfig:
     port: int
     max_k: int
     workers: int  # ranking calls (Recommend, Rank, SimilarItems) answered at a time
-    side_threads: int  # handler threads beyond `workers`, so that other calls never wait
+    side_threads: int  # handler threads beyond `workers`, for the other calls (LogEvents)
     generators: tuple[str, ...]
     filters: tuple[str, ...]
     candidate_budget: int  # per generator, unless generator_budgets names it
