@@ -1,6 +1,7 @@
 """The in-memory dataset every stage trains from: events, item catalog, user attributes.
 
-Schemas (the same columns in CSV/Parquet files brought by the user):
+Schemas (the same columns in CSV/Parquet files brought by the user, where only item_id and
+user_id are required: `pipelines.loaders` fills in the others' defaults):
 
 events  user_id, item_id, event_type, value, timestamp
         event_type in EVENT_TYPES; value is the rating for "rating" events (else any
@@ -10,7 +11,8 @@ items   item_id, categories, price, stock, regions, created_at, title
         Optional: group, a product group (str) for items that are one product to a shopper,
         e.g. the same shoe in five sizes; business rules show one item per group. Missing or
         empty means no group; files without the column have no groups at all.
-users   user_id, region, attributes (free-form JSON object as text)
+users   user_id, region, attributes (free-form JSON object as text); a file's other
+        columns become keys of attributes.
 
 External ids are kept as strings; `pipelines.idmap.IdMap` turns them into dense indices.
 """
@@ -28,6 +30,8 @@ EVENT_COLUMNS = ("user_id", "item_id", "event_type", "value", "timestamp")
 ITEM_COLUMNS = ("item_id", "categories", "price", "stock", "regions", "created_at", "title")
 ITEM_GROUP = "group"  # the optional items column; "" = no group
 USER_COLUMNS = ("user_id", "region", "attributes")
+REQUIRED_ITEM_COLUMNS = ("item_id",)  # what an items file must have; the rest has defaults
+REQUIRED_USER_COLUMNS = ("user_id",)
 ALL_REGIONS = "*"
 LIST_SEPARATOR = "|"
 

@@ -16,8 +16,9 @@ import pandas as pd
 from pipelines.dataset import (
     ALL_REGIONS,
     EVENT_COLUMNS,
-    ITEM_COLUMNS,
     ITEM_GROUP,
+    REQUIRED_ITEM_COLUMNS,
+    REQUIRED_USER_COLUMNS,
     USER_COLUMNS,
     Dataset,
     normalize_events,
@@ -27,6 +28,11 @@ from recsys.config import EVENT_TYPES
 
 SUFFIXES = (".parquet", ".csv")
 EVENT_FILE_SUFFIXES = (*SUFFIXES, ".jsonl")  # one events file, e.g. for `recsys log-events`
+# Optional item columns, when absent or blank: price NaN (unknown; features carry NaN as
+# missing), stock DEFAULT_STOCK (the in_stock filter keeps stock > 0, so "never runs out"),
+# regions ALL_REGIONS, created_at the item's first event (else the data's first event),
+# categories and title "".
+DEFAULT_STOCK = 2**31 - 1  # exact as float64 and int32, so it survives a CSV round trip
 
 
 class DataError(ValueError):
@@ -42,8 +48,9 @@ def load_dataset_dir(directory: str | Path) -> Dataset:
     items_path = _find(directory, "items", required=True)
     users_path = _find(directory, "users", required=False)
 
-    items = validate_items(_read(items_path, ITEM_COLUMNS), items_path)
+    items_frame = _read(items_path, REQUIRED_ITEM_COLUMNS)
     events = validate_events(_read(events_path, EVENT_COLUMNS), events_path)
+    items = validate_items(items_frame, items_path, events)
     unknown = ~events["item_id"].isin(items["item_id"])
     if unknown.any():
         row = int(np.flatnonzero(unknown.to_numpy())[0])
@@ -56,7 +63,7 @@ def load_dataset_dir(directory: str | Path) -> Dataset:
             {"user_id": pd.unique(events["user_id"]), "region": "", "attributes": "{}"}
         )
     else:
-        users = validate_users(_read(users_path, USER_COLUMNS), users_path)
+        users = validate_users(_read(users_path, REQUIRED_USER_COLUMNS), users_path)
     return Dataset(events=normalize_events(events), items=items, users=users, name=directory.name)
 
 
@@ -94,30 +101,35 @@ def validate_events(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     )
 
 
-def validate_items(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+def validate_items(frame: pd.DataFrame, path: Path, events: pd.DataFrame) -> pd.DataFrame:
+    """The catalog from `frame`; only item_id is required. Absent columns and blank cells
+    take the defaults above (created_at from the validated `events`); a cell that is
+    present but bad is still an error naming its row and column."""
     _require_ids(frame, "item_id", path)
     ids = frame["item_id"].astype(str).str.strip()
     duplicated = ids.duplicated()
     if duplicated.any():
         row = _first(duplicated)
         raise DataError(f"{_where(path, row, 'item_id')}: duplicate item id {ids.iat[row]!r}")
-    price = _finite_numbers(frame, "price", path)
-    stock = _finite_numbers(frame, "stock", path)
+    price = _finite_numbers(frame, "price", path, blank=np.nan)
+    stock = _finite_numbers(frame, "stock", path, blank=DEFAULT_STOCK)
     for column, values in (("price", price), ("stock", stock)):
-        negative = values < 0
+        negative = values < 0  # NaN (unknown price) compares False
         if negative.any():
             row = int(np.flatnonzero(negative)[0])
             raise DataError(f"{_where(path, row, column)}: must not be negative, got {values[row]}")
-    regions = frame["regions"].fillna("").astype(str).str.strip().replace("", ALL_REGIONS)
+    regions = _text(frame, "regions").str.strip().replace("", ALL_REGIONS)
+    first_event = events.groupby("item_id", sort=False)["timestamp"].min()
+    created = ids.map(first_event).fillna(events["timestamp"].min()).to_numpy(np.int64)
     items = pd.DataFrame(
         {
             "item_id": ids,
-            "categories": frame["categories"].fillna("").astype(str),
+            "categories": _text(frame, "categories"),
             "price": price.astype(np.float64),
             "stock": stock.astype(np.int64),
             "regions": regions,
-            "created_at": _timestamps(frame, "created_at", path),
-            "title": frame["title"].fillna("").astype(str),
+            "created_at": _timestamps(frame, "created_at", path, blank=created),
+            "title": _text(frame, "title"),
         }
     )
     if ITEM_GROUP in frame.columns:  # optional: kept only when the file has it
@@ -127,21 +139,43 @@ def validate_items(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 
 def validate_users(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Users from `frame`; only user_id is required (region defaults to ""). Columns
+    besides user_id, region and attributes are attributes too: each non-blank cell joins
+    the row's attributes object under the column's name (CSV cells as text)."""
     _require_ids(frame, "user_id", path)
-    attributes = frame["attributes"].fillna("{}").astype(str)
-    for row, text in enumerate(attributes):
+    ids = frame["user_id"].astype(str).str.strip()
+    duplicated = ids.duplicated()
+    if duplicated.any():
+        row = _first(duplicated)
+        raise DataError(f"{_where(path, row, 'user_id')}: duplicate user id {ids.iat[row]!r}")
+    extra = [c for c in frame.columns if c not in USER_COLUMNS]
+    blank = {column: _blank_cells(frame, column) for column in extra}
+    attributes = []
+    for row, text in enumerate(_text(frame, "attributes")):
         try:
-            if not isinstance(json.loads(text), dict):
+            values = json.loads(text.strip() or "{}")
+            if not isinstance(values, dict):
                 raise ValueError("not an object")
         except ValueError:
             raise DataError(
                 f"{_where(path, row, 'attributes')}: must be a JSON object, got {text[:60]!r}"
             ) from None
+        for column in extra:
+            if blank[column][row]:
+                continue
+            if str(column) in values:
+                raise DataError(
+                    f"{_where(path, row, str(column))}: {str(column)!r} is also a key of the "
+                    "row's attributes object; keep one"
+                )
+            values[str(column)] = _json_value(frame[column].iat[row])
+        # without extra columns the text stays as written
+        attributes.append(json.dumps(values) if extra else text.strip() or "{}")
     return pd.DataFrame(
         {
-            "user_id": frame["user_id"].astype(str).str.strip(),
-            "region": frame["region"].fillna("").astype(str).str.strip(),
-            "attributes": attributes,
+            "user_id": ids,
+            "region": _text(frame, "region").str.strip(),
+            "attributes": pd.Series(attributes, index=frame.index, dtype=object),
         }
     )
 
@@ -214,9 +248,41 @@ def _require_ids(frame: pd.DataFrame, column: str, path: Path) -> None:
         raise DataError(f"{_where(path, _first(empty), column)}: empty id")
 
 
-def _finite_numbers(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
-    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+def _blank_cells(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """Bool per row: the cell is missing (NaN, None, a null in Parquet) or only whitespace."""
+    raw = frame[column]
+    return (raw.isna() | (raw.astype(str).str.strip() == "")).to_numpy()
+
+
+def _json_value(value: object) -> object:
+    """A cell as JSON: numpy scalars as Python numbers and booleans, anything else that
+    JSON cannot hold (dates, bytes) as text."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return value if isinstance(value, str | int | float | bool) else str(value)
+
+
+def _text(frame: pd.DataFrame, column: str, blank: str = "") -> pd.Series:
+    """The column as str, `blank` where a cell is missing or the column is absent."""
+    if column not in frame.columns:
+        return pd.Series(blank, index=frame.index, dtype=object)
+    raw = frame[column]
+    return raw.astype(object).where(raw.notna(), blank).astype(str)
+
+
+def _finite_numbers(
+    frame: pd.DataFrame, column: str, path: Path, *, blank: float | None = None
+) -> np.ndarray:
+    """float64 per row; a blank cell is an error, or `blank` for an optional column (which
+    may then be absent). Text that is not a finite number is an error either way."""
+    if blank is not None and column not in frame.columns:
+        return np.full(len(frame), blank, dtype=np.float64)
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(np.float64, copy=True)
     bad = ~np.isfinite(values)
+    if blank is not None:
+        missing = _blank_cells(frame, column)
+        values[missing] = blank
+        bad &= ~missing  # a NaN default is "unknown", not an error
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise DataError(
@@ -225,14 +291,22 @@ def _finite_numbers(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     return values
 
 
-def _timestamps(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
-    """Unix seconds as integers, or ISO-8601 date/time strings (UTC if no zone)."""
+def _timestamps(
+    frame: pd.DataFrame, column: str, path: Path, *, blank: np.ndarray | None = None
+) -> np.ndarray:
+    """Unix seconds as integers, or ISO-8601 date/time strings (UTC if no zone). A blank
+    cell is an error, or takes its row of `blank` for an optional column."""
+    if blank is not None and column not in frame.columns:
+        return blank.astype(np.int64)
     raw = frame[column]
     numeric = pd.to_numeric(raw, errors="coerce")
     parsed = pd.to_datetime(raw.where(numeric.isna()), errors="coerce", utc=True, format="ISO8601")
     seconds = numeric.to_numpy(dtype=np.float64, copy=True)
     from_text = numeric.isna().to_numpy() & parsed.notna().to_numpy()
     seconds[from_text] = unix_seconds(parsed[from_text])
+    if blank is not None:
+        missing = _blank_cells(frame, column)
+        seconds[missing] = blank[missing]
     bad = ~np.isfinite(seconds)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])

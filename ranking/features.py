@@ -122,7 +122,7 @@ def _category_last_time(data: TrainingData) -> sp.csr_matrix:
     cell = users * n_categories + cats
     order = np.lexsort((-times, cell))  # newest first within each (user, category)
     cell, times = cell[order], times[order]
-    first = np.r_[True, cell[1:] != cell[:-1]]
+    first = np.r_[True, cell[1:] != cell[:-1]][: len(cell)]  # [] without categories
     cell, times = cell[first], times[first]
     return sp.csr_matrix(
         (times.astype(np.int64), (cell // n_categories, cell % n_categories)),

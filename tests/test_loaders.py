@@ -1,7 +1,16 @@
+import json
+
+import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.loaders import DataError, load_dataset_dir
+from pipelines.dataset import ALL_REGIONS
+from pipelines.loaders import DEFAULT_STOCK, DataError, load_dataset_dir
+from pipelines.synthetic import generate_synthetic
+from recsys.cli import main
+from serving.holder import BundleHolder
+from serving.pipeline import RecommendRequest
+from tests.conftest import shop_config
 
 ITEMS = (
     "item_id,categories,price,stock,regions,created_at,title\n"
@@ -112,3 +121,120 @@ def test_bad_user_attributes_and_missing_files(tmp_path):
         load_dataset_dir(tmp_path)
     with pytest.raises(DataError, match="data directory not found"):
         load_dataset_dir(tmp_path / "missing")
+
+
+MINIMAL_EVENTS = (
+    "user_id,item_id,event_type,value,timestamp\n"
+    "u1,i1,view,1,1700000300\nu2,i1,purchase,1,1700000100\nu2,i2,click,1,1700000200\n"
+)
+
+
+def test_items_need_only_an_id_and_the_rest_takes_documented_defaults(tmp_path):
+    # i3 has no events: created when the data starts
+    dataset = load_dataset_dir(
+        write(tmp_path, events=MINIMAL_EVENTS, items="item_id\ni1\ni2\ni3\n", users=None)
+    )
+    items = dataset.items
+    assert items["item_id"].tolist() == ["i1", "i2", "i3"]
+    assert items["price"].isna().all()  # unknown
+    assert items["stock"].tolist() == [DEFAULT_STOCK] * 3  # in stock
+    assert items["regions"].tolist() == [ALL_REGIONS] * 3  # sold everywhere
+    assert items["created_at"].tolist() == [1700000100, 1700000200, 1700000100]
+    assert items["title"].tolist() == items["categories"].tolist() == [""] * 3
+    assert (items.dtypes["price"], items.dtypes["stock"], items.dtypes["created_at"]) == (
+        "float64",
+        "int64",
+        "int64",
+    )
+    assert sorted(dataset.users["user_id"]) == ["u1", "u2"]
+    assert set(dataset.users["region"]) == {""}
+
+
+def test_blank_cells_of_optional_item_columns_take_the_defaults(tmp_path):
+    items = "item_id,price,stock,created_at,regions\ni1,,,,\ni2,2.5,0,1600000000,eu\n"
+    loaded = load_dataset_dir(write(tmp_path, events=MINIMAL_EVENTS, items=items)).items
+    assert np.isnan(loaded["price"].iat[0]) and loaded["price"].iat[1] == 2.5
+    assert loaded["stock"].tolist() == [DEFAULT_STOCK, 0]
+    assert loaded["created_at"].tolist() == [1700000100, 1600000000]
+    assert loaded["regions"].tolist() == [ALL_REGIONS, "eu"]
+    # in Parquet a null is a blank cell: typed columns (float price, Int64 stock) read alike
+    typed = pd.read_csv(tmp_path / "items.csv").astype({"stock": "Int64"})
+    typed.to_parquet(tmp_path / "items.parquet")
+    (tmp_path / "items.csv").unlink()
+    pd.testing.assert_frame_equal(load_dataset_dir(tmp_path).items, loaded)
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        ("item_id,price\ni1,1\ni2,cheap\n", r"row 2 \(line 3\), column 'price': not a finite"),
+        ("item_id,price\ni1,1\ni2,nan\n", r"row 2 \(line 3\), column 'price': not a finite"),
+        ("item_id,stock\ni1,-2\ni2,1\n", r"row 1 \(line 2\), column 'stock': must not be neg"),
+        ("item_id,created_at\ni1,soon\ni2,\n", r"row 1 \(line 2\), column 'created_at': not a"),
+        ("price\n1\n", r"items.csv: missing column\(s\) item_id"),
+    ],
+)
+def test_present_optional_item_cells_are_still_validated(tmp_path, items, message):
+    with pytest.raises(DataError, match=message):
+        load_dataset_dir(write(tmp_path, events=MINIMAL_EVENTS, items=items))
+
+
+def test_extra_user_columns_become_attributes(tmp_path):
+    users = "user_id,age,gender,occupation,zip\nu1,24,M,technician,02134\nu2,53,F,other,\n"
+    loaded = load_dataset_dir(write(tmp_path, users=users)).users
+    assert loaded["region"].tolist() == ["", ""]
+    assert [json.loads(a) for a in loaded["attributes"]] == [
+        {"age": "24", "gender": "M", "occupation": "technician", "zip": "02134"},  # as text
+        {"age": "53", "gender": "F", "occupation": "other"},  # a blank cell is no key
+    ]
+    # beside an attributes column the keys are merged; Parquet values keep their JSON type
+    pd.DataFrame(
+        {"user_id": ["u1", "u2"], "region": ["eu", None], "attributes": ['{"vip": true}', None]}
+    ).assign(age=[24, 53]).to_parquet(tmp_path / "users.parquet")
+    (tmp_path / "users.csv").unlink()
+    loaded = load_dataset_dir(tmp_path).users
+    assert loaded["region"].tolist() == ["eu", ""]
+    assert [json.loads(a) for a in loaded["attributes"]] == [{"vip": True, "age": 24}, {"age": 53}]
+
+
+@pytest.mark.parametrize(
+    ("users", "message"),
+    [
+        (
+            "user_id,age\nu1,20\nu2,30\n u1 ,40\n",
+            r"users.csv: row 3 \(line 4\), column 'user_id': duplicate user id 'u1'",
+        ),
+        (
+            'user_id,attributes,age\nu1,{},20\nu2,"{""age"": 3}",30\n',
+            r"users.csv: row 2 \(line 3\), column 'age': 'age' is also a key of the row's attr",
+        ),
+        ("region\neu\n", r"users.csv: missing column\(s\) user_id"),
+    ],
+)
+def test_bad_users_files_are_refused(tmp_path, users, message):
+    with pytest.raises(DataError, match=message):
+        load_dataset_dir(write(tmp_path, users=users))
+
+
+def test_nightly_and_recommend_on_files_with_only_the_required_columns(tmp_path):
+    """The whole path (CLI nightly, both rankers trained, a request served) on a shop whose
+    items file has nothing but ids: every price unknown (NaN), every item in stock."""
+    shop = generate_synthetic(n_users=150, n_items=120, n_events=5_000, n_categories=6, seed=3)
+    data = tmp_path / "data"
+    data.mkdir()
+    events = shop.events.assign(event_type=shop.events["event_type"].astype(str))
+    events.to_csv(data / "events.csv", index=False)
+    shop.items[["item_id"]].to_csv(data / "items.csv", index=False)
+    config = shop_config(tmp_path, data)
+    toml = tmp_path / "recsys.toml"
+    toml.write_text("[als]\nfactors = 16\niterations = 5\n")
+    args = ["--config", str(toml), "--data", str(data), "--artifacts", config.artifacts.root]
+    assert main(["nightly", *args]) == 0
+    holder = BundleHolder(config)
+    assert holder.refresh()
+    pipeline = holder.pipeline()
+    assert np.isnan(pipeline.bundle.stats.item_price).all()
+    assert pipeline.bundle.catalog.in_stock.all()
+    result = pipeline.recommend(RecommendRequest(str(shop.events["user_id"].iat[0]), 10))
+    assert len(result.items) == 10
+    assert {item.stage for item in result.items} <= set(config.ranking.stages)
