@@ -64,7 +64,9 @@ class RequestContext:
     """A request after external ids became dense indices (-1: unknown user).
 
     `history` is the user's recent positives, most recent first (from the bundle's user
-    profiles); `favorites` and `basket` come with the request. All are int64 item indices.
+    profiles); `sequence` the user's latest items of any event type, newest first (the
+    session's, then the bundle's); `favorites` and `basket` come with the request. All are
+    int64 item indices.
     """
 
     user_index: int
@@ -73,6 +75,7 @@ class RequestContext:
     basket: np.ndarray = field(default_factory=lambda: NO_ITEMS)  # items in the basket
     favorites: np.ndarray = field(default_factory=lambda: NO_ITEMS)
     history: np.ndarray = field(default_factory=lambda: NO_ITEMS)
+    sequence: np.ndarray = field(default_factory=lambda: NO_ITEMS)
     request_id: str = ""
     # values derived from the request that several stages need (e.g. the i2i seeds of
     # both i2i generators, the quorum weights of the generator and the ranking features)

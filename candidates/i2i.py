@@ -6,7 +6,9 @@ Offline, every item gets three lists of its most similar items:
 - "npmi": co-occurrence in users' positive histories, scored by NPMI (seed 004,
   "Бизнесовые кандгены" names NPMI among the "топы по близости");
 - "content": category Jaccard and TF-IDF cosine of the titles (seed 004, "i2i-списки":
-  "возьмем все контентное, что сможем ... построить топчик по похожести").
+  "возьмем все контентное, что сможем ... построить топчик по похожести");
+- "cosine": cosine of co-occurrence in users' latest items of any event type (item-kNN),
+  the lists the sequence-aware last_items generator and features read.
 
 At request time: "В рантайме будем брать позитивы из истории, выбирать из них
 разнообразные ... и по ним лукапить топы списков" — `diverse_seeds` picks the diverse
@@ -22,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +136,7 @@ class I2IModel:
             "als": lambda: als_neighbors(unit, config.neighbors, show_progress),
             "npmi": lambda: npmi_neighbors(data, config, order, show_progress),
             "content": lambda: content_neighbors(data, config, order, show_progress),
+            "cosine": lambda: cosine_neighbors(data, config, order, show_progress),
         }
         lists = {}
         for kind in kinds:
@@ -484,8 +487,17 @@ def recent_positive_matrix(data: TrainingData, history_limit: int) -> sp.csr_mat
     The cap bounds the quadratic cost of co-occurrence (a user with h items adds h² pairs);
     an item positive again later counts as recent.
     """
-    positive = np.flatnonzero(data.event_positive)[::-1]  # events are in time order: newest first
-    users, items = data.event_users[positive], data.event_items[positive]
+    return recent_item_matrix(data, history_limit, data.event_positive)
+
+
+def recent_item_matrix(
+    data: TrainingData, history_limit: int, counted: np.ndarray | None = None
+) -> sp.csr_matrix:
+    """Binary users x items: each user's last `history_limit` distinct items among the
+    `counted` events (bool per event; None: every event)."""
+    counted = np.ones(len(data.event_items), bool) if counted is None else counted
+    chosen = np.flatnonzero(counted)[::-1]  # events are in time order: newest first
+    users, items = data.event_users[chosen], data.event_items[chosen]
     _, latest = np.unique(users * len(data.items) + items, return_index=True)
     latest.sort()  # distinct (user, item) pairs, newest first
     users, items = users[latest], items[latest]
@@ -513,28 +525,69 @@ def npmi_neighbors(
 ) -> NeighborLists:
     """Top items by NPMI of co-occurrence in users' recent positive histories.
 
-    C = Xᵀ X is computed in blocks of item rows (never the full item x item product);
     N = users with positives; pairs seen by fewer than `npmi_min_count` users are dropped,
     and so are pairs with NPMI <= 0 (no more often together than by chance: not neighbours).
     """
-    n_items, k = len(data.items), config.neighbors
-    result = NeighborLists.empty(n_items, k)
     histories = recent_positive_matrix(data, config.history_limit)
     n_users = int((np.diff(histories.indptr) > 0).sum())
-    if n_users == 0:
+    return _cooccurrence_neighbors(
+        histories,
+        lambda together, count_i, count_j: npmi(together, count_i, count_j, n_users),
+        config.npmi_min_count,
+        config.neighbors,
+        order,
+        show_progress,
+        "i2i npmi",
+    )
+
+
+def cosine_neighbors(
+    data: TrainingData, config: I2IConfig, order: TieOrder, show_progress: bool = False
+) -> NeighborLists:
+    """Top items by cosine of co-occurrence in users' latest items of any event type:
+    together / sqrt(count_i * count_j), the item-kNN of the last-item baselines (a view or a
+    low rating says what the user looked at next, which is what a next-item list wants)."""
+    histories = recent_item_matrix(data, config.history_limit)
+    return _cooccurrence_neighbors(
+        histories,
+        lambda together, count_i, count_j: together / np.sqrt(count_i * count_j),
+        1,
+        config.neighbors,
+        order,
+        show_progress,
+        "i2i cosine",
+    )
+
+
+def _cooccurrence_neighbors(
+    histories: sp.csr_matrix,
+    score_of: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+    min_count: int,
+    k: int,
+    order: TieOrder,
+    show_progress: bool,
+    what: str,
+) -> NeighborLists:
+    """Top-k items per item by score_of(pair count, count_i, count_j) of co-occurrence in
+    the binary users x items `histories`; C = Xᵀ X in blocks of item rows (never the full
+    item x item product). Pairs seen fewer than `min_count` times or scoring <= 0 are no
+    neighbours."""
+    n_items = histories.shape[1]
+    result = NeighborLists.empty(n_items, k)
+    if not histories.nnz:
         return result
     item_users = histories.T.tocsr()
     item_count = np.diff(item_users.indptr).astype(np.float64)
     # Multiply-adds of row i of Xᵀ X: Σ over its users of their history length.
     cost = item_users @ np.diff(histories.indptr).astype(np.int64)
     row_bits, _ = _key_bits(n_items)
-    for rows in _row_blocks(cost, 1 << row_bits, show_progress, "i2i npmi"):
+    for rows in _row_blocks(cost, 1 << row_bits, show_progress, what):
         pairs = item_users[rows] @ histories
         local = np.repeat(np.arange(pairs.shape[0]), np.diff(pairs.indptr))
         item, other, together = local + rows.start, pairs.indices, pairs.data
-        keep = (other != item) & (together >= config.npmi_min_count)
+        keep = (other != item) & (together >= min_count)
         local, item, other, together = local[keep], item[keep], other[keep], together[keep]
-        score = npmi(together.astype(np.float64), item_count[item], item_count[other], n_users)
+        score = score_of(together.astype(np.float64), item_count[item], item_count[other])
         keep = score > 0
         block = top_per_row(local[keep], other[keep], score[keep], pairs.shape[0], k, order)
         _write(result, rows, block)

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from candidates.als import ALSGenerator, ALSModel
 from candidates.eals import EALSModel
+from candidates.ease import EASEModel
 from candidates.i2i import I2IModel
 from candidates.popularity import PopularityTop
 from candidates.quorum import QuorumModel
@@ -42,7 +43,7 @@ class BuiltBundle:
 def build_bundle(dataset: Dataset, config: Config, *, show_progress: bool = False) -> BuiltBundle:
     """Train every component on `dataset` and return the in-memory bundle (version "")."""
     seconds: dict[str, float] = {}
-    steps = tqdm(total=10, desc="build", unit="step", disable=not show_progress)
+    steps = tqdm(total=11, desc="build", unit="step", disable=not show_progress)
 
     def timed(name: str, make: Callable[[], T]) -> T:
         steps.set_postfix_str(name)
@@ -66,10 +67,14 @@ def build_bundle(dataset: Dataset, config: Config, *, show_progress: bool = Fals
             explicit_ratings(dataset, data.users, data.items, config), config.eals
         ),
     )
+    ease = timed("ease", lambda: EASEModel.fit(data.interactions, config.ease))
     recent = max(config.i2i.recent, config.business.history_items)
     catalog, profiles = timed(
         "catalog and profiles",
-        lambda: (ItemCatalog.build(dataset, data), UserProfiles.build(dataset, data, recent)),
+        lambda: (
+            ItemCatalog.build(dataset, data),
+            UserProfiles.build(dataset, data, recent, config.sequence.length),
+        ),
     )
     stats = timed("ranking stats", lambda: UserItemStats.fit(data))
     steps.close()
@@ -87,5 +92,6 @@ def build_bundle(dataset: Dataset, config: Config, *, show_progress: bool = Fals
         profiles=profiles,
         stats=stats,
         rankers=TrainedRankers(),  # trained afterwards from this code's candidates
+        ease=ease,
     )
     return BuiltBundle(bundle=bundle, seconds=seconds)

@@ -116,8 +116,17 @@ def build_training_data(
 def recent_positives(data: TrainingData, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """Each user's last `limit` distinct positive items, most recent first, as CSR arrays
     (indptr over data.users, item indices). Vectorised: one sort, no loop over users."""
-    positive = np.flatnonzero(data.event_positive)[::-1]  # newest first (events are in time order)
-    users, items = data.event_users[positive], data.event_items[positive]
+    return recent_items(data, limit, data.event_positive)
+
+
+def recent_items(
+    data: TrainingData, limit: int, counted: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's last `limit` distinct items among the `counted` events (bool per event;
+    None: every event), most recent first, as CSR arrays like `recent_positives`."""
+    counted = np.ones(len(data.event_items), bool) if counted is None else counted
+    chosen = np.flatnonzero(counted)[::-1]  # newest first (events are in time order)
+    users, items = data.event_users[chosen], data.event_items[chosen]
     # first occurrence of a (user, item) pair in newest-first order = its latest positive
     _, first = np.unique(users * len(data.items) + items, return_index=True)
     first.sort()  # back to newest-first order

@@ -17,7 +17,13 @@ norms as popularity / "hotness" proxies; seed 004 "Когда и какой ALS 
 - item_age_days, item_price, price_to_user_mean (the user's mean price of positives);
 - quorum_affinity: Σ_c TF(item, c)·UF(user, c)·IDF(c) (seed 004 "Кворумы");
 - category_recency_days: days since the user last touched any of the item's categories;
-- user_events, user_distinct_items, user_positives, user_days_since_last.
+- user_events, user_distinct_items, user_positives, user_days_since_last;
+- sequence (the user's latest items of any event type, the session's first): seq_cosine_<r>,
+  the item-kNN cosine of the candidate to the r-th newest item (r = 1..SEQUENCE_POSITIONS;
+  0 outside that item's list, NaN past the sequence's end), seq_decayed_cosine
+  (Σ_r decay^r · cosine over the newest sequence.last_items: the last_items score for every
+  candidate), seq_als_cosine (mean iALS cosine to the newest sequence.last_items), seq_length;
+- ease_score: x_u B of EASE over the user's seen and session items (NaN without EASE).
 Sparse features (DLRM embedding tables; 0 = unknown): user, item, category (the item's
 first), region (the request's).
 """
@@ -31,6 +37,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from candidates.base import RequestContext, TrainingData
+from candidates.ease import EASEGenerator
+from candidates.sequence import last_items_scores, sequence_weights, similarity_to_sequence
 from candidates.sparse_rows import row_entries, rows_max_of
 from candidates.union import CandidateSet
 from ranking.frame import RankingFrame
@@ -38,6 +46,7 @@ from ranking.frame import RankingFrame
 STATS_FILE = "ranking_stats.npz"
 SECONDS_PER_DAY = 86_400.0
 SPARSE_NAMES = ("user", "item", "category", "region")
+SEQUENCE_POSITIONS = 3
 
 
 @dataclass(frozen=True)
@@ -133,8 +142,17 @@ def _category_last_time(data: TrainingData) -> sp.csr_matrix:
 class FeatureBuilder:
     """Builds one request's features from a loaded bundle; created once per bundle."""
 
-    def __init__(self, bundle, generator_names: tuple[str, ...]) -> None:
+    def __init__(self, bundle, generator_names: tuple[str, ...], sequence_config=None) -> None:
+        """`sequence_config` ([sequence]) sets the decay and depth of the sequence features;
+        None: no sequence features beyond the cosines (they stay NaN)."""
         self.bundle = bundle
+        self.sequence_config = sequence_config
+        self.has_cosine_lists = "cosine" in bundle.i2i.kinds
+        self.ease = (
+            EASEGenerator(bundle.ease, bundle.profiles.seen_items)
+            if getattr(bundle, "ease", None) is not None
+            else None
+        )
         self.generator_names = generator_names
         self.stats: UserItemStats = bundle.stats
         als = bundle.als.model
@@ -166,6 +184,11 @@ class FeatureBuilder:
             "user_distinct_items",
             "user_positives",
             "user_days_since_last",
+            *(f"seq_cosine_{r + 1}" for r in range(SEQUENCE_POSITIONS)),
+            "seq_decayed_cosine",
+            "seq_als_cosine",
+            "seq_length",
+            "ease_score",
         )
         self.column = {name: i for i, name in enumerate(self.dense_names)}
         self._static_tables(bundle)
@@ -207,6 +230,11 @@ class FeatureBuilder:
             self.bundle.quorum.score(categories, uf, items) if len(categories) else np.nan
         )
         dense[:, column["category_recency_days"]] = self._category_recency(user, items)
+        self._sequence_features(ctx, items, dense)
+        if self.ease is not None:
+            dense[:, column["ease_score"]] = self.ease.user_scores(ctx)[0][items]
+        else:
+            dense[:, column["ease_score"]] = np.nan
         region = self.bundle.tops.region_index(ctx.region) + 1 if ctx.region else 0
         sparse = np.empty((n, len(SPARSE_NAMES)), dtype=np.int64)
         sparse[:, 0] = user + 1
@@ -221,6 +249,44 @@ class FeatureBuilder:
             sparse_cardinalities=self.cardinalities,
             groups=np.full(n, group, dtype=np.int64),
         )
+
+    def _sequence_features(self, ctx: RequestContext, items: np.ndarray, dense: np.ndarray) -> None:
+        """The candidate against the user's latest items (issue "Ranking that earns its
+        place": a user's last items beat every order-blind model on next-item protocols)."""
+        column, sequence = self.column, ctx.sequence
+        first = column["seq_cosine_1"]
+        dense[:, column["seq_length"]] = len(sequence)
+        if self.has_cosine_lists:
+            dense[:, first : first + SEQUENCE_POSITIONS] = similarity_to_sequence(
+                self.bundle.i2i, sequence, items, SEQUENCE_POSITIONS
+            )
+        else:
+            dense[:, first : first + SEQUENCE_POSITIONS] = np.nan
+        config = self.sequence_config
+        if config is None or not len(sequence):
+            dense[:, column["seq_decayed_cosine"]] = np.nan
+            dense[:, column["seq_als_cosine"]] = np.nan
+            return
+        if self.has_cosine_lists:  # the same vector the last_items generator computed
+            found, scores = ctx.remember(
+                ("last_items", id(self.bundle.i2i)),
+                lambda: last_items_scores(self.bundle.i2i, sequence, config),
+            )
+            decayed = np.zeros(len(items), dtype=np.float32)
+            if len(found):
+                at = np.minimum(np.searchsorted(found, items), len(found) - 1)
+                hit = found[at] == items
+                decayed[hit] = scores[at[hit]]
+            dense[:, column["seq_decayed_cosine"]] = decayed
+        else:
+            dense[:, column["seq_decayed_cosine"]] = np.nan
+        unit = self.bundle.i2i.unit_factors
+        if unit is None:
+            dense[:, column["seq_als_cosine"]] = np.nan
+            return
+        seeds = sequence[: config.last_items]
+        weights = sequence_weights(len(seeds), config.decay)
+        dense[:, column["seq_als_cosine"]] = (unit[items] @ unit[seeds].T) @ weights / weights.sum()
 
     def _static_tables(self, bundle) -> None:
         """Per-item and per-user features that do not depend on the request, one row each,

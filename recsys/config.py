@@ -113,6 +113,26 @@ class I2IConfig:
 
 
 @dataclass(frozen=True)
+class SequenceConfig:
+    """The user's latest items, newest first: what the sequence-aware generator and features
+    read (issue "Ranking that earns its place": the last few items beat every order-blind
+    model on next-item protocols)."""
+
+    length: int  # latest distinct items (any event type) kept per user in the bundle
+    last_items: int  # of them, the newest this many seed the last_items generator
+    decay: float  # weight of the r-th newest item: decay ** r
+
+
+@dataclass(frozen=True)
+class EASEConfig:
+    """EASE (Steck 2019): B = I - P / diag(P), P = (XᵀX + λI)⁻¹, closed form; a dense
+    n_items² matrix, so built only for catalogues up to max_items."""
+
+    regularization: float
+    max_items: int
+
+
+@dataclass(frozen=True)
 class BusinessConfig:
     """seed 004 "Бизнесовые кандгены": history, basket, favourites and their neighbours."""
 
@@ -258,6 +278,8 @@ class Config:
     quorum: QuorumConfig
     eals: EALSConfig
     i2i: I2IConfig
+    sequence: SequenceConfig
+    ease: EASEConfig
     business: BusinessConfig
     lightgbm: LightGBMConfig
     dlrm: DLRMConfig
@@ -378,6 +400,9 @@ def _validate(config: Any, where: str) -> None:
         "neighbors",
         "npmi_min_count",
         "history_limit",
+        "length",
+        "last_items",
+        "max_items",
         "recent",
         "seeds",
         "user_categories",
@@ -454,6 +479,10 @@ def _validate(config: Any, where: str) -> None:
         )
     if isinstance(config, EALSConfig) and config.factors < 0:
         raise ConfigError(f"eals.factors must be >= 0, got {config.factors}")
+    if isinstance(config, SequenceConfig) and not 0.0 < config.decay <= 1.0:
+        raise ConfigError(f"sequence.decay must be in (0, 1], got {config.decay}")
+    if isinstance(config, EASEConfig) and not config.regularization > 0:
+        raise ConfigError(f"ease.regularization must be positive, got {config.regularization}")
     if isinstance(config, I2IConfig) and not 0.0 <= config.text_weight <= 1.0:
         raise ConfigError(f"i2i.text_weight must be in [0, 1], got {config.text_weight}")
     if isinstance(config, BusinessConfig) and config.neighbor_kind not in I2I_KINDS:
@@ -559,7 +588,7 @@ def _unix_time(text: str, key: str) -> float:
 
 
 ANN_BACKENDS = ("hnsw", "faiss-hnsw", "faiss-ivf", "faiss-flat", "exact")
-I2I_KINDS = ("als", "npmi", "content")
+I2I_KINDS = ("als", "npmi", "content", "cosine")
 RANKING_STAGES = ("lightgbm", "dlrm")
 DLRM_SERVING = ("eager", "int8", "torchscript", "compiled")
 LIGHTGBM_SERVING = ("compiled", "booster")

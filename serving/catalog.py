@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from candidates.base import TrainingData
 from pipelines.dataset import ALL_REGIONS, ITEM_GROUP, Dataset
 from pipelines.idmap import IdMap
-from pipelines.training_data import list_membership, recent_positives
+from pipelines.training_data import list_membership, recent_items, recent_positives
 from serving.rules import NO_GROUP
 
 CATALOG_FILE = "catalog.npz"
@@ -117,8 +117,9 @@ def _group_codes(items: pd.DataFrame) -> np.ndarray:
 
 @dataclass(frozen=True)
 class UserProfiles:
-    """Home regions of every known user (from the user table), each user's seen items and
-    recent positives (most recent first: the history i2i and business generators start from).
+    """Home regions of every known user (from the user table), each user's seen items,
+    recent positives (most recent first: the history i2i and business generators start from)
+    and latest items of any event type (the sequence the sequence-aware stages read).
     """
 
     users: IdMap  # users of the user table
@@ -126,17 +127,28 @@ class UserProfiles:
     seen: sp.csr_matrix  # bool (n_model_users, n_items), rows indexed like the models' users
     recent_indptr: np.ndarray  # int64 (n_model_users + 1,): CSR offsets into recent_items
     recent_items: np.ndarray  # int64 item indices, most recent first within each user
+    sequence_indptr: np.ndarray  # int64 (n_model_users + 1,): CSR offsets into sequence_items
+    sequence_items: np.ndarray  # int64: latest distinct items of any event, newest first
 
     @classmethod
-    def build(cls, dataset: Dataset, data: TrainingData, recent_limit: int) -> UserProfiles:
+    def build(
+        cls, dataset: Dataset, data: TrainingData, recent_limit: int, sequence_limit: int = 20
+    ) -> UserProfiles:
         users = IdMap.from_values(dataset.users["user_id"])
         regions = (
             dataset.users.drop_duplicates("user_id")["region"].astype(str).to_numpy(dtype=object)
         )
         seen = data.interactions.astype(bool).tocsr()
         indptr, recent = recent_positives(data, recent_limit)
+        sequence_indptr, sequence = recent_items(data, sequence_limit)
         return cls(
-            users=users, home_region=regions, seen=seen, recent_indptr=indptr, recent_items=recent
+            users=users,
+            home_region=regions,
+            seen=seen,
+            recent_indptr=indptr,
+            recent_items=recent,
+            sequence_indptr=sequence_indptr,
+            sequence_items=sequence,
         )
 
     def recent_of(self, user_index: int) -> np.ndarray:
@@ -145,6 +157,14 @@ class UserProfiles:
             return np.empty(0, dtype=np.int64)
         return self.recent_items[
             self.recent_indptr[user_index] : self.recent_indptr[user_index + 1]
+        ]
+
+    def sequence_of(self, user_index: int) -> np.ndarray:
+        """The user's latest distinct items of any event type, newest first."""
+        if user_index < 0 or user_index + 1 >= len(self.sequence_indptr):
+            return np.empty(0, dtype=np.int64)
+        return self.sequence_items[
+            self.sequence_indptr[user_index] : self.sequence_indptr[user_index + 1]
         ]
 
     def region_of(self, user_id: str) -> str:
@@ -161,16 +181,25 @@ class UserProfiles:
         self.users.save(directory / PROFILE_IDS_FILE)
         sp.save_npz(directory / SEEN_FILE, self.seen)
         np.save(directory / "home_region.npy", self.home_region.astype(str))
-        np.savez(directory / RECENT_FILE, indptr=self.recent_indptr, items=self.recent_items)
+        np.savez(
+            directory / RECENT_FILE,
+            indptr=self.recent_indptr,
+            items=self.recent_items,
+            sequence_indptr=self.sequence_indptr,
+            sequence_items=self.sequence_items,
+        )
 
     @classmethod
     def load(cls, directory: Path) -> UserProfiles:
         with np.load(directory / RECENT_FILE) as recent:
             indptr, items = recent["indptr"], recent["items"]
+            sequence_indptr, sequence = recent["sequence_indptr"], recent["sequence_items"]
         return cls(
             users=IdMap.load(directory / PROFILE_IDS_FILE),
             home_region=np.load(directory / "home_region.npy").astype(object),
             seen=sp.load_npz(directory / SEEN_FILE).tocsr(),
             recent_indptr=indptr,
             recent_items=items,
+            sequence_indptr=sequence_indptr,
+            sequence_items=sequence,
         )

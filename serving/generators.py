@@ -6,10 +6,14 @@ item carries in the response. Tops have a grammar (candidates.tops), the rest fi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from candidates.base import Generator
 from candidates.business import BusinessGenerator
+from candidates.ease import EASEGenerator
 from candidates.i2i import I2IGenerator
 from candidates.quorum import QuorumGenerator
+from candidates.sequence import LastItemsGenerator
 from recsys.config import I2I_KINDS, Config
 from serving.runtime import LoadedBundle
 
@@ -18,17 +22,19 @@ def make_generators(
     bundle: LoadedBundle, config: Config, names: tuple[str, ...]
 ) -> list[Generator]:
     """The generators named, in order; an unknown name is a ValueError listing known ones."""
-    fixed: dict[str, Generator] = {
-        "als": bundle.als,
-        "popularity": bundle.popularity,
-        "quorum": QuorumGenerator(bundle.quorum, config.quorum),
-        "business": BusinessGenerator(bundle.i2i, config.business),
-        **{f"i2i_{kind}": I2IGenerator(bundle.i2i, kind, config.i2i) for kind in I2I_KINDS},
+    fixed: dict[str, Callable[[], Generator]] = {
+        "als": lambda: bundle.als,
+        "popularity": lambda: bundle.popularity,
+        "quorum": lambda: QuorumGenerator(bundle.quorum, config.quorum),
+        "business": lambda: BusinessGenerator(bundle.i2i, config.business),
+        "last_items": lambda: LastItemsGenerator(bundle.i2i, config.sequence),
+        "ease": lambda: EASEGenerator.of(bundle.ease, bundle.profiles),
+        **{f"i2i_{kind}": _i2i(bundle, kind, config) for kind in I2I_KINDS},
     }
     generators = []
     for name in names:
         if name in fixed:
-            generators.append(fixed[name])
+            generators.append(fixed[name]())
         elif name.startswith("top_"):
             generators.append(bundle.tops.generator(name))  # ValueError names the valid ones
         else:
@@ -37,3 +43,7 @@ def make_generators(
                 f"{', '.join(fixed)}, or a top such as {', '.join(bundle.tops.names()[:3])}"
             )
     return generators
+
+
+def _i2i(bundle: LoadedBundle, kind: str, config: Config) -> Callable[[], Generator]:
+    return lambda: I2IGenerator(bundle.i2i, kind, config.i2i)

@@ -92,7 +92,9 @@ class RecommendPipeline:
             for name in serving.filters
         )
         self.ranker = DotProductRanker(bundle.als.model, bundle.popularity)
-        self.features = FeatureBuilder(bundle, tuple(g.name for g in self.generators))
+        self.features = FeatureBuilder(
+            bundle, tuple(g.name for g in self.generators), config.sequence
+        )
         self.cascade = (
             Cascade(bundle.rankers, config.ranking, Path(config.data.cache_dir) / "compiled")
             if config.ranking.stages
@@ -322,10 +324,14 @@ class RecommendPipeline:
             return indices[indices >= 0]  # unknown exclusions cannot be recommended anyway
 
         history = self.bundle.profiles.recent_of(user_index)
+        sequence = self.bundle.profiles.sequence_of(user_index)
         exclude = known(request.exclude_item_ids)
         if request.session is not None:  # the session's items are the most recent of all
-            history = np.concatenate([known(request.session.recent), history])
+            session = known(request.session.recent)
+            history = np.concatenate([session, history])
             history = history[first_positions(history)]
+            sequence = np.concatenate([session, sequence])
+            sequence = sequence[first_positions(sequence)]
             exclude = np.concatenate([exclude, known(request.session.never_again)])
         return RequestContext(
             user_index=user_index,
@@ -334,6 +340,7 @@ class RecommendPipeline:
             basket=known(request.basket_item_ids),
             favorites=known(request.favorite_item_ids),
             history=history,
+            sequence=sequence,
             request_id=request.request_id,
         )
 

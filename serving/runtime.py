@@ -7,6 +7,7 @@ from pathlib import Path
 
 from candidates.als import ALSGenerator
 from candidates.eals import EALSModel
+from candidates.ease import EASEModel
 from candidates.i2i import I2IModel
 from candidates.popularity import PopularityTop
 from candidates.quorum import QuorumModel
@@ -27,6 +28,7 @@ ALS_DIR, POPULARITY_DIR, TOPS_DIR, QUORUM_DIR, I2I_DIR, EALS_DIR = (
     "eals",
 )
 CATALOG_DIR, PROFILES_DIR, IDS_DIR, STATS_DIR = "catalog", "profiles", "ids", "ranking_stats"
+EASE_DIR = "ease"
 RANKERS_DIR = "rankers"
 SUBDIRS = (
     ALS_DIR,
@@ -35,6 +37,7 @@ SUBDIRS = (
     QUORUM_DIR,
     I2I_DIR,
     EALS_DIR,
+    EASE_DIR,
     CATALOG_DIR,
     PROFILES_DIR,
     IDS_DIR,
@@ -58,6 +61,7 @@ class LoadedBundle:
     profiles: UserProfiles
     stats: UserItemStats  # what ranking features read beyond the generators' models
     rankers: TrainedRankers  # the cascade's trained stages (empty when none configured)
+    ease: EASEModel | None = None  # None: the catalogue exceeds ease.max_items
 
     @classmethod
     def load(cls, directory: Path, version: str, config: Config) -> LoadedBundle:
@@ -75,6 +79,7 @@ class LoadedBundle:
             profiles=UserProfiles.load(directory / PROFILES_DIR),
             stats=UserItemStats.load(directory / STATS_DIR),
             rankers=TrainedRankers.load(directory / RANKERS_DIR),
+            ease=EASEModel.load(directory / EASE_DIR),
         )
 
     def save(self, directory: Path) -> None:
@@ -92,3 +97,5 @@ class LoadedBundle:
         self.profiles.save(directory / PROFILES_DIR)
         self.stats.save(directory / STATS_DIR)
         self.rankers.save(directory / RANKERS_DIR)
+        if self.ease is not None:
+            self.ease.save(directory / EASE_DIR)
