@@ -421,3 +421,24 @@ def logloss(y_true: np.ndarray, y_prob: np.ndarray, eps: float = 1e-15) -> float
         raise ValueError("y_prob must be probabilities in [0, 1]")
     prob = np.clip(prob, eps, 1.0 - eps)
     return float(-np.mean(true * np.log(prob) + (1.0 - true) * np.log1p(-prob)))
+
+
+def per_user(
+    name: str, recommended: np.ndarray, relevant: sp.sparray | sp.spmatrix, k: int
+) -> np.ndarray:
+    """One value per user with a relevant item (users without one are left out): the terms
+    whose mean the *_at_k functions report, for standard errors and paired comparisons.
+    `name` is one of recall, precision, ndcg, mrr, map, hitrate."""
+    if name not in _PER_USER:
+        raise ValueError(f"unknown metric {name!r}; known: {', '.join(_PER_USER)}")
+    hits, n_relevant = _evaluated(*_hits_and_counts(recommended, relevant, k))
+    return _PER_USER[name](hits, n_relevant)
+
+
+def mean_and_error(values: np.ndarray) -> tuple[float, float]:
+    """Mean and its standard error (sample standard deviation / sqrt(n))."""
+    values = np.asarray(values, dtype=np.float64)
+    if not len(values):
+        raise ValueError("no values: the mean is undefined")
+    error = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0.0
+    return float(values.mean()), float(error)

@@ -1,13 +1,18 @@
-"""`recsys nightly`: rebuild every artifact from scratch, evaluate, publish if no regression.
+"""`recsys nightly`: rebuild every artifact from scratch, gate each ranking stage, publish if
+the served list does not regress.
 
-Steps: load and validate data -> evaluate on a time-based holdout (models trained before
-the cut) -> compare with the current bundle -> retrain on all data -> write the bundle
-atomically and switch `current`. Nothing is published if any step fails.
+Steps: load and validate data -> on a validation split (`evaluation.protocol` applied to the
+data), train a bundle on its training side and let each ranking stage earn its place
+(pipelines.stage_gate) -> compare the kept cascade's served NDCG@10 and its candidate
+union's HR@50 with the current bundle's, on the same protocol -> retrain on all data with
+the kept stages -> write the bundle atomically and switch `current`. Nothing is published if
+any step fails.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,67 +20,93 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipelines.build import build_bundle
-from pipelines.evaluation import EvaluationResult, evaluate_candidates
+from pipelines.dataset import Dataset
+from pipelines.protocols import holdout
 from pipelines.ranker_training import train_rankers
 from pipelines.sources import fingerprint, load_dataset
+from pipelines.stage_gate import GateResult, gate_stages
 from recsys.bundle import BundleError, Manifest, open_current, publish_bundle
 from recsys.config import Config
+from serving.runtime import LoadedBundle
 
 log = logging.getLogger(__name__)
 
-GATE_MODEL = "als"
+
+@dataclass(frozen=True)
+class TrainedBundle:
+    bundle: LoadedBundle
+    gate: GateResult
+    counts: dict[str, int]  # the rankers' training requests
+    seconds: dict[str, float]
+    validation_bundle: LoadedBundle | None = None  # trained on the validation split's train
 
 
 @dataclass(frozen=True)
 class NightlyResult:
     manifest: Manifest
-    evaluation: EvaluationResult
+    gate: GateResult
     published: bool
     reason: str
+
+
+def train_bundle(dataset: Dataset, config: Config, *, show_progress: bool = False) -> TrainedBundle:
+    """Everything nightly trains: the stage gate on a validation split of `dataset`, then
+    every component and the kept rankers on all of `dataset`."""
+    valid = holdout(dataset, config.evaluation.protocol, config, seed=1)
+    trial = _bundle_with_rankers(valid.train, config, config.ranking.stages, show_progress)
+    gate = gate_stages(trial.bundle, config, valid, show_progress=show_progress)
+    final = _bundle_with_rankers(dataset, config, gate.kept, show_progress)
+    rankers = dataclasses.replace(final.bundle.rankers, dropped=gate.dropped)
+    gated = dataclasses.replace(trial.bundle.rankers, dropped=gate.dropped)
+    return dataclasses.replace(
+        final,
+        bundle=dataclasses.replace(final.bundle, rankers=rankers),
+        gate=gate,
+        validation_bundle=dataclasses.replace(trial.bundle, rankers=gated),
+    )
+
+
+def _bundle_with_rankers(
+    dataset: Dataset, config: Config, stages: tuple[str, ...], show_progress: bool
+) -> TrainedBundle:
+    built = build_bundle(dataset, config, show_progress=show_progress)
+    training = train_rankers(dataset, config, stages, show_progress=show_progress)
+    bundle = dataclasses.replace(built.bundle, rankers=training.rankers)
+    return TrainedBundle(bundle, None, training.counts, built.seconds)
 
 
 def run_nightly(
     config: Config, *, force: bool = False, show_progress: bool = True
 ) -> NightlyResult:
-    steps = tqdm(total=4, desc="nightly", unit="step", disable=not show_progress)
-
+    steps = tqdm(total=3, desc="nightly", unit="step", disable=not show_progress)
     steps.set_postfix_str("loading data")
     dataset = load_dataset(config.data)
     data_fingerprint = fingerprint(dataset)
     steps.update()
 
-    steps.set_postfix_str("holdout evaluation")
-    evaluation = evaluate_candidates(dataset, config)
-    gate_metric = f"recall@{config.evaluation.k}"
-    publish, reason = _regression_gate(
-        config, evaluation.metrics[GATE_MODEL][gate_metric], gate_metric
-    )
+    steps.set_postfix_str("stage gate and training")
+    trained = train_bundle(dataset, config, show_progress=show_progress)
+    gate = trained.gate
+    publish, reason = _regression_gate(config, gate)
     if force and not publish:
         publish, reason = True, f"forced despite: {reason}"
     steps.update()
 
-    steps.set_postfix_str("training on all data")
-    built = build_bundle(dataset, config, show_progress=show_progress)
-    steps.set_postfix_str("training the rankers")
-    rankers = train_rankers(dataset, config, show_progress=show_progress)
-    bundle = dataclasses.replace(built.bundle, rankers=rankers)
-    steps.update()
-
     steps.set_postfix_str("publishing" if publish else "writing (not published)")
+    bundle = trained.bundle
     manifest = publish_bundle(
         config.artifacts.root,
         bundle.save,
         data_fingerprint=data_fingerprint,
         config=config.to_dict(),
         metrics={
-            "holdout": evaluation.metrics,
-            "users": evaluation.users,
-            "gate_metric": gate_metric,
+            "validation": gate.summary(),
+            "ranker_training": trained.counts,
             "dataset": dataset.name,
             "n_events": len(dataset.events),
             "n_users": len(bundle.users),
             "n_items": len(bundle.items),
-            "build_seconds": built.seconds,
+            "build_seconds": trained.seconds,
         },
         keep=config.artifacts.keep,
         make_current=publish,
@@ -83,24 +114,34 @@ def run_nightly(
     steps.update()
     steps.close()
     log.info("bundle %s %s: %s", manifest.version, "published" if publish else "kept aside", reason)
-    return NightlyResult(manifest=manifest, evaluation=evaluation, published=publish, reason=reason)
+    return NightlyResult(manifest=manifest, gate=gate, published=publish, reason=reason)
 
 
-def _regression_gate(config: Config, new_value: float, metric: str) -> tuple[bool, str]:
+def _same_protocol(old: dict, new: dict) -> bool:
+    """Evaluation settings equal as JSON (a manifest holds lists where the config holds
+    tuples: compared raw, they never matched and the gate never fired)."""
+    return json.loads(json.dumps(old)) == json.loads(json.dumps(new))
+
+
+def _regression_gate(config: Config, gate: GateResult) -> tuple[bool, str]:
     """Publish unless the current bundle scored better (beyond tolerance) on the same protocol."""
     root = Path(config.artifacts.root)
+    new = gate.guarded()
     try:
         _, current = open_current(root)
     except BundleError:
         return True, "no current bundle to compare with"
-    old_value = current.metrics.get("holdout", {}).get(GATE_MODEL, {}).get(metric)
-    same_protocol = current.config.get("evaluation", {}) == config.to_dict()["evaluation"]
-    if old_value is None or not same_protocol:
-        return True, f"current bundle {current.version} has no comparable {metric}"
-    floor = old_value * (1.0 - config.evaluation.regression_tolerance)
-    if new_value < floor:
-        return False, (
-            f"{metric} {new_value:.4f} regresses below {floor:.4f} "
-            f"(current bundle {current.version}: {old_value:.4f})"
-        )
-    return True, f"{metric} {new_value:.4f} vs current {old_value:.4f}"
+    summary = current.metrics.get("validation", {})
+    same = _same_protocol(current.config.get("evaluation", {}), config.to_dict()["evaluation"])
+    old = summary.get("guarded") if isinstance(summary, dict) else None
+    if not same or not isinstance(old, dict):
+        return True, f"current bundle {current.version} has no comparable validation figures"
+    tolerance = config.evaluation.regression_tolerance
+    for name, value in new.items():
+        before = old.get(name)
+        if isinstance(before, int | float) and value < before * (1.0 - tolerance):
+            return False, (
+                f"{name} {value:.4f} regresses below {before * (1.0 - tolerance):.4f} "
+                f"(current bundle {current.version}: {before:.4f})"
+            )
+    return True, ", ".join(f"{n} {v:.4f} vs current {old.get(n)}" for n, v in new.items())

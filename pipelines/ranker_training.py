@@ -1,61 +1,119 @@
-"""Train the cascade's rankers for a bundle (nightly): learn from what the candidate stage
-really proposes, labelled by what happened next (DESIGN.md §4).
+"""Train the cascade's rankers for a bundle (nightly) from point-in-time-correct served-path
+requests (pipelines.ranking_data): what the candidate stage really proposed at each moment,
+labelled by what the user did next (DESIGN.md §4).
 
-One bundle is built on the events before the last `ranking.label_share` of the log; the
-positives of the first half of that tail label the training requests, those of the second
-half the validation requests that early stopping watches (a time-based validation set).
+Early stopping watches the requests of a fifth of the users (chosen by a hash of the id,
+so a user's requests never sit on both sides).
 """
 
 from __future__ import annotations
 
 import logging
+import zlib
+from dataclasses import dataclass
 
 import numpy as np
 
 from pipelines.dataset import Dataset
-from pipelines.ranking_data import build_ranking_data
-from ranking.cascade import TrainedRankers, with_known_ids
+from pipelines.ranking_data import RankingData, build_ranking_data
+from ranking.cascade import TrainedRankers
 from ranking.dlrm import DLRMRanker
+from ranking.frame import RankingFrame
 from ranking.gbdt import GBDTRanker
 from recsys.config import Config
 
 log = logging.getLogger(__name__)
 
+VALIDATION_USERS = 0.2
+
+
+@dataclass(frozen=True)
+class RankerTraining:
+    rankers: TrainedRankers
+    counts: dict[str, int]  # requests drawn / kept / train / validation, rows, users
+
 
 def train_rankers(
-    dataset: Dataset, config: Config, *, show_progress: bool = False
-) -> TrainedRankers:
-    stages = config.ranking.stages
+    dataset: Dataset,
+    config: Config,
+    stages: tuple[str, ...] | None = None,
+    *,
+    show_progress: bool = False,
+) -> RankerTraining:
+    """The rankers of `stages` (default: ranking.stages) trained on `dataset`."""
+    stages = config.ranking.stages if stages is None else stages
     if not stages:
-        return TrainedRankers()
-    share = config.ranking.label_share
-    times = np.sort(dataset.events["timestamp"].to_numpy())
-    cutoff = int(times[int((1.0 - share) * (len(times) - 1))])
-    middle = int(times[int((1.0 - share / 2) * (len(times) - 1))])
-    common = {
-        "random_negatives": config.ranking.random_negatives,
-        "max_users": config.ranking.max_users,
-        "show_progress": show_progress,
+        return RankerTraining(TrainedRankers(), {})
+    data = build_ranking_data(dataset, config, show_progress=show_progress)
+    in_valid = _validation_users(data)
+    train = _frame_of(data, ~in_valid)
+    valid = _frame_of(data, in_valid)
+    counts = {
+        "requests drawn": data.drawn,
+        "requests with their positive among the candidates": len(data.requests),
+        "training requests": int((~in_valid).sum()),
+        "validation requests": int(in_valid.sum()),
+        "training rows": len(train),
+        "users": len(set(data.users)),
+        "periods": len(data.cutoffs),
     }
-    train = build_ranking_data(dataset, config, cutoff, middle, **common)
-    valid = build_ranking_data(
-        dataset, config, cutoff, label_start=middle, pipeline=train.pipeline, seed=1, **common
-    )
-    log.info(
-        "ranker data: %d training rows, %d validation rows", len(train.frame), len(valid.frame)
-    )
-    lightgbm = (
-        GBDTRanker.fit(train.frame, valid.frame, config.lightgbm) if "lightgbm" in stages else None
-    )
+    log.info("ranker data: %s", ", ".join(f"{v} {k}" for k, v in counts.items()))
+    lightgbm = GBDTRanker.fit(train, valid, config.lightgbm) if "lightgbm" in stages else None
     dlrm = None
     if "dlrm" in stages:
-        als = train.pipeline.bundle.als.model
+        latest = data.pipelines[-1].bundle.als.model  # every period bundle shares the items
         dlrm = DLRMRanker.fit(
-            train.frame,
-            with_known_ids(valid.frame, train.frame.sparse_cardinalities),
+            without_user_ids(train),
+            without_user_ids(valid),
             config.dlrm,
-            pretrained={"user": als.user_factors, "item": als.item_factors},
+            pretrained={"item": latest.item_factors},
             threads=1,
             show_progress=show_progress,
         )
-    return TrainedRankers(lightgbm=lightgbm, dlrm=dlrm)
+    return RankerTraining(TrainedRankers(lightgbm=lightgbm, dlrm=dlrm), counts)
+
+
+def without_user_ids(frame: RankingFrame) -> RankingFrame:
+    """Every user as the unknown id 0 with a one-row table: each period bundle numbers its
+    users its own way, so a user id means nothing across them; DLRM knows a user by the
+    dense features (history, session, ALS) instead, and serving maps every id to 0
+    (`ranking.cascade.with_known_ids`)."""
+    sparse = frame.sparse.copy()
+    sparse[:, frame.sparse_names.index("user")] = 0
+    cardinalities = list(frame.sparse_cardinalities)
+    cardinalities[frame.sparse_names.index("user")] = 1
+    return RankingFrame(
+        dense=frame.dense,
+        dense_names=frame.dense_names,
+        sparse=sparse,
+        sparse_names=frame.sparse_names,
+        sparse_cardinalities=tuple(cardinalities),
+        groups=frame.groups,
+        labels=frame.labels,
+    )
+
+
+def _validation_users(data: RankingData) -> np.ndarray:
+    """bool per request: its user is in the validation fifth (by a stable hash of the id)."""
+    hashed = np.array([zlib.crc32(user.encode()) % 1000 for user in data.users])
+    in_valid = hashed < VALIDATION_USERS * 1000
+    if in_valid.all() or not in_valid.any():  # too few users to split by user
+        in_valid = np.arange(len(data.requests)) % 5 == 0
+    return in_valid
+
+
+def _frame_of(data: RankingData, chosen: np.ndarray) -> RankingFrame:
+    groups = np.flatnonzero(chosen)
+    renumber = np.full(len(data.requests), -1, dtype=np.int64)
+    renumber[groups] = np.arange(len(groups))
+    rows = np.isin(data.frame.groups, groups)
+    part = data.frame.take(np.flatnonzero(rows))
+    return RankingFrame(
+        dense=part.dense,
+        dense_names=part.dense_names,
+        sparse=part.sparse,
+        sparse_names=part.sparse_names,
+        sparse_cardinalities=part.sparse_cardinalities,
+        groups=renumber[part.groups],
+        labels=part.labels,
+    )

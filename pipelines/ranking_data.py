@@ -1,12 +1,22 @@
-"""Training data for the rankers: what the candidate stage really proposed, labelled by what
-happened after a cut-off (DESIGN.md §4; issue "Ranking": no leakage).
+"""Training data for the rankers: served-path requests at per-user cut-offs, each seeing only
+what existed before it (DESIGN.md §4; issue "Ranking that earns its place").
 
-A bundle is built with the nightly code on the events before the cut-off only; for each
-user with a positive after it, the serving pipeline's own candidate stage (generators,
-union, early filters) proposes items, plus a share of random eligible items as extra
-negatives, and `ranking.features.FeatureBuilder` computes their features — the same call
-serving makes. Label 1: the user had a positive with the item in the label window.
-Every feature therefore comes from events before the cut-off; the labels alone look past it.
+The last `ranking.label_share` of the events is cut into `ranking.periods` equal periods
+(by event count). For period j a bundle is built with the nightly code on the events before
+its start t_j: the candidate models of the matching period. Requests are drawn from every
+user with a positive in the period, up to `ranking.requests_per_user` per user and period,
+`ranking.max_requests` in all: a request is the moment s of one such positive, and it sees
+
+- the period's bundle (everything before t_j: the user's long-past history, or nothing for a
+  user the bundle never saw), and
+- the user's own events in [t_j, s) as the serving session (`serving.sessions.Session`,
+  exactly what `LogEvents` gives a live request: the latest items, and the bought, carted and
+  rated ones not to offer again),
+
+through the serving pipeline's own candidate stage and `FeatureBuilder`: the values a ranker
+learns from are the values it is served. The label is the item of that positive. So requests
+come from the whole population at every stage of its life (long-inactive users returning,
+new users mid-session, regulars), not from the few users active right after one cut.
 """
 
 from __future__ import annotations
@@ -14,78 +24,146 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
+from candidates.base import is_member
 from candidates.union import CandidateSet
 from pipelines.build import build_bundle
 from pipelines.dataset import Dataset
-from pipelines.training_data import positives_by_user
+from pipelines.training_data import is_positive
 from ranking.frame import RankingFrame
 from recsys.config import Config
 from serving.filters import apply_filters
 from serving.pipeline import RecommendPipeline, RecommendRequest
+from serving.sessions import NEVER_AGAIN, Session
+
+
+@dataclass(frozen=True)
+class Request:
+    """One training request: user `user` at event row `row` of the dataset (time order)."""
+
+    user: str
+    row: int  # the labelling positive's row in dataset.events
+    period: int
 
 
 @dataclass(frozen=True)
 class RankingData:
     frame: RankingFrame
-    pipeline: RecommendPipeline  # the pre-cut-off bundle's pipeline the frame came from
-    users: tuple[str, ...]  # one per group, in group order
-    cutoff: int
-    labels_by_user: dict[str, np.ndarray]  # every user's positives in the label window
+    requests: tuple[Request, ...]  # one per group, in group order
+    sessions: tuple[Session | None, ...]  # each request's serving session, in group order
+    pipelines: tuple[RecommendPipeline, ...]  # one per period, each on events before it
+    cutoffs: tuple[int, ...]  # each period's start (Unix seconds)
+    drawn: int  # requests drawn; those whose positive no generator found teach nothing
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        return tuple(r.user for r in self.requests)
+
+
+def period_cutoffs(times: np.ndarray, label_share: float, periods: int) -> tuple[int, ...]:
+    """The start of each period: event-count quantiles over the last `label_share`."""
+    shares = 1.0 - label_share * (1.0 - np.arange(periods) / periods)
+    positions = np.minimum((shares * len(times)).astype(np.int64), len(times) - 1)
+    return tuple(int(t) for t in np.sort(times)[positions])
+
+
+def draw_requests(
+    dataset: Dataset, config: Config, cutoffs: tuple[int, ...], seed: int
+) -> list[Request]:
+    """Up to requests_per_user positives per user and period, max_requests in all."""
+    events = dataset.events
+    times = events["timestamp"].to_numpy()
+    period = np.searchsorted(np.asarray(cutoffs), times, side="right") - 1
+    eligible = np.flatnonzero(is_positive(events, config) & (period >= 0))
+    rng = np.random.default_rng(seed)
+    eligible = rng.permutation(eligible)
+    frame = pd.DataFrame(
+        {"user": events["user_id"].to_numpy()[eligible], "period": period[eligible]}
+    )
+    # a random `requests_per_user` of each user's positives in each period
+    keep = frame.groupby(["user", "period"], sort=False).cumcount().to_numpy()
+    chosen = eligible[keep < config.ranking.requests_per_user]
+    if config.ranking.max_requests and len(chosen) > config.ranking.max_requests:
+        chosen = rng.choice(chosen, size=config.ranking.max_requests, replace=False)
+    chosen = np.sort(chosen)
+    users = events["user_id"].to_numpy()
+    return [Request(str(users[row]), int(row), int(period[row])) for row in chosen]
 
 
 def build_ranking_data(
     dataset: Dataset,
     config: Config,
-    cutoff: int,
-    label_end: int | None = None,
     *,
-    label_start: int | None = None,
-    random_negatives: int = 20,
-    max_users: int = 0,
     seed: int = 0,
-    pipeline: RecommendPipeline | None = None,
-    keep_unlabelled: bool = False,
     show_progress: bool = False,
 ) -> RankingData:
-    """Frame of (user, candidate) rows labelled by positives in [label_start, label_end)
-    (label_start defaults to the cut-off; features only ever see events before it).
-
-    `pipeline` reuses a bundle already built on the events before `cutoff`. Requests whose
-    candidates hold no positive teach nothing and are dropped, unless `keep_unlabelled`
-    (evaluation keeps them: their users still count)."""
+    """The frame of every drawn request whose labelling item the candidate stage found."""
     times = dataset.events["timestamp"].to_numpy()
-    if pipeline is None:
-        before = dataset.with_events(dataset.events[times < cutoff].reset_index(drop=True))
-        pipeline = RecommendPipeline.candidate_stage(build_bundle(before, config).bundle, config)
-    start = cutoff if label_start is None else label_start
-    window = (times >= start) & (times < (label_end if label_end is not None else np.inf))
-    labels = positives_by_user(dataset.events[window], config, pipeline.bundle.items)
-    users = sorted(labels)
-    rng = np.random.default_rng(seed)
-    if max_users and len(users) > max_users:
-        users = sorted(rng.choice(users, size=max_users, replace=False).tolist())
-    frames, kept_users = [], []
-    for user in tqdm(users, desc="ranking data", unit="user", disable=not show_progress):
-        ctx = pipeline.context(RecommendRequest(user_id=user, k=1))
-        found, _ = pipeline.candidates(ctx)
-        found = with_random_negatives(pipeline, ctx, found, random_negatives, rng)
-        frame = pipeline.features.build(ctx, found, group=len(frames))
-        label = np.isin(found.items, labels[user]).astype(np.float32)
-        if not len(label) or not (label.any() or keep_unlabelled):
-            continue  # nothing to learn from a request whose positives were not found
-        frames.append((frame, label))
-        kept_users.append(user)
-    if not frames:
-        raise ValueError("no user after the cut-off has a positive among their candidates")
-    return RankingData(
-        frame=_concat([f for f, _ in frames], np.concatenate([lab for _, lab in frames])),
-        pipeline=pipeline,
-        users=tuple(kept_users),
-        cutoff=cutoff,
-        labels_by_user={user: labels[user] for user in users},
+    cutoffs = period_cutoffs(times, config.ranking.label_share, config.ranking.periods)
+    pipelines = tuple(
+        RecommendPipeline.candidate_stage(
+            build_bundle(dataset.with_events(dataset.events[times < t]), config).bundle, config
+        )
+        for t in tqdm(cutoffs, desc="period bundles", unit="bundle", disable=not show_progress)
     )
+    requests = draw_requests(dataset, config, cutoffs, seed)
+    sessions = SessionBuilder(dataset, cutoffs, config.events.session_items)
+    rng = np.random.default_rng(seed + 1)
+    frames, labels, kept, kept_sessions = [], [], [], []
+    for request in tqdm(requests, desc="ranking data", unit="request", disable=not show_progress):
+        pipeline = pipelines[request.period]
+        session = sessions.before(request)
+        ctx = pipeline.context(RecommendRequest(user_id=request.user, k=1, session=session))
+        found, _ = pipeline.candidates(ctx)
+        found = with_random_negatives(pipeline, ctx, found, config.ranking.random_negatives, rng)
+        target = pipeline.bundle.items.index_of(str(dataset.events["item_id"].iat[request.row]))
+        label = (found.items == target).astype(np.float32)
+        if not label.any():
+            continue  # nothing to learn from a request whose positive was not found
+        frames.append(pipeline.features.build(ctx, found, group=len(frames)))
+        labels.append(label)
+        kept.append(request)
+        kept_sessions.append(session)
+    if not frames:
+        raise ValueError("no training request has its positive among its candidates")
+    return RankingData(
+        frame=_concat(frames, np.concatenate(labels)),
+        requests=tuple(kept),
+        sessions=tuple(kept_sessions),
+        pipelines=pipelines,
+        cutoffs=cutoffs,
+        drawn=len(requests),
+    )
+
+
+class SessionBuilder:
+    """A request's serving session: the user's events from its period's start until just
+    before it (strictly earlier rows of the time-ordered log), as `SessionStore` keeps them."""
+
+    def __init__(self, dataset: Dataset, cutoffs: tuple[int, ...], items_per_user: int) -> None:
+        events = dataset.events
+        self.items_per_user = items_per_user
+        self.cutoffs = cutoffs
+        self.times = events["timestamp"].to_numpy()
+        self.items = events["item_id"].astype(str).to_numpy()
+        self.never = events["event_type"].astype(str).isin(NEVER_AGAIN).to_numpy()
+        # each user's rows in time order (the log is time-ordered)
+        self.rows_of = events.groupby(events["user_id"].astype(str), sort=False).indices
+
+    def before(self, request: Request) -> Session | None:
+        rows = self.rows_of[request.user]
+        start = self.cutoffs[request.period]
+        rows = rows[(rows < request.row) & (self.times[rows] >= start)]
+        if not len(rows):
+            return None
+        latest: dict[str, bool] = {}  # item -> never again, newest first
+        for row in rows[::-1]:
+            item = self.items[row]
+            latest[item] = latest.get(item, False) or bool(self.never[row])
+        recent = tuple(latest)[: self.items_per_user]
+        return Session(recent=recent, never_again=tuple(i for i in recent if latest[i]))
 
 
 def with_random_negatives(
@@ -96,7 +174,7 @@ def with_random_negatives(
         return found
     n_items = len(pipeline.bundle.items)
     sample = np.unique(rng.integers(0, n_items, size=2 * count))
-    sample = sample[~np.isin(sample, found.items)]
+    sample = sample[~is_member(sample, found.items)]
     kept, _ = apply_filters(pipeline.filters, ctx, sample)
     extra = sample[kept][:count]
     items = np.concatenate([found.items, extra])

@@ -5,6 +5,8 @@ stage placed it, and its score is that stage's score (comparable within a stage 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,28 +22,42 @@ from recsys.config import RankingConfig
 log = logging.getLogger(__name__)
 
 LIGHTGBM_DIR, DLRM_DIR = "lightgbm", "dlrm"
+DROPPED_FILE = "dropped.json"
 
 
 @dataclass(frozen=True)
 class TrainedRankers:
-    """The rankers nightly trained into a bundle; a stage not trained is None."""
+    """The rankers nightly trained into a bundle; a stage not trained is None. `dropped`
+    names the configured stages the nightly's stage gate left out, and why: the cascade
+    skips them (their input's order is served)."""
 
     lightgbm: GBDTRanker | None = None
     dlrm: DLRMRanker | None = None
+    dropped: dict[str, str] = field(default_factory=dict)
 
     def save(self, directory: Path) -> None:
         for name, ranker in ((LIGHTGBM_DIR, self.lightgbm), (DLRM_DIR, self.dlrm)):
             if ranker is not None:
                 (directory / name).mkdir()
                 ranker.save(directory / name)
+        (directory / DROPPED_FILE).write_text(json.dumps(self.dropped, indent=2))
 
     @classmethod
     def load(cls, directory: Path) -> TrainedRankers:
         light, heavy = directory / LIGHTGBM_DIR, directory / DLRM_DIR
+        dropped_file = directory / DROPPED_FILE
+        dropped = json.loads(dropped_file.read_text()) if dropped_file.exists() else {}
+        if not isinstance(dropped, dict) or not all(isinstance(v, str) for v in dropped.values()):
+            raise ValueError(f"{dropped_file}: expected an object of stage -> reason")
         return cls(
             lightgbm=GBDTRanker.load(light) if light.is_dir() else None,
             dlrm=DLRMRanker.load(heavy, device="cpu") if heavy.is_dir() else None,
+            dropped=dropped,
         )
+
+    def served_stages(self, configured: tuple[str, ...]) -> tuple[str, ...]:
+        """The configured stages this bundle serves: those its stage gate kept."""
+        return tuple(stage for stage in configured if stage not in self.dropped)
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,12 @@ class Cascade:
     ) -> None:
         """`cache_dir` keeps compiled rankers between processes (see
         ranking.native_cache); None compiles in memory each time."""
+        served = rankers.served_stages(config.stages)
+        for stage in set(config.stages) - set(served):
+            log.info(
+                "ranking stage %s left out by the stage gate: %s", stage, rankers.dropped[stage]
+            )
+        config = dataclasses.replace(config, stages=served)
         missing = [s for s in config.stages if getattr(rankers, s) is None]
         if missing:
             raise ValueError(

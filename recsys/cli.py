@@ -74,7 +74,19 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser(
         "evaluate", parents=[common], help="holdout evaluation with a written report"
     )
-    evaluate.add_argument("--stage", default="candidates", choices=["candidates", "ranking"])
+    evaluate.add_argument(
+        "--stage",
+        default="served",
+        choices=["served", "candidates"],
+        help="served: the real pipeline and cascade beside the baselines on each protocol; "
+        "candidates: recall of the union and of each generator",
+    )
+    evaluate.add_argument(
+        "--protocol",
+        action="append",
+        choices=["chronological", "leave_last_out", "sampled"],
+        help="repeat for several (default: all three)",
+    )
     evaluate.set_defaults(run=_evaluate)
 
     serve = sub.add_parser("serve", parents=[common], help="run the gRPC server until SIGTERM")
@@ -148,7 +160,11 @@ def _nightly(args: argparse.Namespace, config: Config) -> int:
     result = run_nightly(config, force=args.force)
     state = "published as current" if result.published else "NOT published"
     print(f"bundle {result.manifest.version}: {state} ({result.reason})")
-    _print_metrics(result.evaluation.metrics)
+    for decision in result.gate.decisions:
+        print(
+            f"stage {decision.stage}: {'kept' if decision.kept else 'dropped'} ({decision.reason})"
+        )
+    _print_metrics(result.gate.guarded())
     return 0 if result.published else 3
 
 
@@ -156,23 +172,29 @@ def _evaluate(args: argparse.Namespace, config: Config) -> int:
     from pipelines.sources import load_dataset
 
     dataset = load_dataset(config.data)
-    if args.stage == "ranking":
-        from pipelines.ranking_evaluation import evaluate_ranking_stage
-        from pipelines.ranking_report import format_ranking_report, write_ranking_report
+    if args.stage == "candidates":
+        from pipelines.candidate_evaluation import evaluate_candidate_stage
+        from pipelines.candidate_report import format_candidate_report, write_candidate_report
 
-        title = f"Ranking stages on {dataset.name} (time-based train / validation / test)"
-        ranking = evaluate_ranking_stage(dataset, config, show_progress=True)
-        print(format_ranking_report(ranking, title))
-        out = write_ranking_report(ranking, config.evaluation.report_dir, title)
+        result = evaluate_candidate_stage(dataset, config, show_progress=True)
+        title = f"Candidate generators on {dataset.name} (chronological holdout)"
+        print(format_candidate_report(result, title))
+        out = write_candidate_report(result, config.evaluation.report_dir, title)
         print(f"report written to {out}/report.md")
         return 0
-    from pipelines.candidate_evaluation import evaluate_candidate_stage
-    from pipelines.candidate_report import format_candidate_report, write_candidate_report
+    from pipelines.quality_report import (
+        evaluate_quality,
+        format_quality_report,
+        write_quality_report,
+    )
 
-    result = evaluate_candidate_stage(dataset, config, show_progress=True)
-    title = f"Candidate generators on {dataset.name} (chronological holdout)"
-    print(format_candidate_report(result, title))
-    out = write_candidate_report(result, config.evaluation.report_dir, title)
+    protocols = (
+        tuple(args.protocol) if args.protocol else ("chronological", "leave_last_out", "sampled")
+    )
+    quality = evaluate_quality(dataset, config, protocols, show_progress=True)
+    title = f"Served lists and baselines on {dataset.name}"
+    print(format_quality_report(quality, title))
+    out = write_quality_report(quality, config.evaluation.report_dir, title)
     print(f"report written to {out}/report.md")
     return 0
 

@@ -182,9 +182,11 @@ class RankingConfig:
     lightgbm_keep: int  # candidates LightGBM passes on to the next stage
     dlrm_serving: str  # "eager", "int8" (dynamic quantization), "torchscript" or "compiled"
     lightgbm_serving: str  # "compiled" (native code, lleaves) or "booster" (LightGBM's own)
-    label_share: float  # last share of events whose positives label the training data
+    label_share: float  # last share of events the training requests are drawn from
+    periods: int  # that share is cut into this many periods, each with its own bundle
+    requests_per_user: int  # training requests per user and period, at most
+    max_requests: int  # training requests in all, at most (0 = no limit)
     random_negatives: int  # random eligible items added per training request
-    max_users: int  # training requests sampled (0 = all users with labels)
 
 
 @dataclass(frozen=True)
@@ -260,6 +262,7 @@ class RulesConfig:
 @dataclass(frozen=True)
 class EvaluationConfig:
     k: int
+    protocol: str  # the nightly's validation protocol: chronological or leave_last_out
     holdout_fraction: float
     regression_tolerance: float
     report_dir: str
@@ -419,6 +422,8 @@ def _validate(config: Any, where: str) -> None:
         "epochs",
         "batch_size",
         "lightgbm_keep",
+        "periods",
+        "requests_per_user",
         "deadline_ms",
         "max_batch",
         "segment_bytes",
@@ -524,13 +529,18 @@ def _validate(config: Any, where: str) -> None:
             )
         if not 0.0 < config.label_share < 1.0:
             raise ConfigError(f"ranking.label_share must be in (0, 1), got {config.label_share}")
-        if config.random_negatives < 0 or config.max_users < 0:
-            raise ConfigError("ranking.random_negatives and ranking.max_users must be >= 0")
+        if config.random_negatives < 0 or config.max_requests < 0:
+            raise ConfigError("ranking.random_negatives and ranking.max_requests must be >= 0")
     if isinstance(config, PromotionRule):
         _validate_promotion(config, where.rstrip("."))
     if isinstance(config, RulesConfig):
         _validate_rules(config)
     if isinstance(config, EvaluationConfig):
+        if config.protocol not in ("chronological", "leave_last_out"):
+            raise ConfigError(
+                f"evaluation.protocol {config.protocol!r} unknown; "
+                "known: chronological, leave_last_out"
+            )
         if config.max_users < 0:
             raise ConfigError(f"evaluation.max_users must be >= 0, got {config.max_users}")
         if not config.candidate_cutoffs or min(config.candidate_cutoffs) <= 0:

@@ -97,7 +97,7 @@ class RecommendPipeline:
         )
         self.cascade = (
             Cascade(bundle.rankers, config.ranking, Path(config.data.cache_dir) / "compiled")
-            if config.ranking.stages
+            if bundle.rankers.served_stages(config.ranking.stages)
             else None
         )
         # Unit item vectors for SimilarItems and MMR: the bundle's i2i model already holds them.

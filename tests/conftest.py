@@ -19,7 +19,10 @@ def isolated_config(tmp: Path, **sections: dict) -> Config:
         "data": {"cache_dir": str(DATA_CACHE)},
         "serving": {"port": 0, "bundle_poll_seconds": 0.2, "metrics_port": 0},
         "events": {"log_dir": str(tmp / "events")},
-        "evaluation": {"report_dir": str(tmp / "reports")},
+        "evaluation": {"report_dir": str(tmp / "reports"), "max_users": 300},
+        # small but real: two period bundles, a few hundred training requests
+        "ranking": {"periods": 2, "requests_per_user": 2, "max_requests": 600},
+        "dlrm": {"epochs": 3},
     }
     for name, values in sections.items():
         base[name] = {**base.get(name, {}), **values}

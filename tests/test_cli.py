@@ -32,7 +32,7 @@ def test_nightly_on_own_parquet_files_publishes(tmp_path, shop_dir, capsys):
     )
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "published as current" in out and '"recall@20"' in out
+    assert "published as current" in out and '"final NDCG@10"' in out
     _, manifest = open_current(config.artifacts.root)
     assert manifest.config["data"]["source"] == str(shop_dir)
     assert manifest.metrics["dataset"] == shop_dir.name

@@ -1,24 +1,151 @@
-"""Offline evaluation on MovieLens-100k: iALS must beat popularity (issue "Foundation")."""
+"""Quality measured through the served path (issue "Ranking that earns its place"): the
+stage gate, the regression gate, the evaluation's lists against Recommend, the report."""
 
-from pipelines.report import write_report
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from pipelines.loaders import load_dataset_dir
+from pipelines.nightly import _same_protocol, run_nightly, train_bundle
+from pipelines.protocols import holdout
+from pipelines.quality_report import evaluate_quality, write_quality_report
+from pipelines.served_evaluation import UNION, _served_lists, evaluate_served
+from pipelines.stage_gate import gate_stages
+from ranking.frame import RankingFrame
+from ranking.gbdt import GBDTRanker
+from serving.grpc.client import RecommenderClient
+from serving.pipeline import RecommendPipeline
+from tests.conftest import shop_config
 
 
-def test_ials_beats_popularity_on_recall_and_ndcg(ml_nightly):
-    metrics = ml_nightly.evaluation.metrics
-    for metric in ("recall@20", "ndcg@20"):
-        assert metrics["als"][metric] > metrics["popularity"][metric], metric
-    assert ml_nightly.evaluation.users["evaluated"] > 100
-
-
-def test_nightly_publishes_metrics_in_the_manifest(ml_nightly):
+def test_nightly_records_the_stage_gate_in_the_manifest(ml_nightly):
     assert ml_nightly.published
-    holdout = ml_nightly.manifest.metrics["holdout"]
-    assert holdout["als"]["recall@20"] == ml_nightly.evaluation.metrics["als"]["recall@20"]
-    assert ml_nightly.manifest.metrics["n_events"] == 100_000
+    validation = ml_nightly.manifest.metrics["validation"]
+    assert validation["protocol"] == "leave_last_out" and validation["users"] > 100
+    decided = {d["stage"] for d in validation["decisions"]}
+    assert decided == {"lightgbm", "dlrm"}
+    assert set(validation["kept"]) | set(validation["dropped"]) == decided
+    figures = validation["validation"]
+    final = next(m for m in reversed(list(figures)) if m.startswith("served"))
+    # the served final list beats popularity and the union it was ranked from
+    assert figures[final]["NDCG@10"][0] > figures["most popular"]["NDCG@10"][0]
+    if validation["kept"]:
+        assert figures[final]["NDCG@10"][0] > figures[UNION]["NDCG@10"][0]
+    assert ml_nightly.manifest.metrics["ranker_training"]["training requests"] > 100
 
 
-def test_report_is_written_with_table_and_plot(ml_nightly, tmp_path):
-    out = write_report(ml_nightly.evaluation, tmp_path, "ML-100k")
+def test_evaluation_lists_are_the_lists_recommend_serves(ml_nightly, ml_pipeline, ml_server):
+    users = [str(u) for u in ml_pipeline.bundle.users.ids[:15]]
+    lists = _served_lists(ml_pipeline, users, None, "final", False)
+    with RecommenderClient(f"127.0.0.1:{ml_server.port}") as client:
+        for row, user in enumerate(users):
+            served = [item.item_id for item in client.recommend(user, 50).items]
+            assert ml_pipeline.bundle.items.to_external(lists[row]).tolist() == served
+
+
+@pytest.fixture(scope="module")
+def shop(shop_dir, tmp_path_factory):
+    config = shop_config(tmp_path_factory.mktemp("quality"), shop_dir)
+    return load_dataset_dir(shop_dir), config
+
+
+def test_a_ranker_trained_on_shuffled_labels_is_dropped(shop):
+    dataset, config = shop
+    config = config.replace(ranking={"stages": ["lightgbm"], "lightgbm_serving": "booster"})
+    held = holdout(dataset, "leave_last_out", config)
+    trained = train_bundle(held.train, config)
+    bundle = trained.validation_bundle
+    frame = _noise_frame(bundle)
+    noise = GBDTRanker.fit(frame, frame, config.lightgbm)
+    shuffled = dataclasses.replace(
+        bundle, rankers=dataclasses.replace(bundle.rankers, lightgbm=noise, dropped={})
+    )
+    valid = holdout(held.train, "leave_last_out", config, seed=1)
+    gate = gate_stages(shuffled, config, valid)
+    assert gate.kept == () and "lightgbm" in gate.dropped
+    assert "does not beat its input" in gate.dropped["lightgbm"]
+    # with the stage dropped the served list is its input's order: the union's
+    served = dataclasses.replace(
+        shuffled, rankers=dataclasses.replace(shuffled.rankers, dropped=gate.dropped)
+    )
+    users = list(valid.users[:20])
+    union_config = config.replace(ranking={"stages": []})
+    np.testing.assert_array_equal(
+        _served_lists(RecommendPipeline(served, config), users, None, "gated", False),
+        _served_lists(RecommendPipeline(served, union_config), users, None, "union", False),
+    )
+
+
+def _noise_frame(bundle) -> RankingFrame:
+    """Random rows in the bundle's feature layout, labels unrelated to them."""
+    rng = np.random.default_rng(0)
+    names = bundle.rankers.lightgbm.feature_names
+    n, groups = 4000, 200
+    return RankingFrame(
+        dense=rng.standard_normal((n, len(names))).astype(np.float32),
+        dense_names=names,
+        sparse=np.zeros((n, 4), np.int64),
+        sparse_names=("user", "item", "category", "region"),
+        sparse_cardinalities=(1, 1, 1, 1),
+        groups=np.repeat(np.arange(groups), n // groups),
+        labels=rng.permutation(np.arange(n) % 20 == 0).astype(np.float32),
+    )
+
+
+def test_regression_gate_compares_protocols_as_json(ml_config):
+    # the manifest holds lists where the config holds tuples: equal protocols all the same
+    evaluation = ml_config.to_dict()["evaluation"]
+    assert isinstance(evaluation["candidate_cutoffs"], tuple)
+    stored = {**evaluation, "candidate_cutoffs": list(evaluation["candidate_cutoffs"])}
+    assert _same_protocol(stored, evaluation)
+    assert not _same_protocol({**stored, "protocol": "chronological"}, evaluation)
+
+
+def test_a_worse_bundle_is_not_published(shop, tmp_path):
+    _, config = shop
+    config = config.replace(artifacts={"root": str(tmp_path / "artifacts")})
+    first = run_nightly(config, show_progress=False)
+    assert first.published
+    worse = config.replace(
+        serving={"generators": ["top_new"], "generator_budgets": {}}, ranking={"stages": []}
+    )
+    second = run_nightly(worse, show_progress=False)
+    assert not second.published and "regresses below" in second.reason
+
+
+def test_quality_report_has_every_model_on_every_protocol(shop, tmp_path):
+    dataset, config = shop
+    result = evaluate_quality(dataset, config, ("leave_last_out", "sampled"))
+    assert [(e.protocol, e.split) for e in result.evaluations] == [
+        ("leave_last_out", "validation"),
+        ("leave_last_out", "test"),
+        ("sampled", "validation"),
+        ("sampled", "test"),
+    ]
+    for evaluation in result.evaluations:
+        assert {"most popular", "iALS", "EASE", "item-kNN", "last-item kNN", UNION} <= set(
+            evaluation.metrics
+        )
+        for values in evaluation.metrics.values():
+            mean, error = values["NDCG@10"]
+            assert 0.0 <= mean <= 1.0 and error >= 0.0
+    sampled = result.evaluations[-1]
+    # among 100 items a model ranks, HR@50 of any sensible model is well above zero
+    assert sampled.metrics["most popular"]["HR@50"][0] > 0.3
+    out = write_quality_report(result, tmp_path, "shop")
     text = (out / "report.md").read_text()
-    assert "| als |" in text and "| popularity |" in text and "recall_at_k.png" in text
-    assert (out / "recall_at_k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| last-item kNN |" in text and "ndcg_at_10.png" in text and "Stage gate" in text
+    assert (out / "ndcg_at_10.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_served_counts_every_held_out_user(shop):
+    dataset, config = shop
+    config = config.replace(ranking={"stages": []})
+    held = holdout(dataset, "leave_last_out", config)
+    trained = train_bundle(held.train, config)
+    result = evaluate_served(trained.bundle, config, held, "test", baselines=False)
+    assert result.users == len(held.users)
+    assert list(result.metrics) == [UNION]

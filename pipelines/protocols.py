@@ -1,0 +1,96 @@
+"""Held-out protocols every quality figure is measured on (issue "Ranking that earns its
+place"), each a split of a dataset into what the models train on and what each evaluated
+user did next:
+
+- "chronological": the last `evaluation.holdout_fraction` of events by time is held out;
+  a user's relevant items are their positives after the cut not seen before it;
+- "leave_last_out": each user's latest event (any type: a low rating was still watched next)
+  is held out, and the full catalogue is ranked;
+- "sampled": the leave-last-out split, but the held-out item is ranked among 99 items the
+  user never interacted with, sampled uniformly (a fixed seed), through `Rank`.
+
+Validation applies the same protocol once more to the training side, so tuning and the
+nightly's stage gate never see the test users' held-out items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines.dataset import Dataset
+from pipelines.splits import chronological_split, leave_last_out
+from pipelines.training_data import is_positive
+from recsys.config import Config
+
+PROTOCOLS = ("chronological", "leave_last_out", "sampled")
+SAMPLED_NEGATIVES = 99
+
+
+@dataclass(frozen=True)
+class Holdout:
+    protocol: str
+    train: Dataset
+    users: tuple[str, ...]  # evaluated users, sorted
+    relevant: tuple[tuple[str, ...], ...]  # per user: held-out item ids
+    candidates: tuple[tuple[str, ...], ...] | None = None  # "sampled": the 100 items to rank
+
+
+def holdout(dataset: Dataset, protocol: str, config: Config, seed: int = 0) -> Holdout:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    if protocol == "chronological":
+        split = chronological_split(dataset, config.evaluation.holdout_fraction)
+        test = split.test.events[is_positive(split.test.events, config)]
+        seen = set(zip(split.train.events["user_id"], split.train.events["item_id"], strict=True))
+        pairs = [
+            (user, item)
+            for user, item in zip(test["user_id"], test["item_id"], strict=True)
+            if (user, item) not in seen
+        ]
+        return _holdout(protocol, split.train, pairs)
+    split = leave_last_out(dataset)
+    pairs = list(zip(split.test.events["user_id"], split.test.events["item_id"], strict=True))
+    result = _holdout(protocol, split.train, pairs)
+    if protocol == "leave_last_out":
+        return result
+    return _with_sampled_candidates(result, dataset, seed)
+
+
+def validation_holdout(dataset: Dataset, protocol: str, config: Config) -> Holdout:
+    """The protocol applied to the training side of the test split: never the test users'
+    held-out items."""
+    return holdout(holdout(dataset, protocol, config).train, protocol, config, seed=1)
+
+
+def _holdout(protocol: str, train: Dataset, pairs: list[tuple[str, str]]) -> Holdout:
+    by_user: dict[str, list[str]] = {}
+    for user, item in pairs:
+        items = by_user.setdefault(str(user), [])
+        if item not in items:
+            items.append(str(item))
+    if not by_user:
+        raise ValueError(f"the {protocol} protocol holds out nothing on this dataset")
+    users = tuple(sorted(by_user))
+    return Holdout(protocol, train, users, tuple(tuple(by_user[u]) for u in users))
+
+
+def _with_sampled_candidates(result: Holdout, dataset: Dataset, seed: int) -> Holdout:
+    """Each user's held-out item plus 99 items they never interacted with (whole data)."""
+    items = dataset.items["item_id"].astype(str).to_numpy()
+    events = dataset.events
+    touched = events.groupby(events["user_id"].astype(str), observed=True)["item_id"]
+    touched = touched.agg(lambda s: set(s.astype(str)))
+    rng = np.random.default_rng(seed)
+    candidates = []
+    for user, held in zip(result.users, result.relevant, strict=True):
+        never = np.setdiff1d(items, np.array(sorted(touched.get(user, set())), dtype=object))
+        if len(never) < SAMPLED_NEGATIVES:
+            raise ValueError(
+                f"user {user!r} touched all but {len(never)} items; the sampled protocol "
+                f"needs {SAMPLED_NEGATIVES} never-interacted items"
+            )
+        negatives = rng.choice(never, size=SAMPLED_NEGATIVES, replace=False)
+        candidates.append((held[0], *(str(n) for n in negatives)))
+    return Holdout(result.protocol, result.train, result.users, result.relevant, tuple(candidates))

@@ -1,0 +1,168 @@
+"""Quality of what is served: the real `RecommendPipeline` and cascade with the bundle's own
+config answer every evaluated user (`recommend`, or `rank` for the sampled protocol), beside
+the baselines of `pipelines.baselines` on the same split (issue "Ranking that earns its
+place": no copy of the cascade, no re-implemented order).
+
+Served variants: the candidate union in iALS order (no ranker), then each served ranker stage
+added in turn; the last is the final list (business rules apply to every variant, as they do
+in serving). Each metric is a mean over users with its standard error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from tqdm import tqdm
+
+from pipelines.baselines import baseline_scorers
+from pipelines.metrics import mean_and_error, per_user
+from pipelines.protocols import Holdout
+from pipelines.training_data import build_training_data
+from recsys.config import Config
+from serving.pipeline import RecommendPipeline, RecommendRequest
+from serving.runtime import LoadedBundle
+
+LIST_LENGTH = 50
+METRICS = (("HR@10", "hitrate", 10), ("NDCG@10", "ndcg", 10), ("MRR@10", "mrr", 10))
+METRICS_50 = (("HR@50", "hitrate", 50),)
+UNION = "served: candidates, iALS order"
+BLOCK_USERS = 1024  # baseline score blocks: BLOCK_USERS x n_items float32
+
+
+def stage_label(stage: str) -> str:
+    return f"served: + {stage}"
+
+
+@dataclass(frozen=True)
+class ServedEvaluation:
+    protocol: str
+    split: str  # "validation" or "test"
+    users: int
+    metrics: dict[str, dict[str, tuple[float, float]]]  # model -> metric -> (mean, error)
+    served: tuple[str, ...]  # the served variants among `metrics`, in cascade order
+    per_user_ndcg: dict[str, np.ndarray]  # model -> NDCG@10 per user (paired comparisons)
+
+    @property
+    def final(self) -> str:
+        return self.served[-1]
+
+
+def served_variants(bundle: LoadedBundle, config: Config) -> dict[str, tuple[str, ...]]:
+    """Variant name -> ranking.stages: the union, then each served stage added in turn."""
+    stages = bundle.rankers.served_stages(config.ranking.stages)
+    variants = {UNION: ()}
+    for i, stage in enumerate(stages):
+        variants[stage_label(stage)] = stages[: i + 1]
+    return variants
+
+
+def evaluate_served(
+    bundle: LoadedBundle,
+    config: Config,
+    held: Holdout,
+    split: str,
+    *,
+    baselines: bool = True,
+    max_users: int = 0,
+    show_progress: bool = False,
+) -> ServedEvaluation:
+    users, relevant_ids, candidates = _sample(held, max_users)
+    items = bundle.items
+    relevant = _relevant_matrix([items.to_index(r) for r in relevant_ids], len(items))
+    lists: dict[str, np.ndarray] = {}
+    variants = served_variants(bundle, config)
+    for name, stages in variants.items():
+        pipeline = RecommendPipeline(bundle, config.replace(ranking={"stages": list(stages)}))
+        lists[name] = _served_lists(pipeline, users, candidates, name, show_progress)
+    if baselines:
+        data = build_training_data(held.train, config, users=bundle.users)
+        indices = bundle.users.to_index(users)
+        for name, scorer in baseline_scorers(bundle, data, config).items():
+            lists[name] = _baseline_lists(scorer, indices, bundle, candidates)
+    metrics, ndcg = {}, {}
+    for name, top in lists.items():
+        metrics[name] = {}
+        for label, metric, k in (*METRICS, *METRICS_50):
+            values = per_user(metric, top, relevant, k)
+            metrics[name][label] = mean_and_error(values)
+            if label == "NDCG@10":
+                ndcg[name] = values
+    return ServedEvaluation(
+        protocol=held.protocol,
+        split=split,
+        users=len(users),
+        metrics=metrics,
+        served=tuple(variants),
+        per_user_ndcg=ndcg,
+    )
+
+
+def _sample(held: Holdout, max_users: int):
+    users, relevant, candidates = list(held.users), list(held.relevant), held.candidates
+    if max_users and len(users) > max_users:
+        chosen = np.sort(np.random.default_rng(0).choice(len(users), max_users, replace=False))
+        users = [users[i] for i in chosen]
+        relevant = [relevant[i] for i in chosen]
+        candidates = None if candidates is None else [candidates[i] for i in chosen]
+    return users, relevant, candidates
+
+
+def _served_lists(
+    pipeline: RecommendPipeline,
+    users: list[str],
+    candidates,
+    name: str,
+    show_progress: bool,
+) -> np.ndarray:
+    """(n_users, LIST_LENGTH) item indices, -1 padded: `recommend` over the full catalogue,
+    or `rank` of the user's sampled candidates."""
+    top = np.full((len(users), LIST_LENGTH), -1, dtype=np.int64)
+    for row, user in enumerate(tqdm(users, desc=name, unit="user", disable=not show_progress)):
+        if candidates is None:
+            answer = pipeline.recommend(RecommendRequest(user_id=user, k=LIST_LENGTH)).items
+        else:
+            answer = pipeline.rank(user, candidates[row])[:LIST_LENGTH]
+        found = pipeline.bundle.items.to_index([item.item_id for item in answer])
+        top[row, : len(found)] = found
+    return top
+
+
+def _baseline_lists(scorer, users: np.ndarray, bundle: LoadedBundle, candidates) -> np.ndarray:
+    """(n_users, LIST_LENGTH) best items by the scorer, the user's seen items excluded (as
+    serving's already_interacted filter does), or the best of the sampled candidates."""
+    seen = bundle.profiles.seen
+    top = np.full((len(users), LIST_LENGTH), -1, dtype=np.int64)
+    for start in range(0, len(users), BLOCK_USERS):
+        block = users[start : start + BLOCK_USERS]
+        scores = scorer(block).astype(np.float32)
+        known = np.flatnonzero(block >= 0)
+        rows = seen[block[known]].tocoo()
+        scores[known[rows.row], rows.col] = -np.inf
+        if candidates is not None:
+            allowed = np.full(scores.shape, -np.inf, dtype=np.float32)
+            for row in range(len(block)):
+                given = bundle.items.to_index(candidates[start + row])
+                allowed[row, given] = scores[row, given]
+            scores = allowed
+        width = min(LIST_LENGTH, scores.shape[1])
+        part = np.argpartition(-scores, width - 1, axis=1)[:, :width]
+        order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+        best = np.take_along_axis(part, order, axis=1)
+        best[~np.isfinite(np.take_along_axis(scores, best, axis=1))] = -1
+        top[start : start + len(block), :width] = best
+    return top
+
+
+def _relevant_matrix(relevant: list[np.ndarray], n_items: int) -> sp.csr_matrix:
+    rows = np.concatenate([np.full(len(r), i) for i, r in enumerate(relevant)]).astype(np.int64)
+    cols = np.concatenate(relevant).astype(np.int64)
+    known = cols >= 0  # an item the bundle does not know cannot be hit, but still counts
+    matrix = sp.csr_matrix(
+        (np.ones(int(known.sum()), np.float32), (rows[known], cols[known])),
+        shape=(len(relevant), n_items),
+    )
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix

@@ -1,0 +1,122 @@
+"""A ranking stage ships only if it earns its place (issue "Ranking that earns its place").
+
+On a validation split (the evaluation protocol applied to the training data: never a test
+user), each configured stage is added in turn to the stages kept so far and served through
+the real pipeline; it is kept only if its final list beats its input's on NDCG@10 (a mean
+over the same users; a tie is not a gain). A dropped stage is recorded in the bundle
+(`TrainedRankers.dropped`) and in the manifest, with the figures, and serving skips it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+from pipelines.protocols import Holdout
+from pipelines.served_evaluation import UNION, ServedEvaluation, evaluate_served, stage_label
+from recsys.config import Config
+from serving.runtime import LoadedBundle
+
+log = logging.getLogger(__name__)
+
+GATE_METRIC = "NDCG@10"
+UNION_METRIC = "HR@50"  # the candidate union's recall of the held-out item, in iALS order
+
+
+@dataclass(frozen=True)
+class StageDecision:
+    stage: str
+    kept: bool
+    value: float  # the gate metric with the stage
+    input_value: float  # ... and of its input (the stages kept before it)
+    reason: str
+
+
+@dataclass(frozen=True)
+class GateResult:
+    kept: tuple[str, ...]
+    dropped: dict[str, str]  # stage -> reason
+    decisions: tuple[StageDecision, ...]
+    evaluation: ServedEvaluation  # the kept cascade on validation, with the baselines
+
+    def guarded(self) -> dict[str, float]:
+        """What the nightly's regression gate compares: the final list's NDCG@10 and the
+        candidate union's HR@50, both served on validation."""
+        metrics = self.evaluation.metrics
+        return {
+            f"final {GATE_METRIC}": metrics[self.evaluation.final][GATE_METRIC][0],
+            f"union {UNION_METRIC}": metrics[UNION][UNION_METRIC][0],
+        }
+
+    def summary(self) -> dict:
+        return {
+            "metric": GATE_METRIC,
+            "protocol": self.evaluation.protocol,
+            "users": self.evaluation.users,
+            "kept": list(self.kept),
+            "dropped": self.dropped,
+            "decisions": [dataclasses.asdict(d) for d in self.decisions],
+            "guarded": self.guarded(),
+            "validation": {
+                model: {name: list(value) for name, value in values.items()}
+                for model, values in self.evaluation.metrics.items()
+            },
+        }
+
+
+def gate_stages(
+    bundle: LoadedBundle,
+    config: Config,
+    held: Holdout,
+    *,
+    show_progress: bool = False,
+) -> GateResult:
+    """Decide which configured stages `bundle` (trained on held.train) keeps."""
+    max_users = config.evaluation.max_users
+    kept: list[str] = []
+    dropped: dict[str, str] = {}
+    decisions = []
+    current = _served(bundle, config, held, (), max_users, show_progress)
+    input_value = current.metrics[UNION][GATE_METRIC][0]
+    for stage in config.ranking.stages:
+        trial = _served(bundle, config, held, (*kept, stage), max_users, show_progress)
+        value = trial.metrics[stage_label(stage)][GATE_METRIC][0]
+        if value > input_value:
+            reason = f"{GATE_METRIC} {value:.4f} beats its input's {input_value:.4f}"
+            kept.append(stage)
+            input_value = value
+        else:
+            reason = (
+                f"{GATE_METRIC} {value:.4f} does not beat its input's {input_value:.4f} "
+                f"on {held.protocol} validation ({trial.users} users)"
+            )
+            dropped[stage] = reason
+        log.info("stage gate: %s %s: %s", stage, "kept" if stage in kept else "dropped", reason)
+        decisions.append(StageDecision(stage, stage in kept, value, input_value, reason))
+    final = dataclasses.replace(
+        bundle, rankers=dataclasses.replace(bundle.rankers, dropped=_dropped_all(config, kept))
+    )
+    evaluation = evaluate_served(
+        final, config, held, "validation", max_users=max_users, show_progress=show_progress
+    )
+    return GateResult(tuple(kept), dropped, tuple(decisions), evaluation)
+
+
+def _dropped_all(config: Config, kept) -> dict[str, str]:
+    return {s: "not kept" for s in config.ranking.stages if s not in kept}
+
+
+def _served(bundle, config, held, stages, max_users, show_progress) -> ServedEvaluation:
+    """`stages` served on `bundle` (every other configured stage marked dropped)."""
+    rankers = dataclasses.replace(bundle.rankers, dropped=_dropped_all(config, stages))
+    trial = dataclasses.replace(bundle, rankers=rankers)
+    return evaluate_served(
+        trial,
+        config,
+        held,
+        "validation",
+        baselines=False,
+        max_users=max_users,
+        show_progress=show_progress,
+    )

@@ -1,0 +1,75 @@
+"""Sequence-aware candidates and EASE against hand-computed values."""
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+
+from candidates.base import RequestContext
+from candidates.ease import EASEGenerator, EASEModel
+from candidates.i2i import I2IModel
+from candidates.sequence import LastItemsGenerator, similarity_to_sequence
+from recsys.config import EASEConfig, SequenceConfig
+from tests.test_i2i import CONFIG, baskets, i2i_config, shop
+
+# u1: A B C, u2: A B, u3: B C (views count as much as purchases for cosine)
+HISTORIES = {"u1": "ABC", "u2": "AB", "u3": "BC"}
+A, B, C, D = range(4)
+
+
+def cosine_model():
+    data = shop(baskets(HISTORIES), list("ABCD"))
+    return I2IModel.build(data, None, i2i_config(neighbors=3), kinds=("cosine",))
+
+
+def test_cosine_lists_match_hand_computed_values():
+    model = cosine_model()
+    ids, scores = model.neighbors("cosine", np.array([A, B]), 3)
+    # A: users {1, 2}; B: {1, 2, 3}; C: {1, 3}
+    assert ids[0].tolist() == [B, C, -1]
+    np.testing.assert_allclose(scores[0, :2], [2 / math.sqrt(2 * 3), 1 / math.sqrt(2 * 2)])
+    assert set(ids[1, :2].tolist()) == {A, C}
+    np.testing.assert_allclose(scores[1, :2], [2 / math.sqrt(6)] * 2, rtol=1e-6)
+
+
+def test_last_items_weights_the_newest_item_most():
+    model = cosine_model()
+    config = SequenceConfig(length=20, last_items=2, decay=0.5)
+    ctx = RequestContext(user_index=-1, sequence=np.array([C, A]))  # C newest
+    answer = LastItemsGenerator(model, config).generate(ctx, 10)
+    # the sequence's own items are not proposed; B = cos(B, C) + 0.5 cos(B, A)
+    assert answer.item_ids.tolist() == [B]
+    np.testing.assert_allclose(answer.scores, [2 / math.sqrt(6) + 0.5 * 2 / math.sqrt(6)])
+    similarity = similarity_to_sequence(model, ctx.sequence, np.array([B, D]), 3)
+    np.testing.assert_allclose(similarity[0, :2], [2 / math.sqrt(6)] * 2, rtol=1e-6)
+    assert similarity[1, 0] == 0.0 and np.isnan(similarity[0, 2])
+
+
+def test_ease_is_the_closed_form():
+    rng = np.random.default_rng(0)
+    x = (rng.random((30, 6)) < 0.4).astype(np.float64)
+    model = EASEModel.fit(sp.csr_matrix(x), EASEConfig(regularization=2.0, max_items=10))
+    p = np.linalg.inv(x.T @ x + 2.0 * np.eye(6))
+    expected = np.eye(6) - p / np.diag(p)
+    np.testing.assert_allclose(model.weights, expected, atol=1e-5)
+    assert np.all(np.diag(model.weights) == 0)
+    np.testing.assert_allclose(model.score_users(sp.csr_matrix(x[:3])), x[:3] @ expected, atol=1e-4)
+    assert EASEModel.fit(sp.csr_matrix(x), EASEConfig(regularization=2.0, max_items=5)) is None
+
+
+def test_ease_generator_leaves_out_what_the_user_touched(tmp_path):
+    x = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 0, 1, 0], [0, 1, 1, 1]], dtype=np.float32))
+    model = EASEModel.fit(x, EASEConfig(regularization=1.0, max_items=10))
+    model.save(tmp_path)
+    loaded = EASEModel.load(tmp_path)
+    np.testing.assert_array_equal(loaded.weights, model.weights)
+    seen = {0: np.array([A])}
+    generator = EASEGenerator(loaded, lambda u: seen.get(u, np.empty(0, np.int64)))
+    ctx = RequestContext(user_index=0, sequence=np.array([B]))  # B from the session
+    answer = generator.generate(ctx, 10)
+    assert not set(answer.item_ids.tolist()) & {A, B}
+    expected = (model.weights[A] + model.weights[B])[answer.item_ids]
+    np.testing.assert_allclose(answer.scores, expected, rtol=1e-6)
+    # a user with nothing seen and no session gets nothing from EASE
+    assert len(generator.generate(RequestContext(user_index=5), 10)) == 0
+    assert CONFIG.ease.max_items >= 1682  # MovieLens-100k gets EASE by default
