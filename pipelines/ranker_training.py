@@ -8,6 +8,7 @@ so a user's requests never sit on both sides).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import zlib
 from dataclasses import dataclass
@@ -16,9 +17,9 @@ import numpy as np
 
 from pipelines.dataset import Dataset
 from pipelines.ranking_data import RankingData, build_ranking_data
-from ranking.cascade import TrainedRankers
+from ranking.cascade import LIGHTGBM_SCORE, TrainedRankers, with_stage_score
 from ranking.dlrm import DLRMRanker
-from ranking.frame import RankingFrame
+from ranking.frame import RankingFrame, rank_within_groups
 from ranking.gbdt import GBDTRanker
 from recsys.config import Config
 
@@ -62,6 +63,9 @@ def train_rankers(
     dlrm = None
     if "dlrm" in stages:
         latest = data.pipelines[-1].bundle.als.model  # every period bundle shares the items
+        if lightgbm is not None:  # DLRM sees what serving gives it: LightGBM's head
+            train = lightgbm_head(train, lightgbm, config.ranking.lightgbm_keep)
+            valid = lightgbm_head(valid, lightgbm, config.ranking.lightgbm_keep)
         dlrm = DLRMRanker.fit(
             without_user_ids(train),
             without_user_ids(valid),
@@ -71,6 +75,21 @@ def train_rankers(
             show_progress=show_progress,
         )
     return RankerTraining(TrainedRankers(lightgbm=lightgbm, dlrm=dlrm), counts)
+
+
+def lightgbm_head(frame: RankingFrame, lightgbm: GBDTRanker, keep: int) -> RankingFrame:
+    """The rows LightGBM keeps for the next stage in serving (its best `keep` per request),
+    with its score as a feature (`ranking.cascade.LIGHTGBM_SCORE`). Requests that lose their
+    positive there teach the next stage nothing and are left out."""
+    scores = lightgbm.predict(frame)
+    kept = np.flatnonzero(rank_within_groups(frame.groups, scores) < keep)
+    head = with_stage_score(frame.take(kept), scores[kept], LIGHTGBM_SCORE)
+    has_positive = np.zeros(int(frame.groups.max()) + 1, dtype=bool)
+    has_positive[head.groups[head.labels > 0]] = True
+    rows = np.flatnonzero(has_positive[head.groups])
+    head = head.take(rows)
+    renumber = np.cumsum(has_positive) - 1
+    return dataclasses.replace(head, groups=renumber[head.groups])
 
 
 def without_user_ids(frame: RankingFrame) -> RankingFrame:

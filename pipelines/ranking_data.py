@@ -76,7 +76,12 @@ def draw_requests(
     events = dataset.events
     times = events["timestamp"].to_numpy()
     period = np.searchsorted(np.asarray(cutoffs), times, side="right") - 1
-    eligible = np.flatnonzero(is_positive(events, config) & (period >= 0))
+    labelling = (
+        is_positive(events, config)
+        if config.ranking.label_events == "positives"
+        else np.ones(len(events), dtype=bool)
+    )
+    eligible = np.flatnonzero(labelling & (period >= 0))
     rng = np.random.default_rng(seed)
     eligible = rng.permutation(eligible)
     frame = pd.DataFrame(
@@ -122,7 +127,10 @@ def build_ranking_data(
         label = (found.items == target).astype(np.float32)
         if not label.any():
             continue  # nothing to learn from a request whose positive was not found
-        frames.append(pipeline.features.build(ctx, found, group=len(frames)))
+        frame = pipeline.features.build(ctx, found, group=len(frames))
+        rows = _sampled_rows(label, config.ranking.negatives_per_request, rng)
+        frame, label = frame.take(rows), label[rows]
+        frames.append(frame)
         labels.append(label)
         kept.append(request)
         kept_sessions.append(session)
@@ -136,6 +144,16 @@ def build_ranking_data(
         cutoffs=cutoffs,
         drawn=len(requests),
     )
+
+
+def _sampled_rows(label: np.ndarray, negatives: int, rng: np.random.Generator) -> np.ndarray:
+    """Every positive and at most `negatives` negatives drawn at random (0: all), in row
+    order: a request's hundreds of candidates cost rows, not information."""
+    negative = np.flatnonzero(label == 0)
+    if not negatives or len(negative) <= negatives:
+        return np.arange(len(label))
+    chosen = rng.choice(negative, size=negatives, replace=False)
+    return np.sort(np.concatenate([np.flatnonzero(label > 0), chosen]))
 
 
 class SessionBuilder:

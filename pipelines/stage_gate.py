@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from pipelines.protocols import Holdout
 from pipelines.served_evaluation import UNION, ServedEvaluation, evaluate_served, stage_label
+from ranking.cascade import reads_lightgbm
 from recsys.config import Config
 from serving.runtime import LoadedBundle
 
@@ -80,10 +81,18 @@ def gate_stages(
     current = _served(bundle, config, held, (), max_users, show_progress)
     input_value = current.metrics[UNION][GATE_METRIC][0]
     for stage in config.ranking.stages:
+        if stage == "dlrm" and reads_lightgbm(bundle.rankers.dlrm) and "lightgbm" not in kept:
+            reason = "it re-orders LightGBM's head, and LightGBM was left out"
+            dropped[stage] = reason
+            log.info("stage gate: %s dropped: %s", stage, reason)
+            decisions.append(StageDecision(stage, False, float("nan"), input_value, reason))
+            continue
         trial = _served(bundle, config, held, (*kept, stage), max_users, show_progress)
         value = trial.metrics[stage_label(stage)][GATE_METRIC][0]
-        if value > input_value:
-            reason = f"{GATE_METRIC} {value:.4f} beats its input's {input_value:.4f}"
+        if value > input_value or not config.ranking.stage_gate:
+            reason = f"{GATE_METRIC} {value:.4f} vs its input's {input_value:.4f}"
+            if value <= input_value:
+                reason += " (kept: ranking.stage_gate = false)"
             kept.append(stage)
             input_value = value
         else:

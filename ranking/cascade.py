@@ -22,6 +22,9 @@ from recsys.config import RankingConfig
 log = logging.getLogger(__name__)
 
 LIGHTGBM_DIR, DLRM_DIR = "lightgbm", "dlrm"
+# A later stage trained after LightGBM sees LightGBM's score as one more dense feature (it
+# re-orders LightGBM's head, so it starts from that order and learns what to change).
+LIGHTGBM_SCORE = "lightgbm_score"
 DROPPED_FILE = "dropped.json"
 
 
@@ -98,6 +101,12 @@ class Cascade:
         if "dlrm" in config.stages:
             self.dlrm = _dlrm_variant(rankers.dlrm, config.dlrm_serving, cache_dir)
             self.dlrm_cardinalities = np.asarray(rankers.dlrm.spec.sparse_cardinalities)
+            self.dlrm_reads_lightgbm = reads_lightgbm(rankers.dlrm)
+            if self.dlrm_reads_lightgbm and config.stages[:1] != ("lightgbm",):
+                raise ValueError(
+                    "the bundle's DLRM re-orders LightGBM's head (it reads lightgbm_score); "
+                    "ranking.stages must run lightgbm before dlrm"
+                )
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -120,6 +129,8 @@ class Cascade:
                 stage_scores = self.lightgbm.predict(part)
                 head = min(head, self.config.lightgbm_keep)
             else:
+                if self.dlrm_reads_lightgbm:
+                    part = with_stage_score(part, scores[: len(rows)], LIGHTGBM_SCORE)
                 stage_scores = self.dlrm.predict(with_known_ids(part, self.dlrm_cardinalities))
             best = np.argsort(-stage_scores, kind="stable")
             order[: len(rows)] = rows[best]
@@ -139,6 +150,25 @@ def _dlrm_variant(dlrm: DLRMRanker, variant: str, cache_dir: Path | None) -> DLR
     if variant == "torchscript":
         return dlrm.scripted()
     return dlrm
+
+
+def reads_lightgbm(ranker) -> bool:
+    """Whether a ranker was trained on LightGBM's head and reads its score."""
+    spec = getattr(ranker, "spec", None)
+    return LIGHTGBM_SCORE in getattr(spec, "dense_names", ())
+
+
+def with_stage_score(frame: RankingFrame, scores: np.ndarray, name: str) -> RankingFrame:
+    """`frame` with one more dense column: an earlier stage's score of each row."""
+    return RankingFrame(
+        dense=np.column_stack([frame.dense, np.asarray(scores, dtype=np.float32)]),
+        dense_names=(*frame.dense_names, name),
+        sparse=frame.sparse,
+        sparse_names=frame.sparse_names,
+        sparse_cardinalities=frame.sparse_cardinalities,
+        groups=frame.groups,
+        labels=frame.labels,
+    )
 
 
 def with_known_ids(frame: RankingFrame, cardinalities) -> RankingFrame:

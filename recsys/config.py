@@ -186,6 +186,9 @@ class RankingConfig:
     periods: int  # that share is cut into this many periods, each with its own bundle
     requests_per_user: int  # training requests per user and period, at most
     max_requests: int  # training requests in all, at most (0 = no limit)
+    negatives_per_request: int  # candidate rows kept per request beside the positive (0 = all)
+    label_events: str  # which events label a request: "positives" or "all" (the next item)
+    stage_gate: bool  # drop a stage that does not beat its input on validation
     random_negatives: int  # random eligible items added per training request
 
 
@@ -529,8 +532,14 @@ def _validate(config: Any, where: str) -> None:
             )
         if not 0.0 < config.label_share < 1.0:
             raise ConfigError(f"ranking.label_share must be in (0, 1), got {config.label_share}")
-        if config.random_negatives < 0 or config.max_requests < 0:
-            raise ConfigError("ranking.random_negatives and ranking.max_requests must be >= 0")
+        if config.label_events not in ("positives", "all"):
+            raise ConfigError(
+                f"ranking.label_events {config.label_events!r} unknown; known: positives, all"
+            )
+        if min(config.random_negatives, config.max_requests, config.negatives_per_request) < 0:
+            raise ConfigError(
+                "ranking.random_negatives, max_requests and negatives_per_request must be >= 0"
+            )
     if isinstance(config, PromotionRule):
         _validate_promotion(config, where.rstrip("."))
     if isinstance(config, RulesConfig):

@@ -21,7 +21,14 @@ def isolated_config(tmp: Path, **sections: dict) -> Config:
         "events": {"log_dir": str(tmp / "events")},
         "evaluation": {"report_dir": str(tmp / "reports"), "max_users": 300},
         # small but real: two period bundles, a few hundred training requests
-        "ranking": {"periods": 2, "requests_per_user": 2, "max_requests": 600},
+        # every stage served, so that the session's MovieLens server runs the whole cascade;
+        # the gate itself is tested in test_evaluation.py
+        "ranking": {
+            "periods": 2,
+            "requests_per_user": 2,
+            "max_requests": 600,
+            "stage_gate": False,
+        },
         "dlrm": {"epochs": 3},
     }
     for name, values in sections.items():
