@@ -16,7 +16,8 @@ user with a positive in the period, up to `ranking.requests_per_user` per user a
 through the serving pipeline's own candidate stage and `FeatureBuilder`: the values a ranker
 learns from are the values it is served. The label is the item of that positive. So requests
 come from the whole population at every stage of its life (long-inactive users returning,
-new users mid-session, regulars), not from the few users active right after one cut.
+new users mid-session, regulars), not from the few users active right after one cut. Only a
+user's first event with an item labels a request (`first_touches`).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def draw_requests(
         if config.ranking.label_events == "positives"
         else np.ones(len(events), dtype=bool)
     )
-    eligible = np.flatnonzero(labelling & (period >= 0))
+    eligible = np.flatnonzero(labelling & (period >= 0) & first_touches(events))
     rng = np.random.default_rng(seed)
     eligible = rng.permutation(eligible)
     frame = pd.DataFrame(
@@ -95,6 +96,16 @@ def draw_requests(
     chosen = np.sort(chosen)
     users = events["user_id"].to_numpy()
     return [Request(str(users[row]), int(row), int(period[row])) for row in chosen]
+
+
+def first_touches(events: pd.DataFrame) -> np.ndarray:
+    """bool per event: the user's first event with the item. Only such an event labels a
+    request: serving never offers what the user already touched (`already_interacted`), so
+    a purchase of an item viewed a minute before teaches a ranker nothing it can serve
+    (on the synthetic shop such re-engagements were most labels, and the ranker learnt to
+    pick the session's own items: NDCG@10 0.009 against 0.071 for its input)."""
+    pairs = events["user_id"].astype(str) + "\x00" + events["item_id"].astype(str)
+    return ~pairs.duplicated().to_numpy()
 
 
 def build_ranking_data(

@@ -327,7 +327,9 @@ def _print_items(items: Sequence[ScoredItem]) -> None:
     header = f"{'#':>3}  {'item':<12} {'score':>9}  {'stage':<9} {'sources':<{width}}"
     print(f"{header}  explanations" if explained else header)
     for rank, (item, found) in enumerate(zip(items, sources, strict=True), 1):
-        row = f"{rank:>3}  {item.item_id:<12} {item.score:>9.4f}  {item.stage:<9} {found:<{width}}"
+        # 4 significant digits: a DLRM probability of 3e-4 must not print as 0.0000
+        score = f"{item.score:.4g}"
+        row = f"{rank:>3}  {item.item_id:<12} {score:>9}  {item.stage:<9} {found:<{width}}"
         print(f"{row}  {', '.join(item.explanations)}".rstrip() if explained else row)
 
 

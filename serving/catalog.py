@@ -192,6 +192,11 @@ class UserProfiles:
     @classmethod
     def load(cls, directory: Path) -> UserProfiles:
         with np.load(directory / RECENT_FILE) as recent:
+            if "sequence_items" not in recent.files:
+                raise ValueError(
+                    f"{directory / RECENT_FILE}: no user sequences (a bundle older than this "
+                    "code); run `recsys nightly` to build a new one"
+                )
             indptr, items = recent["indptr"], recent["items"]
             sequence_indptr, sequence = recent["sequence_indptr"], recent["sequence_items"]
         return cls(

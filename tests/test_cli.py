@@ -176,3 +176,5 @@ def test_recommend_table_shows_explanations_only_when_some_item_has_one(capsys):
     assert first.rstrip().endswith("als")  # no trailing column for an unexplained item
     assert second.endswith("als, i2i_als  boost:summer, mmr")
     assert header.index("explanations") == second.index("boost:summer")
+    _print_items([ScoredItem("i3", 0.000312, ("als",), "dlrm")])
+    assert "0.000312" in capsys.readouterr().out  # small probabilities stay readable

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipelines.loaders import load_dataset_dir
-from pipelines.ranking_data import build_ranking_data
+from pipelines.ranking_data import build_ranking_data, draw_requests
 from serving.pipeline import RecommendRequest
 from tests.conftest import shop_config
 
@@ -98,8 +98,14 @@ def test_each_label_is_the_requests_positive(shop):
         bundle = data.pipelines[request.period].bundle
         labelled = bundle.items.ids[frame.sparse[rows, 1][frame.labels[rows] == 1] - 1]
         assert labelled.tolist() == [events["item_id"].iat[request.row]]
-        assert events["event_type"].iat[request.row] in config.data.positive_events
         assert events["user_id"].iat[request.row] == request.user
+        # the label is the user's first event with the item (label_events = "all")
+        earlier = events.iloc[: request.row]
+        touched = earlier[earlier["user_id"] == request.user]["item_id"]
+        assert events["item_id"].iat[request.row] not in set(touched)
+    positives = config.replace(ranking={"label_events": "positives"})
+    for request in draw_requests(dataset, positives, data.cutoffs, seed=0):
+        assert events["event_type"].iat[request.row] in config.data.positive_events
 
 
 def test_no_leakage_a_request_sees_only_what_came_before_it(shop):

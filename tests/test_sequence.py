@@ -3,13 +3,16 @@
 import math
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from candidates.base import RequestContext
 from candidates.ease import EASEGenerator, EASEModel
 from candidates.i2i import I2IModel
 from candidates.sequence import LastItemsGenerator, similarity_to_sequence
+from pipelines.idmap import IdMap
 from recsys.config import EASEConfig, SequenceConfig
+from serving.catalog import RECENT_FILE, UserProfiles
 from tests.test_i2i import CONFIG, baskets, i2i_config, shop
 
 # u1: A B C, u2: A B, u3: B C (views count as much as purchases for cosine)
@@ -73,3 +76,20 @@ def test_ease_generator_leaves_out_what_the_user_touched(tmp_path):
     # a user with nothing seen and no session gets nothing from EASE
     assert len(generator.generate(RequestContext(user_index=5), 10)) == 0
     assert CONFIG.ease.max_items >= 1682  # MovieLens-100k gets EASE by default
+
+
+def test_profiles_of_an_older_bundle_are_refused_clearly(tmp_path):
+    profiles = UserProfiles(
+        users=IdMap.from_values(["u1"]),
+        home_region=np.array(["eu"], dtype=object),
+        seen=sp.csr_matrix(np.array([[True, True]])),
+        recent_indptr=np.array([0, 1]),
+        recent_items=np.array([1]),
+        sequence_indptr=np.array([0, 2]),
+        sequence_items=np.array([1, 0]),
+    )
+    profiles.save(tmp_path)
+    assert UserProfiles.load(tmp_path).sequence_of(0).tolist() == [1, 0]
+    np.savez(tmp_path / RECENT_FILE, indptr=profiles.recent_indptr, items=profiles.recent_items)
+    with pytest.raises(ValueError, match="no user sequences"):
+        UserProfiles.load(tmp_path)
