@@ -77,12 +77,12 @@ def draw_requests(
     events = dataset.events
     times = events["timestamp"].to_numpy()
     period = np.searchsorted(np.asarray(cutoffs), times, side="right") - 1
-    labelling = (
-        is_positive(events, config)
-        if config.ranking.label_events == "positives"
-        else np.ones(len(events), dtype=bool)
-    )
-    eligible = np.flatnonzero(labelling & (period >= 0) & first_touches(events))
+    first = first_touches(events)
+    if config.ranking.label_events == "positives":  # first touches of items it converts on
+        pairs = events["user_id"].astype(str) + "\x00" + events["item_id"].astype(str)
+        converted = set(pairs[is_positive(events, config)])
+        first &= pairs.isin(converted).to_numpy()
+    eligible = np.flatnonzero(first & (period >= 0))
     rng = np.random.default_rng(seed)
     eligible = rng.permutation(eligible)
     frame = pd.DataFrame(

@@ -187,7 +187,7 @@ class RankingConfig:
     requests_per_user: int  # training requests per user and period, at most
     max_requests: int  # training requests in all, at most (0 = no limit)
     negatives_per_request: int  # candidate rows kept per request beside the positive (0 = all)
-    label_events: str  # which events label a request: "positives" or "all" (the next item)
+    label_events: str  # first touches that label a request: of converted items, or "all"
     stage_gate: bool  # drop a stage that does not beat its input on validation
     random_negatives: int  # random eligible items added per training request
 
