@@ -131,16 +131,19 @@ def _served_lists(
 
 def _baseline_lists(scorer, users: np.ndarray, bundle: LoadedBundle, candidates) -> np.ndarray:
     """(n_users, LIST_LENGTH) best items by the scorer, the user's seen items excluded (as
-    serving's already_interacted filter does), or the best of the sampled candidates."""
+    serving's already_interacted filter does), or the best of the sampled candidates, none
+    excluded (as `Rank` ranks every given item: a shop's held-out event can be a purchase of
+    an item the user viewed before, and masking it would score the baselines unfairly)."""
     seen = bundle.profiles.seen
     top = np.full((len(users), LIST_LENGTH), -1, dtype=np.int64)
     for start in range(0, len(users), BLOCK_USERS):
         block = users[start : start + BLOCK_USERS]
         scores = scorer(block).astype(np.float32)
-        known = np.flatnonzero(block >= 0)
-        rows = seen[block[known]].tocoo()
-        scores[known[rows.row], rows.col] = -np.inf
-        if candidates is not None:
+        if candidates is None:
+            known = np.flatnonzero(block >= 0)
+            rows = seen[block[known]].tocoo()
+            scores[known[rows.row], rows.col] = -np.inf
+        else:
             allowed = np.full(scores.shape, -np.inf, dtype=np.float32)
             for row in range(len(block)):
                 given = bundle.items.to_index(candidates[start + row])
