@@ -86,10 +86,7 @@ def lightgbm_head(frame: RankingFrame, lightgbm: GBDTRanker, keep: int) -> Ranki
     head = with_stage_score(frame.take(kept), scores[kept], LIGHTGBM_SCORE)
     has_positive = np.zeros(int(frame.groups.max()) + 1, dtype=bool)
     has_positive[head.groups[head.labels > 0]] = True
-    rows = np.flatnonzero(has_positive[head.groups])
-    head = head.take(rows)
-    renumber = np.cumsum(has_positive) - 1
-    return dataclasses.replace(head, groups=renumber[head.groups])
+    return _requests(head, has_positive)
 
 
 def without_user_ids(frame: RankingFrame) -> RankingFrame:
@@ -101,15 +98,7 @@ def without_user_ids(frame: RankingFrame) -> RankingFrame:
     sparse[:, frame.sparse_names.index("user")] = 0
     cardinalities = list(frame.sparse_cardinalities)
     cardinalities[frame.sparse_names.index("user")] = 1
-    return RankingFrame(
-        dense=frame.dense,
-        dense_names=frame.dense_names,
-        sparse=sparse,
-        sparse_names=frame.sparse_names,
-        sparse_cardinalities=tuple(cardinalities),
-        groups=frame.groups,
-        labels=frame.labels,
-    )
+    return dataclasses.replace(frame, sparse=sparse, sparse_cardinalities=tuple(cardinalities))
 
 
 def _validation_users(data: RankingData) -> np.ndarray:
@@ -122,17 +111,11 @@ def _validation_users(data: RankingData) -> np.ndarray:
 
 
 def _frame_of(data: RankingData, chosen: np.ndarray) -> RankingFrame:
-    groups = np.flatnonzero(chosen)
-    renumber = np.full(len(data.requests), -1, dtype=np.int64)
-    renumber[groups] = np.arange(len(groups))
-    rows = np.isin(data.frame.groups, groups)
-    part = data.frame.take(np.flatnonzero(rows))
-    return RankingFrame(
-        dense=part.dense,
-        dense_names=part.dense_names,
-        sparse=part.sparse,
-        sparse_names=part.sparse_names,
-        sparse_cardinalities=part.sparse_cardinalities,
-        groups=renumber[part.groups],
-        labels=part.labels,
-    )
+    return _requests(data.frame, chosen)
+
+
+def _requests(frame: RankingFrame, chosen: np.ndarray) -> RankingFrame:
+    """The rows of the requests (groups) `chosen` marks, groups renumbered 0.. in order."""
+    part = frame.take(np.flatnonzero(chosen[frame.groups]))
+    renumber = np.cumsum(chosen) - 1
+    return dataclasses.replace(part, groups=renumber[part.groups])
