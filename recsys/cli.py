@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # imported where used, to keep the command line quick to star
     from serving.pipeline import ScoredItem
 
 BAD_EVENT = re.compile(r"events\[(\d+)\]")  # how LogEvents names the event it refused
+TITLE_WIDTH = 40  # characters of an item title `recsys recommend` prints
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -319,18 +320,27 @@ def _health(args: argparse.Namespace, config: Config) -> int:
 
 
 def _print_items(items: Sequence[ScoredItem]) -> None:
-    """A table; the explanations column (business rules that moved an item) only when some
-    item has one, after the sources padded to one width."""
+    """A table; the title column only when the catalog has titles (cut to TITLE_WIDTH), the
+    explanations column (business rules that moved an item) only when some item has one,
+    after the sources padded to one width."""
     sources = [", ".join(item.sources) for item in items]
+    titles = [_cut(item.title, TITLE_WIDTH) for item in items]
     explained = any(item.explanations for item in items)
     width = max(map(len, ["sources", *sources])) if explained else 0
-    header = f"{'#':>3}  {'item':<12} {'score':>9}  {'stage':<9} {'sources':<{width}}"
+    title_width = max(map(len, titles)) if any(titles) else 0
+    titled = f" {'title':<{title_width}}" if title_width else ""
+    header = f"{'#':>3}  {'item':<12}{titled} {'score':>9}  {'stage':<9} {'sources':<{width}}"
     print(f"{header}  explanations" if explained else header)
-    for rank, (item, found) in enumerate(zip(items, sources, strict=True), 1):
+    for rank, (item, found, title) in enumerate(zip(items, sources, titles, strict=True), 1):
         # 4 significant digits: a DLRM probability of 3e-4 must not print as 0.0000
         score = f"{item.score:.4g}"
-        row = f"{rank:>3}  {item.item_id:<12} {score:>9}  {item.stage:<9} {found:<{width}}"
-        print(f"{row}  {', '.join(item.explanations)}".rstrip() if explained else row)
+        titled = f" {title:<{title_width}}" if title_width else ""
+        row = f"{rank:>3}  {item.item_id:<12}{titled} {score:>9}  {item.stage:<9} {found:<{width}}"
+        print(f"{row}  {', '.join(item.explanations)}".rstrip() if explained else row.rstrip())
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _print_metrics(metrics: dict[str, dict[str, float]]) -> None:

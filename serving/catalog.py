@@ -23,6 +23,7 @@ CATEGORY_NAMES_FILE = "categories.json"
 RECENT_FILE = "recent.npz"
 SEEN_FILE = "seen.npz"
 PROFILE_IDS_FILE = "profile_users.parquet"
+TITLES_FILE = "titles.parquet"
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,9 @@ class ItemCatalog:
     category_names: tuple[str, ...]
     item_categories: sp.csr_matrix  # bool (n_items, n_categories)
     group: np.ndarray  # int64 product group per item (dense codes), NO_GROUP = none
+    # object (str) per item: the catalog title, "" if none; answers carry it so that a
+    # person reading a list knows what each item is
+    titles: np.ndarray
 
     @classmethod
     def build(cls, dataset: Dataset, data: TrainingData) -> ItemCatalog:
@@ -53,6 +57,7 @@ class ItemCatalog:
             category_names=data.category_names,
             item_categories=data.item_categories,
             group=_group_codes(frame),
+            titles=data.item_text,
         )
 
     def items_in_categories(self, names: tuple[str, ...]) -> np.ndarray:
@@ -82,6 +87,7 @@ class ItemCatalog:
         sp.save_npz(directory / CATEGORIES_FILE, self.item_categories)
         (directory / REGIONS_FILE).write_text(json.dumps(list(self.region_names)))
         (directory / CATEGORY_NAMES_FILE).write_text(json.dumps(list(self.category_names)))
+        pd.DataFrame({"title": self.titles.astype(str)}).to_parquet(directory / TITLES_FILE)
 
     @classmethod
     def load(cls, directory: Path) -> ItemCatalog:
@@ -93,6 +99,16 @@ class ItemCatalog:
                 if "group" in data.files
                 else np.full(len(in_stock), NO_GROUP, dtype=np.int64)
             )
+            titles_file = directory / TITLES_FILE
+            titles = (
+                pd.read_parquet(titles_file)["title"].to_numpy(dtype=object)
+                if titles_file.exists()  # bundles from before titles have none
+                else np.full(len(in_stock), "", dtype=object)
+            )
+            if len(titles) != len(in_stock):
+                raise ValueError(
+                    f"{titles_file} has {len(titles)} titles for {len(in_stock)} items"
+                )
             return cls(
                 in_stock=in_stock,
                 sold_everywhere=data["sold_everywhere"],
@@ -101,6 +117,7 @@ class ItemCatalog:
                 category_names=tuple(json.loads((directory / CATEGORY_NAMES_FILE).read_text())),
                 item_categories=sp.load_npz(directory / CATEGORIES_FILE).tocsr(),
                 group=group,
+                titles=titles,
             )
 
 

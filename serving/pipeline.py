@@ -63,6 +63,7 @@ class ScoredItem:
     sources: tuple[str, ...]
     stage: str = ""  # which stage placed it: a ranker's name, or "backfill"
     explanations: tuple[str, ...] = ()  # business rules that moved or placed it
+    title: str = ""  # the catalog's title, "" if it has none
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class RecommendPipeline:
             for name in serving.filters
         )
         self.ranker = DotProductRanker(bundle.als.model, bundle.popularity)
+        self.titles = bundle.catalog.titles
         self.features = FeatureBuilder(
             bundle, tuple(g.name for g in self.generators), config.sequence
         )
@@ -145,21 +147,22 @@ class RecommendPipeline:
         ctx = self.context(request)
         found, removed = self.candidates(ctx, request.deadline, trace)
         best, scores, stages, explanations = self._rank(ctx, found, request.k, trace)
+        placed = found.items[best]
         chosen = [
-            ScoredItem(item, float(score), source, stage, explained)
-            for item, score, source, stage, explained in zip(
-                self.bundle.items.to_external(found.items[best]),
+            ScoredItem(item, float(score), source, stage, explained, title)
+            for item, score, source, stage, explained, title in zip(
+                self.bundle.items.to_external(placed),
                 scores,
                 found.sources[best],
                 stages,
                 explanations,
+                self.titles[placed],
                 strict=True,
             )
         ]
         if len(chosen) < request.k:
             floor = float(scores.min()) if len(scores) else 0.0
-            shown = found.items[best]
-            chosen += self._backfill(ctx, request.k - len(chosen), found.items, shown, floor)
+            chosen += self._backfill(ctx, request.k - len(chosen), found.items, placed, floor)
         trace.counts["returned"] = len(chosen)
         return Recommendation(
             items=tuple(chosen),
@@ -275,7 +278,13 @@ class RecommendPipeline:
             ranked = self.cascade.rank(self.features.build(ctx, given))
             rows = known[ranked.order]  # given row j is the caller's item known[j]
             placed = [
-                ScoredItem(item_ids[row], float(score), tuple(sources) or (stage,), stage)
+                ScoredItem(
+                    item_ids[row],
+                    float(score),
+                    tuple(sources) or (stage,),
+                    stage,
+                    title=self.titles[indices[row]],
+                )
                 for row, score, stage, sources in zip(
                     rows, ranked.scores, ranked.stages, given.sources[ranked.order], strict=True
                 )
@@ -283,9 +292,14 @@ class RecommendPipeline:
         else:
             scores = self.ranker.score(ctx, indices[known])
             order = np.argsort(-scores, kind="stable")
+            name = self.ranker.name
             placed = [
                 ScoredItem(
-                    item_ids[known[i]], float(scores[i]), (self.ranker.name,), self.ranker.name
+                    item_ids[known[i]],
+                    float(scores[i]),
+                    (name,),
+                    name,
+                    title=self.titles[indices[known[i]]],
                 )
                 for i in order
             ]
@@ -303,8 +317,10 @@ class RecommendPipeline:
         best = top_k(cosine, k)
         best = best[np.isfinite(cosine[best])]
         return [
-            ScoredItem(item, float(score), ("als_cosine",), "als_cosine")
-            for item, score in zip(self.bundle.items.to_external(best), cosine[best], strict=True)
+            ScoredItem(item, float(score), ("als_cosine",), "als_cosine", title=title)
+            for item, score, title in zip(
+                self.bundle.items.to_external(best), cosine[best], self.titles[best], strict=True
+            )
         ]
 
     def _check_k(self, k: int) -> None:
@@ -371,8 +387,10 @@ class RecommendPipeline:
         # placed below every ranked item, keeping popularity order
         scores = floor - 1.0 - np.arange(len(fill), dtype=np.float32) / max(len(fill), 1)
         return [
-            ScoredItem(item, float(score), (BACKFILL_SOURCE,), BACKFILL_STAGE)
-            for item, score in zip(self.bundle.items.to_external(fill), scores, strict=True)
+            ScoredItem(item, float(score), (BACKFILL_SOURCE,), BACKFILL_STAGE, title=title)
+            for item, score, title in zip(
+                self.bundle.items.to_external(fill), scores, self.titles[fill], strict=True
+            )
         ]
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.dataset import normalize_events
 from recsys.bundle import current_version, open_current
-from recsys.cli import _print_items, main
+from recsys.cli import TITLE_WIDTH, _print_items, main
 from recsys.config import EVENT_TYPES
 from serving.events import read_event_log
 from serving.pipeline import ScoredItem
@@ -178,3 +178,15 @@ def test_recommend_table_shows_explanations_only_when_some_item_has_one(capsys):
     assert header.index("explanations") == second.index("boost:summer")
     _print_items([ScoredItem("i3", 0.000312, ("als",), "dlrm")])
     assert "0.000312" in capsys.readouterr().out  # small probabilities stay readable
+
+
+def test_recommend_table_shows_titles_cut_to_width_when_the_catalog_has_them(capsys):
+    long = "A very long title, " * 5
+    _print_items([ScoredItem("i1", 0.5, ("als",), "dlrm", title="Toy Story (1995)")])
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.index("title") == row.index("Toy Story (1995)")
+    _print_items([ScoredItem("i1", 0.5, ("als",), "dlrm", title=long)])
+    _, row = capsys.readouterr().out.splitlines()
+    assert long[: TITLE_WIDTH - 1] + "…" in row and long not in row
+    _print_items([ScoredItem("i1", 0.5, ("als",), "dlrm")])
+    assert "title" not in capsys.readouterr().out

@@ -70,6 +70,17 @@ def test_rank_and_similar_items(client):
     assert len(similar) == 7 and all(i.sources == ("als_cosine",) for i in similar)
 
 
+def test_answers_carry_the_catalog_titles(client, ml_dataset):
+    titles = dict(zip(ml_dataset.items["item_id"], ml_dataset.items["title"], strict=True))
+    recommended = client.recommend("196", 500).items  # the tail is popularity backfill
+    ranked = client.rank("196", ["50", "181", "unknown-item"])
+    similar = client.similar_items("50", 5)
+    for item in [*recommended, *ranked[:2], *similar]:
+        assert item.title == titles[item.item_id] and item.title
+    assert ranked[-1].title == ""  # an unknown item has no title
+    assert recommended[-1].stage == "backfill"
+
+
 def test_cold_start_is_not_an_error(client):
     result = client.recommend("someone-new-Ω", 5)
     assert result.cold_start and len(result.items) == 5

@@ -194,6 +194,7 @@ def _items(items: Sequence[pb.ScoredItem]) -> list[ScoredItem]:
             sources=tuple(i.sources),
             stage=i.stage,
             explanations=tuple(i.explanations),
+            title=i.title,
         )
         for i in items
     ]

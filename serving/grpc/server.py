@@ -74,6 +74,7 @@ def _items(items: list[ScoredItem] | tuple[ScoredItem, ...]) -> list[pb.ScoredIt
             sources=i.sources,
             stage=i.stage,
             explanations=i.explanations,
+            title=i.title,
         )
         for i in items
     ]
