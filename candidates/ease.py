@@ -2,8 +2,9 @@
 
 Closed form over the binary user x item matrix X: P = (XᵀX + λI)⁻¹, B = I - P / diag(P)
 (column j divided by P_jj), diag(B) = 0; a user's scores are x_u B. A strong, cheap baseline
-and generator where the catalogue is small enough for a dense n_items² matrix
-(`ease.max_items`); larger catalogues build no EASE (the generator then answers nothing).
+and generator. B is dense, n² for n modelled items, so a catalogue larger than
+`ease.max_items` is modelled on its `max_items` items with the most users (as the paper's
+own large-catalogue runs prune to the popular items); the others get no EASE score (NaN).
 """
 
 from __future__ import annotations
@@ -20,53 +21,89 @@ from recsys.config import EASEConfig
 
 log = logging.getLogger(__name__)
 
-FILE = "ease.npy"
+FILE = "ease.npz"
+OLD_FILE = "ease.npy"  # bundles from before item subsets: the whole catalogue, weights only
 
 
 @dataclass(frozen=True)
 class EASEModel:
-    weights: np.ndarray  # (n_items, n_items) float32, zero diagonal
+    weights: np.ndarray  # (n_modelled, n_modelled) float32, zero diagonal
+    items: np.ndarray  # int64 (n_modelled,), ascending: the catalogue index of each row
+    n_catalogue: int  # items in the bundle's catalogue
 
     @classmethod
-    def fit(cls, interactions: sp.csr_matrix, config: EASEConfig) -> EASEModel | None:
-        """None when the catalogue exceeds `config.max_items` (logged)."""
-        n_items = interactions.shape[1]
-        if n_items > config.max_items:
-            log.info("ease: %d items > ease.max_items = %d, not built", n_items, config.max_items)
-            return None
-        binary = interactions.astype(bool).astype(np.float64)
+    def fit(cls, interactions: sp.csr_matrix, config: EASEConfig) -> EASEModel:
+        binary = interactions.astype(bool).astype(np.float64).tocsc()
+        n_catalogue = binary.shape[1]
+        items = np.arange(n_catalogue, dtype=np.int64)
+        if n_catalogue > config.max_items:
+            users = np.diff(binary.indptr)
+            # most users first, lower index on ties (deterministic); rows kept ascending
+            items = np.sort(np.lexsort((items, -users))[: config.max_items])
+            log.info(
+                "ease: modelling the %d items with the most users of %d (ease.max_items)",
+                len(items),
+                n_catalogue,
+            )
+            binary = binary[:, items]
         gram = (binary.T @ binary).toarray()
-        gram[np.diag_indices(n_items)] += config.regularization
+        gram[np.diag_indices(len(items))] += config.regularization
         inverse = np.linalg.inv(gram)
         weights = -inverse / np.diag(inverse)  # B_ij = -P_ij / P_jj
-        weights[np.diag_indices(n_items)] = 0.0
-        return cls(weights=weights.astype(np.float32))
+        weights[np.diag_indices(len(items))] = 0.0
+        return cls(weights=weights.astype(np.float32), items=items, n_catalogue=n_catalogue)
 
     @property
     def n_items(self) -> int:
-        return self.weights.shape[0]
+        return self.n_catalogue
 
     def score_items(self, items: np.ndarray) -> np.ndarray:
-        """(n_items,) float32 scores for a user who interacted with `items`: Σ rows of B."""
-        items = np.unique(np.asarray(items, dtype=np.int64))
-        return self.weights[items].sum(axis=0, dtype=np.float32)
+        """(n_catalogue,) float32 scores for a user who interacted with `items`: Σ rows of B
+        over the modelled ones; NaN for items EASE does not model."""
+        rows = self._rows(np.unique(np.asarray(items, dtype=np.int64)))
+        return self._widen(self.weights[rows].sum(axis=0, dtype=np.float32)[None, :])[0]
 
     def score_users(self, interactions: sp.csr_matrix) -> np.ndarray:
-        """(n_users, n_items) float32 scores of the users whose rows these are."""
-        return np.asarray(interactions.astype(bool).astype(np.float32) @ self.weights)
+        """(n_users, n_catalogue) float32 scores of the users whose rows these are; NaN for
+        items EASE does not model."""
+        binary = interactions.astype(bool).astype(np.float32).tocsc()[:, self.items]
+        return self._widen(np.asarray(binary @ self.weights))
+
+    def _rows(self, items: np.ndarray) -> np.ndarray:
+        """Rows of B of the modelled ones among catalogue `items`."""
+        at = np.clip(np.searchsorted(self.items, items), 0, len(self.items) - 1)
+        return at[self.items[at] == items]
+
+    def _widen(self, scores: np.ndarray) -> np.ndarray:
+        if len(self.items) == self.n_catalogue:
+            return scores
+        wide = np.full((len(scores), self.n_catalogue), np.nan, dtype=np.float32)
+        wide[:, self.items] = scores
+        return wide
 
     def save(self, directory: Path) -> None:
-        np.save(directory / FILE, self.weights)
+        np.savez(directory / FILE, weights=self.weights, items=self.items, n=self.n_catalogue)
 
     @classmethod
     def load(cls, directory: Path) -> EASEModel | None:
         path = directory / FILE
-        if not path.exists():
-            return None  # built without EASE (catalogue over ease.max_items)
-        weights = np.load(path)
-        if weights.ndim != 2 or weights.shape[0] != weights.shape[1]:
-            raise ValueError(f"{path}: EASE weights must be square, got {weights.shape}")
-        return cls(weights=weights)
+        if path.exists():
+            with np.load(path) as saved:
+                model = cls(saved["weights"], saved["items"].astype(np.int64), int(saved["n"]))
+        elif (directory / OLD_FILE).exists():
+            weights = np.load(directory / OLD_FILE)
+            model = cls(weights, np.arange(len(weights), dtype=np.int64), len(weights))
+        else:
+            return None  # a bundle from before large catalogues got EASE
+        n = len(model.items)
+        if model.weights.shape != (n, n) or not (
+            n == 0 or (np.all(np.diff(model.items) > 0) and model.items[-1] < model.n_catalogue)
+        ):
+            raise ValueError(
+                f"{path}: EASE weights {model.weights.shape} do not fit {n} ascending items "
+                f"of a catalogue of {model.n_catalogue}"
+            )
+        return model
 
 
 class EASEGenerator:
@@ -82,8 +119,8 @@ class EASEGenerator:
     def of(cls, model: EASEModel | None, profiles) -> EASEGenerator:
         if model is None:
             raise ValueError(
-                "serving.generators names 'ease' but the bundle has no EASE model "
-                "(the catalogue exceeds ease.max_items); remove it from serving.generators"
+                "serving.generators names 'ease' but the bundle has no EASE model (built "
+                "before large catalogues got one); run recsys nightly again or remove it"
             )
         return cls(model, profiles.seen_items)
 
@@ -104,7 +141,7 @@ class EASEGenerator:
         scores, touched = self.user_scores(ctx)
         if not len(touched):
             return Candidates(NO_ITEMS, np.empty(0, np.float32), self.name)
-        scores = scores.copy()
+        scores = np.where(np.isnan(scores), -np.inf, scores)  # unmodelled items: never chosen
         scores[touched] = -np.inf
         best = top_k(scores, budget)
         best = best[np.isfinite(scores[best])]

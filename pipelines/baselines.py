@@ -70,11 +70,14 @@ def baseline_scorers(bundle: LoadedBundle, data: TrainingData, config: Config) -
             users, lambda u: np.asarray((binary[u] @ similarity).todense())
         ),
         "last-item kNN": lambda users: known(users, last_items),
-    }
-    if ease is not None:
-        scorers["EASE"] = lambda users: known(users, lambda u: ease.score_users(binary[u]))
-        scorers["EASE + last-item kNN"] = lambda users: known(
+        "EASE": lambda users: known(users, lambda u: ease.score_users(binary[u])),
+        "EASE + last-item kNN": lambda users: known(
             users,
-            lambda u: ease.score_users(binary[u]) + EASE_LAST_WEIGHT * last_items(u),
-        )
+            # an item EASE does not model (a large catalogue's tail) keeps its kNN score
+            lambda u: (
+                np.nan_to_num(ease.score_users(binary[u]), nan=0.0)
+                + EASE_LAST_WEIGHT * last_items(u)
+            ),
+        ),
+    }
     return scorers

@@ -139,6 +139,7 @@ def _baseline_lists(scorer, users: np.ndarray, bundle: LoadedBundle, candidates)
     for start in range(0, len(users), BLOCK_USERS):
         block = users[start : start + BLOCK_USERS]
         scores = scorer(block).astype(np.float32)
+        scores[np.isnan(scores)] = -np.inf  # items a model does not score (EASE's unmodelled)
         if candidates is None:
             known = np.flatnonzero(block >= 0)
             rows = seen[block[known]].tocoo()

@@ -125,8 +125,8 @@ class SequenceConfig:
 
 @dataclass(frozen=True)
 class EASEConfig:
-    """EASE (Steck 2019): B = I - P / diag(P), P = (XᵀX + λI)⁻¹, closed form; a dense
-    n_items² matrix, so built only for catalogues up to max_items."""
+    """EASE (Steck 2019): B = I - P / diag(P), P = (XᵀX + λI)⁻¹, closed form; a dense n²
+    matrix, so built over at most max_items items (those with the most users)."""
 
     regularization: float
     max_items: int

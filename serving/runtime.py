@@ -61,7 +61,7 @@ class LoadedBundle:
     profiles: UserProfiles
     stats: UserItemStats  # what ranking features read beyond the generators' models
     rankers: TrainedRankers  # the cascade's trained stages (empty when none configured)
-    ease: EASEModel | None = None  # None: the catalogue exceeds ease.max_items
+    ease: EASEModel | None = None  # None: a bundle from before every catalogue had one
 
     @classmethod
     def load(cls, directory: Path, version: str, config: Config) -> LoadedBundle:

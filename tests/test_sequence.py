@@ -57,7 +57,35 @@ def test_ease_is_the_closed_form():
     np.testing.assert_allclose(model.weights, expected, atol=1e-5)
     assert np.all(np.diag(model.weights) == 0)
     np.testing.assert_allclose(model.score_users(sp.csr_matrix(x[:3])), x[:3] @ expected, atol=1e-4)
-    assert EASEModel.fit(sp.csr_matrix(x), EASEConfig(regularization=2.0, max_items=5)) is None
+
+
+def test_a_catalogue_over_max_items_is_modelled_on_the_items_with_most_users(tmp_path):
+    x = np.array([[1, 0, 1, 1, 0], [1, 1, 0, 1, 0], [0, 1, 1, 1, 1], [1, 0, 0, 0, 1]], float)
+    model = EASEModel.fit(sp.csr_matrix(x), EASEConfig(regularization=2.0, max_items=3))
+    assert model.items.tolist() == [0, 1, 3]  # 3 users each; 1, 2 and 4 tie at 2: lowest first
+    kept = x[:, [0, 1, 3]]
+    p = np.linalg.inv(kept.T @ kept + 2.0 * np.eye(3))
+    np.testing.assert_allclose(model.weights, np.eye(3) - p / np.diag(p), atol=1e-5)
+    scores = model.score_users(sp.csr_matrix(x[:1]))
+    np.testing.assert_allclose(scores[0, [0, 1, 3]], kept[0] @ model.weights, rtol=1e-5)
+    assert np.isnan(scores[0, [2, 4]]).all()  # not modelled: no score, not a zero
+    np.testing.assert_allclose(model.score_items(np.array([0, 2, 3])), scores[0], rtol=1e-5)
+    generator = EASEGenerator(model, lambda u: np.array([0]))
+    answer = generator.generate(RequestContext(user_index=0), 10)
+    assert set(answer.item_ids.tolist()) == {1, 3}  # never the unmodelled 2 and 4
+    model.save(tmp_path)
+    loaded = EASEModel.load(tmp_path)
+    assert loaded.items.tolist() == [0, 1, 3] and loaded.n_items == 5
+
+
+def test_an_old_whole_catalogue_ease_loads_and_a_damaged_one_is_refused(tmp_path):
+    weights = np.zeros((3, 3), np.float32)
+    np.save(tmp_path / "ease.npy", weights)  # a bundle from before item subsets
+    old = EASEModel.load(tmp_path)
+    assert old.items.tolist() == [0, 1, 2] and old.n_items == 3
+    np.savez(tmp_path / "ease.npz", weights=weights, items=np.array([0, 2, 1]), n=3)
+    with pytest.raises(ValueError, match="ease.npz: EASE weights"):
+        EASEModel.load(tmp_path)
 
 
 def test_ease_generator_leaves_out_what_the_user_touched(tmp_path):
