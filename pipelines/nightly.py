@@ -53,9 +53,9 @@ def train_bundle(dataset: Dataset, config: Config, *, show_progress: bool = Fals
     """Everything nightly trains: the stage gate on a validation split of `dataset`, then
     every component and the kept rankers on all of `dataset`."""
     valid = holdout(dataset, config.evaluation.protocol, config, seed=1)
-    trial = _bundle_with_rankers(valid.train, config, config.ranking.stages, show_progress)
+    trial = bundle_with_rankers(valid.train, config, config.ranking.stages, show_progress)
     gate = gate_stages(trial.bundle, config, valid, show_progress=show_progress)
-    final = _bundle_with_rankers(dataset, config, gate.kept, show_progress)
+    final = bundle_with_rankers(dataset, config, gate.kept, show_progress)
     rankers = dataclasses.replace(final.bundle.rankers, dropped=gate.dropped)
     gated = dataclasses.replace(trial.bundle.rankers, dropped=gate.dropped)
     return dataclasses.replace(
@@ -66,7 +66,7 @@ def train_bundle(dataset: Dataset, config: Config, *, show_progress: bool = Fals
     )
 
 
-def _bundle_with_rankers(
+def bundle_with_rankers(
     dataset: Dataset, config: Config, stages: tuple[str, ...], show_progress: bool
 ) -> TrainedBundle:
     built = build_bundle(dataset, config, show_progress=show_progress)

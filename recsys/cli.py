@@ -1,4 +1,4 @@
-"""The `recsys` command line: nightly, serve, evaluate, and a client for a running server."""
+"""The `recsys` command line: nightly, serve, evaluate, tune, and a client for a running server."""
 
 from __future__ import annotations
 
@@ -90,6 +90,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(run=_evaluate)
 
+    tune = sub.add_parser(
+        "tune",
+        parents=[common],
+        help="try every combination of a grid of settings on validation users only",
+    )
+    tune.add_argument(
+        "--grid", required=True, help="TOML file with a [grid] table: config keys -> values"
+    )
+    tune.add_argument(
+        "--protocol",
+        choices=["chronological", "leave_last_out"],
+        help="validation split (default: evaluation.protocol)",
+    )
+    tune.set_defaults(run=_tune)
+
     serve = sub.add_parser("serve", parents=[common], help="run the gRPC server until SIGTERM")
     serve.set_defaults(run=_serve)
 
@@ -167,6 +182,20 @@ def _nightly(args: argparse.Namespace, config: Config) -> int:
         )
     _print_metrics(result.gate.guarded())
     return 0 if result.published else 3
+
+
+def _tune(args: argparse.Namespace, config: Config) -> int:
+    from pipelines.sources import load_dataset
+    from pipelines.tuning import format_tuning_report, read_grid, tune, write_tuning_report
+
+    trials = read_grid(args.grid)
+    dataset = load_dataset(config.data)
+    result = tune(dataset, config, trials, protocol=args.protocol, show_progress=True)
+    title = f"Tuning on {dataset.name}"
+    print(format_tuning_report(result, title))
+    out = write_tuning_report(result, config.evaluation.report_dir, title)
+    print(f"report written to {out}/tuning.md")
+    return 0
 
 
 def _evaluate(args: argparse.Namespace, config: Config) -> int:
