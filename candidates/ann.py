@@ -27,6 +27,7 @@ index per call: to be used by the nightly/hourly job, never per request.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,9 @@ from recsys.config import ANNConfig
 META_FILE = "ann.json"
 # ExactIndex scores queries in blocks of at most this many floats (64 MB), not all at once.
 EXACT_BLOCK_FLOATS = 1 << 24
+
+
+log = logging.getLogger(__name__)
 
 
 class AnnIndex(Protocol):
@@ -141,6 +145,7 @@ class HnswIndex:
 
     def __init__(self, index: hnswlib.Index) -> None:
         self.index = index
+        self._warned = False  # the fewer-than-k warning is logged once per index
 
     @classmethod
     def build(cls, vectors: np.ndarray, config: ANNConfig) -> HnswIndex:
@@ -170,8 +175,33 @@ class HnswIndex:
             return _pad(np.empty((len(queries), 0), np.int64), np.empty((len(queries), 0)), k)
         # hnswlib answers up to 4 queries per thread in the calling thread, so a serving
         # request (one query) stays on its own thread; offline batches use all cores.
-        labels, distances = self.index.knn_query(queries, k=take, num_threads=-1)
+        try:
+            labels, distances = self.index.knn_query(queries, k=take, num_threads=-1)
+        except RuntimeError:
+            # hnswlib refuses a query whose search finds fewer than k items: it happens when
+            # the graph links items poorly (many near-zero vectors, e.g. over-regularised
+            # iALS factors); answer each query with as many items as its search finds
+            return self._search_each(queries, take, k)
         return _pad(labels.astype(np.int64), 1.0 - distances, k)
+
+    def _search_each(self, queries: np.ndarray, take: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if not self._warned:
+            log.warning("hnsw: a search found fewer than %d items; answering with fewer", take)
+            self._warned = True
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        for row, query in enumerate(queries):
+            width = take
+            while width > 0:
+                try:
+                    labels, distances = self.index.knn_query(query[None, :], k=width)
+                except RuntimeError:
+                    width //= 2
+                    continue
+                ids[row, :width] = labels[0]
+                scores[row, :width] = 1.0 - distances[0]
+                break
+        return ids, scores
 
     def with_items(self, vectors: np.ndarray) -> HnswIndex:
         """A copy of the graph with `vectors` inserted as items size..size+n-1."""

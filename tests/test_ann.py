@@ -234,3 +234,33 @@ def test_gpu_branch_wiring_with_a_stand_in_device(backend, vectors, queries, tmp
     index.save(tmp_path)
     assert load_index(tmp_path, ann_config(backend, faiss_nprobe=16)).on_gpu
     assert uploads == [0, len(vectors) + 2, len(vectors)]  # empty at build, then re-uploads
+
+
+class FindsFewer:
+    """An hnswlib index whose searches find at most `found` items, as a poorly linked graph
+    does (near-zero iALS factors of an over-regularised model): hnswlib then raises."""
+
+    def __init__(self, index, found: int) -> None:
+        self.index, self.found = index, found
+
+    def knn_query(self, queries, k, num_threads=1):
+        if k > self.found:
+            raise RuntimeError("Cannot return the results in a contiguous 2D array.")
+        return self.index.knn_query(queries, k=k, num_threads=num_threads)
+
+    def get_current_count(self):
+        return self.index.get_current_count()
+
+    @property
+    def dim(self):
+        return self.index.dim
+
+
+def test_hnsw_answers_with_fewer_items_when_its_search_finds_fewer(built, vectors, queries):
+    full = built("hnsw")
+    index = ann.HnswIndex(FindsFewer(full.index, 40))
+    ids, scores = index.search(queries[:3], 100)
+    expected_ids, expected_scores = full.search(queries[:3], 25)  # tries 100, 50, then 25
+    assert ids.shape == (3, 100) and (ids[:, 25:] == -1).all() and np.isneginf(scores[:, 25:]).all()
+    np.testing.assert_array_equal(ids[:, :25], expected_ids)
+    np.testing.assert_allclose(scores[:, :25], expected_scores, rtol=1e-6)
