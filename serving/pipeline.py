@@ -266,10 +266,14 @@ class RecommendPipeline:
 
         With a cascade, each item gets the features a candidate would: the generators run as
         for Recommend and an item they also proposed keeps their scores and sources (missing
-        otherwise); the cascade then orders all of them. Unknown items come last, score 0."""
+        otherwise); the cascade then orders all of them. Unknown items come last, score 0.
+        An id given twice is ranked once: a list holds each item once."""
         check_external_id("user_id", user_id)
         if len(item_ids) > self.config.max_k:
             raise RequestError(f"item_ids has {len(item_ids)} items; at most {self.config.max_k}")
+        for i, item_id in enumerate(item_ids):
+            check_external_id(f"item_ids[{i}]", item_id)  # unknown ones are echoed back
+        item_ids = tuple(dict.fromkeys(item_ids))
         indices = self.bundle.items.to_index(item_ids)
         known = np.flatnonzero(indices >= 0)
         ctx = self.context(RecommendRequest(user_id=user_id, k=1, session=session))
@@ -309,6 +313,7 @@ class RecommendPipeline:
     def similar_items(self, item_id: str, k: int) -> list[ScoredItem]:
         """Nearest items by cosine of iALS item factors (exact: one matrix-vector product)."""
         self._check_k(k)
+        check_external_id("item_id", item_id)  # before the id is echoed in an error
         index = self.bundle.items.index_of(item_id)
         if index < 0:
             raise NotFoundError(f"item {item_id!r} is not in the catalog")

@@ -118,6 +118,25 @@ def test_unknown_item_in_similar_is_not_found(stub):
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND and "'nope'" in caught.value.details()
 
 
+def test_huge_or_unprintable_item_ids_are_invalid_not_echoed(stub):
+    huge = "x" * 20_000  # echoed in a status, it exceeded the metadata limit
+    calls = [
+        lambda: stub.SimilarItems(pb.SimilarItemsRequest(item_id=huge, k=3), timeout=5),
+        lambda: stub.Rank(pb.RankRequest(user_id="196", item_ids=["50", huge]), timeout=5),
+        lambda: stub.Rank(pb.RankRequest(user_id="196", item_ids=["50", "a\x00b"]), timeout=5),
+    ]
+    for call, field in zip(calls, ["item_id", "item_ids[1]", "item_ids[1]"], strict=True):
+        with pytest.raises(grpc.RpcError) as caught:
+            call()
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert caught.value.details().startswith(field) and len(caught.value.details()) < 200
+
+
+def test_rank_answers_a_repeated_id_once(client):
+    ranked = client.rank("196", ["50", "181", "50", "unknown", "unknown"])
+    assert sorted(i.item_id for i in ranked) == ["181", "50", "unknown"]
+
+
 def test_server_survives_a_burst_of_malformed_requests(stub, client):
     bad = [pb.RecommendRequest(user_id="\x00" * n, k=-n) for n in range(1, 40)] + [
         pb.RecommendRequest(user_id="u", k=k) for k in (0, -1, 501, 10**9)
