@@ -34,6 +34,9 @@ REQUIRED_ITEM_COLUMNS = ("item_id",)  # what an items file must have; the rest h
 REQUIRED_USER_COLUMNS = ("user_id",)
 ALL_REGIONS = "*"
 LIST_SEPARATOR = "|"
+# An external id is non-empty, printable and at most this long: in data files (loaders) and
+# from callers (serving.errors), so that every id trained on can be asked for.
+MAX_ID_LENGTH = 256
 
 EVENT_TYPE_DTYPE = pd.CategoricalDtype(list(EVENT_TYPES))
 

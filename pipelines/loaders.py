@@ -17,6 +17,7 @@ from pipelines.dataset import (
     ALL_REGIONS,
     EVENT_COLUMNS,
     ITEM_GROUP,
+    MAX_ID_LENGTH,
     REQUIRED_ITEM_COLUMNS,
     REQUIRED_USER_COLUMNS,
     USER_COLUMNS,
@@ -243,9 +244,20 @@ def _first(mask: pd.Series) -> int:
 
 
 def _require_ids(frame: pd.DataFrame, column: str, path: Path) -> None:
+    """Ids as serving accepts them from callers (an id it refuses could never be asked for):
+    non-empty, printable, at most MAX_ID_LENGTH characters."""
     empty = frame[column].isna() | (frame[column].astype(str).str.strip() == "")
     if empty.any():
         raise DataError(f"{_where(path, _first(empty), column)}: empty id")
+    ids = frame[column].astype(str)
+    distinct = pd.Series(ids.unique())  # one check per id, not per event
+    bad = distinct[(distinct.str.len() > MAX_ID_LENGTH) | ~distinct.map(str.isprintable)]
+    if len(bad):
+        row = _first(ids.isin(bad))
+        raise DataError(
+            f"{_where(path, row, column)}: id {ids.iat[row][:40]!r} must be printable and at "
+            f"most {MAX_ID_LENGTH} characters"
+        )
 
 
 def _blank_cells(frame: pd.DataFrame, column: str) -> np.ndarray:

@@ -1,5 +1,7 @@
 """Domain errors of the runtime; `serving.grpc_server` maps each to one gRPC status code."""
 
+from pipelines.dataset import MAX_ID_LENGTH
+
 
 class RequestError(ValueError):
     """The request is malformed (-> INVALID_ARGUMENT). The message names the field."""
@@ -11,9 +13,6 @@ class NotFoundError(LookupError):
 
 class UnavailableError(RuntimeError):
     """No model bundle is loaded yet (-> UNAVAILABLE)."""
-
-
-MAX_ID_LENGTH = 256
 
 
 def check_external_id(field: str, value: str) -> None:

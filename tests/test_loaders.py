@@ -83,6 +83,21 @@ def test_users_file_is_optional(tmp_path):
         ),
         (EVENTS.replace("u2,i2", ",i2"), ITEMS, r"row 2 \(line 3\), column 'user_id': empty id"),
         (
+            EVENTS.replace("u2,i2", "u" * 10_000 + ",i2"),
+            ITEMS,
+            r"row 2 \(line 3\), column 'user_id': id 'uuu.*' must be printable and at most 256",
+        ),
+        (
+            EVENTS.replace("u1,i2", "u\x07,i2"),
+            ITEMS,
+            r"row 3 \(line 4\), column 'user_id': id 'u\\x07' must be printable",
+        ),
+        (
+            EVENTS,
+            ITEMS.replace("i2,b", "i\x1b2,b"),
+            r"items.csv: row 2 \(line 3\), column 'item_id': id 'i\\x1b2' must be printable",
+        ),
+        (
             EVENTS.replace("u1,i1,view", "u1,i9,view"),
             ITEMS,
             r"column 'item_id': item 'i9' is not in the catalog items.csv",
