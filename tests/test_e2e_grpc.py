@@ -132,6 +132,20 @@ def test_huge_or_unprintable_item_ids_are_invalid_not_echoed(stub):
         assert caught.value.details().startswith(field) and len(caught.value.details()) < 200
 
 
+@pytest.mark.parametrize(
+    "data",
+    [b"\x0a\x05\xff\xfe\xfd\xfc\xfb", b"\x0a\x10abc", bytes(range(256)) * 4],
+    ids=["bad-utf8", "truncated", "noise"],
+)
+def test_bytes_that_are_no_request_are_invalid_argument(server, data):
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        call = channel.unary_unary("/recsys.v1.Recommender/Recommend")  # raw bytes
+        with pytest.raises(grpc.RpcError) as caught:
+            call(data, timeout=5)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "recsys.v1.RecommendRequest" in caught.value.details()
+
+
 def test_rank_answers_a_repeated_id_once(client):
     ranked = client.rank("196", ["50", "181", "50", "unknown", "unknown"])
     assert sorted(i.item_id for i in ranked) == ["181", "50", "unknown"]

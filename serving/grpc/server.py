@@ -19,6 +19,7 @@ from typing import TypeVar
 import faiss
 import grpc
 import torch
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from threadpoolctl import threadpool_limits
@@ -210,6 +211,56 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             metrics.child(metrics.REQUEST_SECONDS, method).observe(time.perf_counter() - start)
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """What a request's bytes became when they are not the method's request message."""
+
+    expected: str  # the message's full name
+    reason: str
+
+
+def add_servicer(servicer: RecommenderServicer, server: grpc.Server) -> None:
+    """What the generated add_RecommenderServicer_to_server does, except that bytes that are
+    not the method's request message get INVALID_ARGUMENT: grpc's own deserializer answers
+    INTERNAL and logs a traceback for every such call."""
+    service = pb.DESCRIPTOR.services_by_name["Recommender"]
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            _refusing_undecodable(getattr(servicer, method.name), method.name),
+            request_deserializer=_decoder(getattr(pb, method.input_type.name)),
+            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+        )
+        for method in service.methods
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(service.full_name, handlers)
+
+
+def _decoder(message_class: type) -> Callable[[bytes], object]:
+    def decode(data: bytes) -> object:
+        try:
+            return message_class.FromString(data)
+        except DecodeError as err:
+            return Undecodable(message_class.DESCRIPTOR.full_name, str(err))
+
+    return decode
+
+
+def _refusing_undecodable(handle: Callable, method: str) -> Callable:
+    def checked(request: object, context: grpc.ServicerContext) -> object:
+        if isinstance(request, Undecodable):
+            metrics.child(metrics.REQUESTS, method, "INVALID_ARGUMENT").inc()
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request is not a valid {request.expected}: {request.reason}",
+            )
+        return handle(request, context)
+
+    return checked
+
+
 class CallCount:
     """Calls begun and ended, so that a shutdown can say what it drained."""
 
@@ -295,7 +346,7 @@ def start_server(
         options=[("grpc.so_reuseport", 1)],  # several processes may share the port
     )
     servicer = RecommenderServicer(holder, event_log, sessions, config)
-    pb_grpc.add_RecommenderServicer_to_server(servicer, server)
+    add_servicer(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
