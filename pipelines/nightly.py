@@ -25,7 +25,7 @@ from pipelines.protocols import holdout
 from pipelines.ranker_training import train_rankers
 from pipelines.sources import fingerprint, load_dataset
 from pipelines.stage_gate import GateResult, gate_stages
-from recsys.bundle import BundleError, Manifest, open_current, publish_bundle
+from recsys.bundle import BundleError, Manifest, nightly_lock, open_current, publish_bundle
 from recsys.config import Config
 from serving.runtime import LoadedBundle
 
@@ -78,6 +78,11 @@ def bundle_with_rankers(
 def run_nightly(
     config: Config, *, force: bool = False, show_progress: bool = True
 ) -> NightlyResult:
+    with nightly_lock(config.artifacts.root):  # a second run is refused before it trains
+        return _run_nightly(config, force, show_progress)
+
+
+def _run_nightly(config: Config, force: bool, show_progress: bool) -> NightlyResult:
     steps = tqdm(total=3, desc="nightly", unit="step", disable=not show_progress)
     steps.set_postfix_str("loading data")
     dataset = load_dataset(config.data)

@@ -28,6 +28,7 @@ CURRENT = "current"
 FORMAT_VERSION = 1
 STAGING_PREFIX = ".staging-"
 LOCK_FILE = ".publish.lock"
+NIGHTLY_LOCK_FILE = ".nightly.lock"
 
 
 class BundleError(RuntimeError):
@@ -86,6 +87,33 @@ def _publish_lock(root: Path) -> Iterator[None]:
                 f"{root}: another publish is in progress (lock {LOCK_FILE})"
             ) from None
         try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def nightly_lock(root: str | Path) -> Iterator[None]:
+    """One nightly run per artifacts root, for the whole run: two would both train for an
+    hour and both publish. The lock is the kernel's (flock), so a killed run leaves none."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / NIGHTLY_LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise BundleError(
+                f"{root}: another recsys nightly is running ({holder}; lock "
+                f"{NIGHTLY_LOCK_FILE}); wait for it or use another artifacts root"
+            ) from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            handle.write(f"pid {os.getpid()} since {started}")
+            handle.flush()
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)

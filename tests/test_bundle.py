@@ -8,6 +8,7 @@ from recsys.bundle import (
     BundleError,
     current_version,
     list_versions,
+    nightly_lock,
     open_current,
     publish_bundle,
     verify_bundle,
@@ -104,3 +105,15 @@ def test_a_second_concurrent_publish_is_refused_not_interleaved(tmp_path):
         )
     assert current_version(tmp_path) == first.version
     assert list_versions(tmp_path) == [first.version]
+
+
+def test_a_second_nightly_on_one_artifacts_root_is_refused_before_it_trains(tmp_path):
+    from pipelines.nightly import run_nightly
+    from tests.conftest import isolated_config
+
+    config = isolated_config(tmp_path, data={"source": str(tmp_path / "no-such-data")})
+    refused = r"another recsys nightly is running \(pid \d+"
+    with nightly_lock(config.artifacts.root), pytest.raises(BundleError, match=refused):
+        run_nightly(config, show_progress=False)
+    with pytest.raises(Exception, match="no-such-data"):  # free again: this run gets to the data
+        run_nightly(config, show_progress=False)
