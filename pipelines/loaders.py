@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,9 @@ from pipelines.dataset import (
 from recsys.config import EVENT_TYPES
 
 SUFFIXES = (".parquet", ".csv")
+MAX_FUTURE_SECONDS = (
+    86_400  # an event may be stamped up to a day ahead (clock skew), as in LogEvents
+)
 EVENT_FILE_SUFFIXES = (*SUFFIXES, ".jsonl")  # one events file, e.g. for `recsys log-events`
 # Optional item columns, when absent or blank: price NaN (unknown; features carry NaN as
 # missing), stock DEFAULT_STOCK (the in_stock filter keeps stock > 0, so "never runs out"),
@@ -91,6 +95,16 @@ def validate_events(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
         )
     value = _finite_numbers(frame, "value", path)
     timestamp = _timestamps(frame, "timestamp", path)
+    latest = time.time() + MAX_FUTURE_SECONDS
+    implausible = (timestamp <= 0) | (timestamp > latest)
+    if implausible.any():
+        # one event in 2100 would move "now" and empty every windowed top
+        row = int(np.flatnonzero(implausible)[0])
+        hint = " (milliseconds? Unix seconds are expected)" if timestamp[row] > 1e11 else ""
+        raise DataError(
+            f"{_where(path, row, 'timestamp')}: {frame['timestamp'].iat[row]!r} is not a time "
+            f"between 1970 and a day from now{hint}"
+        )
     return pd.DataFrame(
         {
             "user_id": frame["user_id"].astype(str).str.strip(),
@@ -306,16 +320,25 @@ def _finite_numbers(
 def _timestamps(
     frame: pd.DataFrame, column: str, path: Path, *, blank: np.ndarray | None = None
 ) -> np.ndarray:
-    """Unix seconds as integers, or ISO-8601 date/time strings (UTC if no zone). A blank
-    cell is an error, or takes its row of `blank` for an optional column."""
+    """Unix seconds as integers, ISO-8601 date/time strings (UTC if no zone), or a Parquet
+    timestamp column (whose integers are ns or us, never seconds). A blank cell is an error,
+    or takes its row of `blank` for an optional column."""
     if blank is not None and column not in frame.columns:
         return blank.astype(np.int64)
     raw = frame[column]
-    numeric = pd.to_numeric(raw, errors="coerce")
-    parsed = pd.to_datetime(raw.where(numeric.isna()), errors="coerce", utc=True, format="ISO8601")
-    seconds = numeric.to_numpy(dtype=np.float64, copy=True)
-    from_text = numeric.isna().to_numpy() & parsed.notna().to_numpy()
-    seconds[from_text] = unix_seconds(parsed[from_text])
+    seconds = np.full(len(raw), np.nan)
+    if isinstance(raw.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(raw.dtype):
+        aware = raw.dt.tz_localize("UTC") if raw.dt.tz is None else raw.dt.tz_convert("UTC")
+        known = aware.notna().to_numpy()
+        seconds[known] = unix_seconds(aware[known])
+    else:
+        numeric = pd.to_numeric(raw, errors="coerce")
+        parsed = pd.to_datetime(
+            raw.where(numeric.isna()), errors="coerce", utc=True, format="ISO8601"
+        )
+        seconds = numeric.to_numpy(dtype=np.float64, copy=True)
+        from_text = numeric.isna().to_numpy() & parsed.notna().to_numpy()
+        seconds[from_text] = unix_seconds(parsed[from_text])
     if blank is not None:
         missing = _blank_cells(frame, column)
         seconds[missing] = blank[missing]

@@ -83,6 +83,17 @@ def test_users_file_is_optional(tmp_path):
         ),
         (EVENTS.replace("u2,i2", ",i2"), ITEMS, r"row 2 \(line 3\), column 'user_id': empty id"),
         (
+            EVENTS.replace("1700000050", "4102444800"),  # 2100-01-01
+            ITEMS,
+            r"row 3 \(line 4\), column 'timestamp': '4102444800' is not a time between 1970 "
+            r"and a day from now$",
+        ),
+        (
+            EVENTS.replace("1700000050", "1700000050000"),
+            ITEMS,
+            r"column 'timestamp': .* \(milliseconds\? Unix seconds are expected\)",
+        ),
+        (
             EVENTS.replace("u2,i2", "u" * 10_000 + ",i2"),
             ITEMS,
             r"row 2 \(line 3\), column 'user_id': id 'uuu.*' must be printable and at most 256",
@@ -257,3 +268,15 @@ def test_nightly_and_recommend_on_files_with_only_the_required_columns(tmp_path)
     served = set(rankers.served_stages(config.ranking.stages)) or {"als_dot"}
     assert {item.stage for item in result.items} <= served
     assert set(rankers.dropped) | served >= set(config.ranking.stages)
+
+
+@pytest.mark.parametrize("unit", ["ns", "us", "ms", "s"])
+def test_a_parquet_timestamp_column_is_read_as_its_time(tmp_path, unit):
+    write(tmp_path)
+    events = pd.read_csv(tmp_path / "events.csv")
+    seconds = [1700000100, 1709287200, 1700000050]  # the CSV's, the ISO one resolved
+    events["timestamp"] = pd.Series(pd.to_datetime(seconds, unit="s")).astype(f"datetime64[{unit}]")
+    (tmp_path / "events.csv").unlink()
+    events.to_parquet(tmp_path / "events.parquet")
+    loaded = load_dataset_dir(tmp_path).events
+    assert sorted(loaded["timestamp"].tolist()) == sorted(seconds)
