@@ -37,6 +37,10 @@ LIST_SEPARATOR = "|"
 # An external id is non-empty, printable and at most this long: in data files (loaders) and
 # from callers (serving.errors), so that every id trained on can be asked for.
 MAX_ID_LENGTH = 256
+# An event may be stamped at most this far past the wall clock, in files and in LogEvents:
+# clocks drift, but a day ahead is a bug (or milliseconds) that would move "now" for every
+# windowed statistic.
+MAX_CLOCK_SKEW_SECONDS = 86_400
 
 EVENT_TYPE_DTYPE = pd.CategoricalDtype(list(EVENT_TYPES))
 

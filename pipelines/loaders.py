@@ -18,6 +18,7 @@ from pipelines.dataset import (
     ALL_REGIONS,
     EVENT_COLUMNS,
     ITEM_GROUP,
+    MAX_CLOCK_SKEW_SECONDS,
     MAX_ID_LENGTH,
     REQUIRED_ITEM_COLUMNS,
     REQUIRED_USER_COLUMNS,
@@ -95,7 +96,7 @@ def validate_events(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
         )
     value = _finite_numbers(frame, "value", path)
     timestamp = _timestamps(frame, "timestamp", path)
-    latest = time.time() + MAX_FUTURE_SECONDS
+    latest = time.time() + MAX_CLOCK_SKEW_SECONDS
     implausible = (timestamp <= 0) | (timestamp > latest)
     if implausible.any():
         # one event in 2100 would move "now" and empty every windowed top

@@ -24,12 +24,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.dataset import EVENT_COLUMNS, normalize_events
+from pipelines.dataset import EVENT_COLUMNS, MAX_CLOCK_SKEW_SECONDS, normalize_events
 from recsys.config import EVENT_TYPES
 from serving.errors import RequestError, check_external_id
 
 SEGMENT_SUFFIX = ".jsonl"
-FUTURE_SLACK_SECONDS = 86_400  # clocks drift; a day ahead is a bug, not drift
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ def validate_events(events: Sequence[Event], max_batch: int, now: float | None =
         raise RequestError("events is empty")
     if len(events) > max_batch:
         raise RequestError(f"events has {len(events)} events; at most {max_batch} per call")
-    latest = (time.time() if now is None else now) + FUTURE_SLACK_SECONDS
+    latest = (time.time() if now is None else now) + MAX_CLOCK_SKEW_SECONDS
     for i, event in enumerate(events):
         for field_name in ("user_id", "item_id"):
             check_external_id(f"events[{i}].{field_name}", getattr(event, field_name))
