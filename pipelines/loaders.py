@@ -103,7 +103,7 @@ def validate_events(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
         row = int(np.flatnonzero(implausible)[0])
         hint = " (milliseconds? Unix seconds are expected)" if timestamp[row] > 1e11 else ""
         raise DataError(
-            f"{_where(path, row, 'timestamp')}: {frame['timestamp'].iat[row]!r} is not a time "
+            f"{_where(path, row, 'timestamp')}: {str(frame['timestamp'].iat[row])!r} is not a time "
             f"between 1970 and a day from now{hint}"
         )
     return pd.DataFrame(
