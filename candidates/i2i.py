@@ -8,7 +8,9 @@ Offline, every item gets three lists of its most similar items:
 - "content": category Jaccard and TF-IDF cosine of the titles (seed 004, "i2i-списки":
   "возьмем все контентное, что сможем ... построить топчик по похожести");
 - "cosine": cosine of co-occurrence in users' latest items of any event type (item-kNN),
-  the lists the sequence-aware last_items generator and features read.
+  the lists the sequence-aware last_items generator and features read;
+- "covisit": the same cosine over short windows of consecutive items of a user's sequence
+  (items met close together), read by the sequence features.
 
 At request time: "В рантайме будем брать позитивы из истории, выбирать из них
 разнообразные ... и по ним лукапить топы списков" — `diverse_seeds` picks the diverse
@@ -137,6 +139,7 @@ class I2IModel:
             "npmi": lambda: npmi_neighbors(data, config, order, show_progress),
             "content": lambda: content_neighbors(data, config, order, show_progress),
             "cosine": lambda: cosine_neighbors(data, config, order, show_progress),
+            "covisit": lambda: covisit_neighbors(data, config, order, show_progress),
         }
         lists = {}
         for kind in kinds:
@@ -557,6 +560,57 @@ def cosine_neighbors(
         show_progress,
         "i2i cosine",
     )
+
+
+def covisit_neighbors(
+    data: TrainingData, config: I2IConfig, order: TieOrder, show_progress: bool = False
+) -> NeighborLists:
+    """Top items by cosine of co-occurrence within windows of `config.covisit_window`
+    consecutive items of each user's latest `history_limit` items (any event type): rows
+    are the windows, not the users, so only items met close together co-occur. Windows start
+    every half window, so every pair less than half a window apart shares one."""
+    windows = sequence_windows(data, config.history_limit, config.covisit_window)
+    return _cooccurrence_neighbors(
+        windows,
+        lambda together, count_i, count_j: together / np.sqrt(count_i * count_j),
+        1,
+        config.neighbors,
+        order,
+        show_progress,
+        "i2i covisit",
+    )
+
+
+def sequence_windows(data: TrainingData, history_limit: int, window: int) -> sp.csr_matrix:
+    """Binary windows x items: each user's latest `history_limit` events in time order (an
+    item repeated back to back counts once), cut into windows of `window` items starting
+    every `window // 2` items."""
+    by_user = np.argsort(data.event_users, kind="stable")  # events are in time order
+    users, items = data.event_users[by_user], data.event_items[by_user]
+    repeat = np.r_[False, (users[1:] == users[:-1]) & (items[1:] == items[:-1])]
+    users, items = users[~repeat], items[~repeat]
+    counts = np.bincount(users, minlength=len(data.users))
+    from_end = np.repeat(np.cumsum(counts), counts) - np.arange(len(users))  # 1 = newest
+    keep = from_end <= history_limit
+    users, items, position = users[keep], items[keep], (history_limit - from_end[keep])
+    step = max(window // 2, 1)
+    rows, columns = [], []
+    offset = 0
+    for shift in range(0, window, step):  # each shift tiles the sequence with windows
+        key = users * (history_limit // step + 2) + (position + shift) // window
+        unique, row = np.unique(key, return_inverse=True)
+        rows.append(row + offset)
+        columns.append(items)
+        offset += len(unique)
+    matrix = sp.csr_matrix(
+        (
+            np.ones(sum(len(r) for r in rows), np.float32),
+            (np.concatenate(rows), np.concatenate(columns)),
+        ),
+        shape=(offset, len(data.items)),
+    )
+    matrix.data[:] = 1.0  # an item twice in a window counts once
+    return matrix
 
 
 def _cooccurrence_neighbors(

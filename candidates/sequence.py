@@ -24,14 +24,14 @@ def sequence_weights(n: int, decay: float) -> np.ndarray:
 
 
 def last_items_scores(
-    model: I2IModel, sequence: np.ndarray, config: SequenceConfig
+    model: I2IModel, sequence: np.ndarray, config: SequenceConfig, kind: str = KIND
 ) -> tuple[np.ndarray, np.ndarray]:
     """(items, scores): every neighbour of the newest `config.last_items` items with its
-    decayed sum of cosines; the sequence's own items are left out."""
+    decayed sum of similarities (the `kind` lists); the sequence's own items are left out."""
     seeds = np.asarray(sequence[: config.last_items], dtype=np.int64)
     if not len(seeds):
         return NO_ITEMS, np.empty(0, np.float32)
-    ids, scores = model.neighbors(KIND, seeds, model.list_length(KIND))
+    ids, scores = model.neighbors(kind, seeds, model.list_length(kind))
     contribution = scores * sequence_weights(len(seeds), config.decay)[:, None]
     keep = (ids >= 0) & ~np.isin(ids, sequence)
     items, slot = distinct_and_slots(ids[keep])
@@ -40,16 +40,16 @@ def last_items_scores(
 
 
 def similarity_to_sequence(
-    model: I2IModel, sequence: np.ndarray, items: np.ndarray, positions: int
+    model: I2IModel, sequence: np.ndarray, items: np.ndarray, positions: int, kind: str = KIND
 ) -> np.ndarray:
-    """(len(items), positions) float32: cosine of each item to the r-th newest item of the
-    sequence, from its cosine list (0 where the item is not in that list: not among its
+    """(len(items), positions) float32: similarity of each item to the r-th newest item of
+    the sequence, from its `kind` list (0 where the item is not in that list: not among its
     nearest; NaN where the sequence is shorter than r)."""
     result = np.full((len(items), positions), np.nan, dtype=np.float32)
     seeds = np.asarray(sequence[:positions], dtype=np.int64)
     if not len(seeds) or not len(items):
         return result
-    ids, scores = model.neighbors(KIND, seeds, model.list_length(KIND))
+    ids, scores = model.neighbors(kind, seeds, model.list_length(kind))
     for r in range(len(seeds)):  # a handful of positions, each vectorised
         order = np.argsort(ids[r], kind="stable")
         listed, listed_scores = ids[r][order], scores[r][order]
@@ -59,15 +59,28 @@ def similarity_to_sequence(
     return result
 
 
+def decayed_neighbors(
+    ctx: RequestContext, model: I2IModel, config: SequenceConfig, kind: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """last_items_scores of the request's sequence, memoised per request: the generator and
+    the ranking features read the same vectors."""
+    return ctx.remember(
+        ("last_items", id(model), kind),
+        lambda: last_items_scores(model, ctx.sequence, config, kind),
+    )
+
+
 class LastItemsGenerator:
-    """Candidates from the cosine lists of the user's latest items, decayed by position."""
+    """Candidates from the i2i lists (`config.lists` kinds, summed) of the user's latest
+    items, decayed by position."""
 
     name = "last_items"
 
     def __init__(self, model: I2IModel, config: SequenceConfig) -> None:
-        if KIND not in model.kinds:
+        missing = [kind for kind in config.lists if kind not in model.kinds]
+        if missing:
             raise ValueError(
-                f"last_items needs the i2i {KIND!r} lists; this bundle has {model.kinds} "
+                f"last_items needs the i2i {missing[0]!r} lists; this bundle has {model.kinds} "
                 "(rebuild it with `recsys nightly`)"
             )
         self.model = model
@@ -76,9 +89,16 @@ class LastItemsGenerator:
     def generate(self, ctx: RequestContext, budget: int) -> Candidates:
         if budget < 0:
             raise ValueError(f"{self.name}: budget must be >= 0, got {budget}")
-        items, scores = ctx.remember(
-            ("last_items", id(self.model)),
-            lambda: last_items_scores(self.model, ctx.sequence, self.config),
-        )
+        items, scores = self._scores(ctx)
         best = top_k(scores, budget)
         return Candidates(items[best], scores[best], self.name)
+
+    def _scores(self, ctx: RequestContext) -> tuple[np.ndarray, np.ndarray]:
+        found = [decayed_neighbors(ctx, self.model, self.config, k) for k in self.config.lists]
+        if len(found) == 1:
+            return found[0]
+        items, slot = distinct_and_slots(np.concatenate([f[0] for f in found]))
+        summed = np.bincount(
+            slot, weights=np.concatenate([f[1] for f in found]), minlength=len(items)
+        )
+        return items, summed.astype(np.float32)

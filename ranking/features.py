@@ -23,6 +23,8 @@ norms as popularity / "hotness" proxies; seed 004 "Когда и какой ALS 
   0 outside that item's list, NaN past the sequence's end), seq_decayed_cosine
   (Σ_r decay^r · cosine over the newest sequence.last_items: the last_items score for every
   candidate), seq_als_cosine (mean iALS cosine to the newest sequence.last_items), seq_length;
+  seq_covisit_1 and seq_decayed_covisit: the same from the "covisit" lists (co-occurrence
+  within short windows of users' sequences: items met close together);
 - ease_score: x_u B of EASE over the user's seen and session items (NaN without EASE).
 Sparse features (DLRM embedding tables; 0 = unknown): user, item, category (the item's
 first), region (the request's).
@@ -38,7 +40,7 @@ import scipy.sparse as sp
 
 from candidates.base import RequestContext, TrainingData
 from candidates.ease import EASEGenerator
-from candidates.sequence import last_items_scores, sequence_weights, similarity_to_sequence
+from candidates.sequence import decayed_neighbors, sequence_weights, similarity_to_sequence
 from candidates.sparse_rows import row_entries, rows_max_of
 from candidates.union import CandidateSet
 from ranking.frame import RankingFrame
@@ -47,6 +49,8 @@ STATS_FILE = "ranking_stats.npz"
 SECONDS_PER_DAY = 86_400.0
 SPARSE_NAMES = ("user", "item", "category", "region")
 SEQUENCE_POSITIONS = 3
+COVISIT = "covisit"  # the i2i lists of items met close together in users' sequences
+COVISIT_FEATURES = ("seq_covisit_1", "seq_decayed_covisit")
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,7 @@ class FeatureBuilder:
         self.bundle = bundle
         self.sequence_config = sequence_config
         self.has_cosine_lists = "cosine" in bundle.i2i.kinds
+        self.has_covisit_lists = COVISIT in bundle.i2i.kinds  # bundles from before lack them
         self.ease = (
             EASEGenerator(bundle.ease, bundle.profiles.seen_items)
             if getattr(bundle, "ease", None) is not None
@@ -187,6 +192,8 @@ class FeatureBuilder:
             *(f"seq_cosine_{r + 1}" for r in range(SEQUENCE_POSITIONS)),
             "seq_decayed_cosine",
             "seq_als_cosine",
+            "seq_covisit_1",
+            "seq_decayed_covisit",
             "seq_length",
             "ease_score",
         )
@@ -264,20 +271,22 @@ class FeatureBuilder:
             dense[:, first : first + SEQUENCE_POSITIONS] = np.nan
         config = self.sequence_config
         if config is None or not len(sequence):
-            dense[:, column["seq_decayed_cosine"]] = np.nan
-            dense[:, column["seq_als_cosine"]] = np.nan
+            for name in ("seq_decayed_cosine", "seq_als_cosine", *COVISIT_FEATURES):
+                dense[:, column[name]] = np.nan
             return
+        if self.has_covisit_lists:
+            i2i = self.bundle.i2i
+            dense[:, column["seq_covisit_1"]] = similarity_to_sequence(
+                i2i, sequence, items, 1, COVISIT
+            )[:, 0]
+            found, scores = decayed_neighbors(ctx, i2i, config, COVISIT)
+            dense[:, column["seq_decayed_covisit"]] = _lookup(found, scores, items)
+        else:
+            for name in COVISIT_FEATURES:
+                dense[:, column[name]] = np.nan
         if self.has_cosine_lists:  # the same vector the last_items generator computed
-            found, scores = ctx.remember(
-                ("last_items", id(self.bundle.i2i)),
-                lambda: last_items_scores(self.bundle.i2i, sequence, config),
-            )
-            decayed = np.zeros(len(items), dtype=np.float32)
-            if len(found):
-                at = np.minimum(np.searchsorted(found, items), len(found) - 1)
-                hit = found[at] == items
-                decayed[hit] = scores[at[hit]]
-            dense[:, column["seq_decayed_cosine"]] = decayed
+            found, scores = decayed_neighbors(ctx, self.bundle.i2i, config, "cosine")
+            dense[:, column["seq_decayed_cosine"]] = _lookup(found, scores, items)
         else:
             dense[:, column["seq_decayed_cosine"]] = np.nan
         unit = self.bundle.i2i.unit_factors
@@ -325,3 +334,13 @@ class FeatureBuilder:
         newest = rows_max_of(self.categories, items, row)
         days = (self.stats.now - newest) / SECONDS_PER_DAY
         return np.where(newest > 0, days, np.nan).astype(np.float32)
+
+
+def _lookup(found: np.ndarray, scores: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """float32 score of each item among the sorted `found` ones, 0 for the others."""
+    result = np.zeros(len(items), dtype=np.float32)
+    if len(found):
+        at = np.minimum(np.searchsorted(found, items), len(found) - 1)
+        hit = found[at] == items
+        result[hit] = scores[at[hit]]
+    return result

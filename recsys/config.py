@@ -110,6 +110,7 @@ class I2IConfig:
     text_weight: float  # content similarity = (1 - w) * category Jaccard + w * text cosine
     recent: int  # recent positives a request looks at
     seeds: int  # diverse positives picked among them and looked up
+    covisit_window: int  # "covisit" lists: items this close in a user's sequence co-occur
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class SequenceConfig:
     length: int  # latest distinct items (any event type) kept per user in the bundle
     last_items: int  # of them, the newest this many seed the last_items generator
     decay: float  # weight of the r-th newest item: decay ** r
+    lists: tuple[str, ...]  # i2i kinds whose lists the last_items generator sums
 
 
 @dataclass(frozen=True)
@@ -406,6 +408,7 @@ def _validate(config: Any, where: str) -> None:
         "neighbors",
         "npmi_min_count",
         "history_limit",
+        "covisit_window",
         "length",
         "last_items",
         "max_items",
@@ -487,8 +490,15 @@ def _validate(config: Any, where: str) -> None:
         )
     if isinstance(config, EALSConfig) and config.factors < 0:
         raise ConfigError(f"eals.factors must be >= 0, got {config.factors}")
-    if isinstance(config, SequenceConfig) and not 0.0 < config.decay <= 1.0:
-        raise ConfigError(f"sequence.decay must be in (0, 1], got {config.decay}")
+    if isinstance(config, SequenceConfig):
+        if not 0.0 < config.decay <= 1.0:
+            raise ConfigError(f"sequence.decay must be in (0, 1], got {config.decay}")
+        unknown = [kind for kind in config.lists if kind not in I2I_KINDS]
+        if unknown or not config.lists:
+            raise ConfigError(
+                f"sequence.lists must name i2i kinds ({', '.join(I2I_KINDS)}), got "
+                f"{list(config.lists)}"
+            )
     if isinstance(config, EASEConfig) and not config.regularization > 0:
         raise ConfigError(f"ease.regularization must be positive, got {config.regularization}")
     if isinstance(config, I2IConfig) and not 0.0 <= config.text_weight <= 1.0:
@@ -607,7 +617,7 @@ def _unix_time(text: str, key: str) -> float:
 
 
 ANN_BACKENDS = ("hnsw", "faiss-hnsw", "faiss-ivf", "faiss-flat", "exact")
-I2I_KINDS = ("als", "npmi", "content", "cosine")
+I2I_KINDS = ("als", "npmi", "content", "cosine", "covisit")
 RANKING_STAGES = ("lightgbm", "dlrm")
 DLRM_SERVING = ("eager", "int8", "torchscript", "compiled")
 LIGHTGBM_SERVING = ("compiled", "booster")

@@ -246,7 +246,7 @@ def test_save_load_round_trip(tmp_path):
     model = I2IModel.build(data, factors, i2i_config(npmi_min_count=1, neighbors=3))
     model.save(tmp_path)
     loaded = I2IModel.load(tmp_path)
-    assert loaded.kinds == ("als", "npmi", "content", "cosine")
+    assert loaded.kinds == ("als", "npmi", "content", "cosine", "covisit")
     for kind in loaded.kinds:
         np.testing.assert_array_equal(loaded.lists[kind].ids, model.lists[kind].ids)
         np.testing.assert_array_equal(loaded.lists[kind].scores, model.lists[kind].scores)

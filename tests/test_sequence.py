@@ -1,5 +1,6 @@
 """Sequence-aware candidates and EASE against hand-computed values."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -8,8 +9,8 @@ import scipy.sparse as sp
 
 from candidates.base import RequestContext
 from candidates.ease import EASEGenerator, EASEModel
-from candidates.i2i import I2IModel
-from candidates.sequence import LastItemsGenerator, similarity_to_sequence
+from candidates.i2i import I2IModel, sequence_windows
+from candidates.sequence import LastItemsGenerator, last_items_scores, similarity_to_sequence
 from pipelines.idmap import IdMap
 from recsys.config import EASEConfig, SequenceConfig
 from serving.catalog import RECENT_FILE, UserProfiles
@@ -35,9 +36,60 @@ def test_cosine_lists_match_hand_computed_values():
     np.testing.assert_allclose(scores[1, :2], [2 / math.sqrt(6)] * 2, rtol=1e-6)
 
 
+def test_covisit_lists_count_only_items_met_close_together():
+    # u1: A B B C D (B twice back to back counts once), u2: A B; windows of 2 items every item
+    data = shop(baskets({"u1": "ABBCD", "u2": "AB"}), list("ABCD"))
+    windows = sequence_windows(data, history_limit=50, window=2)
+    assert sorted(map(tuple, (windows.toarray() > 0).astype(int).tolist())) == sorted(
+        # u1 tiled from the start (A B, C D) and shifted by one (A, B C, D); u2 likewise
+        [
+            *[(1, 1, 0, 0), (0, 0, 1, 1), (1, 0, 0, 0), (0, 1, 1, 0), (0, 0, 0, 1)],
+            *[(1, 1, 0, 0), (1, 0, 0, 0), (0, 1, 0, 0)],
+        ]
+    )
+    model = I2IModel.build(
+        data, None, i2i_config(neighbors=3, covisit_window=2), kinds=("covisit",)
+    )
+    ids, scores = model.neighbors("covisit", np.array([A, C]), 3)
+    # A is in 4 windows, B in 4, together in 2: 2 / sqrt(4 * 4); A and C never together
+    assert ids[0].tolist() == [B, -1, -1]
+    np.testing.assert_allclose(scores[0, 0], 2 / 4)
+    assert set(ids[1, :2].tolist()) == {B, D} and ids[1, 2] == -1
+    # the features seq_covisit_1 and seq_decayed_covisit read these lists (newest item C)
+    sequence = np.array([C, A])
+    newest = similarity_to_sequence(model, sequence, np.array([B, D, A]), 1, "covisit")[:, 0]
+    np.testing.assert_allclose(newest, [1 / math.sqrt(8), 1 / 2, 0.0], rtol=1e-6)
+    config = SequenceConfig(length=20, last_items=2, decay=0.5, lists=("cosine",))
+    items, decayed = last_items_scores(model, sequence, config, "covisit")
+    assert items.tolist() == [B, D]  # the sequence's own C and A are left out
+    np.testing.assert_allclose(decayed, [1 / math.sqrt(8) + 0.5 * 2 / 4, 1 / 2], rtol=1e-6)
+    # the generator sums the decayed scores of every kind in sequence.lists
+    both = I2IModel.build(
+        data, None, i2i_config(neighbors=3, covisit_window=2), kinds=("cosine", "covisit")
+    )
+    summed = dataclasses.replace(config, lists=("cosine", "covisit"))
+    answer = LastItemsGenerator(both, summed).generate(
+        RequestContext(user_index=-1, sequence=sequence), 10
+    )
+    expected = {}
+    for kind in ("cosine", "covisit"):
+        for item, score in zip(*last_items_scores(both, sequence, config, kind), strict=True):
+            expected[int(item)] = expected.get(int(item), 0.0) + float(score)
+    got = dict(zip(answer.item_ids.tolist(), answer.scores.tolist(), strict=True))
+    assert got.keys() == expected.keys()
+    np.testing.assert_allclose([got[i] for i in expected], list(expected.values()), rtol=1e-6)
+    with pytest.raises(ValueError, match="needs the i2i 'covisit' lists"):
+        LastItemsGenerator(cosine_model(), summed)
+    # history_limit keeps the newest: u1's last two items C D only, u2's A B
+    newest = sequence_windows(data, history_limit=2, window=2)
+    assert sorted(np.flatnonzero(row).tolist() for row in newest.toarray()) == sorted(
+        [[C, D], [C], [D], [A, B], [A], [B]]
+    )
+
+
 def test_last_items_weights_the_newest_item_most():
     model = cosine_model()
-    config = SequenceConfig(length=20, last_items=2, decay=0.5)
+    config = SequenceConfig(length=20, last_items=2, decay=0.5, lists=("cosine",))
     ctx = RequestContext(user_index=-1, sequence=np.array([C, A]))  # C newest
     answer = LastItemsGenerator(model, config).generate(ctx, 10)
     # the sequence's own items are not proposed; B = cos(B, C) + 0.5 cos(B, A)
