@@ -544,6 +544,11 @@ def npmi_neighbors(
     )
 
 
+def cosine(together: np.ndarray, count_i: np.ndarray, count_j: np.ndarray) -> np.ndarray:
+    """Cosine of two binary columns from their co-occurrence: together / sqrt(n_i * n_j)."""
+    return together / np.sqrt(count_i * count_j)
+
+
 def cosine_neighbors(
     data: TrainingData, config: I2IConfig, order: TieOrder, show_progress: bool = False
 ) -> NeighborLists:
@@ -553,7 +558,7 @@ def cosine_neighbors(
     histories = recent_item_matrix(data, config.history_limit)
     return _cooccurrence_neighbors(
         histories,
-        lambda together, count_i, count_j: together / np.sqrt(count_i * count_j),
+        cosine,
         1,
         config.neighbors,
         order,
@@ -572,7 +577,7 @@ def covisit_neighbors(
     windows = sequence_windows(data, config.history_limit, config.covisit_window)
     return _cooccurrence_neighbors(
         windows,
-        lambda together, count_i, count_j: together / np.sqrt(count_i * count_j),
+        cosine,
         1,
         config.neighbors,
         order,

@@ -6,30 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.dataset import Dataset, normalize_events
 from pipelines.training_data import build_training_data
 from recsys.config import load_config
 from serving.catalog import TITLES_FILE, ItemCatalog
-from tests.frames import plain_catalog
+from tests.frames import one_click_dataset, plain_catalog
 
 TITLES = {"hat": "Straw hat", "coat": "", "sock": "Wool sock, grey"}
 
 
 def catalog() -> tuple[ItemCatalog, list[str]]:
-    items = plain_catalog(list(TITLES), title=list(TITLES.values()))
-    events = normalize_events(
-        pd.DataFrame(
-            {
-                "user_id": ["u"],
-                "item_id": ["hat"],
-                "event_type": ["click"],
-                "value": 1,
-                "timestamp": 1,
-            }
-        )
-    )
-    users = pd.DataFrame({"user_id": ["u"], "region": [""], "attributes": "{}"})
-    dataset = Dataset(events, items, users)
+    dataset = one_click_dataset(plain_catalog(list(TITLES), title=list(TITLES.values())), "hat")
     data = build_training_data(dataset, load_config())
     return ItemCatalog.build(dataset, data), list(data.items.ids)
 

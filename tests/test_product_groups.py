@@ -8,33 +8,21 @@ import pandas as pd
 import pytest
 
 from pipelines.build import build_bundle
-from pipelines.dataset import Dataset, normalize_events
+from pipelines.dataset import Dataset
 from pipelines.loaders import load_dataset_dir, save_dataset_dir
 from pipelines.training_data import build_training_data
 from recsys.config import load_config
 from serving.catalog import CATALOG_FILE, ItemCatalog
 from serving.pipeline import RecommendPipeline, RecommendRequest
 from tests.conftest import shop_config
-from tests.frames import plain_catalog
+from tests.frames import one_click_dataset, plain_catalog
 
 
 def tiny(group: list | None) -> Dataset:
     items = plain_catalog(["shoe-41", "shoe-42", "hat", "coat", "sock"])
     if group is not None:
         items["group"] = group
-    events = normalize_events(
-        pd.DataFrame(
-            {
-                "user_id": ["u"],
-                "item_id": ["hat"],
-                "event_type": ["click"],
-                "value": 1,
-                "timestamp": 1,
-            }
-        )
-    )
-    users = pd.DataFrame({"user_id": ["u"], "region": [""], "attributes": "{}"})
-    return Dataset(events, items, users)
+    return one_click_dataset(items, "hat")
 
 
 def catalog_of(dataset: Dataset) -> tuple[ItemCatalog, list[str]]:
