@@ -293,19 +293,25 @@ def mf_embeddings(factors: dict[str, np.ndarray], dim: int) -> dict[str, np.ndar
     """ALS factors as `dim`-wide embedding rows (seed 000, hybrid filtering with matrix
     factorisation, formula (5) R ≈ P Qᵀ), keeping the dot products P Qᵀ the tables start from.
 
-    f ≤ dim: zero-pad, dot products unchanged. f > dim: needs exactly the pair (P, Q) and takes
-    the best rank-`dim` factorisation of P Qᵀ (Eckart–Young): P = Q_p R_p, Q = Q_q R_q (thin QR),
-    R_p R_qᵀ = A S Bᵀ (SVD of the small core), P' = Q_p A_d √S_d, Q' = Q_q B_d √S_d.
+    f ≤ dim: zero-pad, dot products unchanged. f > dim, the pair (P, Q): the best rank-`dim`
+    factorisation of P Qᵀ (Eckart–Young): P = Q_p R_p, Q = Q_q R_q (thin QR), R_p R_qᵀ = A S Bᵀ
+    (SVD of the small core), P' = Q_p A_d √S_d, Q' = Q_q B_d √S_d. f > dim, one table Q (the
+    rankers learn without user ids): its projection on the top `dim` right singular vectors,
+    Q' = Q V_d, the best rank-`dim` approximation of its dot products Q Qᵀ.
     """
     widths = {name: f.shape[1] for name, f in factors.items()}
     if len(set(widths.values())) > 1:
         raise ValueError(f"pretrained factors differ in width: {widths}")
     if not factors or next(iter(widths.values())) <= dim:
         return {name: _pad(f.astype(np.float64), dim) for name, f in factors.items()}
+    if len(factors) == 1:
+        ((name, q),) = factors.items()
+        _, _, vt = np.linalg.svd(q.astype(np.float64), full_matrices=False)
+        return {name: q.astype(np.float64) @ vt[:dim].T}
     if len(factors) != 2:
         raise ValueError(
-            f"factors wider than embedding_dim={dim} are reduced as a pair (P, Q) of R ≈ P Qᵀ; "
-            f"got {len(factors)} tables: {sorted(factors)}"
+            f"factors wider than embedding_dim={dim} are reduced alone or as a pair (P, Q) of "
+            f"R ≈ P Qᵀ; got {len(factors)} tables: {sorted(factors)}"
         )
     (name_p, p), (name_q, q) = factors.items()
     basis_p, core_p = np.linalg.qr(p.astype(np.float64))

@@ -195,6 +195,15 @@ def test_wider_factors_keep_the_dot_products_when_their_rank_allows():
     np.testing.assert_allclose(rows["user"] @ rows["item"].T, p @ q.T, atol=1e-9)
 
 
+def test_one_wider_table_keeps_its_own_dot_products_when_its_rank_allows():
+    # the rankers learn without user ids: the item table alone, rank 3 in 6 factors
+    rng = np.random.default_rng(3)
+    q = rng.normal(size=(15, 3)) @ rng.normal(size=(3, 6))
+    rows = mf_embeddings({"item": q}, dim=4)
+    assert rows["item"].shape == (15, 4)
+    np.testing.assert_allclose(rows["item"] @ rows["item"].T, q @ q.T, atol=1e-9)
+
+
 def test_bpr_pairs_stay_inside_their_request():
     groups = np.array([0, 0, 0, 1, 1, 2, 2])
     positive = np.array([True, False, False, True, True, False, True])
