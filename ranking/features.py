@@ -274,7 +274,7 @@ class FeatureBuilder:
             for name in ("seq_decayed_cosine", "seq_als_cosine", *COVISIT_FEATURES):
                 dense[:, column[name]] = np.nan
             return
-        if self.has_covisit_lists:
+        if self.has_covisit_lists and config.covisit_features:
             i2i = self.bundle.i2i
             dense[:, column["seq_covisit_1"]] = similarity_to_sequence(
                 i2i, sequence, items, 1, COVISIT

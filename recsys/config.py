@@ -123,6 +123,7 @@ class SequenceConfig:
     last_items: int  # of them, the newest this many seed the last_items generator
     decay: float  # weight of the r-th newest item: decay ** r
     lists: tuple[str, ...]  # i2i kinds whose lists the last_items generator sums
+    covisit_features: bool  # rank with seq_covisit_1 / seq_decayed_covisit (else NaN)
 
 
 @dataclass(frozen=True)

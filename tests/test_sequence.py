@@ -59,7 +59,9 @@ def test_covisit_lists_count_only_items_met_close_together():
     sequence = np.array([C, A])
     newest = similarity_to_sequence(model, sequence, np.array([B, D, A]), 1, "covisit")[:, 0]
     np.testing.assert_allclose(newest, [1 / math.sqrt(8), 1 / 2, 0.0], rtol=1e-6)
-    config = SequenceConfig(length=20, last_items=2, decay=0.5, lists=("cosine",))
+    config = SequenceConfig(
+        length=20, last_items=2, decay=0.5, lists=("cosine",), covisit_features=False
+    )
     items, decayed = last_items_scores(model, sequence, config, "covisit")
     assert items.tolist() == [B, D]  # the sequence's own C and A are left out
     np.testing.assert_allclose(decayed, [1 / math.sqrt(8) + 0.5 * 2 / 4, 1 / 2], rtol=1e-6)
@@ -89,7 +91,9 @@ def test_covisit_lists_count_only_items_met_close_together():
 
 def test_last_items_weights_the_newest_item_most():
     model = cosine_model()
-    config = SequenceConfig(length=20, last_items=2, decay=0.5, lists=("cosine",))
+    config = SequenceConfig(
+        length=20, last_items=2, decay=0.5, lists=("cosine",), covisit_features=False
+    )
     ctx = RequestContext(user_index=-1, sequence=np.array([C, A]))  # C newest
     answer = LastItemsGenerator(model, config).generate(ctx, 10)
     # the sequence's own items are not proposed; B = cos(B, C) + 0.5 cos(B, A)
