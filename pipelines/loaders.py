@@ -30,9 +30,6 @@ from pipelines.dataset import (
 from recsys.config import EVENT_TYPES
 
 SUFFIXES = (".parquet", ".csv")
-MAX_FUTURE_SECONDS = (
-    86_400  # an event may be stamped up to a day ahead (clock skew), as in LogEvents
-)
 EVENT_FILE_SUFFIXES = (*SUFFIXES, ".jsonl")  # one events file, e.g. for `recsys log-events`
 # Optional item columns, when absent or blank: price NaN (unknown; features carry NaN as
 # missing), stock DEFAULT_STOCK (the in_stock filter keeps stock > 0, so "never runs out"),
@@ -327,10 +324,10 @@ def _timestamps(
     if blank is not None and column not in frame.columns:
         return blank.astype(np.int64)
     raw = frame[column]
-    seconds = np.full(len(raw), np.nan)
     if isinstance(raw.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(raw.dtype):
         aware = raw.dt.tz_localize("UTC") if raw.dt.tz is None else raw.dt.tz_convert("UTC")
         known = aware.notna().to_numpy()
+        seconds = np.full(len(raw), np.nan)
         seconds[known] = unix_seconds(aware[known])
     else:
         numeric = pd.to_numeric(raw, errors="coerce")
