@@ -156,7 +156,11 @@ class HnswIndex:
             ef_construction=config.hnsw_ef_construction,
             random_seed=42,
         )
-        index.add_items(vectors, np.arange(len(vectors)))
+        # hnswlib inserts in parallel in whatever order its threads reach; one thread
+        # builds the same graph from the same vectors and seed (config: ann.hnsw_build_threads)
+        index.add_items(
+            vectors, np.arange(len(vectors)), num_threads=config.hnsw_build_threads or -1
+        )
         index.set_ef(config.hnsw_ef_search)  # hnswlib searches with max(ef, k)
         return cls(index)
 

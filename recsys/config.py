@@ -57,6 +57,7 @@ class ANNConfig:
     hnsw_m: int
     hnsw_ef_construction: int
     hnsw_ef_search: int
+    hnsw_build_threads: int  # 1 = the same graph every run; 0 = every core
     faiss_nlist: int
     faiss_nprobe: int
 
@@ -436,7 +437,14 @@ def _validate(config: Any, where: str) -> None:
         "segment_bytes",
         "session_items",
     }
-    non_negative = {"pctr_prior_strength", "gamma", "lambda_emb", "lambda_bias", "weight_decay"}
+    non_negative = {
+        "hnsw_build_threads",
+        "pctr_prior_strength",
+        "gamma",
+        "lambda_emb",
+        "lambda_bias",
+        "weight_decay",
+    }
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if f.name in positive_ints and value <= 0 and not isinstance(config, EALSConfig):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from candidates import ann
-from candidates.ann import BACKENDS, build_index, load_index
+from candidates.ann import BACKENDS, HnswIndex, build_index, load_index
 from recsys.config import load_config
 
 ALL_BACKENDS = sorted(BACKENDS)
@@ -109,6 +109,18 @@ def test_save_load_gives_the_same_answers(backend, built, vectors, queries, tmp_
     assert loaded.backend == backend and loaded.size == len(vectors)
     for a, b in zip(index.search(queries, 20), loaded.search(queries, 20), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_hnsw_builds_the_same_graph_on_every_run(vectors, tmp_path):
+    # Two nightlies on the same data must train their rankers on the same candidates; with
+    # parallel insertion the graph's links depended on thread timing (hnsw_build_threads = 0).
+    config = ann_config("hnsw", hnsw_m=16, hnsw_ef_construction=100)
+    assert config.hnsw_build_threads == 1  # the shipped default
+    for run in ("first", "second"):
+        (tmp_path / run).mkdir()
+        build_index(vectors, config).save(tmp_path / run)
+    graph = HnswIndex.FILE
+    assert (tmp_path / "first" / graph).read_bytes() == (tmp_path / "second" / graph).read_bytes()
 
 
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
