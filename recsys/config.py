@@ -209,6 +209,8 @@ class ServingConfig:
     generator_budgets: dict[str, int]
     blocked_categories: tuple[str, ...]
     bundle_poll_seconds: float
+    probe_bundles: bool  # load each new bundle in a throwaway child process first
+    probe_timeout_seconds: float
     processes: int  # server processes sharing the port; 0 = one per core
     deadline_ms: int  # a request's deadline when the client sets none
     ranking_reserve_ms: int  # of the deadline, kept for ranking after the generators
@@ -436,6 +438,7 @@ def _validate(config: Any, where: str) -> None:
         "max_batch",
         "segment_bytes",
         "session_items",
+        "probe_timeout_seconds",
     }
     non_negative = {
         "hnsw_build_threads",

@@ -2,7 +2,8 @@
 
 A request takes one reference (`holder.pipeline()`) and uses it to the end, so a swap
 never changes a bundle mid-request. A damaged new bundle is refused and logged; the old
-one stays in service.
+one stays in service. A new bundle is first loaded in a throwaway child process
+(serving/bundle_probe.py): native loaders trust their files, and a crash must not be ours.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from recsys.bundle import current_version, verify_bundle
+from recsys.bundle import BundleError, current_version, list_versions, verify_bundle
 from recsys.config import Config
+from serving.bundle_probe import probe_bundle
 from serving.errors import UnavailableError
 from serving.fanout import GeneratorFanout
 from serving.pipeline import RecommendPipeline
@@ -84,7 +86,7 @@ class BundleHolder:
         self.on_swap = on_swap  # (previous version, new version), e.g. for a metric
         self.root = Path(config.artifacts.root)
         self._pipeline: RecommendPipeline | None = None
-        self._refused: str | None = None  # last version that failed to load
+        self._refused: set[str] = set()  # versions that failed to load
         self._lock = threading.Lock()  # one loader at a time; readers never wait
 
     def pipeline(self) -> RecommendPipeline:
@@ -98,27 +100,50 @@ class BundleHolder:
         return self._pipeline.version if self._pipeline else None
 
     def refresh(self) -> bool:
-        """Load the bundle `current` points to if it is new. True if a swap happened."""
+        """Load the bundle `current` points to if it is new. True if a swap happened.
+
+        A bundle that fails (verification, the child-process probe, loading, warm-up) is
+        refused for good and the one in service stays. A process that has none yet falls
+        back to the newest other bundle on disk that loads: a bad `current` must not leave
+        a starting worker with nothing to serve."""
         with self._lock:
             version = current_version(self.root)
-            if version is None or version == self.version or version == self._refused:
+            if version is None or version == self.version or version in self._refused:
                 return False
-            try:
-                with _loading():
-                    verify_bundle(self.root / version)
-                    bundle = LoadedBundle.load(self.root / version, version, self.config)
-                    pipeline = RecommendPipeline(bundle, self.config, self.fanout)
-                    pipeline.warm_up()
-            except Exception as err:  # whatever stops it loading or serving: keep the old one
-                self._refused = version
-                log.error("refusing bundle %s, keeping %s: %s", version, self.version, err)
+            if self._load(version):
+                return True
+            if self._pipeline is not None:
                 return False
-            previous, self._pipeline = self.version, pipeline  # atomic reference swap
-            _freeze_heap(first=previous is None)
-            if self.on_swap is not None:
-                self.on_swap(previous, version)
-            log.info("serving bundle %s (was %s)", version, previous)
-            return True
+            for older in reversed(list_versions(self.root)):
+                if older not in self._refused and self._load(older):
+                    log.warning("`current` is %s, refused; serving %s instead", version, older)
+                    return True
+            return False
+
+    def _load(self, version: str) -> bool:
+        """Swap to bundle `version` if it verifies, survives the probe and loads; False (and
+        refused from then on) if not."""
+        directory = self.root / version
+        try:
+            with _loading():
+                verify_bundle(directory)
+                if self.config.serving.probe_bundles:
+                    reason = probe_bundle(self.root, version, self.config)
+                    if reason is not None:
+                        raise BundleError(reason)
+                bundle = LoadedBundle.load(directory, version, self.config)
+                pipeline = RecommendPipeline(bundle, self.config, self.fanout)
+                pipeline.warm_up()
+        except Exception as err:  # whatever stops it loading or serving: keep the old one
+            self._refused.add(version)
+            log.error("refusing bundle %s, keeping %s: %s", version, self.version, err)
+            return False
+        previous, self._pipeline = self.version, pipeline  # atomic reference swap
+        _freeze_heap(first=previous is None)
+        if self.on_swap is not None:
+            self.on_swap(previous, version)
+        log.info("serving bundle %s (was %s)", version, previous)
+        return True
 
     def watch(self, stop: threading.Event) -> threading.Thread:
         """Poll `current` every serving.bundle_poll_seconds until `stop` is set."""

@@ -85,6 +85,13 @@ def events_server(tmp_path):
     running.stop(grace=0)
 
 
+def test_a_server_without_a_bundle_is_not_serving(events_server, capsys):
+    """Every Recommend it would get is UNAVAILABLE: a health check must not pass it."""
+    _, address = events_server
+    assert main(["health", *address]) == 1
+    assert "NOT_SERVING" in capsys.readouterr().out
+
+
 def shop_events(n: int) -> pd.DataFrame:
     kinds = np.array(EVENT_TYPES)
     return pd.DataFrame(

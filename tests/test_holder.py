@@ -11,6 +11,8 @@ import pytest
 
 from pipelines.nightly import run_nightly
 from recsys.bundle import current_version
+from serving import bundle_probe
+from serving.bundle_probe import PROBES_DIR
 from serving.errors import UnavailableError
 from serving.holder import LOADER_NICENESS, BundleHolder
 from serving.pipeline import RecommendRequest
@@ -100,3 +102,42 @@ def test_bundles_load_on_a_niced_watcher_thread_and_calls_keep_their_priority(co
     finally:
         stop.set()
         watcher.join(10)
+
+
+def _forge_crashing_ann(directory) -> None:
+    """An HNSW file whose header points far outside it, with a manifest that vouches for it:
+    the bundle passes verification, and hnswlib's loader dies with SIGSEGV on it."""
+    import hashlib
+    import json
+
+    graph = next(directory.rglob("hnsw.bin"))
+    raw = bytearray(graph.read_bytes())
+    raw[0:8] = (10**12).to_bytes(8, "little")  # offsetLevel0
+    graph.write_bytes(bytes(raw))
+    manifest_path = directory / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    relative = graph.relative_to(directory).as_posix()
+    manifest["files"][relative] = hashlib.sha256(raw).hexdigest()
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def test_a_bundle_whose_loader_crashes_is_refused_by_a_child_and_never_served(config, monkeypatch):
+    good = run_nightly(config, show_progress=False).manifest.version
+    serving = BundleHolder(config)
+    serving.refresh()
+    bad = run_nightly(config, force=True, show_progress=False).manifest.version
+    _forge_crashing_ann(config_root(config) / bad)
+    assert not serving.refresh()  # this process is alive to say so: the child took the crash
+    assert serving.version == good
+    assert serving.pipeline().recommend(RecommendRequest("u1", 3)).model_version == good
+    verdict = (config_root(config) / PROBES_DIR / f"{bad}.json").read_text()
+    assert "SIGSEGV" in verdict
+
+    def no_second_probe(*args):
+        raise AssertionError("the verdict on disk should have spared this probe")
+
+    monkeypatch.setattr(bundle_probe, "_load_in_child", no_second_probe)
+    starting = BundleHolder(config)  # another worker, or this one restarted
+    assert starting.refresh() and starting.version == good  # not left with nothing to serve
+    assert current_version(config_root(config)) == bad  # nothing on disk was changed
+    assert not starting.refresh()  # `current` stays refused on later polls

@@ -186,3 +186,60 @@ def test_the_supervisor_does_not_load_the_model_stack() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert loaded == ""
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    """Whether process `pid` ends (or is a zombie nobody reaps yet) within `timeout` s."""
+    until = time.monotonic() + timeout
+    while time.monotonic() < until:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.1)  # polling a process we cannot wait on (it is not our child)
+    return False
+
+
+def test_a_second_serve_on_a_port_in_use_fails_clearly(serve, tmp_path) -> None:
+    (tmp_path / "second").mkdir()
+    second = ServerProcess(
+        tmp_path / "second",
+        {
+            "data": {"cache_dir": str(DATA_CACHE)},
+            "artifacts": {"root": str(tmp_path / "no-bundles")},
+            "serving": {"port": serve.port, "processes": 2, "metrics_port": 0},
+            "events": {"log_dir": str(tmp_path / "second" / "events")},
+        },
+    )
+    with pytest.raises(RuntimeError, match="server did not start"):
+        second.start()
+    assert second.wait(60) == 1
+    assert f"127.0.0.1:{serve.port} is in use" in second.log_path.read_text()
+    with RecommenderClient(serve.address, timeout=30) as client:  # the first one still serves
+        assert len(client.recommend("196", 5).items) == 5
+
+
+def test_workers_drain_and_exit_when_their_supervisor_is_killed(serve) -> None:
+    workers = worker_pids(serve.process.pid)
+    assert len(workers) == 2
+    os.kill(serve.process.pid, signal.SIGKILL)  # no handler runs: only the pipe tells them
+    serve.process.wait(30)
+    assert all(_gone(pid, timeout=60) for pid in workers)
+    with pytest.raises(grpc.RpcError) as refused, RecommenderClient(serve.address, 5) as client:
+        client.recommend("196", 5)
+    assert refused.value.code() in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+def test_the_supervisor_retries_then_exits_non_zero_when_no_worker_can_start(serve) -> None:
+    # replacements cannot open their event log: every start fails the same way
+    events = serve.events_dir
+    events.rename(events.with_name("events-moved"))
+    events.write_text("not a directory")
+    for pid in worker_pids(serve.process.pid):
+        os.kill(pid, signal.SIGKILL)
+    assert serve.wait(300) == 1
+    log_text = serve.log_path.read_text()
+    assert log_text.count("trying again in") >= 4  # a growing pause between the attempts
+    assert "no worker left and 5 starts in a row failed" in log_text

@@ -319,6 +319,11 @@ class RunningServer:
         )
 
 
+def _set_health(servicer: health.HealthServicer, status: int) -> None:
+    for name in ("", SERVICE_NAME):  # the server as a whole, and the Recommender service
+        servicer.set(name, status)
+
+
 def start_server(
     config: Config, *, watch: bool = True, own_port: int | None = None
 ) -> RunningServer:
@@ -328,7 +333,16 @@ def start_server(
     fanout = (  # 0 threads: generators run inline
         GeneratorFanout(threads, config.serving.generator_chains) if threads else None
     )
-    holder = BundleHolder(config, fanout, on_swap=metrics.bundle_swapped)
+    health_servicer = health.HealthServicer()
+
+    def swapped(previous: str | None, version: str) -> None:
+        metrics.bundle_swapped(previous, version)
+        _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
+
+    holder = BundleHolder(config, fanout, on_swap=swapped)
+    # NOT_SERVING until a bundle is loaded: a worker that answers every call UNAVAILABLE
+    # must not pass a load balancer's health check (the first swap turns it SERVING)
+    _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
     holder.refresh()
     if holder.version is None:
         log.warning("starting without a model bundle; calls get UNAVAILABLE until one is published")
@@ -347,7 +361,6 @@ def start_server(
     )
     servicer = RecommenderServicer(holder, event_log, sessions, config)
     add_servicer(servicer, server)
-    health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
@@ -364,9 +377,6 @@ def start_server(
     if own_port is not None and not server.add_insecure_port(f"{config.serving.host}:{own_port}"):
         raise OSError(f"cannot listen on {config.serving.host}:{own_port}")
     server.start()
-    serving = health_pb2.HealthCheckResponse.SERVING
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, serving)
     stop_watching = threading.Event()
     watcher = holder.watch(stop_watching) if watch else None
     log.info("listening on %s:%d, bundle %s", config.serving.host, port, holder.version)
