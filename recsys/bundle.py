@@ -168,10 +168,16 @@ def set_current(root: Path, version: str) -> None:
 
 
 def current_version(root: str | Path) -> str | None:
+    """The version `current` names, None if there is none yet. BundleError if it names
+    anything but a directory directly inside `root` (a path, "..", a hidden name): whoever
+    can write that one file must not point serving at files outside the artifacts."""
+    pointer = Path(root) / CURRENT
     try:
-        version = (Path(root) / CURRENT).read_text().strip()
+        version = pointer.read_text().strip()
     except FileNotFoundError:
         return None
+    if version and (version != Path(version).name or version.startswith(".") or "\\" in version):
+        raise BundleError(f"{pointer} names {version[:100]!r}, not a bundle directory in {root}")
     return version or None
 
 

@@ -107,18 +107,32 @@ class BundleHolder:
         back to the newest other bundle on disk that loads: a bad `current` must not leave
         a starting worker with nothing to serve."""
         with self._lock:
-            version = current_version(self.root)
-            if version is None or version == self.version or version in self._refused:
+            try:
+                version = current_version(self.root)
+            except BundleError as err:  # `current` names no bundle directory
+                if str(err) not in self._refused:
+                    self._refused.add(str(err))  # logged once, not on every poll
+                    log.error("ignoring `current`: %s", err)
+                return self._fall_back(None)
+            if version is None or version == self.version:
                 return False
-            if self._load(version):
-                return True
-            if self._pipeline is not None:
-                return False
-            for older in reversed(list_versions(self.root)):
-                if older not in self._refused and self._load(older):
-                    log.warning("`current` is %s, refused; serving %s instead", version, older)
-                    return True
+            if version in self._refused:
+                return self._fall_back(version)
+            return self._load(version) or self._fall_back(version)
+
+    def _fall_back(self, refused: str | None) -> bool:
+        """With no bundle in service yet, the newest bundle published before the refused
+        `current` (any, if `current` names none) that loads. Not newer ones: a nightly may
+        write a bundle it does not publish (its regression gate said no)."""
+        if self._pipeline is not None:
             return False
+        for older in reversed(list_versions(self.root)):
+            if refused is not None and older >= refused:
+                continue
+            if older not in self._refused and self._load(older):
+                log.warning("`current` (%s) refused; serving %s instead", refused, older)
+                return True
+        return False
 
     def _load(self, version: str) -> bool:
         """Swap to bundle `version` if it verifies, survives the probe and loads; False (and

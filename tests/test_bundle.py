@@ -117,3 +117,15 @@ def test_a_second_nightly_on_one_artifacts_root_is_refused_before_it_trains(tmp_
         run_nightly(config, show_progress=False)
     with pytest.raises(Exception, match="no-such-data"):  # free again: this run gets to the data
         run_nightly(config, show_progress=False)
+
+
+@pytest.mark.parametrize("pointer", ["../elsewhere", "/etc", "a/b", "..", ".staging-x", "a\\b"])
+def test_current_never_points_outside_the_artifacts_root(tmp_path, pointer):
+    root = tmp_path / "artifacts"
+    publish(root)
+    (tmp_path / "elsewhere").mkdir()
+    (root / CURRENT).write_text(pointer + "\n")
+    with pytest.raises(BundleError, match="not a bundle directory in"):
+        current_version(root)
+    with pytest.raises(BundleError, match="not a bundle directory in"):
+        open_current(root)

@@ -141,3 +141,13 @@ def test_a_bundle_whose_loader_crashes_is_refused_by_a_child_and_never_served(co
     assert starting.refresh() and starting.version == good  # not left with nothing to serve
     assert current_version(config_root(config)) == bad  # nothing on disk was changed
     assert not starting.refresh()  # `current` stays refused on later polls
+
+
+def test_a_current_pointing_outside_the_root_is_ignored_and_a_starting_worker_serves_the_last(
+    config,
+):
+    good = run_nightly(config, show_progress=False).manifest.version
+    (config_root(config) / "current").write_text("../../somewhere/else\n")
+    holder = BundleHolder(config)
+    assert holder.refresh() and holder.version == good
+    assert not holder.refresh()  # logged once; the pointer stays ignored
