@@ -5,7 +5,9 @@ Compiling a ranker takes seconds (LightGBM trees with lleaves: 1.6-5 s) to tens 
 is kept under a key of everything it depends on (model, compiler version, host CPU), so a
 second process, or a restart, loads it instead. A file is published atomically with its
 sha256 beside it: no process loads a half-written file, and a damaged one is built again
-rather than loaded as machine code. Processes that want the same file at once take turns
+rather than loaded as machine code. The checksum guards against accidents, not people: native
+code is loaded only from a directory and a file that this user owns and no one else may
+write. Processes that want the same file at once take turns
 (a file lock): one builds it, the others then load it. Nightly retraining makes new models
 every day, so only the most recently used KEEP_PER_KIND files of a kind are kept.
 """
@@ -16,6 +18,8 @@ import fcntl
 import hashlib
 import logging
 import os
+import stat
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,18 +49,37 @@ def cache_key(*parts: str | bytes) -> str:
 def cached_build(cached: Path, build: Callable[[Path], None], what: str) -> Path:
     """`cached`, intact: built first by `build(path)`, which must write a new file at
     `path` (same suffix as `cached`), when it is missing or does not match its checksum."""
+    cached.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not _private(cached.parent):
+        # The checksum beside a file guards against a torn write, not against a person:
+        # whoever may write the directory may replace both, and we would run their code.
+        private = Path(tempfile.mkdtemp(prefix="recsys-compiled-"))
+        log.warning(
+            "%s is writable by other users (or not ours): not loading native code from it; "
+            "building the %s in %s for this process (make the directory private: chmod 700)",
+            cached.parent,
+            what,
+            private,
+        )
+        cached = private / cached.name
     digest_file = cached.with_suffix(".sha256")
-    cached.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(cached.with_suffix(".lock")):
         if cached.is_file() and digest_file.is_file():
-            if sha256_file(cached) == digest_file.read_text().strip():
+            digest = digest_file.read_text().strip()
+            if not _private(cached):
+                log.warning("%s is writable by other users; building it again", cached)
+            elif sha256_file(cached) == digest:
                 os.utime(digest_file)  # "last used", for the pruning below
+                log.info("loading the %s %s (sha256 %s)", what, cached, digest[:16])
                 return cached
-            log.warning("%s %s does not match its checksum; building it again", what, cached)
+            else:
+                log.warning("%s %s does not match its checksum; building it again", what, cached)
         partial = cached.with_name(f"{cached.stem}.{os.getpid()}.partial{cached.suffix}")
         partial.unlink(missing_ok=True)  # some compilers write only where no file exists
         try:
             build(partial)
+            # whatever the umask, no one else may write it (or its load would refuse it)
+            os.chmod(partial, stat.S_IMODE(partial.stat().st_mode) & ~(stat.S_IWGRP | stat.S_IWOTH))
             _replace_text(digest_file, sha256_file(partial))
             os.replace(partial, cached)
         finally:
@@ -78,6 +101,12 @@ def _prune(cached: Path) -> None:
     for old in builds[KEEP_PER_KIND:]:
         for path in (old, old.with_suffix(".sha256"), old.with_suffix(".lock")):
             path.unlink(missing_ok=True)
+
+
+def _private(path: Path) -> bool:
+    """Owned by this process's user and writable by no one else."""
+    info = path.stat()
+    return info.st_uid == os.geteuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -63,3 +64,29 @@ def test_only_the_most_recently_used_files_of_a_kind_are_kept(tmp_path, monkeypa
     assert first.is_file() and third.is_file() and other_kind.is_file()
     assert not second.exists() and not second.with_suffix(".sha256").exists()
     assert not second.with_suffix(".lock").exists()
+
+
+def test_native_code_is_never_loaded_from_where_others_may_write(tmp_path, caplog) -> None:
+    """The checksum beside a file is no defence against a person who can replace both."""
+    builds = []
+
+    def build(partial: Path) -> None:
+        builds.append(partial)
+        partial.write_bytes(b"our machine code")
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    cached = shared / "forest-k.so"
+    assert cached_build(cached, build, "forest") == cached
+    forged = b"someone else's machine code"
+    cached.write_bytes(forged)
+    (shared / "forest-k.sha256").write_text(hashlib.sha256(forged).hexdigest())
+    os.chmod(cached, 0o666)  # a file others may write is not loaded...
+    assert cached_build(cached, build, "forest") == cached and len(builds) == 2
+    assert cached.read_bytes() == b"our machine code"
+    assert "writable by other users" in caplog.text
+    os.chmod(shared, 0o777)  # ...nor anything from a directory others may write
+    elsewhere = cached_build(cached, build, "forest")
+    assert elsewhere.parent != shared and len(builds) == 3
+    assert elsewhere.read_bytes() == b"our machine code"
+    assert not elsewhere.parent.stat().st_mode & 0o077  # a private directory of its own
