@@ -266,6 +266,9 @@ def _recommend(args: argparse.Namespace, config: Config) -> int:
         )
     cold = " (cold start)" if result.cold_start else ""
     print(f"user {args.user}{cold}, bundle {result.model_version}, request {result.request_id}")
+    if result.degraded:
+        dropped = ", ".join(f"{g} ({why})" for g, why in result.trace.dropped.items())
+        print(f"degraded: built without {dropped}")
     _print_items(result.items)
     return 0
 

@@ -75,6 +75,11 @@ class Recommendation:
     removed_by_filter: dict[str, int] = field(default_factory=dict)
     trace: Trace = field(default_factory=Trace)
 
+    @property
+    def degraded(self) -> bool:
+        """Built without some generators (late or failed): fewer sources than usual."""
+        return bool(self.trace.dropped)
+
 
 class RecommendPipeline:
     """One bundle's request pipeline; built once per bundle, shared by all requests."""

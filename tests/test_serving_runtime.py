@@ -95,6 +95,7 @@ def test_a_hung_generator_is_dropped_and_requests_answer_within_the_deadline(
                 latencies.append(time.perf_counter() - start)
                 assert len(result.items) == 10
                 assert all("quorum" not in item.sources for item in result.items)
+                assert result.degraded and result.trace.dropped == {"quorum": "deadline"}
         assert max(latencies) < 2.0  # no request waited for the hung generator's answer
         dropped = counter("recsys_generator_dropped_total", generator="quorum", reason="deadline")
         assert dropped - dropped_before == 40  # counted on every request it missed

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from protos.recsys.v1 import recommender_pb2 as pb
 from protos.recsys.v1 import recommender_pb2_grpc as pb_grpc
 from serving.events import Event
-from serving.pipeline import Recommendation, ScoredItem
+from serving.pipeline import Recommendation, ScoredItem, Trace
 
 
 def worker_addresses(address: str) -> list[str]:
@@ -147,6 +147,7 @@ class RecommenderClient:
             model_version=response.model_version,
             cold_start=response.cold_start,
             request_id=response.request_id,
+            trace=Trace(dropped=dict(_dropped(g) for g in response.dropped_generators)),
         )
 
     def rank(self, user_id: str, item_ids: Sequence[str]) -> list[ScoredItem]:
@@ -198,3 +199,9 @@ def _items(items: Sequence[pb.ScoredItem]) -> list[ScoredItem]:
         )
         for i in items
     ]
+
+
+def _dropped(entry: str) -> tuple[str, str]:
+    """'name: reason' of RecommendResponse.dropped_generators as (name, reason)."""
+    name, _, reason = entry.partition(": ")
+    return name, reason

@@ -135,6 +135,8 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                 model_version=result.model_version,
                 cold_start=result.cold_start,
                 request_id=request_id,
+                degraded=result.degraded,
+                dropped_generators=[f"{g}: {why}" for g, why in result.trace.dropped.items()],
             )
 
         return self._answer("Recommend", context, work, self.ranking_turns)
