@@ -203,6 +203,8 @@ class ServingConfig:
     max_k: int
     workers: int  # ranking calls (Recommend, Rank, SimilarItems) answered at a time
     side_threads: int  # handler threads beyond `workers`, for the other calls (LogEvents)
+    max_queued_calls: int  # ranking calls that may wait for a turn; more: RESOURCE_EXHAUSTED
+    max_concurrent_calls: int  # calls of any kind in a process; more: RESOURCE_EXHAUSTED
     generators: tuple[str, ...]
     filters: tuple[str, ...]
     candidate_budget: int  # per generator, unless generator_budgets names it
@@ -439,9 +441,11 @@ def _validate(config: Any, where: str) -> None:
         "segment_bytes",
         "session_items",
         "probe_timeout_seconds",
+        "max_concurrent_calls",
     }
     non_negative = {
         "hnsw_build_threads",
+        "max_queued_calls",
         "pctr_prior_strength",
         "gamma",
         "lambda_emb",

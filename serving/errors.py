@@ -15,6 +15,16 @@ class UnavailableError(RuntimeError):
     """No model bundle is loaded yet (-> UNAVAILABLE)."""
 
 
+class OverloadedError(RuntimeError):
+    """Too many calls already wait for their turn (-> RESOURCE_EXHAUSTED): refused at once,
+    so the caller can back off or go elsewhere instead of waiting past its deadline."""
+
+
+class LateError(RuntimeError):
+    """The call's deadline passed while it waited for its turn (-> DEADLINE_EXCEEDED): no
+    work is done for an answer nobody waits for."""
+
+
 def check_external_id(field: str, value: str) -> None:
     """An external user or item id from a caller: non-empty, printable, bounded."""
     if not value:

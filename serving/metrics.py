@@ -49,6 +49,11 @@ GENERATOR_DROPPED = Counter(
     "Generators left out of a request: missed the deadline or raised",
     ["generator", "reason"],
 )
+SHED = Counter(
+    "recsys_calls_shed",
+    "Ranking calls refused unworked: the queue was full, or their deadline passed in it",
+    ["reason"],
+)
 STAGE_CANDIDATES = Histogram(
     "recsys_candidates",
     "Items after each stage of Recommend (generated, filtered, returned)",

@@ -25,17 +25,28 @@ class Turns:
     def waiting(self) -> int:
         return len(self._waiting)
 
-    def __enter__(self) -> None:
+    def enter(self, max_waiting: int | None = None) -> bool:
+        """Take a slot, waiting in line if none is free; False at once, without one, when
+        `max_waiting` callers wait already. Leave with `leave()`."""
         with self._lock:
             if self._free:  # free slots only while nobody waits
                 self._free -= 1
-                return
+                return True
+            if max_waiting is not None and len(self._waiting) >= max_waiting:
+                return False
             turn = threading.Lock()
             turn.acquire()
             self._waiting.append(turn)
         turn.acquire()  # released by the holder that hands its slot over
+        return True
+
+    def __enter__(self) -> None:
+        self.enter()
 
     def __exit__(self, *exc: object) -> None:
+        self.leave()
+
+    def leave(self) -> None:
         with self._lock:
             if self._waiting:
                 self._waiting.popleft().release()

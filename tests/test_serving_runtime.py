@@ -11,6 +11,7 @@ import time
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
 from candidates.base import Candidates
@@ -233,8 +234,9 @@ class StuckDisk:
 def test_a_logevents_stuck_on_its_fsync_does_not_hold_recommends(
     ml_config, ml_nightly, tmp_path, side_threads
 ) -> None:
-    config = ml_config.replace(
-        serving={"side_threads": side_threads}, events={"log_dir": str(tmp_path)}
+    config = ml_config.replace(  # no queue: the pool is `workers` + `side_threads` threads
+        serving={"side_threads": side_threads, "max_queued_calls": 0},
+        events={"log_dir": str(tmp_path)},
     )
     running = start_server(config, watch=False)
     disk = StuckDisk(running.servicer.event_log)
@@ -259,4 +261,70 @@ def test_a_logevents_stuck_on_its_fsync_does_not_hold_recommends(
             assert logged.result().accepted == 1  # and it is still acknowledged, durably
     finally:
         disk.release.set()
+        running.stop()
+
+
+class HeldPipeline:
+    """The served pipeline behind a gate: each Recommend waits until the test lets it go."""
+
+    def __init__(self, holder) -> None:
+        self.real = holder.pipeline()
+        self.entered: list[str] = []
+        self.release = threading.Event()
+
+    def pipeline(self):
+        return self
+
+    def recommend(self, request):
+        self.entered.append(request.user_id)
+        self.release.wait()
+        return self.real.recommend(request)
+
+
+def test_overload_is_refused_at_once_and_health_and_logevents_still_answer(
+    ml_config, ml_nightly, tmp_path
+) -> None:
+    config = ml_config.replace(
+        serving={"workers": 1, "max_queued_calls": 1, "side_threads": 1},
+        events={"log_dir": str(tmp_path)},
+    )
+    running = start_server(config, watch=False)
+    held = HeldPipeline(running.holder)
+    running.servicer.holder = held
+    late_before = counter("recsys_calls_shed_total", reason="late")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = pb_grpc.RecommenderStub(channel)
+            working = stub.Recommend.future(pb.RecommendRequest(user_id="196", k=5), timeout=60)
+            until = time.monotonic() + 30
+            while not held.entered:  # the first call is at work (and holds the one turn)
+                assert time.monotonic() < until
+                time.sleep(0.01)
+            queued = stub.Recommend.future(pb.RecommendRequest(user_id="22", k=5), timeout=2)
+            while running.servicer.ranking_turns.waiting < 1:  # the second waits its turn
+                assert time.monotonic() < until
+                time.sleep(0.01)
+            with pytest.raises(grpc.RpcError) as refused:  # a third: the queue is full
+                stub.Recommend(pb.RecommendRequest(user_id="186", k=5), timeout=30)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "overloaded" in refused.value.details()
+            health = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            logged = stub.LogEvents(
+                pb.LogEventsRequest(events=[event("busy-user", "50", "view")]), timeout=5
+            )
+            assert logged.accepted == 1
+            with pytest.raises(grpc.RpcError) as expired:  # the queued one's deadline passes
+                queued.result()
+            assert expired.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            held.release.set()
+            assert len(working.result().items) == 5
+            while counter("recsys_calls_shed_total", reason="late") == late_before:
+                assert time.monotonic() < until + 30  # its turn came: refused, not worked on
+                time.sleep(0.01)
+            assert held.entered == ["196"]
+    finally:
+        held.release.set()
         running.stop()

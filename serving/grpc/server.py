@@ -29,7 +29,13 @@ from protos.recsys.v1 import recommender_pb2_grpc as pb_grpc
 from ranking.compiled_dlrm import stop_builds
 from recsys.config import Config
 from serving import metrics
-from serving.errors import NotFoundError, RequestError, UnavailableError
+from serving.errors import (
+    LateError,
+    NotFoundError,
+    OverloadedError,
+    RequestError,
+    UnavailableError,
+)
 from serving.events import Event, EventLog, EventLogTail, validate_events
 from serving.fanout import GeneratorFanout
 from serving.holder import BundleHolder
@@ -44,6 +50,8 @@ STATUS_OF = {
     RequestError: grpc.StatusCode.INVALID_ARGUMENT,
     NotFoundError: grpc.StatusCode.NOT_FOUND,
     UnavailableError: grpc.StatusCode.UNAVAILABLE,
+    OverloadedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    LateError: grpc.StatusCode.DEADLINE_EXCEEDED,
     OSError: grpc.StatusCode.UNAVAILABLE,  # the event log's disk; the caller may retry
 }
 Reply = TypeVar("Reply")
@@ -202,8 +210,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         try:
             if turns is None:
                 return work()
-            with turns:
-                return work()
+            return self._in_turn(turns, context, work)
         except Exception as err:
             code, message = _status_of(err)
             context.abort(code, message)
@@ -211,6 +218,23 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             self.calls.end()
             metrics.child(metrics.REQUESTS, method, code.name).inc()
             metrics.child(metrics.REQUEST_SECONDS, method).observe(time.perf_counter() - start)
+
+    def _in_turn(self, turns: Turns, context: grpc.ServicerContext, work: Callable[[], Reply]):
+        """`work` in its turn. Admission control: at most serving.max_queued_calls wait
+        (each holds a handler thread, and the threads beyond them stay free for LogEvents
+        and health checks); a call whose deadline passed in the queue is not worked on."""
+        queued = self.config.serving.max_queued_calls
+        if not turns.enter(max_waiting=queued):
+            metrics.child(metrics.SHED, "queue_full").inc()
+            raise OverloadedError(f"overloaded: {queued} calls already wait; retry later")
+        try:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                metrics.child(metrics.SHED, "late").inc()
+                raise LateError("the deadline passed while the call waited for its turn")
+            return work()
+        finally:
+            turns.leave()
 
 
 @dataclass(frozen=True)
@@ -357,9 +381,14 @@ def start_server(
     sessions.catch_up()  # sessions survive a restart: the log is replayed
     server = grpc.server(
         futures.ThreadPoolExecutor(
-            max_workers=config.serving.workers + config.serving.side_threads
+            max_workers=config.serving.workers
+            + config.serving.max_queued_calls
+            + config.serving.side_threads
         ),
         options=[("grpc.so_reuseport", 1)],  # several processes may share the port
+        # calls beyond this are refused (RESOURCE_EXHAUSTED) before their messages are read:
+        # memory stays bounded by this many requests of at most grpc's 4 MB each
+        maximum_concurrent_rpcs=config.serving.max_concurrent_calls,
     )
     servicer = RecommenderServicer(holder, event_log, sessions, config)
     add_servicer(servicer, server)
