@@ -154,6 +154,14 @@ def _parser() -> argparse.ArgumentParser:
         "--wait", type=float, default=0.0, help="seconds to wait for the server to come up"
     )
     health.set_defaults(run=_health)
+
+    token = sub.add_parser(
+        "token",
+        parents=[common],
+        help="make a bearer token: prints it, and the line for serving.tokens_file",
+    )
+    token.add_argument("role", choices=("read", "write"), help="write may also LogEvents")
+    token.set_defaults(run=_token)
     return parser
 
 
@@ -248,10 +256,21 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _token(args: argparse.Namespace, config: Config) -> int:
+    from serving.grpc.auth import new_token
+
+    token, line = new_token(args.role)
+    print(f"token (give it to the client; it is not stored anywhere): {token}")
+    print(f"line for serving.tokens_file: {line}")
+    return 0
+
+
 def _client(config: Config):
     from serving.grpc.client import RecommenderClient
 
-    return RecommenderClient(f"{config.serving.host}:{config.serving.port}")
+    token_file = config.serving.client_token_file
+    token = Path(token_file).read_text().strip() if token_file else None
+    return RecommenderClient(f"{config.serving.host}:{config.serving.port}", token=token)
 
 
 def _recommend(args: argparse.Namespace, config: Config) -> int:

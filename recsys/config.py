@@ -222,6 +222,8 @@ class ServingConfig:
     worker_ports: bool  # each worker also listens on a port of its own
     metrics_port: int  # Prometheus /metrics on host:metrics_port; 0 = off
     log_format: str  # "json" (one object per line, with request_id) or "text"
+    tokens_file: str  # "" = no authentication; else role + sha256 per token (grpc/auth.py)
+    client_token_file: str  # the token the CLI's client commands send ("" = none)
     drain_seconds: float  # on SIGTERM, in-flight calls get this long to finish
 
     def budget_of(self, generator: str) -> int:

@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from protos.recsys.v1 import recommender_pb2 as pb
 from protos.recsys.v1 import recommender_pb2_grpc as pb_grpc
 from serving.events import Event
+from serving.grpc.auth import bearer
 from serving.pipeline import Recommendation, ScoredItem, Trace
 
 
@@ -77,9 +78,10 @@ class RecommenderClient:
     """Calls one server ("host:port"), or several workers ("ip:port1,port2,...": each call
     goes to the one with the fewest calls in flight, `LeastOutstanding`)."""
 
-    def __init__(self, address: str, timeout: float = 5.0) -> None:
+    def __init__(self, address: str, timeout: float = 5.0, token: str | None = None) -> None:
         self.address = address
         self.timeout = timeout
+        self.metadata = bearer(token) if token else None  # serving.tokens_file on the server
         self.channels = [grpc.insecure_channel(a) for a in worker_addresses(address)]
         self.stubs = [pb_grpc.RecommenderStub(channel) for channel in self.channels]
         self.health_stubs = [health_pb2_grpc.HealthStub(channel) for channel in self.channels]
@@ -184,7 +186,9 @@ class RecommenderClient:
     def _call(self, method: str, request):
         with self.picker.call() as worker:
             stubs = self.health_stubs if method == "Check" else self.stubs
-            return getattr(stubs[worker], method)(request, timeout=self.timeout)
+            return getattr(stubs[worker], method)(
+                request, timeout=self.timeout, metadata=self.metadata
+            )
 
 
 def _items(items: Sequence[pb.ScoredItem]) -> list[ScoredItem]:

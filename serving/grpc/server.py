@@ -38,6 +38,7 @@ from serving.errors import (
 )
 from serving.events import Event, EventLog, EventLogTail, validate_events
 from serving.fanout import GeneratorFanout
+from serving.grpc.auth import TokenAuth, read_tokens
 from serving.holder import BundleHolder
 from serving.pipeline import RecommendRequest, ScoredItem
 from serving.sessions import Session, SessionStore
@@ -345,6 +346,13 @@ class RunningServer:
         )
 
 
+def _interceptors(config: Config) -> list[grpc.ServerInterceptor]:
+    """Token checks when serving.tokens_file names a file (a malformed one stops the start)."""
+    if not config.serving.tokens_file:
+        return []
+    return [TokenAuth(read_tokens(config.serving.tokens_file))]
+
+
 def _set_health(servicer: health.HealthServicer, status: int) -> None:
     for name in ("", SERVICE_NAME):  # the server as a whole, and the Recommender service
         servicer.set(name, status)
@@ -385,6 +393,7 @@ def start_server(
             + config.serving.max_queued_calls
             + config.serving.side_threads
         ),
+        interceptors=_interceptors(config),
         options=[("grpc.so_reuseport", 1)],  # several processes may share the port
         # calls beyond this are refused (RESOURCE_EXHAUSTED) before their messages are read:
         # memory stays bounded by this many requests of at most grpc's 4 MB each

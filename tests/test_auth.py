@@ -1,0 +1,86 @@
+"""Bearer tokens over a real gRPC server: reading lists and writing events are separate
+rights, and health checks stay open."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+
+from recsys.cli import main
+from serving.events import Event
+from serving.grpc.auth import new_token, read_tokens, token_digest
+from serving.grpc.client import RecommenderClient
+from serving.grpc.server import start_server
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory):
+    reader, read_line = new_token("read")
+    writer, write_line = new_token("write")
+    path = tmp_path_factory.mktemp("auth") / "tokens"
+    path.write_text(f"# who may call\n{read_line}\n{write_line}  # the event feed\n")
+    return {"read": reader, "write": writer, "file": path}
+
+
+@pytest.fixture(scope="module")
+def locked(ml_config, ml_nightly, tokens, tmp_path_factory):
+    config = ml_config.replace(
+        serving={"tokens_file": str(tokens["file"])},
+        events={"log_dir": str(tmp_path_factory.mktemp("events"))},
+    )
+    running = start_server(config, watch=False)
+    yield f"127.0.0.1:{running.port}"
+    running.stop(grace=0)
+
+
+def purchase(user: str) -> Event:
+    return Event(user, "50", "purchase", 1.0, int(time.time()))
+
+
+@pytest.mark.parametrize("token", [None, "guessed", ""])
+def test_no_valid_token_reads_nothing(locked, token):
+    with RecommenderClient(locked, token=token) as client, pytest.raises(grpc.RpcError) as no:
+        client.recommend("196", 5)
+    assert no.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_read_token_reads_but_may_not_write_events(locked, tokens):
+    with RecommenderClient(locked, token=tokens["read"]) as client:
+        assert len(client.recommend("196", 5).items) == 5
+        assert len(client.similar_items("50", 3)) == 3
+        with pytest.raises(grpc.RpcError) as denied:
+            client.log_events([purchase("196")])
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_write_token_writes_events_and_health_needs_none(locked, tokens):
+    with RecommenderClient(locked, token=tokens["write"]) as client:
+        assert client.log_events([purchase("196")]) == 1
+    with RecommenderClient(locked) as anyone:  # load balancers check health without one
+        assert anyone.health() == "SERVING"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("admin " + "a" * 64, "line 1: expected"),
+        ("read not-a-digest", "line 1: expected"),
+        ("# only a comment\n", "holds no token"),
+    ],
+)
+def test_a_bad_tokens_file_is_refused_naming_the_line(tmp_path, text, message):
+    path = tmp_path / "tokens"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        read_tokens(path)
+
+
+def test_recsys_token_prints_a_token_and_the_line_that_admits_it(tmp_path, capsys):
+    assert main(["token", "write"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    token = out[0].rsplit(" ", 1)[1]
+    line = out[1].split(": ", 1)[1]
+    (tmp_path / "tokens").write_text(line + "\n")
+    assert read_tokens(tmp_path / "tokens") == {token_digest(token): "write"}
