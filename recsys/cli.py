@@ -267,10 +267,18 @@ def _token(args: argparse.Namespace, config: Config) -> int:
 
 def _client(config: Config):
     from serving.grpc.client import RecommenderClient
+    from serving.grpc.tls import channel_credentials
 
     token_file = config.serving.client_token_file
     token = Path(token_file).read_text().strip() if token_file else None
-    return RecommenderClient(f"{config.serving.host}:{config.serving.port}", token=token)
+    credentials = channel_credentials(
+        config.serving.client_tls_ca_file,
+        config.serving.client_tls_cert_file,
+        config.serving.client_tls_key_file,
+    )
+    return RecommenderClient(
+        f"{config.serving.host}:{config.serving.port}", token=token, credentials=credentials
+    )
 
 
 def _recommend(args: argparse.Namespace, config: Config) -> int:

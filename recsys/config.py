@@ -224,6 +224,12 @@ class ServingConfig:
     log_format: str  # "json" (one object per line, with request_id) or "text"
     tokens_file: str  # "" = no authentication; else role + sha256 per token (grpc/auth.py)
     client_token_file: str  # the token the CLI's client commands send ("" = none)
+    tls_cert_file: str  # PEM certificate chain; "" = plaintext (loopback only)
+    tls_key_file: str  # its PEM private key
+    tls_client_ca_file: str  # PEM CA that client certificates must chain to: mutual TLS
+    client_tls_ca_file: str  # the CLI's clients: the CA the server's certificate chains to
+    client_tls_cert_file: str  # and, for mutual TLS, their own certificate and key
+    client_tls_key_file: str
     drain_seconds: float  # on SIGTERM, in-flight calls get this long to finish
 
     def budget_of(self, generator: str) -> int:

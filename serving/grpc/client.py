@@ -78,11 +78,22 @@ class RecommenderClient:
     """Calls one server ("host:port"), or several workers ("ip:port1,port2,...": each call
     goes to the one with the fewest calls in flight, `LeastOutstanding`)."""
 
-    def __init__(self, address: str, timeout: float = 5.0, token: str | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        timeout: float = 5.0,
+        token: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        """`token`: for a server with serving.tokens_file; `credentials`: for one that
+        speaks TLS (serving.grpc.tls.channel_credentials)."""
         self.address = address
         self.timeout = timeout
-        self.metadata = bearer(token) if token else None  # serving.tokens_file on the server
-        self.channels = [grpc.insecure_channel(a) for a in worker_addresses(address)]
+        self.metadata = bearer(token) if token else None
+        self.channels = [
+            grpc.insecure_channel(a) if credentials is None else grpc.secure_channel(a, credentials)
+            for a in worker_addresses(address)
+        ]
         self.stubs = [pb_grpc.RecommenderStub(channel) for channel in self.channels]
         self.health_stubs = [health_pb2_grpc.HealthStub(channel) for channel in self.channels]
         self.picker = LeastOutstanding(len(self.channels))

@@ -39,6 +39,7 @@ from serving.errors import (
 from serving.events import Event, EventLog, EventLogTail, validate_events
 from serving.fanout import GeneratorFanout
 from serving.grpc.auth import TokenAuth, read_tokens
+from serving.grpc.tls import server_credentials
 from serving.holder import BundleHolder
 from serving.pipeline import RecommendRequest, ScoredItem
 from serving.sessions import Session, SessionStore
@@ -353,6 +354,16 @@ def _interceptors(config: Config) -> list[grpc.ServerInterceptor]:
     return [TokenAuth(read_tokens(config.serving.tokens_file))]
 
 
+def _listen(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    return port
+
+
 def _set_health(servicer: health.HealthServicer, status: int) -> None:
     for name in ("", SERVICE_NAME):  # the server as a whole, and the Recommender service
         servicer.set(name, status)
@@ -410,12 +421,10 @@ def start_server(
         ),
         server,
     )
-    address = f"{config.serving.host}:{config.serving.port}"
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"cannot listen on {address}")
-    if own_port is not None and not server.add_insecure_port(f"{config.serving.host}:{own_port}"):
-        raise OSError(f"cannot listen on {config.serving.host}:{own_port}")
+    credentials = server_credentials(config.serving)  # None: plaintext
+    port = _listen(server, f"{config.serving.host}:{config.serving.port}", credentials)
+    if own_port is not None:
+        _listen(server, f"{config.serving.host}:{own_port}", credentials)
     server.start()
     stop_watching = threading.Event()
     watcher = holder.watch(stop_watching) if watch else None
