@@ -135,10 +135,26 @@ class GBDTRanker:
         booster keeps predicting and the reason is logged: serving slower beats not serving."""
         ranker = GBDTRanker(self.booster, self.feature_names, self.objective, self.curve)
         try:
-            ranker._raw_scores = compile_forest(self.booster.model_to_string(), cache_dir)
+            compiled = compile_forest(self.booster.model_to_string(), cache_dir)
+            probe = _probe_rows(len(self.feature_names))
+            # compared as served, in float32 (float64 sums may differ in the last bit)
+            expected = np.asarray(self._raw_scores(probe), dtype=np.float32)
+            got = np.asarray(compiled(probe), dtype=np.float32)
         except Exception as error:  # an optional speed-up must never refuse a good bundle
             log.warning("lightgbm: serving without compiled trees: %s", error)
             return ranker
+        # The machine code comes from a cache on disk: it must be this model's, whatever
+        # its checksum file says (a swapped forest once changed rankings for 17 of 40 users)
+        if not np.array_equal(expected, got):
+            log.error(
+                "lightgbm: compiled trees disagree with the model on %d of %d probe rows; "
+                "serving the model's own trees",
+                int(np.sum(expected != got)),
+                len(probe),
+            )
+            return ranker
+        log.info("lightgbm: compiled trees match the model on %d probe rows", len(probe))
+        ranker._raw_scores = compiled
         ranker.variant = "compiled"
         return ranker
 
@@ -200,6 +216,17 @@ class GBDTRanker:
                 f"{model_path} has {booster.num_trees()} trees, {meta_path} says {num_trees}"
             )
         return cls(booster, names, objective, curve)
+
+
+def _probe_rows(features: int, rows: int = 256) -> np.ndarray:
+    """Rows that walk many paths of any forest: values over several magnitudes, both signs,
+    zeros and a tenth missing (NaN takes each split's learned default branch)."""
+    rng = np.random.default_rng(0)
+    scale = 10.0 ** rng.integers(-2, 5, size=(rows, features))
+    probe = (rng.standard_normal((rows, features)) * scale).astype(np.float32)
+    probe[rng.random((rows, features)) < 0.1] = 0.0
+    probe[rng.random((rows, features)) < 0.1] = np.nan
+    return probe
 
 
 def _params(config: LightGBMConfig, num_threads: int) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -209,4 +210,20 @@ def test_compile_failure_keeps_the_booster(lambdarank, frames, monkeypatch, capl
     ranker = lambdarank.compiled()
     assert ranker.variant == "booster"
     assert "no LLVM here" in caplog.text
+    np.testing.assert_array_equal(ranker.predict(frames[1]), lambdarank.predict(frames[1]))
+
+
+def test_compiled_trees_that_are_not_this_models_are_not_served(
+    lambdarank, binary, frames, tmp_path, caplog
+):
+    """The cache's checksum file only says the machine code is whole, not whose it is."""
+    lambdarank.compiled(tmp_path / "ours")
+    binary.compiled(tmp_path / "theirs")
+    ours = next((tmp_path / "ours").glob("forest-*.o"))
+    theirs = next((tmp_path / "theirs").glob("forest-*.o")).read_bytes()
+    ours.write_bytes(theirs)  # another model's machine code, with a checksum that agrees
+    ours.with_suffix(".sha256").write_text(hashlib.sha256(theirs).hexdigest())
+    ranker = lambdarank.compiled(tmp_path / "ours")
+    assert ranker.variant == "booster"
+    assert "compiled trees disagree with the model" in caplog.text
     np.testing.assert_array_equal(ranker.predict(frames[1]), lambdarank.predict(frames[1]))
