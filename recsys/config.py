@@ -220,7 +220,9 @@ class ServingConfig:
     generator_chains: int  # pool threads one request's generators are dealt over
     pin_cpus: bool  # each worker process stays on its own CPU
     worker_ports: bool  # each worker also listens on a port of its own
-    metrics_port: int  # Prometheus /metrics on host:metrics_port; 0 = off
+    metrics_port: int  # Prometheus /metrics on metrics_host:metrics_port; 0 = off
+    metrics_host: str  # the metrics' own interface (e.g. an internal one)
+    reflection: bool  # gRPC server reflection (grpcurl lists the API); false hides it
     log_format: str  # "json" (one object per line, with request_id) or "text"
     tokens_file: str  # "" = no authentication; else role + sha256 per token (grpc/auth.py)
     client_token_file: str  # the token the CLI's client commands send ("" = none)

@@ -7,6 +7,9 @@ import time
 
 import grpc
 import pytest
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 
 from recsys.cli import main
 from serving.events import Event
@@ -27,7 +30,7 @@ def tokens(tmp_path_factory):
 @pytest.fixture(scope="module")
 def locked(ml_config, ml_nightly, tokens, tmp_path_factory):
     config = ml_config.replace(
-        serving={"tokens_file": str(tokens["file"])},
+        serving={"tokens_file": str(tokens["file"]), "reflection": False},
         events={"log_dir": str(tmp_path_factory.mktemp("events"))},
     )
     running = start_server(config, watch=False)
@@ -60,6 +63,9 @@ def test_a_write_token_writes_events_and_health_needs_none(locked, tokens):
         assert client.log_events([purchase("196")]) == 1
     with RecommenderClient(locked) as anyone:  # load balancers check health without one
         assert anyone.health() == "SERVING"
+        with pytest.raises(grpc.RpcError) as hidden:  # and reflection is off here
+            ProtoReflectionDescriptorDatabase(anyone.channels[0]).get_services()
+    assert hidden.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 @pytest.mark.parametrize(

@@ -413,14 +413,15 @@ def start_server(
     servicer = RecommenderServicer(holder, event_log, sessions, config)
     add_servicer(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            SERVICE_NAME,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
+    if config.serving.reflection:  # lets grpcurl list the API; off where it should not show
+        reflection.enable_server_reflection(
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
     credentials = server_credentials(config.serving)  # None: plaintext
     port = _listen(server, f"{config.serving.host}:{config.serving.port}", credentials)
     if own_port is not None:

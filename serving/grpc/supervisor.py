@@ -58,7 +58,7 @@ def _single(config: Config) -> None:
     from serving.grpc.server import serve_in_process
 
     if config.serving.metrics_port:
-        metrics.serve_metrics(config.serving.host, config.serving.metrics_port)
+        metrics.serve_metrics(config.serving.metrics_host, config.serving.metrics_port)
 
     def ready(running) -> None:
         _announce(config, running.port, 1, running.holder.version)
@@ -114,7 +114,9 @@ class Supervisor:
             if self.config.serving.metrics_port:
                 from serving import metrics  # after the env var: multiprocess mode
 
-                metrics.serve_metrics(self.config.serving.host, self.config.serving.metrics_port)
+                metrics.serve_metrics(
+                    self.config.serving.metrics_host, self.config.serving.metrics_port
+                )
             _announce(self.config, port, self.processes, versions[0], self.own_ports)
             watcher = threading.Thread(target=self._restart_dead, name="worker-watch", daemon=True)
             watcher.start()
