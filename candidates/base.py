@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -11,7 +14,13 @@ import scipy.sparse as sp
 
 from pipelines.idmap import IdMap
 
+log = logging.getLogger(__name__)
+
 NO_ITEMS = np.empty(0, dtype=np.int64)
+# TrainingData.newest_time: a tail of at most this share of the events, lying more than the
+# gap beyond the rest, is not the data's "now"
+OUTLIER_SHARE = 1e-3
+OUTLIER_GAP_SECONDS = 7 * 86400
 T = TypeVar("T")
 
 
@@ -143,9 +152,28 @@ class TrainingData:
     user_region: np.ndarray  # int32 per user: index into region_names, -1 if unknown
     region_names: tuple[str, ...]
 
-    @property
+    @functools.cached_property
     def newest_time(self) -> int:
-        return int(self.event_times.max()) if len(self.event_times) else 0
+        """The data's "now", where windows (tops, trends, ages) end: the newest event,
+        unless a thin tail of events lies far beyond the rest (one event stamped today in a
+        1998 log, a clock gone wrong). Then the newest event within OUTLIER_GAP_SECONDS of
+        the 99.9th percentile: one stray event must not empty every windowed top."""
+        if not len(self.event_times):
+            return 0
+        times = np.sort(self.event_times)
+        bulk = times[int(np.ceil((1 - OUTLIER_SHARE) * len(times))) - 1]
+        now = int(times[np.searchsorted(times, bulk + OUTLIER_GAP_SECONDS, side="right") - 1])
+        if now < times[-1]:
+            ahead = int(np.count_nonzero(times > now))
+            log.warning(
+                "%d events lie more than %d days beyond the rest of the data (newest %s); "
+                "windows end at %s instead",
+                ahead,
+                OUTLIER_GAP_SECONDS // 86400,
+                _utc(int(times[-1])),
+                _utc(now),
+            )
+        return now
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -175,3 +203,7 @@ def top_k_batch(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None
     if take < k:
         ids = np.pad(ids, ((0, 0), (0, k - take)), constant_values=-1)
     return ids
+
+
+def _utc(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M")

@@ -324,3 +324,19 @@ def test_item_stats_hold_every_global_metric_for_every_item(model):
         row = model.item_stats[names.index(f"{metric}_{window_label(window)}")]
         np.testing.assert_allclose(row[ids], scores, rtol=1e-6)  # the list is a view of the row
     assert "trending_all" not in names
+
+
+def test_one_stray_event_far_ahead_does_not_empty_the_windowed_tops(caplog):
+    dataset = generate_synthetic(300, 200, 6_000, n_categories=8, seed=3)
+    config = load_config().replace(tops={"windows_days": [7], "depth": 1000})
+    clean = TopsModel.fit(build_training_data(dataset, config), config)
+    events = dataset.events
+    stray = events.iloc[[0]].assign(timestamp=int(events["timestamp"].max()) + 400 * DAY)
+    with_stray = dataset.with_events(pd.concat([events, stray], ignore_index=True))
+    data = build_training_data(with_stray, config)
+    assert data.newest_time == int(events["timestamp"].max())  # the rest's newest event
+    assert "1 events lie more than 7 days beyond the rest" in caplog.text
+    model = TopsModel.fit(data, config)
+    expected, _ = clean.top("clicks", 7)
+    got, _ = model.top("clicks", 7)
+    assert len(expected) > 0 and got.tolist() == expected.tolist()
