@@ -96,9 +96,9 @@ def format_quality_report(result: QualityResult, title: str) -> str:
     lines += ["", "## Stage gate (nightly's validation, per training protocol)", ""]
     for protocol, gate in result.gates.items():
         counts = result.requests.get(protocol, {})
+        training = ", ".join(f"{v} {k}" for k, v in counts.items()) or "none (no stage kept)"
         lines.append(
-            f"- {protocol}: kept {list(gate.kept) or 'no ranker'}; ranker training: "
-            + ", ".join(f"{v} {k}" for k, v in counts.items())
+            f"- {protocol}: kept {list(gate.kept) or 'no ranker'}; ranker training: {training}"
         )
         for decision in gate.decisions:
             state = "kept" if decision.kept else "dropped"
@@ -109,10 +109,13 @@ def format_quality_report(result: QualityResult, title: str) -> str:
 def _summary_table(result: QualityResult) -> list[str]:
     """NDCG@10 of every model on every protocol and split, one row per model."""
     columns = [(e.protocol, e.split) for e in result.evaluations]
-    models = list(dict.fromkeys(m for e in result.evaluations for m in e.metrics))
+    # the served rows first, in cascade order, even where one protocol's gate dropped a stage
+    served = [m for e in result.evaluations for m in e.served]
+    models = list(dict.fromkeys([*served, *(m for e in result.evaluations for m in e.metrics)]))
     lines = [
         "NDCG@10 (mean ± standard error over users); `served:` rows are the real pipeline "
-        "and cascade with the bundle's config, the last of them the final list.",
+        "and cascade with the bundle's config, the last of them in each column its final "
+        "list (— where that protocol's stage gate dropped the stage).",
         "",
         "| model | " + " | ".join(f"{p} {s}" for p, s in columns) + " |",
         "|---|" + "---:|" * len(columns),

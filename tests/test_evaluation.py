@@ -138,6 +138,10 @@ def test_quality_report_has_every_model_on_every_protocol(shop, tmp_path):
     out = write_quality_report(result, tmp_path, "shop")
     text = (out / "report.md").read_text()
     assert "| last-item kNN |" in text and "ndcg_at_10.png" in text and "Stage gate" in text
+    summary = text.split("\n## ")[0]
+    rows = [line.split(" | ")[0][2:] for line in summary.splitlines() if line.startswith("| ")]
+    served = [row for row in rows if row.startswith("served")]
+    assert rows[1 : 1 + len(served)] == served  # after the header, served rows come first
     assert (out / "ndcg_at_10.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
