@@ -7,6 +7,11 @@ sender, so queueing shows up in the latencies instead of hiding in a lower rate)
 measures each latency from the request's *scheduled* time. It prints achieved RPS and
 p50/p95/p99 per rate, and the highest rate held with p99 under 100 ms.
 
+With `--probe`, every rate also sends a health check and a one-event `LogEvents` to each
+worker every 50 ms and samples the workers' RSS: what overload does to the calls that must
+always answer (issue "Hardening": health within 100 ms and LogEvents p99 < 100 ms at twice
+the saturation rate, RSS < 1.5x idle). `--rates 100,500,100` shows the recovery after.
+
 With `--swap`, a quarter into the last rate a copy of the current bundle is published as
 a new version: a real hot swap under load (each worker verifies, loads and warms it up
 beside the calls it answers). The copy is removed and `current` restored afterwards.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -37,6 +43,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 from bench_serving import free_port
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from shop_scale import add_shop_size_arguments
 
 from pipelines.nightly import run_nightly
@@ -78,6 +85,11 @@ def main() -> None:
     parser.add_argument("--cold-share", type=float, default=0.1)
     parser.add_argument(
         "--swap", action="store_true", help="publish a new bundle during the last rate"
+    )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="health checks, LogEvents and worker RSS alongside each rate",
     )
     parser.add_argument(
         "--set",
@@ -252,7 +264,12 @@ async def _drive(
         if swap_to is not None and i == len(rates) - 1:  # off the event loop: it hashes
             swap = threading.Timer(args.seconds / 4, set_current, swap_to)
             swap.start()
+        probing = _Probe(addresses, server_pid) if args.probe else None
+        probe_task = asyncio.create_task(probing.run()) if probing else None
         row = await _at_rate(stubs, picker, request, rate, args.seconds)
+        if probing is not None:
+            probing.stop.set()
+            row["probe"] = await probe_task
         if swap is not None:
             swap.join()
             row["swapped"] = _workers_serving(metrics_url, swap_to[1])
@@ -282,6 +299,8 @@ async def _drive(
             flush=True,
         )
         print("  " + _stage_breakdown(stages_before, _server_seconds(metrics_url)), flush=True)
+        if "probe" in row:
+            print("  " + row["probe"]["line"], flush=True)
         if row["p99"] > 1000:  # far past saturation: higher rates only queue
             break
     for channel in channels:
@@ -332,6 +351,89 @@ async def _at_rate(
         "late_p99": float(np.percentile(np.asarray(lateness) * 1000, 99)),
         "errors": errors,
     }
+
+
+class _Probe:
+    """Health checks and LogEvents to every worker's own port every PERIOD seconds, and the
+    workers' RSS, while a rate runs."""
+
+    PERIOD = 0.05
+
+    def __init__(self, addresses: list[str], server_pid: int) -> None:
+        self.channels = [grpc.aio.insecure_channel(a) for a in addresses]
+        self.server_pid = server_pid
+        self.stop = asyncio.Event()
+        self.idle_rss = _workers_rss(server_pid)  # before this rate's load
+
+    async def run(self) -> dict:
+        health = [health_pb2_grpc.HealthStub(c) for c in self.channels]
+        stubs = [pb_grpc.RecommenderStub(c) for c in self.channels]
+        checks: list[float] = []
+        logs: list[float] = []
+        failed: dict[str, int] = {}
+        peak = dict(self.idle_rss)
+
+        async def timed(call, into: list[float]) -> None:
+            start = time.perf_counter()
+            try:
+                await call
+                into.append(time.perf_counter() - start)
+            except grpc.aio.AioRpcError as err:
+                failed[err.code().name] = failed.get(err.code().name, 0) + 1
+
+        sent = []
+        n = 0
+        while not self.stop.is_set():
+            for worker in range(len(self.channels)):
+                event = pb.Event(
+                    user_id=f"probe-{n}", item_id="1", event_type="view", value=1.0,
+                    timestamp=int(time.time()),
+                )  # fmt: skip
+                sent.append(asyncio.create_task(timed(
+                    health[worker].Check(health_pb2.HealthCheckRequest(), timeout=5.0), checks
+                )))  # fmt: skip
+                sent.append(asyncio.create_task(timed(
+                    stubs[worker].LogEvents(pb.LogEventsRequest(events=[event]), timeout=5.0),
+                    logs,
+                )))  # fmt: skip
+                n += 1
+            for pid, rss in _workers_rss(self.server_pid).items():
+                peak[pid] = max(peak.get(pid, 0), rss)
+            with contextlib.suppress(TimeoutError):  # the period passed: send the next round
+                await asyncio.wait_for(self.stop.wait(), self.PERIOD)
+        await asyncio.gather(*sent)
+        for channel in self.channels:
+            await channel.close()
+        check_ms = np.asarray(checks or [np.nan]) * 1000
+        log_ms = np.asarray(logs or [np.nan]) * 1000
+        growth = max(
+            (peak[pid] / self.idle_rss[pid] for pid in self.idle_rss if self.idle_rss[pid]),
+            default=float("nan"),
+        )
+        line = (
+            f"probe: health p99 {np.percentile(check_ms, 99):.1f} ms, max "
+            f"{check_ms.max():.1f} ms ({len(checks)} answered); LogEvents p99 "
+            f"{np.percentile(log_ms, 99):.1f} ms ({len(logs)} answered); failed {failed}; "
+            f"worker RSS peak / before {growth:.2f}x "
+            f"({max(peak.values(), default=0) / 2**20:.0f} MB)"
+        )
+        return {"health_p99": float(np.percentile(check_ms, 99)), "line": line}
+
+
+def _workers_rss(root: int) -> dict[int, int]:
+    """Resident bytes of each child of `root` (the workers)."""
+    rss = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if int(fields.get("PPid", "0").strip()) == root and "VmRSS" in fields:
+            rss[int(entry)] = int(fields["VmRSS"].split()[0]) * 1024
+    return rss
 
 
 _SECONDS_SAMPLE = re.compile(
