@@ -42,8 +42,11 @@ class DataError(ValueError):
     """Input data is malformed; the message says where (file, row, column) and what."""
 
 
-def load_dataset_dir(directory: str | Path) -> Dataset:
-    """Read events, items and (optionally) users from `directory`, validating everything."""
+def load_dataset_dir(
+    directory: str | Path, max_clock_skew_seconds: int = MAX_CLOCK_SKEW_SECONDS
+) -> Dataset:
+    """Read events, items and (optionally) users from `directory`, validating everything
+    (events stamped more than `max_clock_skew_seconds` after now are refused)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(f"data directory not found: {directory}")
@@ -52,7 +55,7 @@ def load_dataset_dir(directory: str | Path) -> Dataset:
     users_path = _find(directory, "users", required=False)
 
     items_frame = _read(items_path, REQUIRED_ITEM_COLUMNS)
-    events = validate_events(_read(events_path, EVENT_COLUMNS), events_path)
+    events = validate_events(_read(events_path, EVENT_COLUMNS), events_path, max_clock_skew_seconds)
     items = validate_items(items_frame, items_path, events)
     unknown = ~events["item_id"].isin(items["item_id"])
     if unknown.any():
@@ -70,16 +73,20 @@ def load_dataset_dir(directory: str | Path) -> Dataset:
     return Dataset(events=normalize_events(events), items=items, users=users, name=directory.name)
 
 
-def load_events_file(path: str | Path) -> pd.DataFrame:
+def load_events_file(
+    path: str | Path, max_clock_skew_seconds: int = MAX_CLOCK_SKEW_SECONDS
+) -> pd.DataFrame:
     """Events from one CSV, Parquet or JSONL file, validated and in file order: row i of the
     answer is row i of the file (see `row_location`), so a later error can name its line."""
     path = Path(path)
     if path.suffix not in EVENT_FILE_SUFFIXES:
         raise DataError(f"{path}: expected a {', '.join(EVENT_FILE_SUFFIXES)} file")
-    return validate_events(_read(path, EVENT_COLUMNS), path)
+    return validate_events(_read(path, EVENT_COLUMNS), path, max_clock_skew_seconds)
 
 
-def validate_events(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+def validate_events(
+    frame: pd.DataFrame, path: Path, max_clock_skew_seconds: int = MAX_CLOCK_SKEW_SECONDS
+) -> pd.DataFrame:
     for column in ("user_id", "item_id"):
         _require_ids(frame, column, path)
     kinds = frame["event_type"].astype(str).str.strip().str.lower()
@@ -93,7 +100,7 @@ def validate_events(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
         )
     value = _finite_numbers(frame, "value", path)
     timestamp = _timestamps(frame, "timestamp", path)
-    latest = time.time() + MAX_CLOCK_SKEW_SECONDS
+    latest = time.time() + max_clock_skew_seconds
     implausible = (timestamp <= 0) | (timestamp > latest)
     if implausible.any():
         # one event in 2100 would move "now" and empty every windowed top
@@ -101,7 +108,8 @@ def validate_events(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
         hint = " (milliseconds? Unix seconds are expected)" if timestamp[row] > 1e11 else ""
         raise DataError(
             f"{_where(path, row, 'timestamp')}: {str(frame['timestamp'].iat[row])!r} is not a time "
-            f"between 1970 and a day from now{hint}"
+            f"between 1970 and {max_clock_skew_seconds} s from now "
+            f"(data.max_clock_skew_seconds){hint}"
         )
     return pd.DataFrame(
         {

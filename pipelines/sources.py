@@ -17,7 +17,7 @@ MOVIELENS = "movielens-100k"
 def load_dataset(config: DataConfig) -> Dataset:
     if config.source == MOVIELENS:
         return load_movielens_100k(config.cache_dir)
-    return load_dataset_dir(config.source)
+    return load_dataset_dir(config.source, config.max_clock_skew_seconds)
 
 
 def fingerprint(dataset: Dataset) -> str:

@@ -23,6 +23,7 @@ class DataConfig:
     cache_dir: str
     positive_rating: float
     positive_events: tuple[str, ...]
+    max_clock_skew_seconds: int  # an event may be stamped at most this far after "now"
 
 
 @dataclass(frozen=True)

@@ -42,13 +42,18 @@ class Event:
     timestamp: int  # Unix seconds
 
 
-def validate_events(events: Sequence[Event], max_batch: int, now: float | None = None) -> None:
+def validate_events(
+    events: Sequence[Event],
+    max_batch: int,
+    now: float | None = None,
+    max_clock_skew_seconds: int = MAX_CLOCK_SKEW_SECONDS,
+) -> None:
     """Raise RequestError naming the first bad event and field; the batch is all or nothing."""
     if not events:
         raise RequestError("events is empty")
     if len(events) > max_batch:
         raise RequestError(f"events has {len(events)} events; at most {max_batch} per call")
-    latest = (time.time() if now is None else now) + MAX_CLOCK_SKEW_SECONDS
+    latest = (time.time() if now is None else now) + max_clock_skew_seconds
     for i, event in enumerate(events):
         for field_name in ("user_id", "item_id"):
             check_external_id(f"events[{i}].{field_name}", getattr(event, field_name))
@@ -62,7 +67,7 @@ def validate_events(events: Sequence[Event], max_batch: int, now: float | None =
         if not 0 < event.timestamp <= latest:
             raise RequestError(
                 f"events[{i}].timestamp {event.timestamp} is not a Unix time in seconds "
-                "between 1970 and a day from now"
+                f"between 1970 and {max_clock_skew_seconds} s from now"
             )
 
 

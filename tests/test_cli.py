@@ -144,19 +144,18 @@ def test_log_events_names_the_line_of_a_bad_event_type_and_sends_nothing(
     assert read_event_log(config.events.log_dir).empty
 
 
-def test_log_events_maps_an_event_the_server_refuses_to_its_line(
-    tmp_path, events_server, capsys, monkeypatch
-):
+def test_log_events_maps_an_event_the_server_refuses_to_its_line(tmp_path, events_server, capsys):
     """A timestamp in 2100 passes the file checks of a client that allows a century of
     clock skew; the server names events[499] of the second batch, which is row 1500 of the
     file: line 1500 of a JSONL file."""
-    monkeypatch.setattr("pipelines.loaders.MAX_CLOCK_SKEW_SECONDS", 100 * 365 * 86_400)
     config, address = events_server
+    client = tmp_path / "client.toml"
+    client.write_text(f"[data]\nmax_clock_skew_seconds = {100 * 365 * 86_400}\n")
     events = shop_events(2_500)
     events.loc[1_499, "timestamp"] = 4_102_444_800
     path = tmp_path / "events.jsonl"
     events.to_json(path, orient="records", lines=True)
-    code = main(["log-events", str(path), "--batch", "1000", *address])
+    code = main(["log-events", str(path), "--batch", "1000", "--config", str(client), *address])
     err = capsys.readouterr().err
     assert code == 1
     assert "INVALID_ARGUMENT: " in err and "events.jsonl: row 1500 (line 1500): " in err

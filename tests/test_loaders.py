@@ -86,7 +86,7 @@ def test_users_file_is_optional(tmp_path):
             EVENTS.replace("1700000050", "4102444800"),  # 2100-01-01
             ITEMS,
             r"row 3 \(line 4\), column 'timestamp': '4102444800' is not a time between 1970 "
-            r"and a day from now$",
+            r"and 86400 s from now \(data.max_clock_skew_seconds\)$",
         ),
         (
             EVENTS.replace("1700000050", "1700000050000"),
@@ -135,6 +135,14 @@ def test_users_file_is_optional(tmp_path):
 def test_bad_files_name_file_row_and_column(tmp_path, events, items, message):
     with pytest.raises(DataError, match=message):
         load_dataset_dir(write(tmp_path, events=events, items=items))
+
+
+def test_the_clock_skew_allowed_is_configured(tmp_path):
+    directory = write(tmp_path, events=EVENTS.replace("1700000050", "4102444800"))  # 2100
+    century = 100 * 365 * 86_400
+    assert load_dataset_dir(directory, century).events["timestamp"].max() == 4_102_444_800
+    with pytest.raises(DataError, match="and 60 s from now"):
+        load_dataset_dir(directory, 60)
 
 
 def test_bad_user_attributes_and_missing_files(tmp_path):

@@ -180,7 +180,11 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                 Event(e.user_id, e.item_id, e.event_type, e.value, e.timestamp)
                 for e in request.events
             ]
-            validate_events(events, self.config.events.max_batch)
+            validate_events(
+                events,
+                self.config.events.max_batch,
+                max_clock_skew_seconds=self.config.data.max_clock_skew_seconds,
+            )
             self.event_log.append(events)  # durable before we say so
             metrics.EVENTS_LOGGED.inc(len(events))
             return pb.LogEventsResponse(accepted=len(events))
