@@ -304,6 +304,10 @@ def test_overload_is_refused_at_once_and_health_and_logevents_still_answer(
             while running.servicer.ranking_turns.waiting < 1:  # the second waits its turn
                 assert time.monotonic() < until
                 time.sleep(0.01)
+            # the server had the call by now: its deadline there is at most 2 s from here
+            # (the client's own deadline passes a little earlier, as the call took time to get
+            # there; releasing the turn in between would legitimately serve the call)
+            server_deadline = time.monotonic() + 2
             with pytest.raises(grpc.RpcError) as refused:  # a third: the queue is full
                 stub.Recommend(pb.RecommendRequest(user_id="186", k=5), timeout=30)
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -319,6 +323,8 @@ def test_overload_is_refused_at_once_and_health_and_logevents_still_answer(
             with pytest.raises(grpc.RpcError) as expired:  # the queued one's deadline passes
                 queued.result()
             assert expired.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            while time.monotonic() <= server_deadline:  # the property tested is a deadline
+                time.sleep(0.01)
             held.release.set()
             assert len(working.result().items) == 5
             while counter("recsys_calls_shed_total", reason="late") == late_before:
