@@ -422,18 +422,8 @@ class _Probe:
 
 def _workers_rss(root: int) -> dict[int, int]:
     """Resident bytes of each child of `root` (the workers)."""
-    rss = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            status = Path(f"/proc/{entry}/status").read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if int(fields.get("PPid", "0").strip()) == root and "VmRSS" in fields:
-            rss[int(entry)] = int(fields["VmRSS"].split()[0]) * 1024
-    return rss
+    page = os.sysconf("SC_PAGE_SIZE")
+    return {pid: int(f[21]) * page for pid, f in _tree_stat(root).items() if pid != root}
 
 
 _SECONDS_SAMPLE = re.compile(
@@ -500,7 +490,13 @@ def _tree_cpu_seconds(root: int) -> dict[int, float]:
     """User + system CPU of a process and of each of its children (the supervisor and its
     workers), by pid."""
     ticks = os.sysconf("SC_CLK_TCK")
-    seconds = {}
+    return {pid: (int(f[11]) + int(f[12])) / ticks for pid, f in _tree_stat(root).items()}
+
+
+def _tree_stat(root: int) -> dict[int, list[str]]:
+    """/proc/<pid>/stat of a process and of each of its children, by pid: the fields after
+    the command name, so field n of proc(5) is at index n - 3 (utime 11, stime 12, rss 21)."""
+    stats = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -510,8 +506,8 @@ def _tree_cpu_seconds(root: int) -> dict[int, float]:
             continue  # exited meanwhile
         pid, parent = int(entry), int(fields[1])
         if pid == root or parent == root:
-            seconds[pid] = (int(fields[11]) + int(fields[12])) / ticks
-    return seconds
+            stats[pid] = fields
+    return stats
 
 
 def _host_speed() -> str:

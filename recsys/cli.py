@@ -325,9 +325,8 @@ def _log_events(args: argparse.Namespace, config: Config) -> int:
             f"got {args.batch}"
         )
     path = Path(args.file)
-    frame = load_events_file(
-        path, config.data.max_clock_skew_seconds
-    )  # the whole file is checked before anything is sent
+    # the whole file is checked before anything is sent
+    frame = load_events_file(path, config.data.max_clock_skew_seconds)
     accepted = 0
     with _client(config) as client, tqdm(total=len(frame), unit="event", desc="log-events") as bar:
         for start in range(0, len(frame), args.batch):

@@ -4,8 +4,9 @@ hnswlib, faiss, LightGBM and compiled native code load their files with C++ that
 them: a file that passes its checksum but was written wrong (a bug, a disk that lied, a hand
 edit followed by a new manifest) crashes whatever process loads it, with SIGSEGV and no
 Python exception to catch. A worker that did so died, and each replacement with it. So a
-child loads the bundle as a worker would (verify, load, build the pipeline, warm it up),
-and only a child that exits cleanly lets the worker load it itself.
+child loads the bundle as a worker would (load, build the pipeline, warm it up; the worker
+has verified the files' checksums just before), and only a child that exits cleanly lets
+the worker load it itself.
 
 The verdict is written to `.probes/<version>.json` in the artifacts root, tied to the
 digest of the bundle's manifest (whose checksums cover every file), under a lock: the
@@ -37,8 +38,9 @@ SPAWN = multiprocessing.get_context("spawn")  # a fork would copy gRPC's threads
 
 
 def probe_bundle(root: Path, version: str, config: Config) -> str | None:
-    """None if bundle `version` under `root` loads and serves in a child process; else the
-    reason it does not (the child crashed, raised, or ran past the timeout)."""
+    """None if bundle `version` under `root`, which the caller has just verified against its
+    manifest, loads and serves in a child process; else the reason it does not (the child
+    crashed, raised, or ran past the timeout)."""
     directory = root / version
     digest = hashlib.sha256((directory / MANIFEST).read_bytes()).hexdigest()
     with _probe_lock(root) as writable:
@@ -86,16 +88,15 @@ def _load_in_child(directory: Path, version: str, config: Config) -> tuple[str |
 
 
 def _child_main(directory: Path, version: str, config: Config, send: Connection) -> None:
-    """Load and warm up as a worker does (same code), report, exit."""
+    """Load and warm up as a worker does (same code), report, exit. No second checksum pass:
+    the worker verified the files just before asking."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)  # beside the serving processes: one core's worth at most
     try:
-        from recsys.bundle import verify_bundle
         from serving.pipeline import RecommendPipeline
         from serving.runtime import LoadedBundle
 
-        verify_bundle(directory)
         bundle = LoadedBundle.load(directory, version, config)
         RecommendPipeline(bundle, config).warm_up()
     except Exception as err:  # anything that would stop a worker serving it

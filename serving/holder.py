@@ -87,6 +87,7 @@ class BundleHolder:
         self.root = Path(config.artifacts.root)
         self._pipeline: RecommendPipeline | None = None
         self._refused: set[str] = set()  # versions that failed to load
+        self._bad_pointer: str | None = None  # the last unusable `current`, logged once
         self._lock = threading.Lock()  # one loader at a time; readers never wait
 
     def pipeline(self) -> RecommendPipeline:
@@ -110,8 +111,8 @@ class BundleHolder:
             try:
                 version = current_version(self.root)
             except BundleError as err:  # `current` names no bundle directory
-                if str(err) not in self._refused:
-                    self._refused.add(str(err))  # logged once, not on every poll
+                if str(err) != self._bad_pointer:  # logged once, not on every poll
+                    self._bad_pointer = str(err)
                     log.error("ignoring `current`: %s", err)
                 return self._fall_back(None)
             if version is None or version == self.version:
