@@ -25,7 +25,9 @@ from recsys.files import sha256_file
 
 MANIFEST = "manifest.json"
 CURRENT = "current"
-FORMAT_VERSION = 1
+# 2: ranking stats hold every event's time (the "moment" features); a version-1 bundle's
+# rankers expect other feature columns, so it is refused until the next nightly
+FORMAT_VERSION = 2
 STAGING_PREFIX = ".staging-"
 LOCK_FILE = ".publish.lock"
 NIGHTLY_LOCK_FILE = ".nightly.lock"
@@ -54,7 +56,8 @@ class Manifest:
             raise BundleError(f"{where}: unreadable manifest: {err}") from None
         if manifest.format_version != FORMAT_VERSION:
             raise BundleError(
-                f"{where}: format version {manifest.format_version}, expected {FORMAT_VERSION}"
+                f"{where}: format version {manifest.format_version}, expected {FORMAT_VERSION} "
+                "(built by another release; run `recsys nightly` to build a current one)"
             )
         return manifest
 

@@ -79,6 +79,15 @@ def test_failed_write_leaves_previous_bundle_current_and_no_debris(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CURRENT, LOCK_FILE, good.version])
 
 
+def test_a_bundle_of_another_format_version_is_refused_with_what_to_do(tmp_path):
+    manifest = publish(tmp_path)
+    path = tmp_path / manifest.version / "manifest.json"
+    raw = json.loads(path.read_text())
+    path.write_text(json.dumps({**raw, "format_version": 1}))
+    with pytest.raises(BundleError, match=r"format version 1, expected \d+ .*recsys nightly"):
+        open_current(tmp_path)
+
+
 def test_prune_keeps_the_newest_and_never_the_current(tmp_path):
     versions = [publish(tmp_path, payload=str(i), keep=2).version for i in range(4)]
     assert list_versions(tmp_path) == versions[-2:]
