@@ -22,10 +22,10 @@ import time
 import numpy as np
 import torch
 
-from pipelines.metrics import auc
 from ranking.dlrm import DLRMRanker
 from ranking.frame import RankingFrame
 from recsys.config import load_config
+from recsys.metrics import auc
 
 CARDINALITIES = {"user": 100_000, "item": 20_000, "category": 200, "region": 10}
 N_DENSE = 40

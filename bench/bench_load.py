@@ -167,7 +167,7 @@ def _ensure_bundle(config: Config, args: argparse.Namespace) -> list[str]:
         start = time.perf_counter()
         run_nightly(config, show_progress=True)
         print(f"built the bundle in {time.perf_counter() - start:.0f} s", flush=True)
-    from pipelines.idmap import IdMap
+    from recsys.ids import IdMap
     from serving.runtime import IDS_DIR
 
     users = IdMap.load(root / current_version(root) / IDS_DIR / "users.parquet")
@@ -205,7 +205,7 @@ def _start_server(
     )
     with open(work / "serve.log", "wb") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "recsys.cli", "serve", "--config", str(override)],
+            [sys.executable, "-m", "recsys_cli", "serve", "--config", str(override)],
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,

@@ -41,7 +41,7 @@ def main() -> None:
     n_users = result.manifest.metrics["n_users"]
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "recsys.cli", "serve", "--artifacts", root, "--port", str(port)],
+        [sys.executable, "-m", "recsys_cli", "serve", "--artifacts", root, "--port", str(port)],
         stdout=subprocess.DEVNULL,
     )
     try:

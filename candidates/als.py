@@ -19,8 +19,9 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from candidates.ann import AnnIndex, build_index, load_index
-from candidates.base import NO_ITEMS, Candidates, RequestContext, top_k_batch
+from recsys.arrays import NO_ITEMS, top_k_batch
 from recsys.config import ALSConfig, ANNConfig
+from recsys.context import Candidates, RequestContext
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ import faiss
 import hnswlib
 import numpy as np
 
-from candidates.base import top_k_batch
+from recsys.arrays import top_k_batch
 from recsys.config import ANNConfig
 
 META_FILE = "ann.json"

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from candidates.base import NO_ITEMS, Candidates, RequestContext, top_k
+from recsys.arrays import NO_ITEMS, top_k
 from recsys.config import EASEConfig
+from recsys.context import Candidates, RequestContext
 
 log = logging.getLogger(__name__)
 

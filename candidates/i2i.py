@@ -35,18 +35,17 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from candidates.base import (
+from recsys.arrays import (
     NO_ITEMS,
-    Candidates,
-    RequestContext,
-    TrainingData,
     distinct_and_slots,
     first_positions,
     is_member,
+    row_entries,
     top_k,
 )
-from candidates.sparse_rows import row_entries
 from recsys.config import I2I_KINDS, I2IConfig
+from recsys.context import Candidates, RequestContext
+from recsys.interactions import TrainingData
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from candidates.base import Candidates, RequestContext, TrainingData, top_k_batch
+from recsys.arrays import top_k_batch
 from recsys.config import PopularityConfig
+from recsys.context import Candidates, RequestContext
+from recsys.interactions import TrainingData
 
 FILE = "popularity.npz"
 SECONDS_PER_DAY = 86_400

@@ -33,16 +33,10 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from candidates.base import (
-    NO_ITEMS,
-    Candidates,
-    RequestContext,
-    TrainingData,
-    distinct_indices,
-    top_k,
-)
-from candidates.sparse_rows import rows_dot, run_positions
+from recsys.arrays import NO_ITEMS, distinct_indices, rows_dot, run_positions, top_k
 from recsys.config import QuorumConfig
+from recsys.context import Candidates, RequestContext
+from recsys.interactions import TrainingData
 
 FILE = "quorum.npz"
 NO_WEIGHTS = np.empty(0, dtype=np.float64)
@@ -176,7 +170,7 @@ class QuorumModel:
         """seed 004 "Кворумы": Σ_c TF(item, c) · UF(user, c) · IDF(c) over all the user's
         categories, for each of `items`; float64. The (items x categories) TF rows times the
         dense vector UF · IDF: from the dense TF when there is one, else from the sparse TF
-        by category (few categories) or by item (candidates.sparse_rows).
+        by category (few categories) or by item (recsys.arrays).
 
         All three give rows_dot's answer bit for bit: the same float64 products, summed in
         the same order (categories ascending, the CSR's sorted order); the terms they add or

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from candidates.base import NO_ITEMS, Candidates, RequestContext, distinct_and_slots, top_k
 from candidates.i2i import I2IModel
+from recsys.arrays import NO_ITEMS, distinct_and_slots, top_k
 from recsys.config import SequenceConfig
+from recsys.context import Candidates, RequestContext
 
 KIND = "cosine"  # the i2i lists the sequence reads
 

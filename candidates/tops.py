@@ -48,15 +48,11 @@ from pathlib import Path
 
 import numpy as np
 
-from candidates.base import (
-    NO_ITEMS,
-    Candidates,
-    Generator,
-    RequestContext,
-    TrainingData,
-    first_positions,
-)
+from candidates.base import Generator
+from recsys.arrays import NO_ITEMS, first_positions
 from recsys.config import EVENT_TYPES, Config, TopsConfig
+from recsys.context import Candidates, RequestContext
+from recsys.interactions import TrainingData
 
 log = logging.getLogger(__name__)
 

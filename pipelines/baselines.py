@@ -16,11 +16,11 @@ from collections.abc import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from candidates.base import TrainingData
 from candidates.ease import EASEModel
 from candidates.i2i import TieOrder, cosine_neighbors, item_popularity
 from candidates.sequence import sequence_weights
 from recsys.config import Config
+from recsys.interactions import TrainingData
 from serving.runtime import LoadedBundle
 
 LIST_LENGTH = 300  # cosine neighbours per item kept for the kNN baselines

@@ -21,12 +21,12 @@ from candidates.i2i import I2IModel
 from candidates.popularity import PopularityTop
 from candidates.quorum import QuorumModel
 from candidates.tops import TopsModel
-from pipelines.dataset import Dataset
 from pipelines.rating_evaluation import explicit_ratings
 from pipelines.training_data import build_training_data
 from ranking.cascade import TrainedRankers
 from ranking.features import UserItemStats
 from recsys.config import Config
+from recsys.dataset import Dataset
 from serving.catalog import ItemCatalog, UserProfiles
 from serving.runtime import LoadedBundle
 

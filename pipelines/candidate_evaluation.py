@@ -23,13 +23,13 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from candidates.base import first_positions
 from pipelines.build import build_bundle
-from pipelines.dataset import Dataset
 from pipelines.rating_evaluation import RatingEvaluation, evaluate_explicit
 from pipelines.splits import chronological_split
 from pipelines.training_data import positives_by_user
+from recsys.arrays import first_positions
 from recsys.config import Config
+from recsys.dataset import Dataset
 from serving.pipeline import RecommendPipeline, RecommendRequest
 
 UNION = "union"

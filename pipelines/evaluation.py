@@ -15,12 +15,12 @@ import scipy.sparse as sp
 
 from candidates.als import ALSModel
 from candidates.popularity import PopularityTop
-from pipelines.dataset import Dataset
-from pipelines.idmap import IdMap
-from pipelines.metrics import catalog_coverage, novelty, ranking_report, recall_at_k
 from pipelines.splits import chronological_split
 from pipelines.training_data import build_training_data, is_positive
 from recsys.config import Config
+from recsys.dataset import Dataset
+from recsys.ids import IdMap
+from recsys.metrics import catalog_coverage, novelty, ranking_report, recall_at_k
 
 CUTOFFS = (1, 5, 10, 20, 50, 100)
 

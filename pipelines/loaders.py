@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.dataset import (
+from recsys.config import EVENT_TYPES
+from recsys.dataset import (
     ALL_REGIONS,
     EVENT_COLUMNS,
     ITEM_GROUP,
@@ -27,7 +28,6 @@ from pipelines.dataset import (
     normalize_events,
     unix_seconds,
 )
-from recsys.config import EVENT_TYPES
 
 SUFFIXES = (".parquet", ".csv")
 EVENT_FILE_SUFFIXES = (*SUFFIXES, ".jsonl")  # one events file, e.g. for `recsys log-events`

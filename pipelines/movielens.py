@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.dataset import ALL_REGIONS, Dataset, normalize_events, unix_seconds
+from recsys.dataset import ALL_REGIONS, Dataset, normalize_events, unix_seconds
 from recsys.files import sha256_file
 
 log = logging.getLogger(__name__)

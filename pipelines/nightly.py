@@ -20,13 +20,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipelines.build import build_bundle
-from pipelines.dataset import Dataset
 from pipelines.protocols import holdout
 from pipelines.ranker_training import train_rankers
 from pipelines.sources import fingerprint, load_dataset
 from pipelines.stage_gate import GateResult, gate_stages
 from recsys.bundle import BundleError, Manifest, nightly_lock, open_current, publish_bundle
 from recsys.config import Config
+from recsys.dataset import Dataset
 from serving.runtime import LoadedBundle
 
 log = logging.getLogger(__name__)

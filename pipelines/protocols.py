@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.dataset import Dataset
 from pipelines.splits import chronological_split, leave_last_out
 from pipelines.training_data import is_positive
 from recsys.config import Config
+from recsys.dataset import Dataset
 
 PROTOCOLS = ("chronological", "leave_last_out", "sampled")
 SAMPLED_NEGATIVES = 99

@@ -19,13 +19,13 @@ import matplotlib
 matplotlib.use("Agg")  # no screen on servers
 import matplotlib.pyplot as plt
 
-from pipelines.dataset import Dataset
 from pipelines.nightly import train_bundle
 from pipelines.protocols import PROTOCOLS, holdout
 from pipelines.report import new_report_dir
 from pipelines.served_evaluation import METRICS, METRICS_50, ServedEvaluation, evaluate_served
 from pipelines.stage_gate import GateResult
 from recsys.config import Config
+from recsys.dataset import Dataset
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ import pandas as pd
 import scipy.sparse as sp
 
 from candidates.eals import EALSModel
-from pipelines.dataset import Dataset
-from pipelines.idmap import IdMap
-from pipelines.metrics import mae, rmse
 from pipelines.splits import chronological_split
 from pipelines.training_data import event_weights
 from recsys.config import Config, load_config
+from recsys.dataset import Dataset
+from recsys.ids import IdMap
+from recsys.metrics import mae, rmse
 
 RATING = "rating"
 MODELS = ("global_mean", "biases", "eals")

@@ -17,10 +17,10 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from pipelines.baselines import baseline_scorers
-from pipelines.metrics import mean_and_error, per_user
 from pipelines.protocols import Holdout
 from pipelines.training_data import build_training_data
 from recsys.config import Config
+from recsys.metrics import mean_and_error, per_user
 from serving.pipeline import RecommendPipeline, RecommendRequest
 from serving.runtime import LoadedBundle
 

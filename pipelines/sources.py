@@ -6,10 +6,10 @@ import hashlib
 
 import pandas as pd
 
-from pipelines.dataset import Dataset
 from pipelines.loaders import load_dataset_dir
 from pipelines.movielens import load_movielens_100k
 from recsys.config import DataConfig
+from recsys.dataset import Dataset
 
 MOVIELENS = "movielens-100k"
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipelines.dataset import Dataset
+from recsys.dataset import Dataset
 
 SESSION_COLUMN = "session_id"  # optional events column; sessions are derived when absent
 

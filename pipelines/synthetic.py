@@ -24,9 +24,9 @@ bit, and the catalog and users do not depend on n_events.
 Ids are categorical-backed strings: events.user_id / events.item_id are pandas
 Categoricals (int32 codes into the "u0", "u1", ... / "i0", "i1", ... string ids of the
 users and items frames), because 20M Python strings would cost minutes and gigabytes.
-`.astype(str)` (as in `pipelines.dataset.normalize_events`) materialises plain strings
+`.astype(str)` (as in `recsys.dataset.normalize_events`) materialises plain strings
 where a caller needs them. The other event columns have the canonical dtypes of
-`pipelines.dataset`; the items and users frames use plain string columns.
+`recsys.dataset`; the items and users frames use plain string columns.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from pipelines.dataset import (
+from recsys.dataset import (
     ALL_REGIONS,
     EVENT_COLUMNS,
     EVENT_TYPE_DTYPE,

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from candidates.base import TrainingData
-from pipelines.dataset import LIST_SEPARATOR, Dataset
-from pipelines.idmap import IdMap
 from recsys.config import EVENT_TYPES, Config
+from recsys.dataset import Dataset, list_membership
+from recsys.ids import IdMap
+from recsys.interactions import TrainingData
 
 
 def event_weights(events: pd.DataFrame, config: Config) -> np.ndarray:
@@ -45,24 +45,6 @@ def positives_by_user(events: pd.DataFrame, config: Config, items: IdMap) -> dic
     starts = np.flatnonzero(np.r_[True, user_ids[1:] != user_ids[:-1]]) if len(index) else []
     ends = np.r_[starts[1:], len(index)] if len(index) else []
     return {str(user_ids[s]): np.unique(index[s:e]) for s, e in zip(starts, ends, strict=True)}
-
-
-def list_membership(lists: pd.Series) -> tuple[sp.csr_matrix, tuple[str, ...]]:
-    """'a|b' list cells -> bool (n_rows, n_names) membership and the sorted names.
-
-    Vectorised through pandas' split/explode: no Python loop over rows.
-    """
-    lists = lists.reset_index(drop=True)  # explode repeats the row position as the index
-    exploded = lists.fillna("").astype(str).str.split(LIST_SEPARATOR).explode()
-    exploded = exploded[exploded.str.len() > 0]
-    names = tuple(sorted(exploded.unique()))
-    codes = pd.Categorical(exploded.to_numpy(), categories=list(names)).codes
-    rows = exploded.index.to_numpy(np.int64)
-    matrix = sp.csr_matrix(
-        (np.ones(len(codes), dtype=bool), (rows, codes)), shape=(len(lists), len(names))
-    )
-    matrix.sum_duplicates()
-    return matrix, names
 
 
 def build_training_data(
@@ -111,31 +93,3 @@ def build_training_data(
         user_region=user_region,
         region_names=region_names,
     )
-
-
-def recent_positives(data: TrainingData, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each user's last `limit` distinct positive items, most recent first, as CSR arrays
-    (indptr over data.users, item indices). Vectorised: one sort, no loop over users."""
-    return recent_items(data, limit, data.event_positive)
-
-
-def recent_items(
-    data: TrainingData, limit: int, counted: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each user's last `limit` distinct items among the `counted` events (bool per event;
-    None: every event), most recent first, as CSR arrays like `recent_positives`."""
-    counted = np.ones(len(data.event_items), bool) if counted is None else counted
-    chosen = np.flatnonzero(counted)[::-1]  # newest first (events are in time order)
-    users, items = data.event_users[chosen], data.event_items[chosen]
-    # first occurrence of a (user, item) pair in newest-first order = its latest positive
-    _, first = np.unique(users * len(data.items) + items, return_index=True)
-    first.sort()  # back to newest-first order
-    users, items = users[first], items[first]
-    order = np.argsort(users, kind="stable")  # by user, newest first within a user
-    users, items = users[order], items[order]
-    starts = np.searchsorted(users, np.arange(len(data.users) + 1))
-    rank = np.arange(len(users)) - starts[users]
-    keep = rank < limit
-    counts = np.bincount(users[keep], minlength=len(data.users))
-    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return indptr, items[keep].astype(np.int64)

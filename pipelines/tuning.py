@@ -26,12 +26,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipelines.dataset import Dataset
 from pipelines.nightly import bundle_with_rankers
 from pipelines.protocols import Holdout, holdout
 from pipelines.report import new_report_dir
 from pipelines.served_evaluation import ServedEvaluation, evaluate_served
 from recsys.config import Config, ConfigError
+from recsys.dataset import Dataset
 
 Overrides = dict[str, dict[str, Any]]  # section -> key -> value, as Config.replace takes
 

@@ -44,9 +44,9 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_linear_bn_eval
 from tqdm.auto import tqdm
 
-from pipelines.metrics import auc, logloss, ndcg_at_k
 from ranking.frame import RankingFrame, top_lists
 from recsys.config import DLRMConfig
+from recsys.metrics import auc, logloss, ndcg_at_k
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from candidates.als import ALSModel
-from candidates.base import RequestContext
 from candidates.popularity import PopularityTop
+from recsys.context import RequestContext
 
 
 class DotProductRanker:

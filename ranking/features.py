@@ -43,12 +43,12 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from candidates.base import RequestContext, TrainingData
 from candidates.ease import EASEGenerator
 from candidates.sequence import decayed_neighbors, sequence_weights, similarity_to_sequence
-from candidates.sparse_rows import row_entries, rows_max_of
-from candidates.union import CandidateSet
 from ranking.frame import RankingFrame
+from recsys.arrays import row_entries, rows_max_of
+from recsys.context import CandidateSet, RequestContext
+from recsys.interactions import TrainingData
 
 STATS_FILE = "ranking_stats.npz"
 SECONDS_PER_DAY = 86_400.0

@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from candidates.base import TrainingData
-from pipelines.dataset import ALL_REGIONS, ITEM_GROUP, Dataset
-from pipelines.idmap import IdMap
-from pipelines.training_data import list_membership, recent_items, recent_positives
+from recsys.dataset import ALL_REGIONS, ITEM_GROUP, Dataset, list_membership
+from recsys.ids import IdMap
+from recsys.interactions import TrainingData, recent_items, recent_positives
 from serving.rules import NO_GROUP
 
 CATALOG_FILE = "catalog.npz"

@@ -1,6 +1,6 @@
 """Domain errors of the runtime; `serving.grpc_server` maps each to one gRPC status code."""
 
-from pipelines.dataset import MAX_ID_LENGTH
+from recsys.dataset import MAX_ID_LENGTH
 
 
 class RequestError(ValueError):

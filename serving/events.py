@@ -2,7 +2,7 @@
 
 Layout: `<log_dir>/<start time>-<pid>-<random>.jsonl`, one segment per server process at a
 time (a process never shares a file, so appends need no cross-process lock), a new
-segment past `segment_bytes`. Each line is one event in the schema of `pipelines.dataset`.
+segment past `segment_bytes`. Each line is one event in the schema of `recsys.dataset`.
 A batch is written with one `write` and then fsynced before LogEvents answers, so an
 acknowledged event survives kill -9 (and power loss). A crash in the middle of a write
 leaves at most one incomplete last line, which readers skip: only lines that end in a
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.dataset import EVENT_COLUMNS, MAX_CLOCK_SKEW_SECONDS, normalize_events
 from recsys.config import EVENT_TYPES
+from recsys.dataset import EVENT_COLUMNS, MAX_CLOCK_SKEW_SECONDS, normalize_events
 from serving.errors import RequestError, check_external_id
 
 SEGMENT_SUFFIX = ".jsonl"
@@ -154,7 +154,7 @@ class EventLogTail:
 
 
 def read_event_log(directory: str | Path) -> pd.DataFrame:
-    """Every complete event in the log as an events frame (pipelines.dataset schema)."""
+    """Every complete event in the log as an events frame (recsys.dataset schema)."""
     events = EventLogTail(directory).read_new()
     frame = pd.DataFrame([asdict(e) for e in events], columns=list(EVENT_COLUMNS))
     return normalize_events(frame)

@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from candidates.base import NO_ITEMS, Candidates, Generator, RequestContext
+from candidates.base import Generator
+from recsys.arrays import NO_ITEMS
+from recsys.context import Candidates, RequestContext
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,9 @@ from typing import Protocol
 
 import numpy as np
 
-from candidates.base import RequestContext, is_member
+from recsys.arrays import is_member
 from recsys.config import ServingConfig
+from recsys.context import RequestContext
 from serving.catalog import ItemCatalog, UserProfiles
 
 log = logging.getLogger(__name__)

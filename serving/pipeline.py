@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from candidates.base import RequestContext, first_positions, is_member, top_k
 from candidates.i2i import unit_rows
-from candidates.union import CandidateSet, union
 from ranking.cascade import Cascade
 from ranking.dot import DotProductRanker
 from ranking.features import FeatureBuilder
+from recsys.arrays import first_positions, is_member, top_k
 from recsys.config import Config
+from recsys.context import CandidateSet, RequestContext, union
 from serving.errors import NotFoundError, RequestError, check_external_id
 from serving.fanout import GeneratorFanout, run_inline
 from serving.filters import FILTER_FACTORIES, Filter, apply_filters

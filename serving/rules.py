@@ -41,11 +41,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from candidates.base import is_member
 from candidates.i2i import checked_item_vectors, unit_rows
-from candidates.sparse_rows import row_entries
-from pipelines.idmap import IdMap
+from recsys.arrays import is_member, row_entries
 from recsys.config import PromotionRule, RulesConfig
+from recsys.ids import IdMap
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from candidates.i2i import I2IModel
 from candidates.popularity import PopularityTop
 from candidates.quorum import QuorumModel
 from candidates.tops import TopsModel
-from pipelines.idmap import IdMap
 from ranking.cascade import TrainedRankers
 from ranking.features import UserItemStats
 from recsys.config import Config
+from recsys.ids import IdMap
 from serving.catalog import ItemCatalog, UserProfiles
 
 # Sub-directories of a bundle, one per component that owns its files.

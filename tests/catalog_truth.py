@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.dataset import ALL_REGIONS, Dataset
+from recsys.dataset import ALL_REGIONS, Dataset
 
 
 def eligible_items(dataset: Dataset, user_id: str, region: str) -> set[str]:

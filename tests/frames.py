@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipelines.dataset import Dataset, normalize_events
+from recsys.dataset import Dataset, normalize_events
 
 
 def plain_catalog(item_ids: list[str], **columns) -> pd.DataFrame:

@@ -94,7 +94,7 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "recsys.cli", "serve", "--config", str(self.config_path)],
+                [sys.executable, "-m", "recsys_cli", "serve", "--config", str(self.config_path)],
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,

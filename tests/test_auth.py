@@ -11,7 +11,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from recsys.cli import main
+from recsys_cli.main import main
 from serving.events import Event
 from serving.grpc.auth import new_token, read_tokens, token_digest
 from serving.grpc.client import RecommenderClient

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from candidates.base import RequestContext
 from candidates.business import BusinessGenerator
 from recsys.config import load_config
+from recsys.context import RequestContext
 
 # item -> [(neighbour, similarity)]; 7 items
 NEIGHBOURS = {

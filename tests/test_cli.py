@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.dataset import normalize_events
 from recsys.bundle import current_version, open_current
-from recsys.cli import TITLE_WIDTH, _print_items, main
 from recsys.config import EVENT_TYPES
+from recsys.dataset import normalize_events
+from recsys_cli.main import TITLE_WIDTH, _print_items, main
 from serving.events import read_event_log
 from serving.pipeline import ScoredItem
 from tests.conftest import shop_config
@@ -68,7 +68,7 @@ def test_client_against_no_server_fails_with_status(capsys):
 
 @pytest.mark.parametrize("command", [["recommend", "--user", "1"], ["similar", "--item", "1"]])
 def test_client_commands_parse(command):
-    from recsys.cli import _parser
+    from recsys_cli.main import _parser
 
     assert callable(_parser().parse_args(command).run)
 

@@ -9,10 +9,10 @@ import pytest
 import scipy.sparse as sp
 
 from candidates.eals import EALSModel
-from pipelines.dataset import Dataset, normalize_events
-from pipelines.idmap import IdMap
 from pipelines.rating_evaluation import evaluate_explicit, explicit_ratings
 from recsys.config import EALSConfig, load_config
+from recsys.dataset import Dataset, normalize_events
+from recsys.ids import IdMap
 from tests.frames import plain_catalog
 
 # 3 users x 3 items, 5 observed ratings; mean 3.0

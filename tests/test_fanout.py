@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from candidates.base import Candidates, RequestContext
+from recsys.context import Candidates, RequestContext
 from serving.fanout import GeneratorFanout, run_inline
 
 

@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from candidates.base import RequestContext
-from pipelines.dataset import Dataset, normalize_events
 from pipelines.training_data import build_training_data
 from recsys.config import load_config
+from recsys.context import RequestContext
+from recsys.dataset import Dataset, normalize_events
 from serving.catalog import ItemCatalog, UserProfiles
 from serving.filters import FILTER_FACTORIES, apply_filters
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from pipelines.metrics import auc, ndcg_at_k
 from ranking.frame import RankingFrame
 from ranking.gbdt import GBDTRanker
 from recsys.config import LightGBMConfig
+from recsys.metrics import auc, ndcg_at_k
 
 NAMES = ("noise_a", "signal_x", "nan_noise", "signal_y", "noise_b")
 CANDIDATES = 20

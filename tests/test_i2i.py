@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from candidates.base import RequestContext
 from candidates.i2i import (
     I2IGenerator,
     I2IModel,
@@ -19,9 +18,10 @@ from candidates.i2i import (
     recent_positive_matrix,
     top_per_row,
 )
-from pipelines.dataset import Dataset, normalize_events
 from pipelines.training_data import build_training_data
 from recsys.config import load_config
+from recsys.context import RequestContext
+from recsys.dataset import Dataset, normalize_events
 
 CONFIG = load_config()
 

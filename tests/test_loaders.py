@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.dataset import ALL_REGIONS
 from pipelines.loaders import DEFAULT_STOCK, DataError, load_dataset_dir
 from pipelines.synthetic import generate_synthetic
-from recsys.cli import main
+from recsys.dataset import ALL_REGIONS
+from recsys_cli.main import main
 from serving.holder import BundleHolder
 from serving.pipeline import RecommendRequest
 from tests.conftest import shop_config

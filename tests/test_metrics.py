@@ -1,4 +1,4 @@
-"""pipelines.metrics against hand-computed cases and independent brute-force references."""
+"""recsys.metrics against hand-computed cases and independent brute-force references."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from pipelines import metrics
+from recsys import metrics
 
 # ------------------------------------------------------------------------------ helpers
 

@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn import metrics as skm
 
-from pipelines.metrics import auc, logloss, mae, ndcg_at_k, rmse
+from recsys.metrics import auc, logloss, mae, ndcg_at_k, rmse
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from pipelines.build import build_bundle
-from pipelines.dataset import Dataset
 from pipelines.loaders import load_dataset_dir, save_dataset_dir
 from pipelines.training_data import build_training_data
 from recsys.config import load_config
+from recsys.dataset import Dataset
 from serving.catalog import CATALOG_FILE, ItemCatalog
 from serving.pipeline import RecommendPipeline, RecommendRequest
 from tests.conftest import shop_config

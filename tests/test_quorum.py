@@ -22,12 +22,12 @@ import pandas as pd
 import pytest
 
 from candidates import quorum as quorum_module
-from candidates.base import RequestContext
 from candidates.quorum import FILE, QuorumGenerator, QuorumModel
-from pipelines.dataset import Dataset, normalize_events
 from pipelines.synthetic import generate_synthetic
 from pipelines.training_data import build_training_data
 from recsys.config import QuorumConfig, load_config
+from recsys.context import RequestContext
+from recsys.dataset import Dataset, normalize_events
 
 GAMMA = 1.5
 IDF_A, IDF_B, IDF_C, IDF_D = -math.log(3 / 8), -math.log(5 / 8), GAMMA, GAMMA

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from pipelines.idmap import IdMap
 from recsys.config import ConfigError, load_config
+from recsys.ids import IdMap
 from serving.rules import BusinessRules, ItemAttributes
 
 DAY = 86_400.0

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from candidates.base import RequestContext
 from candidates.ease import EASEGenerator, EASEModel
 from candidates.i2i import I2IModel, sequence_windows
 from candidates.sequence import LastItemsGenerator, last_items_scores, similarity_to_sequence
-from pipelines.idmap import IdMap
 from recsys.config import EASEConfig, SequenceConfig
+from recsys.context import RequestContext
+from recsys.ids import IdMap
 from serving.catalog import RECENT_FILE, UserProfiles
 from tests.test_i2i import CONFIG, baskets, i2i_config, shop
 

@@ -14,11 +14,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
-from candidates.base import Candidates
 from pipelines.nightly import run_nightly
 from protos.recsys.v1 import recommender_pb2 as pb
 from protos.recsys.v1 import recommender_pb2_grpc as pb_grpc
 from recsys.bundle import CURRENT
+from recsys.context import Candidates
 from serving import pipeline as pipeline_module
 from serving.grpc.client import RecommenderClient
 from serving.grpc.server import start_server

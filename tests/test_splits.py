@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.dataset import ITEM_COLUMNS, USER_COLUMNS, Dataset, normalize_events
 from pipelines.splits import assign_sessions, chronological_split, leave_last_out, streaming_split
+from recsys.dataset import ITEM_COLUMNS, USER_COLUMNS, Dataset, normalize_events
 
 
 def dataset(users, times, items="i") -> Dataset:

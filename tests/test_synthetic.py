@@ -3,15 +3,6 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from pipelines.dataset import (
-    ALL_REGIONS,
-    EVENT_COLUMNS,
-    EVENT_TYPE_DTYPE,
-    ITEM_COLUMNS,
-    USER_COLUMNS,
-    normalize_events,
-    split_list,
-)
 from pipelines.synthetic import (
     END_EPOCH,
     SyntheticSpec,
@@ -19,6 +10,15 @@ from pipelines.synthetic import (
     _write_chunk,
     generate_from_spec,
     generate_synthetic,
+)
+from recsys.dataset import (
+    ALL_REGIONS,
+    EVENT_COLUMNS,
+    EVENT_TYPE_DTYPE,
+    ITEM_COLUMNS,
+    USER_COLUMNS,
+    normalize_events,
+    split_list,
 )
 
 DAYS = 60

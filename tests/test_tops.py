@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from candidates.base import RequestContext
 from candidates.tops import TopsModel, window_label
-from pipelines.dataset import Dataset, normalize_events
 from pipelines.synthetic import generate_synthetic
 from pipelines.training_data import build_training_data
 from recsys.config import load_config
+from recsys.context import RequestContext
+from recsys.dataset import Dataset, normalize_events
 from tests.frames import plain_catalog
 
 DAY = 86_400

@@ -11,8 +11,8 @@ from pipelines.loaders import load_dataset_dir
 from pipelines.protocols import holdout
 from pipelines.served_evaluation import UNION
 from pipelines.tuning import grid_trials, read_grid, tune, tuning_split, write_tuning_report
-from recsys.cli import main
 from recsys.config import ConfigError
+from recsys_cli.main import main
 from tests.conftest import shop_config
 
 

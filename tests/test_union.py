@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from candidates.base import Candidates, distinct_and_slots, distinct_indices, is_member
-from candidates.union import union
+from recsys.arrays import distinct_and_slots, distinct_indices, is_member
+from recsys.context import Candidates, union
 
 
 def answer(name, ids, scores):

@@ -3,7 +3,7 @@
 import numpy as np
 import scipy.sparse as sp
 
-from candidates.sparse_rows import rows_dot, rows_max_of, run_positions
+from recsys.arrays import rows_dot, rows_max_of, run_positions
 
 
 def test_run_positions_concatenates_slices() -> None:

@@ -1,4 +1,5 @@
-"""The union of the generators' answers, with every source kept (DESIGN.md §3, §5).
+"""A request as every stage sees it, one generator's answer, and the union of the answers
+with every source kept (DESIGN.md §3, §5).
 
 An item found by three generators says so, and keeps each one's score and rank: the
 ranking features (ranking.features) read them, missing where a generator did not find it.
@@ -7,12 +8,68 @@ ranking features (ranking.features) read them, missing where a generator did not
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
-from candidates.base import Candidates, distinct_and_slots
-from candidates.sparse_rows import run_positions
+from recsys.arrays import NO_ITEMS, distinct_and_slots, run_positions
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """A request after external ids became dense indices (-1: unknown user).
+
+    `history` is the user's recent positives, most recent first (from the bundle's user
+    profiles); `sequence` the user's latest items of any event type, newest first (the
+    session's, then the bundle's); `favorites` and `basket` come with the request. All are
+    int64 item indices.
+    """
+
+    user_index: int
+    region: str = ""
+    exclude: np.ndarray = field(default_factory=lambda: NO_ITEMS)  # items not wanted
+    basket: np.ndarray = field(default_factory=lambda: NO_ITEMS)  # items in the basket
+    favorites: np.ndarray = field(default_factory=lambda: NO_ITEMS)
+    history: np.ndarray = field(default_factory=lambda: NO_ITEMS)
+    sequence: np.ndarray = field(default_factory=lambda: NO_ITEMS)
+    request_id: str = ""
+    last_active: int = 0  # Unix seconds of the user's newest known event (0: none known)
+    # values derived from the request that several stages need (e.g. the i2i seeds of
+    # both i2i generators, the quorum weights of the generator and the ranking features)
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def known_user(self) -> bool:
+        return self.user_index >= 0
+
+    def remember(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """compute() once per request for `key`, however many stages ask. Concurrent
+        generators may both compute it: the values are equal, so the race is harmless."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """One generator's answer: item indices with its scores, best first."""
+
+    item_ids: np.ndarray  # int64
+    scores: np.ndarray  # float32, same length
+    source: str
+
+    def __post_init__(self) -> None:
+        if self.item_ids.shape != self.scores.shape:
+            raise ValueError(
+                f"{self.source}: {len(self.item_ids)} ids but {len(self.scores)} scores"
+            )
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from pipelines.idmap import UNKNOWN, IdMap
+from recsys.ids import UNKNOWN, IdMap
 
 
 def test_lookup_both_ways_and_unknown():

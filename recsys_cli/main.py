@@ -345,7 +345,7 @@ def _log_events(args: argparse.Namespace, config: Config) -> int:
 
 
 def _events(frame: pd.DataFrame) -> list[Event]:
-    from pipelines.dataset import EVENT_COLUMNS
+    from recsys.dataset import EVENT_COLUMNS
     from serving.events import Event
 
     return [Event(*row) for row in zip(*(frame[c].tolist() for c in EVENT_COLUMNS), strict=True)]

@@ -14,7 +14,7 @@ items   item_id, categories, price, stock, regions, created_at, title
 users   user_id, region, attributes (free-form JSON object as text); a file's other
         columns become keys of attributes.
 
-External ids are kept as strings; `pipelines.idmap.IdMap` turns them into dense indices.
+External ids are kept as strings; `recsys.ids.IdMap` turns them into dense indices.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from recsys.config import EVENT_TYPES
 
@@ -97,3 +98,21 @@ def unix_seconds(times: pd.Series) -> np.ndarray:
 def split_list(text: str) -> list[str]:
     """'a|b|c' -> ['a', 'b', 'c']; '' -> []."""
     return [part for part in str(text).split(LIST_SEPARATOR) if part]
+
+
+def list_membership(lists: pd.Series) -> tuple[sp.csr_matrix, tuple[str, ...]]:
+    """'a|b' list cells -> bool (n_rows, n_names) membership and the sorted names.
+
+    Vectorised through pandas' split/explode: no Python loop over rows.
+    """
+    lists = lists.reset_index(drop=True)  # explode repeats the row position as the index
+    exploded = lists.fillna("").astype(str).str.split(LIST_SEPARATOR).explode()
+    exploded = exploded[exploded.str.len() > 0]
+    names = tuple(sorted(exploded.unique()))
+    codes = pd.Categorical(exploded.to_numpy(), categories=list(names)).codes
+    rows = exploded.index.to_numpy(np.int64)
+    matrix = sp.csr_matrix(
+        (np.ones(len(codes), dtype=bool), (rows, codes)), shape=(len(lists), len(names))
+    )
+    matrix.sum_duplicates()
+    return matrix, names
