@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from ranking.dlrm import DLRMRanker
+from ranking.dlrm.ranker import DLRMRanker
 from ranking.frame import RankingFrame
 from recsys.config import load_config
 from recsys.metrics import auc

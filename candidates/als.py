@@ -19,7 +19,9 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from candidates.ann import AnnIndex, build_index, load_index
+from candidates.base import register_generator
 from recsys.arrays import NO_ITEMS, top_k_batch
+from recsys.components import Component, register_component
 from recsys.config import ALSConfig, ANNConfig
 from recsys.context import Candidates, RequestContext
 
@@ -120,3 +122,24 @@ class ALSGenerator:
     @classmethod
     def load(cls, directory: Path, config: ANNConfig) -> ALSGenerator:
         return cls(ALSModel.load(directory), load_index(directory / ANN_DIR, config))
+
+
+# The iALS model is fitted for the ANN-indexed generator and the i2i "als" lists; it is
+# stored inside the generator's directory, not on its own.
+register_component(
+    Component(
+        "ials",
+        fit=lambda given: ALSModel.fit(given.data.interactions, given.config.als),
+        saved=False,
+    )
+)
+register_component(
+    Component(
+        "als",
+        fit=lambda given: ALSGenerator.build(given.built["ials"], given.config.ann),
+        load=lambda directory, config: ALSGenerator.load(directory, config.ann),
+        after=("ials",),
+        step="ann index",
+    )
+)
+register_generator("als", lambda bundle, config, name: bundle.als)

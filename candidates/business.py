@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from candidates.i2i import I2IModel
+from candidates.base import register_generator
+from candidates.i2i.model import I2IModel
 from recsys.arrays import NO_ITEMS, distinct_and_slots, top_k
 from recsys.config import BusinessConfig
 from recsys.context import Candidates, RequestContext
@@ -57,3 +58,8 @@ class BusinessGenerator:
         np.maximum.at(best, inverse[len(neighbours) :], direct_scores)
         chosen = top_k(best, budget)
         return Candidates(items[chosen], best[chosen].astype(np.float32), self.name)
+
+
+register_generator(
+    "business", lambda bundle, config, name: BusinessGenerator(bundle.i2i, config.business)
+)

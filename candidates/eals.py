@@ -32,11 +32,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
-from recsys.config import EALSConfig
+from recsys.components import Component, register_component
+from recsys.config import Config, EALSConfig, load_config
+from recsys.dataset import Dataset
+from recsys.ids import IdMap
+from recsys.interactions import event_weights
 
 log = logging.getLogger(__name__)
+
+RATING = "rating"  # the event type eALS fits when a dataset has any
 
 FILE = "eals.npz"
 ARRAYS = ("global_mean", "user_bias", "item_bias", "user_factors", "item_factors")
@@ -372,3 +379,53 @@ def _indices(values: np.ndarray, size: int, what: str) -> np.ndarray:
 
 def _sum_squares(values: np.ndarray) -> float:
     return float(np.sum(values.astype(np.float64) ** 2))
+
+
+def explicit_ratings(
+    dataset: Dataset, users: IdMap, items: IdMap, config: Config | None = None
+) -> sp.csr_matrix:
+    """float32 (len(users), len(items)) matrix of what eALS fits; ids outside the maps are
+    dropped. With rating events: the last rating of each pair (events are in time order),
+    other event types ignored. Without any: log1p(Σ event weight) per pair, the weights of
+    `config` [als.event_weights] (the packaged defaults when None). A zero value is no
+    observation (eALS skips zeros)."""
+    events = dataset.events
+    is_rating = (events["event_type"] == RATING).to_numpy()
+    if is_rating.any():
+        events = events[is_rating]
+        values = events["value"].to_numpy(np.float32)
+    else:
+        values = event_weights(events, config or load_config())
+    user_index = users.to_index(events["user_id"].to_numpy())
+    item_index = items.to_index(events["item_id"].to_numpy())
+    known = (user_index >= 0) & (item_index >= 0)
+    pairs = pd.DataFrame(
+        {"user": user_index[known], "item": item_index[known], "value": values[known]}
+    )
+    if is_rating.any():
+        per_pair = pairs.groupby(["user", "item"], sort=False)["value"].last()
+    else:
+        per_pair = np.log1p(pairs.groupby(["user", "item"], sort=False)["value"].sum())
+    return sp.csr_matrix(
+        (
+            per_pair.to_numpy(np.float32),
+            (
+                per_pair.index.get_level_values("user").to_numpy(),
+                per_pair.index.get_level_values("item").to_numpy(),
+            ),
+        ),
+        shape=(len(users), len(items)),
+    )
+
+
+# a ranking feature (seed 004: eALS "в фичах модели"), not a generator
+register_component(
+    Component(
+        "eals",
+        fit=lambda given: EALSModel.fit(
+            explicit_ratings(given.dataset, given.data.users, given.data.items, given.config),
+            given.config.eals,
+        ),
+        load=lambda directory, config: EALSModel.load(directory),
+    )
+)

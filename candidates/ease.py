@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from candidates.base import register_generator
 from recsys.arrays import NO_ITEMS, top_k
+from recsys.components import Component, register_component
 from recsys.config import EASEConfig
 from recsys.context import Candidates, RequestContext
 
@@ -147,3 +149,15 @@ class EASEGenerator:
         best = top_k(scores, budget)
         best = best[np.isfinite(scores[best])]
         return Candidates(best, scores[best], self.name)
+
+
+register_component(
+    Component(
+        "ease",
+        fit=lambda given: EASEModel.fit(given.data.interactions, given.config.ease),
+        load=lambda directory, config: EASEModel.load(directory),  # None: none was built
+    )
+)
+register_generator(
+    "ease", lambda bundle, config, name: EASEGenerator.of(bundle.ease, bundle.profiles)
+)

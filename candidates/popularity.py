@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from candidates.base import register_generator
 from recsys.arrays import top_k_batch
+from recsys.components import Component, register_component
 from recsys.config import PopularityConfig
 from recsys.context import Candidates, RequestContext
 from recsys.interactions import TrainingData
@@ -73,3 +75,13 @@ class PopularityTop:
     def load(cls, directory: Path) -> PopularityTop:
         with np.load(directory / FILE) as data:
             return cls.from_scores(data["scores"])
+
+
+register_component(
+    Component(
+        "popularity",
+        fit=lambda given: PopularityTop.fit(given.data, given.config.popularity),
+        load=lambda directory, config: PopularityTop.load(directory),
+    )
+)
+register_generator("popularity", lambda bundle, config, name: bundle.popularity)

@@ -33,7 +33,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from candidates.base import register_generator
 from recsys.arrays import NO_ITEMS, distinct_indices, rows_dot, run_positions, top_k
+from recsys.components import Component, register_component
 from recsys.config import QuorumConfig
 from recsys.context import Candidates, RequestContext
 from recsys.interactions import TrainingData
@@ -366,3 +368,16 @@ def _csr_arrays(prefix: str, matrix: sp.csr_matrix) -> dict[str, np.ndarray]:
 def _csr_from(arrays: dict[str, np.ndarray], prefix: str) -> sp.csr_matrix:
     parts = (arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"], arrays[f"{prefix}_indptr"])
     return sp.csr_matrix(parts, shape=tuple(int(n) for n in arrays[f"{prefix}_shape"]))
+
+
+register_component(
+    Component(
+        "quorum",
+        fit=lambda given: QuorumModel.fit(given.data, given.config.quorum),
+        load=lambda directory, config: QuorumModel.load(directory),
+        step="quorums",
+    )
+)
+register_generator(
+    "quorum", lambda bundle, config, name: QuorumGenerator(bundle.quorum, config.quorum)
+)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from candidates.i2i import I2IModel
+from candidates.base import register_generator
+from candidates.i2i.model import I2IModel
 from recsys.arrays import NO_ITEMS, distinct_and_slots, top_k
 from recsys.config import SequenceConfig
 from recsys.context import Candidates, RequestContext
@@ -103,3 +104,8 @@ class LastItemsGenerator:
             slot, weights=np.concatenate([f[1] for f in found]), minlength=len(items)
         )
         return items, summed.astype(np.float32)
+
+
+register_generator(
+    "last_items", lambda bundle, config, name: LastItemsGenerator(bundle.i2i, config.sequence)
+)

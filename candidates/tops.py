@@ -48,8 +48,9 @@ from pathlib import Path
 
 import numpy as np
 
-from candidates.base import Generator
+from candidates.base import Generator, register_generator
 from recsys.arrays import NO_ITEMS, first_positions
+from recsys.components import Component, register_component
 from recsys.config import EVENT_TYPES, Config, TopsConfig
 from recsys.context import Candidates, RequestContext
 from recsys.interactions import TrainingData
@@ -591,3 +592,19 @@ def best_per_item(ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.n
     ids, scores = ids[best_first], scores[best_first]
     keep = first_positions(ids)  # the best-ranked copy of each item
     return ids[keep].astype(np.int64), scores[keep].astype(np.float32)
+
+
+register_component(
+    Component(
+        "tops",
+        fit=lambda given: TopsModel.fit(given.data, given.config),
+        load=lambda directory, config: TopsModel.load(directory),
+    )
+)
+# a family: top_<metric>_<window>[_<scope>], each name parsed (and refused) by the model
+register_generator(
+    "top_",
+    lambda bundle, config, name: bundle.tops.generator(name),
+    prefix=True,
+    example="top_<metric>_<window> (e.g. top_clicks_7d)",
+)

@@ -17,7 +17,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from candidates.ease import EASEModel
-from candidates.i2i import TieOrder, cosine_neighbors, item_popularity
+from candidates.i2i.builders import cosine_neighbors, item_popularity
+from candidates.i2i.lists import TieOrder
 from candidates.sequence import sequence_weights
 from recsys.config import Config
 from recsys.interactions import TrainingData

@@ -1,7 +1,8 @@
 """Build every artifact of a bundle from a dataset: the one path for nightly and evaluation.
 
-Each component trains offline here and answers at runtime from the arrays it saves
-(DESIGN.md §2: a stage package owns its models; pipelines only orchestrates).
+Each registered component (`recsys.components`) trains offline here, in dependency order,
+and answers at runtime from the arrays it saves (DESIGN.md §2: a stage package owns its
+models; pipelines only orchestrates).
 """
 
 from __future__ import annotations
@@ -10,25 +11,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from functools import partial
+from typing import Any, TypeVar
 
 from tqdm import tqdm
 
-from candidates.als import ALSGenerator, ALSModel
-from candidates.eals import EALSModel
-from candidates.ease import EASEModel
-from candidates.i2i import I2IModel
-from candidates.popularity import PopularityTop
-from candidates.quorum import QuorumModel
-from candidates.tops import TopsModel
-from pipelines.rating_evaluation import explicit_ratings
 from pipelines.training_data import build_training_data
-from ranking.cascade import TrainedRankers
-from ranking.features import UserItemStats
+from recsys.components import FitInputs, fit_order
 from recsys.config import Config
 from recsys.dataset import Dataset
-from serving.catalog import ItemCatalog, UserProfiles
-from serving.runtime import LoadedBundle
+from serving.runtime import LoadedBundle, import_components
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,8 +34,10 @@ class BuiltBundle:
 
 def build_bundle(dataset: Dataset, config: Config, *, show_progress: bool = False) -> BuiltBundle:
     """Train every component on `dataset` and return the in-memory bundle (version "")."""
+    import_components(config)
+    components = fit_order()
     seconds: dict[str, float] = {}
-    steps = tqdm(total=11, desc="build", unit="step", disable=not show_progress)
+    steps = tqdm(total=1 + len(components), desc="build", unit="step", disable=not show_progress)
 
     def timed(name: str, make: Callable[[], T]) -> T:
         steps.set_postfix_str(name)
@@ -55,43 +49,11 @@ def build_bundle(dataset: Dataset, config: Config, *, show_progress: bool = Fals
         return value
 
     data = timed("training data", lambda: build_training_data(dataset, config))
-    als_model = timed("ials", lambda: ALSModel.fit(data.interactions, config.als))
-    als = timed("ann index", lambda: ALSGenerator.build(als_model, config.ann))
-    popularity = timed("popularity", lambda: PopularityTop.fit(data, config.popularity))
-    tops = timed("tops", lambda: TopsModel.fit(data, config))
-    quorum = timed("quorums", lambda: QuorumModel.fit(data, config.quorum))
-    i2i = timed("i2i lists", lambda: I2IModel.build(data, als_model.item_factors, config.i2i))
-    eals = timed(
-        "eals",
-        lambda: EALSModel.fit(
-            explicit_ratings(dataset, data.users, data.items, config), config.eals
-        ),
-    )
-    ease = timed("ease", lambda: EASEModel.fit(data.interactions, config.ease))
-    recent = max(config.i2i.recent, config.business.history_items)
-    catalog, profiles = timed(
-        "catalog and profiles",
-        lambda: (
-            ItemCatalog.build(dataset, data),
-            UserProfiles.build(dataset, data, recent, config.sequence.length),
-        ),
-    )
-    stats = timed("ranking stats", lambda: UserItemStats.fit(data))
+    built: dict[str, Any] = {}
+    for component in components:
+        given = FitInputs(dataset=dataset, data=data, config=config, built=dict(built))
+        built[component.name] = timed(component.step_name, partial(component.fit, given))
     steps.close()
-    bundle = LoadedBundle(
-        version="",
-        users=data.users,
-        items=data.items,
-        als=als,
-        popularity=popularity,
-        tops=tops,
-        quorum=quorum,
-        i2i=i2i,
-        eals=eals,
-        catalog=catalog,
-        profiles=profiles,
-        stats=stats,
-        rankers=TrainedRankers(),  # trained afterwards from this code's candidates
-        ease=ease,
-    )
+    parts = {c.name: built[c.name] for c in components if c.saved}
+    bundle = LoadedBundle(version="", users=data.users, items=data.items, parts=parts)
     return BuiltBundle(bundle=bundle, seconds=seconds)

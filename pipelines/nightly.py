@@ -60,9 +60,9 @@ def train_bundle(dataset: Dataset, config: Config, *, show_progress: bool = Fals
     gated = dataclasses.replace(trial.bundle.rankers, dropped=gate.dropped)
     return dataclasses.replace(
         final,
-        bundle=dataclasses.replace(final.bundle, rankers=rankers),
+        bundle=final.bundle.replaced(rankers=rankers),
         gate=gate,
-        validation_bundle=dataclasses.replace(trial.bundle, rankers=gated),
+        validation_bundle=trial.bundle.replaced(rankers=gated),
     )
 
 
@@ -71,7 +71,7 @@ def bundle_with_rankers(
 ) -> TrainedBundle:
     built = build_bundle(dataset, config, show_progress=show_progress)
     training = train_rankers(dataset, config, stages, show_progress=show_progress)
-    bundle = dataclasses.replace(built.bundle, rankers=training.rankers)
+    bundle = built.bundle.replaced(rankers=training.rankers)
     return TrainedBundle(bundle, None, training.counts, built.seconds)
 
 

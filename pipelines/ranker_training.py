@@ -17,7 +17,7 @@ import numpy as np
 
 from pipelines.ranking_data import RankingData, build_ranking_data
 from ranking.cascade import LIGHTGBM_SCORE, TrainedRankers, with_stage_score
-from ranking.dlrm import DLRMRanker
+from ranking.dlrm.ranker import DLRMRanker
 from ranking.frame import RankingFrame, rank_within_groups
 from ranking.gbdt import GBDTRanker
 from recsys.config import Config

@@ -13,18 +13,14 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
 
-from candidates.eals import EALSModel
+from candidates.eals import RATING, EALSModel, explicit_ratings
 from pipelines.splits import chronological_split
-from pipelines.training_data import event_weights
-from recsys.config import Config, load_config
+from recsys.config import Config
 from recsys.dataset import Dataset
 from recsys.ids import IdMap
 from recsys.metrics import mae, rmse
 
-RATING = "rating"
 MODELS = ("global_mean", "biases", "eals")
 
 
@@ -46,43 +42,6 @@ class RatingEvaluation:
 
 def has_ratings(dataset: Dataset) -> bool:
     return bool((dataset.events["event_type"] == RATING).any())
-
-
-def explicit_ratings(
-    dataset: Dataset, users: IdMap, items: IdMap, config: Config | None = None
-) -> sp.csr_matrix:
-    """float32 (len(users), len(items)) matrix of what eALS fits; ids outside the maps are
-    dropped. With rating events: the last rating of each pair (events are in time order),
-    other event types ignored. Without any: log1p(Σ event weight) per pair, the weights of
-    `config` [als.event_weights] (the packaged defaults when None). A zero value is no
-    observation (eALS skips zeros)."""
-    events = dataset.events
-    is_rating = (events["event_type"] == RATING).to_numpy()
-    if is_rating.any():
-        events = events[is_rating]
-        values = events["value"].to_numpy(np.float32)
-    else:
-        values = event_weights(events, config or load_config())
-    user_index = users.to_index(events["user_id"].to_numpy())
-    item_index = items.to_index(events["item_id"].to_numpy())
-    known = (user_index >= 0) & (item_index >= 0)
-    pairs = pd.DataFrame(
-        {"user": user_index[known], "item": item_index[known], "value": values[known]}
-    )
-    if is_rating.any():
-        per_pair = pairs.groupby(["user", "item"], sort=False)["value"].last()
-    else:
-        per_pair = np.log1p(pairs.groupby(["user", "item"], sort=False)["value"].sum())
-    return sp.csr_matrix(
-        (
-            per_pair.to_numpy(np.float32),
-            (
-                per_pair.index.get_level_values("user").to_numpy(),
-                per_pair.index.get_level_values("item").to_numpy(),
-            ),
-        ),
-        shape=(len(users), len(items)),
-    )
 
 
 def evaluate_explicit(dataset: Dataset, config: Config) -> RatingEvaluation | None:

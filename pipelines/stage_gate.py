@@ -103,8 +103,8 @@ def gate_stages(
             dropped[stage] = reason
         log.info("stage gate: %s %s: %s", stage, "kept" if stage in kept else "dropped", reason)
         decisions.append(StageDecision(stage, stage in kept, value, input_value, reason))
-    final = dataclasses.replace(
-        bundle, rankers=dataclasses.replace(bundle.rankers, dropped=_dropped_all(config, kept))
+    final = bundle.replaced(
+        rankers=dataclasses.replace(bundle.rankers, dropped=_dropped_all(config, kept))
     )
     evaluation = evaluate_served(
         final, config, held, "validation", max_users=max_users, show_progress=show_progress
@@ -119,7 +119,7 @@ def _dropped_all(config: Config, kept) -> dict[str, str]:
 def _served(bundle, config, held, stages, max_users, show_progress) -> ServedEvaluation:
     """`stages` served on `bundle` (every other configured stage marked dropped)."""
     rankers = dataclasses.replace(bundle.rankers, dropped=_dropped_all(config, stages))
-    trial = dataclasses.replace(bundle, rankers=rankers)
+    trial = bundle.replaced(rankers=rankers)
     return evaluate_served(
         trial,
         config,

@@ -6,23 +6,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.config import EVENT_TYPES, Config
+from recsys.config import Config
 from recsys.dataset import Dataset, list_membership
 from recsys.ids import IdMap
-from recsys.interactions import TrainingData
-
-
-def event_weights(events: pd.DataFrame, config: Config) -> np.ndarray:
-    """Each event's contribution to R (config [als.event_weights]); weak ratings count less."""
-    by_type = np.array(
-        [getattr(config.als.event_weights, t) for t in EVENT_TYPES], dtype=np.float32
-    )
-    weights = by_type[events["event_type"].cat.codes.to_numpy()]
-    is_weak_rating = (events["event_type"] == "rating").to_numpy() & (
-        events["value"].to_numpy() < config.data.positive_rating
-    )
-    weights[is_weak_rating] = config.als.negative_rating_weight
-    return weights
+from recsys.interactions import TrainingData, event_weights
 
 
 def is_positive(events: pd.DataFrame, config: Config) -> np.ndarray:

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ranking.dlrm import DLRMRanker
+from ranking.dlrm.ranker import DLRMRanker
 from ranking.frame import RankingFrame
 from ranking.gbdt import GBDTRanker
+from recsys.components import Component, register_component
 from recsys.config import RankingConfig
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ class Cascade:
 
 def _dlrm_variant(dlrm: DLRMRanker, variant: str, cache_dir: Path | None) -> DLRMRanker:
     """DESIGN.md §4: INT8 dynamic quantization or TorchScript for inference, or native code
-    compiled ahead of time (ranking.compiled_dlrm)."""
+    compiled ahead of time (ranking.dlrm.export)."""
     if variant == "compiled":
         return dlrm.compiled(cache_dir)
     if variant == "int8":
@@ -184,3 +185,14 @@ def with_known_ids(frame: RankingFrame, cardinalities) -> RankingFrame:
         groups=frame.groups,
         labels=frame.labels,
     )
+
+
+# Trained after the rest of the bundle, from that bundle's own candidates (nightly); a
+# freshly built bundle holds none.
+register_component(
+    Component(
+        "rankers",
+        fit=lambda given: TrainedRankers(),
+        load=lambda directory, config: TrainedRankers.load(directory),
+    )
+)

@@ -47,6 +47,7 @@ from candidates.ease import EASEGenerator
 from candidates.sequence import decayed_neighbors, sequence_weights, similarity_to_sequence
 from ranking.frame import RankingFrame
 from recsys.arrays import row_entries, rows_max_of
+from recsys.components import Component, register_component
 from recsys.context import CandidateSet, RequestContext
 from recsys.interactions import TrainingData
 
@@ -394,3 +395,14 @@ def _lookup(found: np.ndarray, scores: np.ndarray, items: np.ndarray) -> np.ndar
         hit = found[at] == items
         result[hit] = scores[at[hit]]
     return result
+
+
+register_component(
+    Component(
+        "stats",
+        fit=lambda given: UserItemStats.fit(given.data),
+        load=lambda directory, config: UserItemStats.load(directory),
+        directory="ranking_stats",
+        step="ranking stats",
+    )
+)

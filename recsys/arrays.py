@@ -121,3 +121,21 @@ def top_k_batch(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None
     if take < k:
         ids = np.pad(ids, ((0, 0), (0, k - take)), constant_values=-1)
     return ids
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length; zero rows (items ALS never saw) stay zero."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+
+
+def checked_item_vectors(
+    vectors: np.ndarray, n_items: int, name: str = "item_factors"
+) -> np.ndarray:
+    """One finite float32 row per item, C-contiguous (copied only when it is not already)."""
+    array = np.ascontiguousarray(vectors, dtype=np.float32)
+    if array.ndim != 2 or array.shape[0] != n_items:
+        raise ValueError(f"{name} must be ({n_items}, d), got {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} hold NaN or infinite values")
+    return array

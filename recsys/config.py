@@ -282,6 +282,15 @@ class RulesConfig:
 
 
 @dataclass(frozen=True)
+class ExtensionsConfig:
+    """Python modules of the user's own, imported before a bundle is built or loaded: their
+    register_component and register_generator calls add parts and generators (README,
+    "Extending")."""
+
+    modules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class EvaluationConfig:
     k: int
     protocol: str  # the nightly's validation protocol: chronological or leave_last_out
@@ -312,6 +321,7 @@ class Config:
     serving: ServingConfig
     events: EventsConfig
     rules: RulesConfig
+    extensions: ExtensionsConfig
     evaluation: EvaluationConfig = field()
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""What offline fitting sees (`TrainingData`), and the per-user recent items read from it."""
+"""What offline fitting sees (`TrainingData`), each event's weight in it, and the per-user
+recent items read from it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
+from recsys.config import EVENT_TYPES, Config
 from recsys.ids import IdMap
 
 log = logging.getLogger(__name__)
@@ -18,6 +21,19 @@ log = logging.getLogger(__name__)
 # gap beyond the rest, is not the data's "now"
 OUTLIER_SHARE = 1e-3
 OUTLIER_GAP_SECONDS = 7 * 86400
+
+
+def event_weights(events: pd.DataFrame, config: Config) -> np.ndarray:
+    """Each event's contribution to R (config [als.event_weights]); weak ratings count less."""
+    by_type = np.array(
+        [getattr(config.als.event_weights, t) for t in EVENT_TYPES], dtype=np.float32
+    )
+    weights = by_type[events["event_type"].cat.codes.to_numpy()]
+    is_weak_rating = (events["event_type"] == "rating").to_numpy() & (
+        events["value"].to_numpy() < config.data.positive_rating
+    )
+    weights[is_weak_rating] = config.als.negative_rating_weight
+    return weights
 
 
 @dataclass(frozen=True)

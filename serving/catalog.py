@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.components import Component, register_component
 from recsys.dataset import ALL_REGIONS, ITEM_GROUP, Dataset, list_membership
 from recsys.ids import IdMap
 from recsys.interactions import TrainingData, recent_items, recent_positives
@@ -224,3 +225,24 @@ class UserProfiles:
             sequence_indptr=sequence_indptr,
             sequence_items=sequence,
         )
+
+
+register_component(
+    Component(
+        "catalog",
+        fit=lambda given: ItemCatalog.build(given.dataset, given.data),
+        load=lambda directory, config: ItemCatalog.load(directory),
+    )
+)
+register_component(
+    Component(
+        "profiles",
+        fit=lambda given: UserProfiles.build(
+            given.dataset,
+            given.data,
+            max(given.config.i2i.recent, given.config.business.history_items),
+            given.config.sequence.length,
+        ),
+        load=lambda directory, config: UserProfiles.load(directory),
+    )
+)

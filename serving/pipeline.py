@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from candidates.i2i import unit_rows
 from ranking.cascade import Cascade
 from ranking.dot import DotProductRanker
 from ranking.features import FeatureBuilder
-from recsys.arrays import first_positions, is_member, top_k
+from recsys.arrays import first_positions, is_member, top_k, unit_rows
 from recsys.config import Config
 from recsys.context import CandidateSet, RequestContext, union
 from serving.errors import NotFoundError, RequestError, check_external_id

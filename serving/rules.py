@@ -41,8 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from candidates.i2i import checked_item_vectors, unit_rows
-from recsys.arrays import is_member, row_entries
+from recsys.arrays import checked_item_vectors, is_member, row_entries, unit_rows
 from recsys.config import PromotionRule, RulesConfig
 from recsys.ids import IdMap
 

@@ -20,22 +20,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import ndcg_score, roc_auc_score
 from torch.export.pt2_archive._package import AOTICompiledModel
 
-from ranking import compiled_dlrm
-from ranking.dlrm import (
-    INT8_MAX_DRIFT,
-    INT8_MEAN_DRIFT,
-    META_FILE,
-    SCRIPT_MAX_DRIFT,
-    STATE_FILE,
-    DenseArch,
-    DenseStats,
-    DLRMRanker,
-    bpr_pairs,
-    grouped_ndcg,
-    listwise_loss,
-    mf_embeddings,
-    request_batches,
-)
+from ranking.dlrm import export
+from ranking.dlrm.export import INT8_MAX_DRIFT, INT8_MEAN_DRIFT, SCRIPT_MAX_DRIFT
+from ranking.dlrm.model import DenseArch, DenseStats, mf_embeddings
+from ranking.dlrm.ranker import META_FILE, STATE_FILE, DLRMRanker
+from ranking.dlrm.training import bpr_pairs, grouped_ndcg, listwise_loss, request_batches
 from ranking.frame import RankingFrame
 from recsys.config import DLRMConfig
 
@@ -276,7 +265,7 @@ def test_compiled_code_that_scores_differently_is_not_served(
     _, valid = frames
     wrong = lambda dense, sparse: torch.zeros(len(dense))  # noqa: E731
     monkeypatch.setattr(torch._inductor, "aoti_load_package", lambda path: wrong)
-    with caplog.at_level("WARNING", logger="ranking.dlrm"):
+    with caplog.at_level("WARNING", logger="ranking.dlrm.ranker"):
         served = fitted.compiled(compiled_cache)
     assert served.variant == "torchscript"
     assert "dlrm: serving TorchScript, not compiled code" in caplog.text
@@ -399,19 +388,19 @@ def test_stopping_the_builds_ends_a_compile_running_in_a_child():
     def build() -> None:
         for _ in range(2):  # the second is refused: the thread was told to stop
             try:
-                compiled_dlrm._run_in_child(time.sleep, 600)  # a ten-minute compile
+                export._run_in_child(time.sleep, 600)  # a ten-minute compile
             except Exception as error:
                 outcome.append(error)
 
     thread = threading.Thread(target=build, name="bundle-watcher")
     thread.start()
     until = time.monotonic() + 60
-    while not any(pool._processes for pool in list(compiled_dlrm._BUILDS)):
+    while not any(pool._processes for pool in list(export._BUILDS)):
         assert time.monotonic() < until, "the child never started"
         time.sleep(0.01)
-    compiled_dlrm.stop_builds(thread)
+    export.stop_builds(thread)
     thread.join(30)
     assert not thread.is_alive()
     assert [type(error) for error in outcome] == [BrokenProcessPool, RuntimeError]
     assert "bundle-watcher is stopping" in str(outcome[1])
-    assert not compiled_dlrm._BUILDS
+    assert not export._BUILDS

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from candidates.eals import EALSModel
-from pipelines.rating_evaluation import evaluate_explicit, explicit_ratings
+from candidates.eals import EALSModel, explicit_ratings
+from pipelines.rating_evaluation import evaluate_explicit
 from recsys.config import EALSConfig, load_config
 from recsys.dataset import Dataset, normalize_events
 from recsys.ids import IdMap

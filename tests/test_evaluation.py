@@ -60,17 +60,15 @@ def test_a_ranker_trained_on_shuffled_labels_is_dropped(shop):
     bundle = trained.validation_bundle
     frame = _noise_frame(bundle)
     noise = GBDTRanker.fit(frame, frame, config.lightgbm)
-    shuffled = dataclasses.replace(
-        bundle, rankers=dataclasses.replace(bundle.rankers, lightgbm=noise, dropped={})
+    shuffled = bundle.replaced(
+        rankers=dataclasses.replace(bundle.rankers, lightgbm=noise, dropped={})
     )
     valid = holdout(held.train, "leave_last_out", config, seed=1)
     gate = gate_stages(shuffled, config, valid)
     assert gate.kept == () and "lightgbm" in gate.dropped
     assert "does not beat its input" in gate.dropped["lightgbm"]
     # with the stage dropped the served list is its input's order: the union's
-    served = dataclasses.replace(
-        shuffled, rankers=dataclasses.replace(shuffled.rankers, dropped=gate.dropped)
-    )
+    served = shuffled.replaced(rankers=dataclasses.replace(shuffled.rankers, dropped=gate.dropped))
     users = list(valid.users[:20])
     union_config = config.replace(ranking={"stages": []})
     np.testing.assert_array_equal(

@@ -9,15 +9,10 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from candidates.i2i import (
-    I2IGenerator,
-    I2IModel,
-    NeighborLists,
-    TieOrder,
-    diverse_seeds,
-    recent_positive_matrix,
-    top_per_row,
-)
+from candidates.i2i.builders import recent_positive_matrix, top_per_row
+from candidates.i2i.generator import I2IGenerator, diverse_seeds
+from candidates.i2i.lists import NeighborLists, TieOrder
+from candidates.i2i.model import I2IModel
 from pipelines.training_data import build_training_data
 from recsys.config import load_config
 from recsys.context import RequestContext

@@ -8,7 +8,8 @@ import pytest
 import scipy.sparse as sp
 
 from candidates.ease import EASEGenerator, EASEModel
-from candidates.i2i import I2IModel, sequence_windows
+from candidates.i2i.builders import sequence_windows
+from candidates.i2i.model import I2IModel
 from candidates.sequence import LastItemsGenerator, last_items_scores, similarity_to_sequence
 from recsys.config import EASEConfig, SequenceConfig
 from recsys.context import RequestContext

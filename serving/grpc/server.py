@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 
 from protos.recsys.v1 import recommender_pb2 as pb
 from protos.recsys.v1 import recommender_pb2_grpc as pb_grpc
-from ranking.compiled_dlrm import stop_builds
+from ranking.dlrm.export import stop_builds
 from recsys.config import Config
 from serving import metrics
 from serving.errors import (

@@ -1,0 +1,1 @@
+"""Per-item neighbour lists (seed 004, "i2i-списки"): lists, builders, model, generator."""

@@ -1,0 +1,1 @@
+"""The heavy ranker, DLRM: the model, its training, its exports and the ranker that holds them."""

@@ -1,0 +1,137 @@
+"""One contract test per stage kind, over every registered implementation: a generator,
+a filter or a bundle component added later is held to the same rules without a test of
+its own (issue "One-way layers")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from candidates.base import GENERATORS, make_generator
+from pipelines.build import build_bundle
+from pipelines.loaders import load_dataset_dir
+from recsys.components import saved_components
+from recsys.config import I2I_KINDS
+from serving.filters import FILTER_FACTORIES
+from serving.pipeline import RecommendPipeline, RecommendRequest
+from serving.runtime import import_components
+from tests.conftest import shop_config
+
+BUDGETS = (0, 1, 7, 60)
+
+
+@pytest.fixture(scope="module")
+def shop_bundle(shop_dir, tmp_path_factory):
+    config = shop_config(tmp_path_factory.mktemp("contracts"), shop_dir)
+    config = config.replace(ranking={"stages": []})
+    dataset = load_dataset_dir(shop_dir)
+    return build_bundle(dataset, config).bundle, config, dataset
+
+
+def generator_names(bundle) -> list[str]:
+    """Every registered generator; a family by a few of its members."""
+    names = []
+    for kind in GENERATORS.values():
+        if not kind.prefix:
+            names.append(kind.name)
+        elif kind.name == "i2i_":
+            names.extend(f"i2i_{k}" for k in I2I_KINDS)
+        elif kind.name == "top_":
+            names.extend(bundle.tops.names()[:3])
+        else:
+            pytest.fail(f"the contract test does not know members of the family {kind.name!r}")
+    return names
+
+
+def request_contexts(bundle, config, dataset):
+    """A regular, a user with one event, an unknown user, and one with a basket only."""
+    pipeline = RecommendPipeline.candidate_stage(bundle, config)
+    counts = dataset.events["user_id"].astype(str).value_counts()
+    regular, single = str(counts.index[0]), str(counts.index[-1])
+    basket = tuple(str(i) for i in bundle.items.ids[:2])
+    return [
+        pipeline.context(RecommendRequest(user_id=regular, k=10)),
+        pipeline.context(RecommendRequest(user_id=single, k=10)),
+        pipeline.context(RecommendRequest(user_id="never-seen", k=10)),
+        pipeline.context(RecommendRequest(user_id="never-seen", k=10, basket_item_ids=basket)),
+    ]
+
+
+def test_every_generator_keeps_the_contract(shop_bundle):
+    bundle, config, dataset = shop_bundle
+    import_components(config)
+    names = generator_names(bundle)
+    assert {"als", "popularity", "quorum", "ease", "last_items", "business"} <= set(names)
+    n_items = len(bundle.items)
+    for name in names:
+        generator = make_generator(name, bundle, config)
+        assert generator.name == name
+        for ctx in request_contexts(bundle, config, dataset):
+            for budget in BUDGETS:
+                found = generator.generate(ctx, budget)
+                again = generator.generate(ctx, budget)
+                where = f"{name}, user {ctx.user_index}, budget {budget}"
+                assert found.source == name, where
+                assert len(found) <= budget, where
+                assert len(np.unique(found.item_ids)) == len(found), f"{where}: duplicates"
+                assert found.item_ids.dtype == np.int64, where
+                assert ((found.item_ids >= 0) & (found.item_ids < n_items)).all(), where
+                assert np.isfinite(found.scores).all(), f"{where}: scores not finite"
+                assert (np.diff(found.scores) <= 0).all(), f"{where}: not best first"
+                np.testing.assert_array_equal(found.item_ids, again.item_ids, err_msg=where)
+
+
+def test_an_unknown_generator_name_lists_the_known_ones(shop_bundle):
+    bundle, config, _ = shop_bundle
+    import_components(config)
+    with pytest.raises(ValueError, match=r"unknown generator 'nope'; known: .*als.*i2i_"):
+        make_generator("nope", bundle, config)
+
+
+def test_every_filter_only_removes_and_is_deterministic(shop_bundle):
+    bundle, config, dataset = shop_bundle
+    items = np.arange(len(bundle.items), dtype=np.int64)
+    for name, factory in FILTER_FACTORIES.items():
+        chosen = factory(bundle.catalog, bundle.profiles, config.serving)
+        for ctx in request_contexts(bundle, config, dataset):
+            kept = chosen.keep(ctx, items)
+            assert kept.dtype == bool and kept.shape == items.shape, name
+            np.testing.assert_array_equal(kept, chosen.keep(ctx, items), err_msg=name)
+            # a subset asked alone gets the same answers (a filter judges items, not lists)
+            part = items[::3]
+            np.testing.assert_array_equal(chosen.keep(ctx, part), kept[::3], err_msg=name)
+
+
+def test_every_bundle_component_survives_a_save_and_load(shop_bundle, tmp_path):
+    """Saved, loaded and saved again, every component writes the same contents."""
+    bundle, config, _ = shop_bundle
+    bundle.save(tmp_path / "first")
+    loaded = type(bundle).load(tmp_path / "first", "v", config)
+    loaded.save(tmp_path / "second")
+    components = saved_components()
+    assert {"als", "i2i", "tops", "catalog", "profiles", "stats", "rankers"} <= {
+        c.name for c in components
+    }
+    for component in components:
+        first = tmp_path / "first" / component.subdirectory
+        second = tmp_path / "second" / component.subdirectory
+        files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+        assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
+        for relative in files:
+            assert_same_contents(first / relative, second / relative, component.name)
+
+
+def assert_same_contents(a: Path, b: Path, component: str) -> None:
+    where = f"{component}: {a.name}"
+    if a.suffix == ".npz":  # zip members carry their write time: compare the arrays
+        with np.load(a, allow_pickle=False) as x, np.load(b, allow_pickle=False) as y:
+            assert sorted(x.files) == sorted(y.files), where
+            for key in x.files:
+                np.testing.assert_array_equal(x[key], y[key], err_msg=f"{where}[{key}]")
+    elif a.suffix == ".parquet":
+        pd.testing.assert_frame_equal(pd.read_parquet(a), pd.read_parquet(b), obj=where)
+    else:
+        assert a.read_bytes() == b.read_bytes(), where
