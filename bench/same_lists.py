@@ -1,10 +1,11 @@
 """Same lists before and after a refactor: `recsys nightly` and `Recommend` for every user of
 MovieLens-100k (or --config's data), at this checkout and at a git revision, compared.
 
-    python bench/same_lists.py REVISION [--config FILE.toml] [--k 20]
+    python bench/same_lists.py REVISION [NEW_REVISION] [--config FILE.toml] [--k 20]
 
-Each side runs in its own process and its own checkout (a temporary git worktree for the
-revision) with the same configuration; a nightly is deterministic (one-thread HNSW build,
+Each side runs in its own process and its own checkout (a temporary git worktree for each
+revision; this checkout, uncommitted changes included, when NEW_REVISION is not given) with
+the same configuration; a nightly is deterministic (one-thread HNSW build,
 seeded trainers), so any difference in a list is a change of behaviour. Prints the share
 of users whose lists are identical, and the first differences.
 """
@@ -67,24 +68,19 @@ def dump(checkout: Path, config: str, work: Path, k: int) -> dict[str, list[str]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("revision")
+    parser.add_argument("new_revision", nargs="?", help="default: this checkout as it is")
     parser.add_argument("--config", help="TOML overrides (data.source for your own files)")
     parser.add_argument("--k", type=int, default=20)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="same-lists-"))
+    checkouts = {"old": checkout_of(args.revision, work / "old-checkout")}
+    checkouts["new"] = (
+        checkout_of(args.new_revision, work / "new-checkout") if args.new_revision else REPO
+    )
     try:
-        old = work / "old"
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", str(old), args.revision],
-            cwd=REPO,
-            check=True,
-            capture_output=True,
-        )
-        # the generated stubs and the data cache are not in git
-        for generated in (REPO / "protos" / "recsys" / "v1").glob("*_pb2*"):
-            shutil.copy(generated, old / "protos" / "recsys" / "v1")
         lists = {}
         config = str(Path(args.config).resolve()) if args.config else ""
-        for name, checkout in (("old", old), ("new", REPO)):
+        for name, checkout in checkouts.items():
             print(f"nightly and lists at {name} ({checkout})", flush=True)
             lists[name] = dump(checkout, config, work / name, args.k)
         users = sorted(set(lists["old"]) | set(lists["new"]))
@@ -93,8 +89,23 @@ def main() -> None:
         for user in [u for u in users if u not in set(same)][:5]:
             print(f"  {user}: {lists['old'].get(user)} -> {lists['new'].get(user)}")
     finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(work / "old")], cwd=REPO)
+        for checkout in checkouts.values():
+            if checkout != REPO:
+                subprocess.run(["git", "worktree", "remove", "--force", str(checkout)], cwd=REPO)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def checkout_of(revision: str, path: Path) -> Path:
+    """A worktree of `revision`, with the generated stubs (not in git) copied in."""
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(path), revision],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+    for generated in (REPO / "protos" / "recsys" / "v1").glob("*_pb2*"):
+        shutil.copy(generated, path / "protos" / "recsys" / "v1")
+    return path
 
 
 if __name__ == "__main__":
