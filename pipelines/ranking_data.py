@@ -192,11 +192,7 @@ class SessionBuilder:
             item = self.items[row]
             latest[item] = latest.get(item, False) or bool(self.never[row])
         recent = tuple(latest)[: self.items_per_user]
-        return Session(
-            recent=recent,
-            never_again=tuple(i for i in recent if latest[i]),
-            newest_time=int(self.times[rows[-1]]),
-        )
+        return Session(recent=recent, never_again=tuple(i for i in recent if latest[i]))
 
 
 def with_random_negatives(

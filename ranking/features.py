@@ -25,12 +25,7 @@ norms as popularity / "hotness" proxies; seed 004 "Когда и какой ALS 
   candidate), seq_als_cosine (mean iALS cosine to the newest sequence.last_items), seq_length;
   seq_covisit_1 and seq_decayed_covisit: the same from the "covisit" lists (co-occurrence
   within short windows of users' sequences: items met close together);
-- ease_score: x_u B of EASE over the user's seen and session items (NaN without EASE);
-- moment_share_<w>: the item's share of all events in the window w before the user's
-  moment (their newest event in the bundle; the bundle's "now" for a user with a live session
-  or none in the bundle), and moment_item_age_days: the item's age then. What was popular
-  when the user was last here, not only now: most users were last active long before "now",
-  and a returning user carries on from where they left (issue "Ranking that earns its place").
+- ease_score: x_u B of EASE over the user's seen and session items (NaN without EASE).
 Sparse features (DLRM embedding tables; 0 = unknown): user, item, category (the item's
 first), region (the request's).
 """
@@ -57,7 +52,6 @@ SPARSE_NAMES = ("user", "item", "category", "region")
 SEQUENCE_POSITIONS = 3
 COVISIT = "covisit"  # the i2i lists of items met close together in users' sequences
 COVISIT_FEATURES = ("seq_covisit_1", "seq_decayed_covisit")
-MOMENT_WINDOWS = {"1d": 86_400, "7d": 7 * 86_400, "30d": 30 * 86_400}
 
 
 @dataclass(frozen=True)
@@ -73,12 +67,6 @@ class UserItemStats:
     user_mean_price: np.ndarray  # float32 per user: mean item price over positives, NaN none
     user_last_time: np.ndarray  # int64 per user
     category_last_time: sp.csr_matrix  # int64 (n_users, n_categories): last event time
-    # every event as item * time_span + (time - time_origin), ascending: one searchsorted
-    # counts an item's events in a time range
-    item_time_keys: np.ndarray  # int64
-    time_origin: int
-    time_span: int
-    all_times: np.ndarray  # int64 every event time, ascending
 
     @classmethod
     def fit(cls, data: TrainingData) -> UserItemStats:
@@ -93,8 +81,6 @@ class UserItemStats:
             mean_price = np.where(positives > 0, price_sum / positives, np.nan)
         last = np.zeros(n_users, dtype=np.int64)
         np.maximum.at(last, users, times)
-        origin = int(times.min()) if len(times) else 0
-        span = int(times.max()) - origin + 2 if len(times) else 2
         return cls(
             now=data.newest_time,
             item_price=data.item_price,
@@ -105,24 +91,7 @@ class UserItemStats:
             user_mean_price=mean_price.astype(np.float32),
             user_last_time=last,
             category_last_time=_category_last_time(data),
-            item_time_keys=np.sort(items * span + (times - origin)).astype(np.int64),
-            time_origin=origin,
-            time_span=span,
-            all_times=np.sort(times).astype(np.int64),
         )
-
-    def moment_shares(self, moment: int, items: np.ndarray, window: int) -> np.ndarray:
-        """float32 share of each item among all events in (moment - window, moment]."""
-
-        def position(time: int) -> np.ndarray:  # events of each item at or before `time`
-            offset = min(max(time - self.time_origin, -1), self.time_span - 1)
-            return np.searchsorted(self.item_time_keys, items * self.time_span + offset, "right")
-
-        within = position(moment) - position(moment - window)
-        total = np.searchsorted(self.all_times, moment, side="right") - np.searchsorted(
-            self.all_times, moment - window, side="right"
-        )
-        return (within / max(int(total), 1)).astype(np.float32)
 
     def save(self, directory: Path) -> None:
         np.savez(
@@ -139,10 +108,6 @@ class UserItemStats:
             cat_indices=self.category_last_time.indices,
             cat_indptr=self.category_last_time.indptr,
             cat_shape=np.array(self.category_last_time.shape),
-            item_time_keys=self.item_time_keys,
-            time_origin=np.int64(self.time_origin),
-            time_span=np.int64(self.time_span),
-            all_times=self.all_times,
         )
 
     @classmethod
@@ -153,8 +118,7 @@ class UserItemStats:
             (arrays.pop("cat_data"), arrays.pop("cat_indices"), arrays.pop("cat_indptr")),
             shape=tuple(arrays.pop("cat_shape")),
         )
-        scalars = {name: int(arrays.pop(name)) for name in ("now", "time_origin", "time_span")}
-        return cls(category_last_time=matrix, **scalars, **arrays)
+        return cls(now=int(arrays.pop("now")), category_last_time=matrix, **arrays)
 
 
 def _category_last_time(data: TrainingData) -> sp.csr_matrix:
@@ -233,8 +197,6 @@ class FeatureBuilder:
             "seq_decayed_covisit",
             "seq_length",
             "ease_score",
-            *(f"moment_share_{w}" for w in MOMENT_WINDOWS),
-            "moment_item_age_days",
         )
         self.column = {name: i for i, name in enumerate(self.dense_names)}
         self._static_tables(bundle)
@@ -281,7 +243,6 @@ class FeatureBuilder:
             dense[:, column["ease_score"]] = self.ease.user_scores(ctx)[0][items]
         else:
             dense[:, column["ease_score"]] = np.nan
-        self._moment_features(ctx, items, dense)
         region = self.bundle.tops.region_index(ctx.region) + 1 if ctx.region else 0
         sparse = np.empty((n, len(SPARSE_NAMES)), dtype=np.int64)
         sparse[:, 0] = user + 1
@@ -336,17 +297,6 @@ class FeatureBuilder:
         seeds = sequence[: config.last_items]
         weights = sequence_weights(len(seeds), config.decay)
         dense[:, column["seq_als_cosine"]] = (unit[items] @ unit[seeds].T) @ weights / weights.sum()
-
-    def _moment_features(self, ctx: RequestContext, items: np.ndarray, dense: np.ndarray) -> None:
-        """The items' popularity and age at the user's moment (module docstring)."""
-        stats = self.stats
-        moment = ctx.last_active or stats.now  # a user with no past is here now
-        for name, window in MOMENT_WINDOWS.items():
-            dense[:, self.column[f"moment_share_{name}"]] = stats.moment_shares(
-                moment, items, window
-            )
-        age = (moment - stats.item_created[items]) / SECONDS_PER_DAY
-        dense[:, self.column["moment_item_age_days"]] = age
 
     def _static_tables(self, bundle) -> None:
         """Per-item and per-user features that do not depend on the request, one row each,

@@ -25,9 +25,7 @@ from recsys.files import sha256_file
 
 MANIFEST = "manifest.json"
 CURRENT = "current"
-# 2: ranking stats hold every event's time (the "moment" features); a version-1 bundle's
-# rankers expect other feature columns, so it is refused until the next nightly
-FORMAT_VERSION = 2
+FORMAT_VERSION = 1
 STAGING_PREFIX = ".staging-"
 LOCK_FILE = ".publish.lock"
 NIGHTLY_LOCK_FILE = ".nightly.lock"

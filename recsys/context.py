@@ -37,7 +37,6 @@ class RequestContext:
     history: np.ndarray = field(default_factory=lambda: NO_ITEMS)
     sequence: np.ndarray = field(default_factory=lambda: NO_ITEMS)
     request_id: str = ""
-    last_active: int = 0  # Unix seconds of the user's newest known event (0: none known)
     # values derived from the request that several stages need (e.g. the i2i seeds of
     # both i2i generators, the quorum weights of the generator and the ranking features)
     memo: dict = field(default_factory=dict, compare=False, repr=False)

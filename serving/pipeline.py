@@ -367,16 +367,7 @@ class RecommendPipeline:
             history=history,
             sequence=sequence,
             request_id=request.request_id,
-            last_active=self._last_active(user_index, request.session),
         )
-
-    def _last_active(self, user_index: int, session: Session | None) -> int:
-        """The user's newest event: the session's (LogEvents since the bundle), else the
-        bundle's; 0 for a user with neither."""
-        if session is not None and session.newest_time:
-            return session.newest_time
-        last = self.bundle.stats.user_last_time
-        return int(last[user_index]) if 0 <= user_index < len(last) else 0
 
     def _backfill(
         self,

@@ -25,7 +25,6 @@ MAX_USERS = 200_000  # least recently active users are forgotten past this (memo
 class Session:
     recent: tuple[str, ...]  # item ids, most recently logged first: i2i seeds
     never_again: tuple[str, ...]  # item ids not to recommend in this session
-    newest_time: int = 0  # Unix seconds of the user's newest logged event
 
 
 class SessionStore:
@@ -42,7 +41,6 @@ class SessionStore:
         self.max_users = max_users
         # user -> item -> "never again" flag, both in least-recent-first order
         self._users: OrderedDict[str, OrderedDict[str, bool]] = OrderedDict()
-        self._newest: dict[str, int] = {}  # user -> newest event time (same users)
         self._lock = threading.Lock()
 
     def catch_up(self) -> int:
@@ -60,7 +58,7 @@ class SessionStore:
                 return None
             recent = tuple(reversed(items))
             never = tuple(item for item in recent if items[item])
-            return Session(recent=recent, never_again=never, newest_time=self._newest[user_id])
+            return Session(recent=recent, never_again=never)
 
     def __len__(self) -> int:
         return len(self._users)
@@ -73,9 +71,7 @@ class SessionStore:
         never = self.exclude_viewed or event.event_type in NEVER_AGAIN
         items[event.item_id] = items.get(event.item_id, False) or never
         items.move_to_end(event.item_id)
-        self._newest[event.user_id] = max(self._newest.get(event.user_id, 0), event.timestamp)
         while len(items) > self.items_per_user:
             items.popitem(last=False)
         while len(self._users) > self.max_users:
-            forgotten, _ = self._users.popitem(last=False)
-            del self._newest[forgotten]
+            self._users.popitem(last=False)

@@ -4,6 +4,7 @@ import pytest
 
 from recsys.bundle import (
     CURRENT,
+    FORMAT_VERSION,
     LOCK_FILE,
     BundleError,
     current_version,
@@ -83,8 +84,8 @@ def test_a_bundle_of_another_format_version_is_refused_with_what_to_do(tmp_path)
     manifest = publish(tmp_path)
     path = tmp_path / manifest.version / "manifest.json"
     raw = json.loads(path.read_text())
-    path.write_text(json.dumps({**raw, "format_version": 1}))
-    with pytest.raises(BundleError, match=r"format version 1, expected \d+ .*recsys nightly"):
+    path.write_text(json.dumps({**raw, "format_version": FORMAT_VERSION + 1}))
+    with pytest.raises(BundleError, match=r"format version \d+, expected \d+ .*recsys nightly"):
         open_current(tmp_path)
 
 

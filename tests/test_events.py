@@ -99,17 +99,6 @@ def test_a_viewed_item_seen_again_moves_to_the_front_and_keeps_its_flag(tmp_path
     assert store.session_of("u1").never_again == ("a",)
 
 
-def test_a_session_knows_the_time_of_its_newest_event(tmp_path) -> None:
-    """The ranking features' "moment" of a user acting now; events may arrive out of order."""
-    log = EventLog(tmp_path, 1 << 20)
-    store = SessionStore(EventLogTail(tmp_path), items_per_user=10, exclude_viewed=False)
-    log.append([event(item="a", ts=NOW - 10), event(item="b", ts=NOW - 5)])
-    log.append([event(item="c", ts=NOW - 20), event(user="u2", ts=NOW)])
-    store.catch_up()
-    assert store.session_of("u1").newest_time == NOW - 5
-    assert store.session_of("u2").newest_time == NOW
-
-
 def test_exclude_viewed_keeps_every_session_item_out(tmp_path) -> None:
     log = EventLog(tmp_path, 1 << 20)
     store = SessionStore(EventLogTail(tmp_path), items_per_user=10, exclude_viewed=True)

@@ -86,18 +86,6 @@ def test_feature_values_by_hand(shop):
             assert got == pytest.approx((now - touched["timestamp"].max()) / 86400, rel=1e-5)
         else:
             assert np.isnan(got)
-    # the moment: the user's newest event (the session's, else the bundle's); each item's
-    # share of all events in the 7 days up to it, and its age then
-    session = data.sessions[group]
-    moment = session.newest_time if session is not None else mine["timestamp"].max()
-    assert moment <= dataset.events["timestamp"].iat[request.row]
-    window = before[(before["timestamp"] > moment - 7 * 86400) & (before["timestamp"] <= moment)]
-    counts = window["item_id"].value_counts()
-    for row, item in zip(rows[:20], items[:20], strict=True):
-        share = counts.get(bundle.items.ids[item], 0) / max(len(window), 1)
-        assert frame.dense[row, col["moment_share_7d"]] == pytest.approx(share, rel=1e-5)
-        age = (moment - bundle.stats.item_created[item]) / 86400
-        assert frame.dense[row, col["moment_item_age_days"]] == pytest.approx(age, rel=1e-5)
 
 
 def test_each_label_is_the_requests_positive(shop):
