@@ -31,22 +31,27 @@ from recsys.config import load_config
 from serving.holder import BundleHolder
 from serving.pipeline import RecommendRequest
 
-config = load_config(sys.argv[1] or None).replace(
-    artifacts={"root": sys.argv[4] + "/artifacts"},
-    data={"cache_dir": sys.argv[5]},
-    evaluation={"report_dir": sys.argv[4] + "/reports"},
-)
-run_nightly(config, show_progress=False)
-holder = BundleHolder(config)
-assert holder.refresh(), "no bundle"
-pipeline = holder.pipeline()
-users = [str(u) for u in pipeline.bundle.users.ids]
-k = int(sys.argv[3])
-lists = {}
-for user in users:
-    answer = pipeline.recommend(RecommendRequest(user_id=user, k=k))
-    lists[user] = [item.item_id for item in answer.items]
-json.dump(lists, open(sys.argv[2], "w"))
+
+def main():
+    config = load_config(sys.argv[1] or None).replace(
+        artifacts={"root": sys.argv[4] + "/artifacts"},
+        data={"cache_dir": sys.argv[5]},
+        evaluation={"report_dir": sys.argv[4] + "/reports"},
+    )
+    run_nightly(config, show_progress=False)
+    holder = BundleHolder(config)
+    assert holder.refresh(), "no bundle"
+    pipeline = holder.pipeline()
+    k = int(sys.argv[3])
+    lists = {}
+    for user in (str(u) for u in pipeline.bundle.users.ids):
+        answer = pipeline.recommend(RecommendRequest(user_id=user, k=k))
+        lists[user] = [item.item_id for item in answer.items]
+    json.dump(lists, open(sys.argv[2], "w"))
+
+
+if __name__ == "__main__":  # compiling and probing run child processes that import this
+    main()
 """
 
 

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.ranking_data import RankingData, build_ranking_data
-from ranking.cascade import LIGHTGBM_SCORE, TrainedRankers, with_stage_score
-from ranking.dlrm.ranker import DLRMRanker
+from ranking.cascade import TrainedRankers
 from ranking.frame import RankingFrame, rank_within_groups
-from ranking.gbdt import GBDTRanker
+from ranking.rankers import Ranker, RankerFit, ranker_kind, with_stage_score
 from recsys.config import Config
 from recsys.dataset import Dataset
 
@@ -43,6 +42,8 @@ def train_rankers(
 ) -> RankerTraining:
     """The rankers of `stages` (default: ranking.stages) trained on `dataset`."""
     stages = config.ranking.stages if stages is None else stages
+    for stage in stages:  # an unknown name fails now, not after the ranking data is built
+        ranker_kind(stage)
     if not stages:
         return RankerTraining(TrainedRankers(), {})
     data = build_ranking_data(dataset, config, show_progress=show_progress)
@@ -59,46 +60,31 @@ def train_rankers(
         "periods": len(data.cutoffs),
     }
     log.info("ranker data: %s", ", ".join(f"{v} {k}" for k, v in counts.items()))
-    lightgbm = GBDTRanker.fit(train, valid, config.lightgbm) if "lightgbm" in stages else None
-    dlrm = None
-    if "dlrm" in stages:
-        latest = data.pipelines[-1].bundle.als.model  # every period bundle shares the items
-        if lightgbm is not None:  # DLRM sees what serving gives it: LightGBM's head
-            train = lightgbm_head(train, lightgbm, config.ranking.lightgbm_keep)
-            valid = lightgbm_head(valid, lightgbm, config.ranking.lightgbm_keep)
-        dlrm = DLRMRanker.fit(
-            without_user_ids(train),
-            without_user_ids(valid),
-            config.dlrm,
-            pretrained={"item": latest.item_factors},
-            threads=1,
-            show_progress=show_progress,
-        )
-    return RankerTraining(TrainedRankers(lightgbm=lightgbm, dlrm=dlrm), counts)
+    item_factors = data.pipelines[-1].bundle.als.model.item_factors  # periods share items
+    models: dict[str, Ranker] = {}
+    for position, stage in enumerate(stages):
+        kind = ranker_kind(stage)
+        if position:  # a later stage learns from what serving gives it: the earlier's head
+            earlier = stages[position - 1]
+            keep = ranker_kind(earlier).keep
+            limit = keep(config.ranking) if keep else None
+            train = stage_head(train, models[earlier], earlier, limit)
+            valid = stage_head(valid, models[earlier], earlier, limit)
+        given = RankerFit(train, valid, config, item_factors, show_progress)
+        models[stage] = kind.fit(given)
+    return RankerTraining(TrainedRankers(models), counts)
 
 
-def lightgbm_head(frame: RankingFrame, lightgbm: GBDTRanker, keep: int) -> RankingFrame:
-    """The rows LightGBM keeps for the next stage in serving (its best `keep` per request),
-    with its score as a feature (`ranking.cascade.LIGHTGBM_SCORE`). Requests that lose their
-    positive there teach the next stage nothing and are left out."""
-    scores = lightgbm.predict(frame)
-    kept = np.flatnonzero(rank_within_groups(frame.groups, scores) < keep)
-    head = with_stage_score(frame.take(kept), scores[kept], LIGHTGBM_SCORE)
+def stage_head(frame: RankingFrame, ranker: Ranker, stage: str, keep: int | None) -> RankingFrame:
+    """The rows `ranker` keeps for the next stage in serving (its best `keep` per request;
+    None: all), with its score as a feature (`ranking.rankers.score_column`). Requests that
+    lose their positive there teach the next stage nothing and are left out."""
+    scores = ranker.predict(frame)
+    kept = np.flatnonzero(rank_within_groups(frame.groups, scores) < (keep or len(frame)))
+    head = with_stage_score(frame.take(kept), scores[kept], stage)
     has_positive = np.zeros(int(frame.groups.max()) + 1, dtype=bool)
     has_positive[head.groups[head.labels > 0]] = True
     return _requests(head, has_positive)
-
-
-def without_user_ids(frame: RankingFrame) -> RankingFrame:
-    """Every user as the unknown id 0 with a one-row table: each period bundle numbers its
-    users its own way, so a user id means nothing across them; DLRM knows a user by the
-    dense features (history, session, ALS) instead, and serving maps every id to 0
-    (`ranking.cascade.with_known_ids`)."""
-    sparse = frame.sparse.copy()
-    sparse[:, frame.sparse_names.index("user")] = 0
-    cardinalities = list(frame.sparse_cardinalities)
-    cardinalities[frame.sparse_names.index("user")] = 1
-    return dataclasses.replace(frame, sparse=sparse, sparse_cardinalities=tuple(cardinalities))
 
 
 def _validation_users(data: RankingData) -> np.ndarray:

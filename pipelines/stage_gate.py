@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from pipelines.protocols import Holdout
 from pipelines.served_evaluation import UNION, ServedEvaluation, evaluate_served, stage_label
-from ranking.cascade import reads_lightgbm
+from ranking.rankers import RANKERS, reads_score_of
 from recsys.config import Config
 from serving.runtime import LoadedBundle
 
@@ -81,8 +81,9 @@ def gate_stages(
     current = _served(bundle, config, held, (), max_users, show_progress)
     input_value = current.metrics[UNION][GATE_METRIC][0]
     for stage in config.ranking.stages:
-        if stage == "dlrm" and reads_lightgbm(bundle.rankers.dlrm) and "lightgbm" not in kept:
-            reason = "it re-orders LightGBM's head, and LightGBM was left out"
+        reads = [s for s in RANKERS if reads_score_of(bundle.rankers.models[stage], s)]
+        if reads and reads[0] not in kept:
+            reason = f"it re-orders {reads[0]}'s head, and {reads[0]} was left out"
             dropped[stage] = reason
             log.info("stage gate: %s dropped: %s", stage, reason)
             decisions.append(StageDecision(stage, False, float("nan"), input_value, reason))

@@ -1,6 +1,7 @@
 """The ranking cascade of serving (DESIGN.md §1): candidates -> LightGBM keeps the best
-`lightgbm_keep` -> DLRM orders those. Stages are configuration; each placed item says which
-stage placed it, and its score is that stage's score (comparable within a stage only).
+`lightgbm_keep` -> DLRM orders those. Stages are configuration (`ranking.stages`, each a
+registered ranker kind, ranking.rankers); each placed item says which stage placed it, and
+its score is that stage's score (comparable within a stage only).
 """
 
 from __future__ import annotations
@@ -9,55 +10,49 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ranking.dlrm.ranker import DLRMRanker
 from ranking.frame import RankingFrame
-from ranking.gbdt import GBDTRanker
+from ranking.rankers import RANKERS, Ranker, ranker_kind, reads_score_of, with_stage_score
 from recsys.components import Component, register_component
 from recsys.config import RankingConfig
 
 log = logging.getLogger(__name__)
 
-LIGHTGBM_DIR, DLRM_DIR = "lightgbm", "dlrm"
-# A later stage trained after LightGBM sees LightGBM's score as one more dense feature (it
-# re-orders LightGBM's head, so it starts from that order and learns what to change).
-LIGHTGBM_SCORE = "lightgbm_score"
 DROPPED_FILE = "dropped.json"
 
 
 @dataclass(frozen=True)
 class TrainedRankers:
-    """The rankers nightly trained into a bundle; a stage not trained is None. `dropped`
-    names the configured stages the nightly's stage gate left out, and why: the cascade
-    skips them (their input's order is served)."""
+    """The rankers nightly trained into a bundle, by stage name. `dropped` names the
+    configured stages the nightly's stage gate left out, and why: the cascade skips them
+    (their input's order is served)."""
 
-    lightgbm: GBDTRanker | None = None
-    dlrm: DLRMRanker | None = None
+    models: Mapping[str, Ranker] = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)
 
     def save(self, directory: Path) -> None:
-        for name, ranker in ((LIGHTGBM_DIR, self.lightgbm), (DLRM_DIR, self.dlrm)):
-            if ranker is not None:
-                (directory / name).mkdir()
-                ranker.save(directory / name)
+        for name, ranker in self.models.items():
+            (directory / name).mkdir()
+            ranker.save(directory / name)
         (directory / DROPPED_FILE).write_text(json.dumps(self.dropped, indent=2))
 
     @classmethod
     def load(cls, directory: Path) -> TrainedRankers:
-        light, heavy = directory / LIGHTGBM_DIR, directory / DLRM_DIR
         dropped_file = directory / DROPPED_FILE
         dropped = json.loads(dropped_file.read_text()) if dropped_file.exists() else {}
         if not isinstance(dropped, dict) or not all(isinstance(v, str) for v in dropped.values()):
             raise ValueError(f"{dropped_file}: expected an object of stage -> reason")
-        return cls(
-            lightgbm=GBDTRanker.load(light) if light.is_dir() else None,
-            dlrm=DLRMRanker.load(heavy, device="cpu") if heavy.is_dir() else None,
-            dropped=dropped,
-        )
+        models = {
+            sub.name: ranker_kind(sub.name).load(sub)
+            for sub in sorted(directory.iterdir())
+            if sub.is_dir()
+        }
+        return cls(models=models, dropped=dropped)
 
     def served_stages(self, configured: tuple[str, ...]) -> tuple[str, ...]:
         """The configured stages this bundle serves: those its stage gate kept."""
@@ -70,6 +65,14 @@ class Ranked:
     scores: np.ndarray  # float32, the placing stage's score, aligned with `order`
     stages: np.ndarray  # object: name of the stage that placed each row, aligned with `order`
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage
+
+
+@dataclass(frozen=True)
+class _Stage:
+    name: str
+    ranker: Ranker  # the serving form
+    keep: int | None  # rows the next stage sees; None: all
+    reads: str | None  # the earlier stage whose score it reads, if any
 
 
 class Cascade:
@@ -85,29 +88,30 @@ class Cascade:
             log.info(
                 "ranking stage %s left out by the stage gate: %s", stage, rankers.dropped[stage]
             )
-        config = dataclasses.replace(config, stages=served)
-        missing = [s for s in config.stages if getattr(rankers, s) is None]
-        if missing:
-            raise ValueError(
-                f"ranking.stages names {missing[0]!r} but the bundle has no trained {missing[0]} "
-                "ranker; run `recsys nightly` with this configuration"
-            )
-        self.config = config
-        self.lightgbm = None
-        if "lightgbm" in config.stages:
-            self.lightgbm = rankers.lightgbm
-            if config.lightgbm_serving == "compiled":
-                self.lightgbm = rankers.lightgbm.compiled(cache_dir)
-        self.dlrm = None
-        if "dlrm" in config.stages:
-            self.dlrm = _dlrm_variant(rankers.dlrm, config.dlrm_serving, cache_dir)
-            self.dlrm_cardinalities = np.asarray(rankers.dlrm.spec.sparse_cardinalities)
-            self.dlrm_reads_lightgbm = reads_lightgbm(rankers.dlrm)
-            if self.dlrm_reads_lightgbm and config.stages[:1] != ("lightgbm",):
+        self.config = dataclasses.replace(config, stages=served)
+        self._stages: list[_Stage] = []
+        for position, name in enumerate(served):
+            kind = ranker_kind(name)
+            trained = rankers.models.get(name)
+            if trained is None:
                 raise ValueError(
-                    "the bundle's DLRM re-orders LightGBM's head (it reads lightgbm_score); "
-                    "ranking.stages must run lightgbm before dlrm"
+                    f"ranking.stages names {name!r} but the bundle has no trained {name} "
+                    "ranker; run `recsys nightly` with this configuration"
                 )
+            earlier = [s for s in RANKERS if reads_score_of(trained, s)]
+            if earlier and served[position - 1 : position] != (earlier[0],):
+                raise ValueError(
+                    f"the bundle's {name} re-orders {earlier[0]}'s head (it reads its score); "
+                    f"ranking.stages must run {earlier[0]} right before {name}"
+                )
+            self._stages.append(
+                _Stage(
+                    name=name,
+                    ranker=kind.serving(trained, config, cache_dir),
+                    keep=kind.keep(config) if kind.keep else None,
+                    reads=earlier[0] if earlier else None,
+                )
+            )
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -121,70 +125,22 @@ class Cascade:
         stages = np.empty(n, dtype=object)
         head = n
         seconds = {}
-        for stage in self.stages:
+        for position, stage in enumerate(self._stages):
             start = time.perf_counter()
             rows = order[:head]
             # the first stage sees every row in frame order: no copy of the frame
-            part = frame if head == n and stage == self.stages[0] else frame.take(rows)
-            if stage == "lightgbm":
-                stage_scores = self.lightgbm.predict(part)
-                head = min(head, self.config.lightgbm_keep)
-            else:
-                if self.dlrm_reads_lightgbm:
-                    part = with_stage_score(part, scores[: len(rows)], LIGHTGBM_SCORE)
-                stage_scores = self.dlrm.predict(with_known_ids(part, self.dlrm_cardinalities))
+            part = frame if position == 0 else frame.take(rows)
+            if stage.reads is not None:
+                part = with_stage_score(part, scores[: len(rows)], stage.reads)
+            stage_scores = stage.ranker.predict(part)
             best = np.argsort(-stage_scores, kind="stable")
             order[: len(rows)] = rows[best]
             scores[: len(rows)] = stage_scores[best]
-            stages[: len(rows)] = stage
-            seconds[stage] = time.perf_counter() - start
+            stages[: len(rows)] = stage.name
+            if stage.keep is not None:
+                head = min(head, stage.keep)
+            seconds[stage.name] = time.perf_counter() - start
         return Ranked(order=order, scores=scores, stages=stages, seconds=seconds)
-
-
-def _dlrm_variant(dlrm: DLRMRanker, variant: str, cache_dir: Path | None) -> DLRMRanker:
-    """DESIGN.md §4: INT8 dynamic quantization or TorchScript for inference, or native code
-    compiled ahead of time (ranking.dlrm.export)."""
-    if variant == "compiled":
-        return dlrm.compiled(cache_dir)
-    if variant == "int8":
-        return dlrm.quantized()
-    if variant == "torchscript":
-        return dlrm.scripted()
-    return dlrm
-
-
-def reads_lightgbm(ranker) -> bool:
-    """Whether a ranker was trained on LightGBM's head and reads its score."""
-    spec = getattr(ranker, "spec", None)
-    return LIGHTGBM_SCORE in getattr(spec, "dense_names", ())
-
-
-def with_stage_score(frame: RankingFrame, scores: np.ndarray, name: str) -> RankingFrame:
-    """`frame` with one more dense column: an earlier stage's score of each row."""
-    return RankingFrame(
-        dense=np.column_stack([frame.dense, np.asarray(scores, dtype=np.float32)]),
-        dense_names=(*frame.dense_names, name),
-        sparse=frame.sparse,
-        sparse_names=frame.sparse_names,
-        sparse_cardinalities=frame.sparse_cardinalities,
-        groups=frame.groups,
-        labels=frame.labels,
-    )
-
-
-def with_known_ids(frame: RankingFrame, cardinalities) -> RankingFrame:
-    """Ids newer than the DLRM's tables (users who arrived after it was trained) -> 0, the
-    "unknown" row every table has."""
-    sparse = np.where(frame.sparse < cardinalities, frame.sparse, 0)
-    return RankingFrame(
-        dense=frame.dense,
-        dense_names=frame.dense_names,
-        sparse=sparse,
-        sparse_names=frame.sparse_names,
-        sparse_cardinalities=tuple(int(c) for c in cardinalities),
-        groups=frame.groups,
-        labels=frame.labels,
-    )
 
 
 # Trained after the rest of the bundle, from that bundle's own candidates (nightly); a

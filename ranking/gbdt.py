@@ -24,6 +24,7 @@ import numpy as np
 
 from ranking.compiled_trees import compile_forest
 from ranking.frame import RankingFrame
+from ranking.rankers import RankerKind, register_ranker
 from recsys.config import LightGBMConfig
 
 log = logging.getLogger(__name__)
@@ -314,3 +315,16 @@ def _check_names(got: tuple[str, ...], expected: tuple[str, ...], what: str) -> 
     raise ValueError(
         f"{what} has {len(got)} dense features, the model was trained on {len(expected)}"
     )
+
+
+register_ranker(
+    RankerKind(
+        "lightgbm",
+        fit=lambda given: GBDTRanker.fit(given.train, given.valid, given.config.lightgbm),
+        load=GBDTRanker.load,
+        serving=lambda ranker, config, cache_dir: (
+            ranker.compiled(cache_dir) if config.lightgbm_serving == "compiled" else ranker
+        ),
+        keep=lambda config: config.lightgbm_keep,
+    )
+)

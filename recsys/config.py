@@ -183,7 +183,7 @@ class DLRMConfig:
 class RankingConfig:
     """The cascade after the early filters (DESIGN.md §1, §4) and how nightly trains it."""
 
-    stages: tuple[str, ...]  # in order, from RANKING_STAGES; empty = iALS dot-product order
+    stages: tuple[str, ...]  # registered rankers, in order; empty = iALS dot-product order
     lightgbm_keep: int  # candidates LightGBM passes on to the next stage
     dlrm_serving: str  # "eager", "int8" (dynamic quantization), "torchscript" or "compiled"
     lightgbm_serving: str  # "compiled" (native code, lleaves) or "booster" (LightGBM's own)
@@ -560,11 +560,7 @@ def _validate(config: Any, where: str) -> None:
         if any(size <= 0 for size in (*config.bottom_mlp, *config.top_mlp)):
             raise ConfigError("dlrm.bottom_mlp and dlrm.top_mlp sizes must be positive")
     if isinstance(config, RankingConfig):
-        unknown = [s for s in config.stages if s not in RANKING_STAGES]
-        if unknown:
-            raise ConfigError(
-                f"ranking.stages: unknown stage {unknown[0]!r}; known: {', '.join(RANKING_STAGES)}"
-            )
+        # each name must be a registered ranker (ranking.rankers): checked where they load
         if len(set(config.stages)) != len(config.stages):
             raise ConfigError(f"ranking.stages repeats a stage: {config.stages}")
         if config.dlrm_serving not in DLRM_SERVING:
@@ -655,7 +651,6 @@ def _unix_time(text: str, key: str) -> float:
 
 ANN_BACKENDS = ("hnsw", "faiss-hnsw", "faiss-ivf", "faiss-flat", "exact")
 I2I_KINDS = ("als", "npmi", "content", "cosine", "covisit")
-RANKING_STAGES = ("lightgbm", "dlrm")
 DLRM_SERVING = ("eager", "int8", "torchscript", "compiled")
 LIGHTGBM_SERVING = ("compiled", "booster")
 LOG_FORMATS = ("json", "text")

@@ -17,6 +17,7 @@ class ByColumn:
         self.column = column
         self.seen: list[int] = []
         self.spec = SimpleNamespace(sparse_cardinalities=(10,))
+        self.feature_names = ("light", "heavy")
 
     def predict(self, frame: RankingFrame) -> np.ndarray:
         self.seen.append(len(frame))
@@ -54,7 +55,9 @@ def config(stages, keep=3):
 
 def test_light_keeps_its_best_and_heavy_orders_them():
     light, heavy = ByColumn(0), ByColumn(1)
-    ranked = Cascade(TrainedRankers(light, heavy), config(["lightgbm", "dlrm"])).rank(frame())
+    ranked = Cascade(
+        TrainedRankers({"lightgbm": light, "dlrm": heavy}), config(["lightgbm", "dlrm"])
+    ).rank(frame())
     # light order: 0 (.9), 2 (.8), 3 (.7) | 5 (.3), 4 (.2), 1 (.1); heavy orders the head
     assert ranked.order.tolist() == [3, 2, 0, 5, 4, 1]
     assert ranked.stages.tolist() == ["dlrm"] * 3 + ["lightgbm"] * 3
@@ -64,7 +67,7 @@ def test_light_keeps_its_best_and_heavy_orders_them():
 
 def test_single_stage_and_unknown_ids():
     heavy = ByColumn(1)
-    ranked = Cascade(TrainedRankers(dlrm=heavy), config(["dlrm"])).rank(frame())
+    ranked = Cascade(TrainedRankers({"dlrm": heavy}), config(["dlrm"])).rank(frame())
     assert ranked.order.tolist() == [1, 3, 4, 2, 0, 5]
     assert set(ranked.stages) == {"dlrm"}
     assert heavy.max_id < 10  # id 99 is past its 10-row tables: sent as 0, "unknown"
@@ -72,4 +75,4 @@ def test_single_stage_and_unknown_ids():
 
 def test_a_configured_stage_the_bundle_lacks_is_refused():
     with pytest.raises(ValueError, match="no trained dlrm ranker"):
-        Cascade(TrainedRankers(lightgbm=ByColumn(0)), config(["lightgbm", "dlrm"]))
+        Cascade(TrainedRankers({"lightgbm": ByColumn(0)}), config(["lightgbm", "dlrm"]))

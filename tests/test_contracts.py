@@ -13,8 +13,10 @@ import pytest
 from candidates.base import GENERATORS, make_generator
 from pipelines.build import build_bundle
 from pipelines.loaders import load_dataset_dir
+from ranking.frame import RankingFrame
+from ranking.rankers import RANKERS, RankerFit, ranker_kind
 from recsys.components import saved_components
-from recsys.config import I2I_KINDS
+from recsys.config import I2I_KINDS, load_config
 from serving.filters import FILTER_FACTORIES
 from serving.pipeline import RecommendPipeline, RecommendRequest
 from serving.runtime import import_components
@@ -135,3 +137,54 @@ def assert_same_contents(a: Path, b: Path, component: str) -> None:
         pd.testing.assert_frame_equal(pd.read_parquet(a), pd.read_parquet(b), obj=where)
     else:
         assert a.read_bytes() == b.read_bytes(), where
+
+
+def ranking_frame(seed: int, requests: int = 60, rows: int = 20) -> RankingFrame:
+    """Requests whose one positive has a higher first feature, a few NaNs, ids in range."""
+    rng = np.random.default_rng(seed)
+    n = requests * rows
+    labels = np.zeros(n, np.float32)
+    labels[np.arange(requests) * rows + rng.integers(0, rows, requests)] = 1.0
+    dense = rng.standard_normal((n, 4)).astype(np.float32)
+    dense[:, 0] += 2 * labels
+    dense[rng.random(dense.shape) < 0.05] = np.nan
+    sparse = np.stack([rng.integers(0, 30, n), rng.integers(1, 50, n)], axis=1)
+    return RankingFrame(
+        dense=dense,
+        dense_names=("signal", "a", "b", "c"),
+        sparse=sparse.astype(np.int64),
+        sparse_names=("user", "item"),
+        sparse_cardinalities=(30, 50),
+        groups=np.repeat(np.arange(requests), rows),
+        labels=labels,
+    )
+
+
+def test_every_ranker_keeps_the_contract(tmp_path):
+    """Trained on a small frame and asked as the cascade asks (its serving form): one finite
+    score per row (none dropped), the same scores again, from a second fit (seeded), and
+    after a save and load."""
+    ranker_kind("lightgbm")  # the registry is filled on first use
+    assert {"lightgbm", "dlrm"} <= set(RANKERS)
+    config = load_config().replace(
+        dlrm={"epochs": 2, "embedding_dim": 4, "bottom_mlp": [8], "top_mlp": [8]},
+        ranking={"dlrm_serving": "eager", "lightgbm_serving": "booster"},
+    )
+    train, valid, unseen = ranking_frame(0), ranking_frame(1), ranking_frame(2)
+    item_factors = np.random.default_rng(3).standard_normal((49, 4)).astype(np.float32)
+    given = RankerFit(train, valid, config, item_factors)
+    for name, kind in RANKERS.items():
+        model = kind.fit(given)
+
+        def scores_of(ranker, kind=kind):  # as the cascade asks: through the serving form
+            return kind.serving(ranker, config.ranking, None).predict(unseen)
+
+        scores = scores_of(model)
+        assert scores.shape == (len(unseen),) and np.isfinite(scores).all(), name
+        np.testing.assert_array_equal(scores, scores_of(model), err_msg=name)
+        np.testing.assert_array_equal(scores, scores_of(kind.fit(given)), err_msg=name)
+        (tmp_path / name).mkdir()
+        model.save(tmp_path / name)
+        loaded = kind.load(tmp_path / name)
+        np.testing.assert_allclose(scores_of(loaded), scores, rtol=1e-6, err_msg=name)
+        assert model.feature_names == unseen.dense_names, name

@@ -61,7 +61,7 @@ def test_a_ranker_trained_on_shuffled_labels_is_dropped(shop):
     frame = _noise_frame(bundle)
     noise = GBDTRanker.fit(frame, frame, config.lightgbm)
     shuffled = bundle.replaced(
-        rankers=dataclasses.replace(bundle.rankers, lightgbm=noise, dropped={})
+        rankers=dataclasses.replace(bundle.rankers, models={"lightgbm": noise}, dropped={})
     )
     valid = holdout(held.train, "leave_last_out", config, seed=1)
     gate = gate_stages(shuffled, config, valid)
@@ -80,7 +80,7 @@ def test_a_ranker_trained_on_shuffled_labels_is_dropped(shop):
 def _noise_frame(bundle) -> RankingFrame:
     """Random rows in the bundle's feature layout, labels unrelated to them."""
     rng = np.random.default_rng(0)
-    names = bundle.rankers.lightgbm.feature_names
+    names = bundle.rankers.models["lightgbm"].feature_names
     n, groups = 4000, 200
     return RankingFrame(
         dense=rng.standard_normal((n, len(names))).astype(np.float32),

@@ -5,6 +5,7 @@ DLRMSpec).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -17,7 +18,8 @@ from ranking.dlrm import training
 from ranking.dlrm.export import compile_dlrm, inference_copy, quiet_deprecations
 from ranking.dlrm.model import DLRM, PREDICT_BATCH, DLRMSpec, init_from_mf, predict_probabilities
 from ranking.frame import RankingFrame
-from recsys.config import DLRMConfig
+from ranking.rankers import RankerFit, RankerKind, register_ranker
+from recsys.config import DLRMConfig, RankingConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,10 @@ class DLRMRanker:
             model.to(target)
             history = training.train(model, train, valid, config, target, show_progress)
         return cls(model, spec, device=target, history=history)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.spec.dense_names
 
     def predict(self, frame: RankingFrame, batch_size: int = PREDICT_BATCH) -> np.ndarray:
         """Probability per row, float32 (n,)."""
@@ -160,3 +166,69 @@ class DLRMRanker:
         except Exception as error:  # torch raises several kinds for a damaged archive
             raise ValueError(f"{directory / STATE_FILE} is not a DLRM state: {error}") from error
         return cls(model.to(target).eval(), spec, device=target, history=meta.get("history"))
+
+
+def without_user_ids(frame: RankingFrame) -> RankingFrame:
+    """Every user as the unknown id 0 with a one-row table: each period bundle numbers its
+    users its own way, so a user id means nothing across them; DLRM knows a user by the
+    dense features (history, session, ALS) instead, and serving maps every id to 0
+    (`KnownIds`)."""
+    sparse = frame.sparse.copy()
+    sparse[:, frame.sparse_names.index("user")] = 0
+    cardinalities = list(frame.sparse_cardinalities)
+    cardinalities[frame.sparse_names.index("user")] = 1
+    return dataclasses.replace(frame, sparse=sparse, sparse_cardinalities=tuple(cardinalities))
+
+
+class KnownIds:
+    """The serving form's adapter: ids newer than the DLRM's tables (users who arrived after
+    it was trained) -> 0, the "unknown" row every table has."""
+
+    def __init__(self, ranker: DLRMRanker) -> None:
+        self.ranker = ranker
+        self.feature_names = ranker.feature_names
+        self.limits = np.asarray(ranker.spec.sparse_cardinalities)
+
+    def predict(self, frame: RankingFrame) -> np.ndarray:
+        sparse = np.where(frame.sparse < self.limits, frame.sparse, 0)
+        known = dataclasses.replace(
+            frame, sparse=sparse, sparse_cardinalities=tuple(int(c) for c in self.limits)
+        )
+        return self.ranker.predict(known)
+
+    def save(self, directory: Path) -> None:
+        raise ValueError("save the trained DLRM, not its serving form")
+
+
+def _fit(given: RankerFit) -> DLRMRanker:
+    # DLRM sees what serving gives it: the previous stage's head (the caller's frames)
+    return DLRMRanker.fit(
+        without_user_ids(given.train),
+        without_user_ids(given.valid),
+        given.config.dlrm,
+        pretrained={"item": given.item_factors},  # every period bundle shares the items
+        threads=1,
+        show_progress=given.show_progress,
+    )
+
+
+def _serving(ranker: DLRMRanker, config: RankingConfig, cache_dir: Path | None) -> KnownIds:
+    """DESIGN.md §4: native code compiled ahead of time, INT8 dynamic quantization or
+    TorchScript for inference; "eager" serves the float32 model as trained."""
+    variants = {
+        "compiled": lambda: ranker.compiled(cache_dir),
+        "int8": lambda: ranker.quantized(),
+        "torchscript": lambda: ranker.scripted(),
+        "eager": lambda: ranker,
+    }
+    return KnownIds(variants[config.dlrm_serving]())
+
+
+register_ranker(
+    RankerKind(
+        "dlrm",
+        fit=_fit,
+        load=lambda directory: DLRMRanker.load(directory, device="cpu"),
+        serving=_serving,
+    )
+)
