@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := clients/node/node_modules/.installed
 HAVE_NODE := $(and $(shell command -v node 2>/dev/null),$(shell command -v npm 2>/dev/null))
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-all lint bench clean
 
 $(INSTALLED): requirements.lock pyproject.toml setup.py $(wildcard protos/recsys/v1/*.proto)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,13 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Every test but those marked slow, under 10 minutes on 2 cores; pytest prints the duration
+# and the ten slowest.
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow" --durations=10
+
+test-all: lint
+	$(BIN)/python -m pytest -q --durations=10
 
 bench: setup
 	$(BIN)/python bench/bench_nightly.py

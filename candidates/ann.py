@@ -55,6 +55,9 @@ class AnnIndex(Protocol):
     def size(self) -> int: ...
 
     @property
+    def on_gpu(self) -> bool: ...  # searches on a GPU (faiss flat and IVF, when one is lent)
+
+    @property
     def search_params(self) -> dict[str, int]: ...
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
@@ -73,20 +76,33 @@ class AnnIndex(Protocol):
 def build_index(vectors: np.ndarray, config: ANNConfig) -> AnnIndex:
     vectors = _as_matrix(vectors, "vectors")
     backend = BACKENDS[config.backend]
-    return backend.build(vectors, config)
+    return _logged(backend.build(vectors, config), "built")
 
 
 def load_index(directory: Path, config: ANNConfig) -> AnnIndex:
     """The saved index; search settings (ef, nprobe) come from `config`, not from the file,
     so they can be tuned without a rebuild."""
     meta = json.loads((directory / META_FILE).read_text())
-    return BACKENDS[meta["backend"]].load(directory, meta, config)
+    return _logged(BACKENDS[meta["backend"]].load(directory, meta, config), "loaded")
+
+
+def _logged(index: AnnIndex, what: str) -> AnnIndex:
+    where = "GPU" if index.on_gpu else "CPU"
+    log.info(
+        "ann: %s a %s index of %d items, searching on the %s",
+        what,
+        index.backend,
+        index.size,
+        where,
+    )
+    return index
 
 
 class ExactIndex:
     """Brute-force reference: the answer other backends are measured against."""
 
     backend = "exact"
+    on_gpu = False
 
     def __init__(self, vectors: np.ndarray) -> None:
         self.vectors = vectors
@@ -141,6 +157,7 @@ class HnswIndex:
     """hnswlib graph in the "ip" space (seed 004, "HNSW"); labels are the item indices."""
 
     backend = "hnsw"
+    on_gpu = False
     FILE = "hnsw.bin"
 
     def __init__(self, index: hnswlib.Index) -> None:

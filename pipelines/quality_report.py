@@ -22,7 +22,13 @@ import matplotlib.pyplot as plt
 from pipelines.nightly import train_bundle
 from pipelines.protocols import PROTOCOLS, holdout
 from pipelines.report import new_report_dir
-from pipelines.served_evaluation import METRICS, METRICS_50, ServedEvaluation, evaluate_served
+from pipelines.served_evaluation import (
+    BEYOND_ACCURACY,
+    METRICS,
+    METRICS_50,
+    ServedEvaluation,
+    evaluate_served,
+)
 from pipelines.stage_gate import GateResult
 from recsys.config import Config
 from recsys.dataset import Dataset
@@ -84,7 +90,8 @@ def format_quality_report(result: QualityResult, title: str) -> str:
             "",
         ]
         names = [label for label, _, _ in (*METRICS, *METRICS_50)]
-        lines += ["| model | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        header = [*names, *BEYOND_ACCURACY]
+        lines += ["| model | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
         best = {n: max(v[n][0] for v in evaluation.metrics.values()) for n in names}
         for model, values in evaluation.metrics.items():
             cells = []
@@ -92,7 +99,14 @@ def format_quality_report(result: QualityResult, title: str) -> str:
                 mean, error = values[name]
                 cell = f"{mean:.4f} ± {error:.4f}"
                 cells.append(f"**{cell}**" if mean == best[name] else cell)
+            cells += [f"{evaluation.beyond[model][name]:.3f}" for name in BEYOND_ACCURACY]
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "coverage: share of the catalogue in any top 10; novelty: mean -log2 of the share "
+            "of users who touched an item; diversity: mean pairwise cosine distance of the "
+            "iALS item vectors in a top 10.",
+        ]
     lines += ["", "## Stage gate (nightly's validation, per training protocol)", ""]
     for protocol, gate in result.gates.items():
         counts = result.requests.get(protocol, {})
@@ -143,6 +157,7 @@ def write_quality_report(result: QualityResult, directory: str | Path, title: st
                         "metrics": {
                             m: {n: list(v) for n, v in vs.items()} for m, vs in e.metrics.items()
                         },
+                        "beyond_accuracy": e.beyond,
                     }
                     for e in result.evaluations
                 ],

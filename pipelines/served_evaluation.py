@@ -5,7 +5,9 @@ place": no copy of the cascade, no re-implemented order).
 
 Served variants: the candidate union in iALS order (no ranker), then each served ranker stage
 added in turn; the last is the final list (business rules apply to every variant, as they do
-in serving). Each metric is a mean over users with its standard error.
+in serving). Each accuracy metric is a mean over users with its standard error; beside them,
+what the lists are like: catalogue coverage, novelty and intra-list diversity at 10 (seed 002,
+"Таблица 2": beyond-accuracy metrics), diversity over the iALS item vectors.
 """
 
 from __future__ import annotations
@@ -20,13 +22,20 @@ from pipelines.baselines import baseline_scorers
 from pipelines.protocols import Holdout
 from pipelines.training_data import build_training_data
 from recsys.config import Config
-from recsys.metrics import mean_and_error, per_user
+from recsys.metrics import (
+    catalog_coverage,
+    intra_list_diversity,
+    mean_and_error,
+    novelty,
+    per_user,
+)
 from serving.pipeline import RecommendPipeline, RecommendRequest
 from serving.runtime import LoadedBundle
 
 LIST_LENGTH = 50
 METRICS = (("HR@10", "hitrate", 10), ("NDCG@10", "ndcg", 10), ("MRR@10", "mrr", 10))
 METRICS_50 = (("HR@50", "hitrate", 50),)
+BEYOND_ACCURACY = ("coverage@10", "novelty@10", "diversity@10")
 UNION = "served: candidates, iALS order"
 BLOCK_USERS = 1024  # baseline score blocks: BLOCK_USERS x n_items float32
 
@@ -43,6 +52,7 @@ class ServedEvaluation:
     metrics: dict[str, dict[str, tuple[float, float]]]  # model -> metric -> (mean, error)
     served: tuple[str, ...]  # the served variants among `metrics`, in cascade order
     per_user_ndcg: dict[str, np.ndarray]  # model -> NDCG@10 per user (paired comparisons)
+    beyond: dict[str, dict[str, float]]  # model -> BEYOND_ACCURACY name -> value
 
     @property
     def final(self) -> str:
@@ -82,6 +92,7 @@ def evaluate_served(
         for name, scorer in baseline_scorers(bundle, data, config).items():
             lists[name] = _baseline_lists(scorer, indices, bundle, candidates)
     metrics, ndcg = {}, {}
+    beyond = {name: _beyond_accuracy(top, bundle) for name, top in lists.items()}
     for name, top in lists.items():
         metrics[name] = {}
         for label, metric, k in (*METRICS, *METRICS_50):
@@ -96,7 +107,31 @@ def evaluate_served(
         metrics=metrics,
         served=tuple(variants),
         per_user_ndcg=ndcg,
+        beyond=beyond,
     )
+
+
+def _beyond_accuracy(top: np.ndarray, bundle: LoadedBundle, k: int = 10) -> dict[str, float]:
+    """Coverage of the catalogue, novelty (-log2 of the share of users who touched an item)
+    and diversity (mean pairwise cosine distance of iALS item vectors; items iALS never saw
+    have none and are left out of it) of the top-k lists."""
+    seen = bundle.profiles.seen
+    share = np.asarray((seen > 0).sum(axis=0)).ravel() / max(seen.shape[0], 1)
+    vectors = bundle.als.model.item_factors
+    has_vector = np.linalg.norm(vectors, axis=1) > 0
+    with_vector = np.where((top >= 0) & has_vector[np.maximum(top, 0)], top, -1)
+    measures = {
+        "coverage@10": lambda: catalog_coverage(top, len(bundle.items), k),
+        "novelty@10": lambda: novelty(top, np.clip(share, 0.0, 1.0), k),
+        "diversity@10": lambda: intra_list_diversity(with_vector, vectors, k),
+    }
+    values = {}
+    for name, measure in measures.items():
+        try:
+            values[name] = measure()
+        except ValueError:  # no list long enough to measure (every list empty, say)
+            values[name] = float("nan")
+    return values
 
 
 def _sample(held: Holdout, max_users: int):

@@ -226,7 +226,9 @@ def test_cpu_path_without_a_gpu(backend, vectors, queries, monkeypatch):
 
 
 @pytest.mark.parametrize("backend", ["faiss-flat", "faiss-ivf"])
-def test_gpu_branch_wiring_with_a_stand_in_device(backend, vectors, queries, tmp_path, monkeypatch):
+def test_gpu_branch_wiring_with_a_stand_in_device(
+    backend, vectors, queries, tmp_path, monkeypatch, caplog
+):
     # No GPU here: a CPU clone stands in for the device copy, so the branch's flow (build on
     # the device, keep a CPU copy to save, search on the device, re-upload after adding, load
     # onto the device) runs and is checked against brute force.
@@ -244,7 +246,9 @@ def test_gpu_branch_wiring_with_a_stand_in_device(backend, vectors, queries, tmp
     assert recall(index.search(queries, 20)[0], truth) == 1.0
     assert index.with_items(vectors[:2]).on_gpu
     index.save(tmp_path)
-    assert load_index(tmp_path, ann_config(backend, faiss_nprobe=16)).on_gpu
+    with caplog.at_level("INFO", logger="candidates.ann"):
+        assert load_index(tmp_path, ann_config(backend, faiss_nprobe=16)).on_gpu
+    assert f"loaded a {backend} index of {len(vectors)} items, searching on the GPU" in caplog.text
     assert uploads == [0, len(vectors) + 2, len(vectors)]  # empty at build, then re-uploads
 
 

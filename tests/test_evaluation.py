@@ -151,3 +151,19 @@ def test_evaluate_served_counts_every_held_out_user(shop):
     result = evaluate_served(trained.bundle, config, held, "test", baselines=False)
     assert result.users == len(held.users)
     assert list(result.metrics) == [UNION]
+
+
+def test_served_lists_report_coverage_novelty_and_diversity(shop):
+    """Beyond accuracy on the served lists: values in their ranges, and the popularity
+    baseline, which shows everyone the same few items, below the union in both coverage
+    and novelty."""
+    dataset, config = shop
+    config = config.replace(ranking={"stages": []})
+    held = holdout(dataset, "leave_last_out", config)
+    trained = train_bundle(held.train, config)
+    result = evaluate_served(trained.bundle, config, held, "test")
+    served = result.beyond[UNION]
+    assert set(served) == {"coverage@10", "novelty@10", "diversity@10"}
+    assert 0 < served["coverage@10"] <= 1 and 0 <= served["diversity@10"] <= 2
+    assert result.beyond["most popular"]["novelty@10"] < served["novelty@10"]
+    assert result.beyond["most popular"]["coverage@10"] < served["coverage@10"]

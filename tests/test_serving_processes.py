@@ -232,6 +232,7 @@ def test_workers_drain_and_exit_when_their_supervisor_is_killed(serve) -> None:
     assert refused.value.code() in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
+@pytest.mark.slow  # 45 s: the real backoff, 1 + 2 + 4 + 8 + 16 s between five failed starts
 def test_the_supervisor_retries_then_exits_non_zero_when_no_worker_can_start(serve) -> None:
     # replacements cannot open their event log: every start fails the same way
     events = serve.events_dir

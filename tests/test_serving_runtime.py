@@ -30,6 +30,7 @@ def counter(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+@pytest.mark.slow  # 75 s: two nightlies and 25 s of load; the holder tests swap too
 def test_hot_swap_under_load_fails_no_request_and_refuses_a_corrupt_bundle(
     tmp_path, shop_dir
 ) -> None:
