@@ -168,7 +168,7 @@ def _ensure_bundle(config: Config, args: argparse.Namespace) -> list[str]:
         run_nightly(config, show_progress=True)
         print(f"built the bundle in {time.perf_counter() - start:.0f} s", flush=True)
     from recsys.ids import IdMap
-    from serving.runtime import IDS_DIR
+    from recsys.loaded_bundle import IDS_DIR
 
     users = IdMap.load(root / current_version(root) / IDS_DIR / "users.parquet")
     return list(users.ids[:50_000])

@@ -22,7 +22,7 @@ from candidates.i2i.lists import TieOrder
 from candidates.sequence import sequence_weights
 from recsys.config import Config
 from recsys.interactions import TrainingData
-from serving.runtime import LoadedBundle
+from recsys.loaded_bundle import LoadedBundle
 
 LIST_LENGTH = 300  # cosine neighbours per item kept for the kNN baselines
 LAST_ITEMS, LAST_DECAY = 3, 0.7  # the reference last-item kNN: 3 latest items, decay 0.7

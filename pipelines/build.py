@@ -20,7 +20,8 @@ from pipelines.training_data import build_training_data
 from recsys.components import FitInputs, fit_order
 from recsys.config import Config
 from recsys.dataset import Dataset
-from serving.runtime import LoadedBundle, import_components
+from recsys.loaded_bundle import LoadedBundle
+from serving.runtime import import_components
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -27,7 +27,7 @@ from pipelines.stage_gate import GateResult, gate_stages
 from recsys.bundle import BundleError, Manifest, nightly_lock, open_current, publish_bundle
 from recsys.config import Config
 from recsys.dataset import Dataset
-from serving.runtime import LoadedBundle
+from recsys.loaded_bundle import LoadedBundle
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from pipelines.baselines import baseline_scorers
 from pipelines.protocols import Holdout
 from pipelines.training_data import build_training_data
 from recsys.config import Config
+from recsys.loaded_bundle import LoadedBundle
 from recsys.metrics import (
     catalog_coverage,
     intra_list_diversity,
@@ -30,7 +31,6 @@ from recsys.metrics import (
     per_user,
 )
 from serving.pipeline import RecommendPipeline, RecommendRequest
-from serving.runtime import LoadedBundle
 
 LIST_LENGTH = 50
 METRICS = (("HR@10", "hitrate", 10), ("NDCG@10", "ndcg", 10), ("MRR@10", "mrr", 10))

@@ -17,7 +17,7 @@ from pipelines.protocols import Holdout
 from pipelines.served_evaluation import UNION, ServedEvaluation, evaluate_served, stage_label
 from ranking.rankers import RANKERS, reads_score_of
 from recsys.config import Config
-from serving.runtime import LoadedBundle
+from recsys.loaded_bundle import LoadedBundle
 
 log = logging.getLogger(__name__)
 

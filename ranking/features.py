@@ -43,8 +43,10 @@ from candidates.sequence import decayed_neighbors, sequence_weights, similarity_
 from ranking.frame import RankingFrame
 from recsys.arrays import row_entries, rows_max_of
 from recsys.components import Component, register_component
+from recsys.config import SequenceConfig
 from recsys.context import CandidateSet, RequestContext
 from recsys.interactions import TrainingData
+from recsys.loaded_bundle import LoadedBundle
 
 STATS_FILE = "ranking_stats.npz"
 SECONDS_PER_DAY = 86_400.0
@@ -147,7 +149,12 @@ def _category_last_time(data: TrainingData) -> sp.csr_matrix:
 class FeatureBuilder:
     """Builds one request's features from a loaded bundle; created once per bundle."""
 
-    def __init__(self, bundle, generator_names: tuple[str, ...], sequence_config=None) -> None:
+    def __init__(
+        self,
+        bundle: LoadedBundle,
+        generator_names: tuple[str, ...],
+        sequence_config: SequenceConfig | None = None,
+    ) -> None:
         """`sequence_config` ([sequence]) sets the decay and depth of the sequence features;
         None: no sequence features beyond the cosines (they stay NaN)."""
         self.bundle = bundle
@@ -298,7 +305,7 @@ class FeatureBuilder:
         weights = sequence_weights(len(seeds), config.decay)
         dense[:, column["seq_als_cosine"]] = (unit[items] @ unit[seeds].T) @ weights / weights.sum()
 
-    def _static_tables(self, bundle) -> None:
+    def _static_tables(self, bundle: LoadedBundle) -> None:
         """Per-item and per-user features that do not depend on the request, one row each,
         computed once per bundle ("now" is the bundle's newest event, so ages are fixed)."""
         stats = self.stats

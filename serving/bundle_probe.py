@@ -95,9 +95,9 @@ def _child_main(directory: Path, version: str, config: Config, send: Connection)
     threadpool_limits(1)  # beside the serving processes: one core's worth at most
     try:
         from serving.pipeline import RecommendPipeline
-        from serving.runtime import LoadedBundle
+        from serving.runtime import load_bundle
 
-        bundle = LoadedBundle.load(directory, version, config)
+        bundle = load_bundle(directory, version, config)
         RecommendPipeline(bundle, config).warm_up()
     except Exception as err:  # anything that would stop a worker serving it
         send.send(f"{type(err).__name__}: {err}")

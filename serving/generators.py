@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from candidates.base import Generator, make_generator
 from recsys.config import Config
-from serving.runtime import LoadedBundle, import_components
+from recsys.loaded_bundle import LoadedBundle
+from serving.runtime import import_components
 
 
 def make_generators(

@@ -23,7 +23,7 @@ from serving.bundle_probe import probe_bundle
 from serving.errors import UnavailableError
 from serving.fanout import GeneratorFanout
 from serving.pipeline import RecommendPipeline
-from serving.runtime import LoadedBundle
+from serving.runtime import load_bundle
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class BundleHolder:
                     reason = probe_bundle(self.root, version, self.config)
                     if reason is not None:
                         raise BundleError(reason)
-                bundle = LoadedBundle.load(directory, version, self.config)
+                bundle = load_bundle(directory, version, self.config)
                 pipeline = RecommendPipeline(bundle, self.config, self.fanout)
                 pipeline.warm_up()
         except Exception as err:  # whatever stops it loading or serving: keep the old one

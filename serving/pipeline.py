@@ -18,12 +18,12 @@ from ranking.features import FeatureBuilder
 from recsys.arrays import first_positions, is_member, top_k, unit_rows
 from recsys.config import Config
 from recsys.context import CandidateSet, RequestContext, union
+from recsys.loaded_bundle import LoadedBundle
 from serving.errors import NotFoundError, RequestError, check_external_id
 from serving.fanout import GeneratorFanout, run_inline
 from serving.filters import FILTER_FACTORIES, Filter, apply_filters
 from serving.generators import make_generators
 from serving.rules import BusinessRules, ItemAttributes
-from serving.runtime import LoadedBundle
 from serving.sessions import Session
 
 log = logging.getLogger(__name__)

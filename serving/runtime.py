@@ -1,25 +1,16 @@
-"""A loaded, read-only model bundle: everything one request needs, swapped whole.
-
-What a bundle holds is the set of registered components (`recsys.components`): each model's
-module registers how it is fitted, saved and loaded, and `bundle.<name>` is its value (for
-example `bundle.als`, `bundle.i2i`, `bundle.rankers`). Nothing here lists them by hand.
-"""
+"""Loading bundles in a serving process: the registered components' modules are imported
+first (the stage packages and the config's extensions), then every component is loaded."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import candidates
 import ranking
 import serving.catalog  # noqa: F401  (registers the catalog and profile components)
-from recsys.components import Component, import_modules, saved_components
+from recsys.components import import_modules
 from recsys.config import Config
-from recsys.ids import IdMap
-
-IDS_DIR = "ids"
+from recsys.loaded_bundle import LoadedBundle
 
 
 def import_components(config: Config) -> None:
@@ -28,55 +19,6 @@ def import_components(config: Config) -> None:
     import_modules((candidates, ranking), config.extensions.modules)
 
 
-@dataclass(frozen=True)
-class LoadedBundle:
-    version: str
-    users: IdMap  # the models' users
-    items: IdMap
-    parts: Mapping[str, Any]  # component name -> its fitted value
-
-    def __getattr__(self, name: str) -> Any:
-        parts = self.__dict__.get("parts", {})  # absent while pickle rebuilds an instance
-        if name in parts:
-            return parts[name]
-        raise AttributeError(f"the bundle has no component {name!r}")
-
-    def replaced(self, **parts: Any) -> LoadedBundle:
-        """A copy with some components replaced (the rankers, after nightly trains them)."""
-        unknown = sorted(set(parts) - set(self.parts))
-        if unknown:
-            raise ValueError(f"the bundle has no component {unknown[0]!r} to replace")
-        return LoadedBundle(self.version, self.users, self.items, {**self.parts, **parts})
-
-    @classmethod
-    def load(cls, directory: Path, version: str, config: Config) -> LoadedBundle:
-        import_components(config)
-        return cls(
-            version=version,
-            users=IdMap.load(directory / IDS_DIR / "users.parquet"),
-            items=IdMap.load(directory / IDS_DIR / "items.parquet"),
-            parts={
-                component.name: _load(component, directory, config)
-                for component in saved_components()
-            },
-        )
-
-    def save(self, directory: Path) -> None:
-        (directory / IDS_DIR).mkdir(parents=True)
-        self.users.save(directory / IDS_DIR / "users.parquet")
-        self.items.save(directory / IDS_DIR / "items.parquet")
-        for component in saved_components():
-            value = self.parts[component.name]
-            (directory / component.subdirectory).mkdir(parents=True)
-            if value is not None:  # a component that did not apply (EASE on no items)
-                component.save(value, directory / component.subdirectory)
-
-
-def _load(component: Component, directory: Path, config: Config) -> Any:
-    where = directory / component.subdirectory
-    if not where.is_dir():
-        raise FileNotFoundError(
-            f"{directory.name}: no {component.subdirectory}/ for the bundle component "
-            f"{component.name!r} (a bundle built before it was added: run `recsys nightly`)"
-        )
-    return component.load(where, config)
+def load_bundle(directory: Path, version: str, config: Config) -> LoadedBundle:
+    import_components(config)
+    return LoadedBundle.load(directory, version, config)
