@@ -11,6 +11,15 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from enum import IntEnum
+
+
+class Admission(IntEnum):
+    """How `Turns.enter` went; falsy only when refused."""
+
+    REFUSED = 0
+    AT_ONCE = 1  # a slot was free
+    AFTER_WAITING = 2  # the caller waited in line for its slot
 
 
 class Turns:
@@ -25,20 +34,20 @@ class Turns:
     def waiting(self) -> int:
         return len(self._waiting)
 
-    def enter(self, max_waiting: int | None = None) -> bool:
-        """Take a slot, waiting in line if none is free; False at once, without one, when
-        `max_waiting` callers wait already. Leave with `leave()`."""
+    def enter(self, max_waiting: int | None = None) -> Admission:
+        """Take a slot, waiting in line if none is free; REFUSED at once, without one, when
+        `max_waiting` callers wait already. Leave with `leave()` unless refused."""
         with self._lock:
             if self._free:  # free slots only while nobody waits
                 self._free -= 1
-                return True
+                return Admission.AT_ONCE
             if max_waiting is not None and len(self._waiting) >= max_waiting:
-                return False
+                return Admission.REFUSED
             turn = threading.Lock()
             turn.acquire()
             self._waiting.append(turn)
         turn.acquire()  # released by the holder that hands its slot over
-        return True
+        return Admission.AFTER_WAITING
 
     def __enter__(self) -> None:
         self.enter()

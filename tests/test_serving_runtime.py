@@ -335,3 +335,50 @@ def test_overload_is_refused_at_once_and_health_and_logevents_still_answer(
     finally:
         held.release.set()
         running.stop()
+
+
+def test_a_call_the_queue_left_without_time_to_rank_is_shed_not_worked_on(
+    ml_config, ml_nightly, tmp_path
+) -> None:
+    """Waiting for its turn ate the call's deadline down to under ranking_reserve_ms: it is
+    refused when its turn comes (DEADLINE_EXCEEDED), not answered with a backfill."""
+    config = ml_config.replace(
+        serving={
+            "workers": 1,
+            "max_queued_calls": 1,
+            "deadline_ms": 3000,
+            "ranking_reserve_ms": 2900,
+        },
+        events={"log_dir": str(tmp_path)},
+    )
+    running = start_server(config, watch=False)
+    held = HeldPipeline(running.holder)
+    running.servicer.holder = held
+    late_before = counter("recsys_calls_shed_total", reason="late")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = pb_grpc.RecommenderStub(channel)
+            working = stub.Recommend.future(pb.RecommendRequest(user_id="196", k=5), timeout=60)
+            until = time.monotonic() + 30
+            while not held.entered:  # the first call is at work (and holds the one turn)
+                assert time.monotonic() < until
+                time.sleep(0.01)
+            queued = stub.Recommend.future(pb.RecommendRequest(user_id="22", k=5), timeout=3)
+            while running.servicer.ranking_turns.waiting < 1:
+                assert time.monotonic() < until
+                time.sleep(0.01)
+            # it has waited since before now: 150 ms more leaves it under 2.9 s of its 3 s
+            waited_enough = time.monotonic() + 0.15
+            while time.monotonic() < waited_enough:  # the property tested is a deadline
+                time.sleep(0.01)
+            held.release.set()
+            with pytest.raises(grpc.RpcError) as shed:
+                queued.result()
+            assert shed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "serving.ranking_reserve_ms" in shed.value.details()
+            assert len(working.result().items) == 5  # it had its turn at once: worked on
+            assert held.entered == ["196"]
+            assert counter("recsys_calls_shed_total", reason="late") == late_before + 1
+    finally:
+        held.release.set()
+        running.stop()

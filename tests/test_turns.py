@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from serving.turns import Turns
+from serving.turns import Admission, Turns
 
 
 def wait_until(condition, timeout: float = 10.0) -> None:
@@ -63,3 +63,17 @@ def test_at_most_n_hold_at_once():
 def test_no_turns_is_an_error():
     with pytest.raises(ValueError, match="n >= 1"):
         Turns(0)
+
+
+def test_enter_says_whether_the_caller_waited():
+    turns = Turns(1)
+    assert turns.enter() == Admission.AT_ONCE
+    assert turns.enter(max_waiting=0) == Admission.REFUSED and not Admission.REFUSED
+    got: list[Admission] = []
+    thread = threading.Thread(target=lambda: got.append(turns.enter()))
+    thread.start()
+    wait_until(lambda: turns.waiting == 1)
+    turns.leave()
+    thread.join(10)
+    assert got == [Admission.AFTER_WAITING]
+    turns.leave()

@@ -43,7 +43,7 @@ from serving.grpc.tls import server_credentials
 from serving.holder import BundleHolder
 from serving.pipeline import RecommendRequest, ScoredItem
 from serving.sessions import Session, SessionStore
-from serving.turns import Turns
+from serving.turns import Admission, Turns
 
 log = logging.getLogger(__name__)
 
@@ -228,16 +228,33 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
     def _in_turn(self, turns: Turns, context: grpc.ServicerContext, work: Callable[[], Reply]):
         """`work` in its turn. Admission control: at most serving.max_queued_calls wait
         (each holds a handler thread, and the threads beyond them stay free for LogEvents
-        and health checks); a call whose deadline passed in the queue is not worked on."""
-        queued = self.config.serving.max_queued_calls
-        if not turns.enter(max_waiting=queued):
+        and health checks). A call that waited until less than serving.ranking_reserve_ms
+        of its deadline is left is not worked on: no generator could answer in that time,
+        and its turn is better spent on the next call (the answer would be a popularity
+        backfill the client no longer waits for)."""
+        serving = self.config.serving
+        admission = turns.enter(max_waiting=serving.max_queued_calls)
+        if not admission:
             metrics.child(metrics.SHED, "queue_full").inc()
-            raise OverloadedError(f"overloaded: {queued} calls already wait; retry later")
+            raise OverloadedError(
+                f"overloaded: {serving.max_queued_calls} calls already wait; retry later"
+            )
         try:
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:
                 metrics.child(metrics.SHED, "late").inc()
                 raise LateError("the deadline passed while the call waited for its turn")
+            reserve = serving.ranking_reserve_ms / 1000
+            if (
+                admission == Admission.AFTER_WAITING
+                and remaining is not None
+                and remaining < reserve
+            ):
+                metrics.child(metrics.SHED, "late").inc()
+                raise LateError(
+                    f"{remaining * 1000:.0f} ms of the deadline were left after the call waited "
+                    f"for its turn, under serving.ranking_reserve_ms ({serving.ranking_reserve_ms})"
+                )
             return work()
         finally:
             turns.leave()
