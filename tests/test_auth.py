@@ -90,3 +90,44 @@ def test_recsys_token_prints_a_token_and_the_line_that_admits_it(tmp_path, capsy
     line = out[1].split(": ", 1)[1]
     (tmp_path / "tokens").write_text(line + "\n")
     assert read_tokens(tmp_path / "tokens") == {token_digest(token): "write"}
+
+
+def test_tokens_rotate_without_a_restart_and_a_broken_file_keeps_the_old_ones(
+    ml_config, ml_nightly, tmp_path, caplog
+):
+    old, old_line = new_token("read")
+    new, new_line = new_token("read")
+    path = tmp_path / "tokens"
+    path.write_text(old_line + "\n")
+    config = ml_config.replace(
+        serving={"tokens_file": str(path)}, events={"log_dir": str(tmp_path / "events")}
+    )
+    running = start_server(config, watch=False)
+    address = f"127.0.0.1:{running.port}"
+
+    def code_with(token: str) -> grpc.StatusCode:
+        with RecommenderClient(address, token=token) as client:
+            try:
+                client.recommend("196", 5)
+            except grpc.RpcError as err:
+                return err.code()
+            return grpc.StatusCode.OK
+
+    def replace_file(text: str) -> None:  # as an operator should: write beside, rename over
+        staged = tmp_path / "tokens.new"
+        staged.write_text(text)
+        staged.replace(path)
+
+    try:
+        assert code_with(old) == grpc.StatusCode.OK
+        replace_file(new_line + "\n")
+        assert code_with(old) == grpc.StatusCode.UNAUTHENTICATED
+        assert code_with(new) == grpc.StatusCode.OK
+        with caplog.at_level("ERROR", logger="serving.grpc.auth"):
+            replace_file("read not-a-digest\n")
+            assert code_with(new) == grpc.StatusCode.OK  # the tokens in force stay
+        assert "keeping the 1 tokens in force" in caplog.text and "line 1" in caplog.text
+        path.unlink()
+        assert code_with(new) == grpc.StatusCode.OK  # a deleted file opens no door
+    finally:
+        running.stop(grace=0)

@@ -11,19 +11,28 @@ loopback, where the default config listens, and nowhere else. With one, each cal
 Health checks and reflection stay open, as load balancers call them without credentials.
 The file holds one `<role> <sha256 of the token>` per line (`#` starts a comment), so
 reading it gives no usable token away; `recsys token ROLE` makes a token and its line.
+Tokens rotate without a restart: a changed file is read again at the next call (write the
+new file beside it and rename it over the old one, so no call sees half a file); a file
+that no longer reads (malformed, empty, gone) keeps the tokens that were in force, and says
+why in the log once per change.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import os
 import secrets
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 
 from protos.recsys.v1 import recommender_pb2 as pb
+
+log = logging.getLogger(__name__)
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
 ROLES = ("read", "write")
@@ -67,10 +76,35 @@ def _is_digest(text: str) -> bool:
 
 
 class TokenAuth(grpc.ServerInterceptor):
-    """Refuses Recommender calls without a token of a sufficient role."""
+    """Refuses Recommender calls without a token of a sufficient role, from the tokens file
+    as it is now (read again when its modification time, size or inode change)."""
 
-    def __init__(self, roles: dict[str, str]) -> None:
-        self.roles = roles
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._version = self._stat()
+        self.roles = read_tokens(self.path)  # a bad file at start is an error: no server
+        self._lock = threading.Lock()
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+    def _current_roles(self) -> dict[str, str]:
+        version = self._stat()
+        if version == self._version:
+            return self.roles
+        with self._lock:
+            if version != self._version:
+                self._version = version
+                try:
+                    self.roles = read_tokens(self.path)
+                    log.info("tokens: %s read again, %d tokens", self.path, len(self.roles))
+                except (OSError, ValueError) as err:
+                    log.error("tokens: keeping the %d tokens in force: %s", len(self.roles), err)
+        return self.roles
 
     def intercept_service(
         self,
@@ -90,7 +124,7 @@ class TokenAuth(grpc.ServerInterceptor):
         if not header.startswith(SCHEME):
             return None
         digest = token_digest(header[len(SCHEME) :].strip())
-        for known, role in self.roles.items():  # constant time per entry: no timing hints
+        for known, role in self._current_roles().items():  # constant time per entry
             if hmac.compare_digest(known, digest):
                 return role
         return None

@@ -38,7 +38,7 @@ from serving.errors import (
 )
 from serving.events import Event, EventLog, EventLogTail, validate_events
 from serving.fanout import GeneratorFanout
-from serving.grpc.auth import TokenAuth, read_tokens
+from serving.grpc.auth import TokenAuth
 from serving.grpc.tls import server_credentials
 from serving.holder import BundleHolder
 from serving.pipeline import RecommendRequest, ScoredItem
@@ -372,7 +372,7 @@ def _interceptors(config: Config) -> list[grpc.ServerInterceptor]:
     """Token checks when serving.tokens_file names a file (a malformed one stops the start)."""
     if not config.serving.tokens_file:
         return []
-    return [TokenAuth(read_tokens(config.serving.tokens_file))]
+    return [TokenAuth(config.serving.tokens_file)]
 
 
 def _listen(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
