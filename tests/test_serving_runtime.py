@@ -3,10 +3,12 @@ a hung generator against the deadline, LogEvents feeding the next request, fuzze
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import threading
 import time
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
@@ -282,17 +284,25 @@ class HeldPipeline:
         return self.real.recommend(request)
 
 
-def test_overload_is_refused_at_once_and_health_and_logevents_still_answer(
-    ml_config, ml_nightly, tmp_path
-) -> None:
-    config = ml_config.replace(
-        serving={"workers": 1, "max_queued_calls": 1, "side_threads": 1},
-        events={"log_dir": str(tmp_path)},
-    )
+@dataclass
+class OneTurnHeld:
+    """A server with one ranking turn, held by a first call (user 196) at work, and a
+    second call (user 22) waiting for the turn."""
+
+    running: object
+    held: HeldPipeline
+    channel: grpc.Channel
+    stub: pb_grpc.RecommenderStub
+    working: grpc.Future
+    queued: grpc.Future
+    until: float  # a bound for the tests' own waits
+
+
+@contextlib.contextmanager
+def one_turn_held(config, queued_timeout: float):
     running = start_server(config, watch=False)
     held = HeldPipeline(running.holder)
     running.servicer.holder = held
-    late_before = counter("recsys_calls_shed_total", reason="late")
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = pb_grpc.RecommenderStub(channel)
@@ -301,40 +311,54 @@ def test_overload_is_refused_at_once_and_health_and_logevents_still_answer(
             while not held.entered:  # the first call is at work (and holds the one turn)
                 assert time.monotonic() < until
                 time.sleep(0.01)
-            queued = stub.Recommend.future(pb.RecommendRequest(user_id="22", k=5), timeout=2)
+            request = pb.RecommendRequest(user_id="22", k=5)
+            queued = stub.Recommend.future(request, timeout=queued_timeout)
             while running.servicer.ranking_turns.waiting < 1:  # the second waits its turn
                 assert time.monotonic() < until
                 time.sleep(0.01)
-            # the server had the call by now: its deadline there is at most 2 s from here
-            # (the client's own deadline passes a little earlier, as the call took time to get
-            # there; releasing the turn in between would legitimately serve the call)
-            server_deadline = time.monotonic() + 2
-            with pytest.raises(grpc.RpcError) as refused:  # a third: the queue is full
-                stub.Recommend(pb.RecommendRequest(user_id="186", k=5), timeout=30)
-            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "overloaded" in refused.value.details()
-            health = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=5
-            )
-            assert health.status == health_pb2.HealthCheckResponse.SERVING
-            logged = stub.LogEvents(
-                pb.LogEventsRequest(events=[event("busy-user", "50", "view")]), timeout=5
-            )
-            assert logged.accepted == 1
-            with pytest.raises(grpc.RpcError) as expired:  # the queued one's deadline passes
-                queued.result()
-            assert expired.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            while time.monotonic() <= server_deadline:  # the property tested is a deadline
-                time.sleep(0.01)
-            held.release.set()
-            assert len(working.result().items) == 5
-            while counter("recsys_calls_shed_total", reason="late") == late_before:
-                assert time.monotonic() < until + 30  # its turn came: refused, not worked on
-                time.sleep(0.01)
-            assert held.entered == ["196"]
+            yield OneTurnHeld(running, held, channel, stub, working, queued, until)
     finally:
         held.release.set()
         running.stop()
+
+
+def test_overload_is_refused_at_once_and_health_and_logevents_still_answer(
+    ml_config, ml_nightly, tmp_path
+) -> None:
+    config = ml_config.replace(
+        serving={"workers": 1, "max_queued_calls": 1, "side_threads": 1},
+        events={"log_dir": str(tmp_path)},
+    )
+    late_before = counter("recsys_calls_shed_total", reason="late")
+    with one_turn_held(config, queued_timeout=2) as server:
+        stub = server.stub
+        # the server had the call by now: its deadline there is at most 2 s from here
+        # (the client's own deadline passes a little earlier, as the call took time to get
+        # there; releasing the turn in between would legitimately serve the call)
+        server_deadline = time.monotonic() + 2
+        with pytest.raises(grpc.RpcError) as refused:  # a third: the queue is full
+            stub.Recommend(pb.RecommendRequest(user_id="186", k=5), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "overloaded" in refused.value.details()
+        health = health_pb2_grpc.HealthStub(server.channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        logged = stub.LogEvents(
+            pb.LogEventsRequest(events=[event("busy-user", "50", "view")]), timeout=5
+        )
+        assert logged.accepted == 1
+        with pytest.raises(grpc.RpcError) as expired:  # the queued one's deadline passes
+            server.queued.result()
+        assert expired.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        while time.monotonic() <= server_deadline:  # the property tested is a deadline
+            time.sleep(0.01)
+        server.held.release.set()
+        assert len(server.working.result().items) == 5
+        while counter("recsys_calls_shed_total", reason="late") == late_before:
+            assert time.monotonic() < server.until + 30  # its turn came: refused, not worked on
+            time.sleep(0.01)
+        assert server.held.entered == ["196"]
 
 
 def test_a_call_the_queue_left_without_time_to_rank_is_shed_not_worked_on(
@@ -351,34 +375,17 @@ def test_a_call_the_queue_left_without_time_to_rank_is_shed_not_worked_on(
         },
         events={"log_dir": str(tmp_path)},
     )
-    running = start_server(config, watch=False)
-    held = HeldPipeline(running.holder)
-    running.servicer.holder = held
     late_before = counter("recsys_calls_shed_total", reason="late")
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            stub = pb_grpc.RecommenderStub(channel)
-            working = stub.Recommend.future(pb.RecommendRequest(user_id="196", k=5), timeout=60)
-            until = time.monotonic() + 30
-            while not held.entered:  # the first call is at work (and holds the one turn)
-                assert time.monotonic() < until
-                time.sleep(0.01)
-            queued = stub.Recommend.future(pb.RecommendRequest(user_id="22", k=5), timeout=3)
-            while running.servicer.ranking_turns.waiting < 1:
-                assert time.monotonic() < until
-                time.sleep(0.01)
-            # it has waited since before now: 150 ms more leaves it under 2.9 s of its 3 s
-            waited_enough = time.monotonic() + 0.15
-            while time.monotonic() < waited_enough:  # the property tested is a deadline
-                time.sleep(0.01)
-            held.release.set()
-            with pytest.raises(grpc.RpcError) as shed:
-                queued.result()
-            assert shed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            assert "serving.ranking_reserve_ms" in shed.value.details()
-            assert len(working.result().items) == 5  # it had its turn at once: worked on
-            assert held.entered == ["196"]
-            assert counter("recsys_calls_shed_total", reason="late") == late_before + 1
-    finally:
-        held.release.set()
-        running.stop()
+    with one_turn_held(config, queued_timeout=3) as server:
+        # it has waited since before now: 150 ms more leaves it under 2.9 s of its 3 s
+        waited_enough = time.monotonic() + 0.15
+        while time.monotonic() < waited_enough:  # the property tested is a deadline
+            time.sleep(0.01)
+        server.held.release.set()
+        with pytest.raises(grpc.RpcError) as shed:
+            server.queued.result()
+        assert shed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "serving.ranking_reserve_ms" in shed.value.details()
+        assert len(server.working.result().items) == 5  # it had its turn at once: worked on
+        assert server.held.entered == ["196"]
+        assert counter("recsys_calls_shed_total", reason="late") == late_before + 1
