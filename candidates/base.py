@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from recsys.components import add_once
 from recsys.config import Config
 from recsys.context import Candidates, RequestContext
 
@@ -39,11 +40,7 @@ GENERATORS: dict[str, GeneratorKind] = {}
 def register_generator(
     name: str, make: GeneratorFactory, *, prefix: bool = False, example: str = ""
 ) -> None:
-    kind = GeneratorKind(name, make, prefix, example)
-    known = GENERATORS.get(name)
-    if known is not None and known != kind:
-        raise ValueError(f"generator {name!r} is registered twice")
-    GENERATORS[name] = kind
+    add_once(GENERATORS, name, GeneratorKind(name, make, prefix, example), "generator")
 
 
 def make_generator(name: str, bundle: Any, config: Config) -> Generator:

@@ -66,8 +66,7 @@ def train_rankers(
         kind = ranker_kind(stage)
         if position:  # a later stage learns from what serving gives it: the earlier's head
             earlier = stages[position - 1]
-            keep = ranker_kind(earlier).keep
-            limit = keep(config.ranking) if keep else None
+            limit = ranker_kind(earlier).rows_kept(config.ranking)
             train = stage_head(train, models[earlier], earlier, limit)
             valid = stage_head(valid, models[earlier], earlier, limit)
         given = RankerFit(train, valid, config, item_factors, show_progress)

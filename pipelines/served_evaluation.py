@@ -12,7 +12,9 @@ what the lists are like: catalogue coverage, novelty and intra-list diversity at
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
@@ -92,7 +94,7 @@ def evaluate_served(
         for name, scorer in baseline_scorers(bundle, data, config).items():
             lists[name] = _baseline_lists(scorer, indices, bundle, candidates)
     metrics, ndcg = {}, {}
-    beyond = {name: _beyond_accuracy(top, bundle) for name, top in lists.items()}
+    beyond = _beyond_accuracy(lists, bundle)
     for name, top in lists.items():
         metrics[name] = {}
         for label, metric, k in (*METRICS, *METRICS_50):
@@ -111,27 +113,32 @@ def evaluate_served(
     )
 
 
-def _beyond_accuracy(top: np.ndarray, bundle: LoadedBundle, k: int = 10) -> dict[str, float]:
-    """Coverage of the catalogue, novelty (-log2 of the share of users who touched an item)
-    and diversity (mean pairwise cosine distance of iALS item vectors; items iALS never saw
-    have none and are left out of it) of the top-k lists."""
+def _beyond_accuracy(
+    lists: dict[str, np.ndarray], bundle: LoadedBundle, k: int = 10
+) -> dict[str, dict[str, float]]:
+    """Per model: coverage of the catalogue, novelty (-log2 of the share of users who touched
+    an item) and diversity (mean pairwise cosine distance of iALS item vectors; items iALS
+    never saw have none and are left out of it) of its top-k lists."""
     seen = bundle.profiles.seen
-    share = np.asarray((seen > 0).sum(axis=0)).ravel() / max(seen.shape[0], 1)
+    share = np.clip(np.asarray((seen > 0).sum(axis=0)).ravel() / max(seen.shape[0], 1), 0, 1)
     vectors = bundle.als.model.item_factors
     has_vector = np.linalg.norm(vectors, axis=1) > 0
-    with_vector = np.where((top >= 0) & has_vector[np.maximum(top, 0)], top, -1)
-    measures = {
-        "coverage@10": lambda: catalog_coverage(top, len(bundle.items), k),
-        "novelty@10": lambda: novelty(top, np.clip(share, 0.0, 1.0), k),
-        "diversity@10": lambda: intra_list_diversity(with_vector, vectors, k),
-    }
-    values = {}
-    for name, measure in measures.items():
-        try:
-            values[name] = measure()
-        except ValueError:  # no list long enough to measure (every list empty, say)
-            values[name] = float("nan")
-    return values
+    beyond = {}
+    for model, top in lists.items():
+        with_vector = np.where((top >= 0) & has_vector[np.maximum(top, 0)], top, -1)
+        beyond[model] = {
+            "coverage@10": _or_nan(partial(catalog_coverage, top, len(bundle.items), k)),
+            "novelty@10": _or_nan(partial(novelty, top, share, k)),
+            "diversity@10": _or_nan(partial(intra_list_diversity, with_vector, vectors, k)),
+        }
+    return beyond
+
+
+def _or_nan(measure: Callable[[], float]) -> float:
+    try:
+        return measure()
+    except ValueError:  # no list long enough to measure (every list empty, say)
+        return float("nan")
 
 
 def _sample(held: Holdout, max_users: int):

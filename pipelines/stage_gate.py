@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from pipelines.protocols import Holdout
 from pipelines.served_evaluation import UNION, ServedEvaluation, evaluate_served, stage_label
-from ranking.rankers import RANKERS, reads_score_of
+from ranking.rankers import stage_read_by
 from recsys.config import Config
 from recsys.loaded_bundle import LoadedBundle
 
@@ -81,9 +81,9 @@ def gate_stages(
     current = _served(bundle, config, held, (), max_users, show_progress)
     input_value = current.metrics[UNION][GATE_METRIC][0]
     for stage in config.ranking.stages:
-        reads = [s for s in RANKERS if reads_score_of(bundle.rankers.models[stage], s)]
-        if reads and reads[0] not in kept:
-            reason = f"it re-orders {reads[0]}'s head, and {reads[0]} was left out"
+        reads = stage_read_by(bundle.rankers.models[stage])
+        if reads and reads not in kept:
+            reason = f"it re-orders {reads}'s head, and {reads} was left out"
             dropped[stage] = reason
             log.info("stage gate: %s dropped: %s", stage, reason)
             decisions.append(StageDecision(stage, False, float("nan"), input_value, reason))

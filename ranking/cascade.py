@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ranking.frame import RankingFrame
-from ranking.rankers import RANKERS, Ranker, ranker_kind, reads_score_of, with_stage_score
+from ranking.rankers import Ranker, ranker_kind, stage_read_by, with_stage_score
 from recsys.components import Component, register_component
 from recsys.config import RankingConfig
 
@@ -98,18 +98,18 @@ class Cascade:
                     f"ranking.stages names {name!r} but the bundle has no trained {name} "
                     "ranker; run `recsys nightly` with this configuration"
                 )
-            earlier = [s for s in RANKERS if reads_score_of(trained, s)]
-            if earlier and served[position - 1 : position] != (earlier[0],):
+            earlier = stage_read_by(trained)
+            if earlier and served[position - 1 : position] != (earlier,):
                 raise ValueError(
-                    f"the bundle's {name} re-orders {earlier[0]}'s head (it reads its score); "
-                    f"ranking.stages must run {earlier[0]} right before {name}"
+                    f"the bundle's {name} re-orders {earlier}'s head (it reads its score); "
+                    f"ranking.stages must run {earlier} right before {name}"
                 )
             self._stages.append(
                 _Stage(
                     name=name,
                     ranker=kind.serving(trained, config, cache_dir),
-                    keep=kind.keep(config) if kind.keep else None,
-                    reads=earlier[0] if earlier else None,
+                    keep=kind.rows_kept(config),
+                    reads=earlier,
                 )
             )
 

@@ -18,7 +18,7 @@ import numpy as np
 
 import ranking
 from ranking.frame import RankingFrame
-from recsys.components import import_modules
+from recsys.components import add_once, import_modules
 from recsys.config import Config, RankingConfig
 
 
@@ -52,15 +52,16 @@ class RankerKind:
     serving: Callable[[Ranker, RankingConfig, Path | None], Ranker] = lambda r, c, d: r
     keep: Callable[[RankingConfig], int] | None = None  # rows the next stage sees; None: all
 
+    def rows_kept(self, config: RankingConfig) -> int | None:
+        """How many rows of each request the next stage sees; None: all of them."""
+        return self.keep(config) if self.keep else None
+
 
 RANKERS: dict[str, RankerKind] = {}
 
 
 def register_ranker(kind: RankerKind) -> None:
-    known = RANKERS.get(kind.name)
-    if known is not None and known != kind:
-        raise ValueError(f"ranker {kind.name!r} is registered twice")
-    RANKERS[kind.name] = kind
+    add_once(RANKERS, kind.name, kind, "ranker")
 
 
 def ranker_kind(name: str) -> RankerKind:
@@ -76,9 +77,10 @@ def score_column(stage: str) -> str:
     return f"{stage}_score"
 
 
-def reads_score_of(ranker: Ranker, stage: str) -> bool:
-    """Whether `ranker` was trained on `stage`'s head and reads its score."""
-    return score_column(stage) in ranker.feature_names
+def stage_read_by(ranker: Ranker) -> str | None:
+    """The earlier stage whose head `ranker` was trained on and whose score it reads."""
+    import_modules((ranking,))
+    return next((s for s in RANKERS if score_column(s) in ranker.feature_names), None)
 
 
 def with_stage_score(frame: RankingFrame, scores: np.ndarray, stage: str) -> RankingFrame:

@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from recsys.config import Config
 from recsys.dataset import Dataset
 from recsys.interactions import TrainingData
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -65,15 +67,20 @@ class Component:
 COMPONENTS: dict[str, Component] = {}
 
 
+def add_once(registry: dict[str, T], name: str, entry: T, what: str) -> None:
+    """Put `entry` in one of the registries (components, generators, rankers) under `name`.
+    The same entry again is harmless; another one is an error: two modules must not silently
+    fight over one name."""
+    known = registry.get(name)
+    if known is not None and known != entry:
+        raise ValueError(f"{what} {name!r} is registered twice")
+    registry[name] = entry
+
+
 def register_component(component: Component) -> Component:
-    """Add a component to the registry; a second one of the same name is an error (two
-    modules must not silently fight over one part of the bundle)."""
-    known = COMPONENTS.get(component.name)
-    if known is not None and known != component:
-        raise ValueError(f"bundle component {component.name!r} is registered twice")
     if component.saved and component.load is None:
         raise ValueError(f"bundle component {component.name!r} is saved but has no load")
-    COMPONENTS[component.name] = component
+    add_once(COMPONENTS, component.name, component, "bundle component")
     return component
 
 
@@ -107,12 +114,19 @@ def saved_components() -> list[Component]:
     return [component for component in fit_order() if component.saved]
 
 
+_WALKED: set[str] = set()  # packages whose modules are all imported: no second disk walk
+
+
 def import_modules(packages: Iterable[ModuleType], extra: Iterable[str] = ()) -> None:
     """Import every module of `packages` (their registrations run on import) and the
-    extension modules named in the config (`[extensions] modules`)."""
+    extension modules named in the config (`[extensions] modules`). Called whenever a
+    pipeline, a bundle or a cascade is made, so each package is walked once per process."""
     for package in packages:
+        if package.__name__ in _WALKED:
+            continue
         for module in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
             importlib.import_module(module.name)
+        _WALKED.add(package.__name__)
     for name in extra:
         try:
             importlib.import_module(name)
