@@ -249,6 +249,19 @@ class EventsConfig:
 
 
 @dataclass(frozen=True)
+class NearlineConfig:
+    """`recsys nearline`: ALS steps from the event log between nightlies (seed 004,
+    "Пошагаем"); also the steps of `recsys evaluate --stage streaming`."""
+
+    poll_seconds: float  # the worker looks for new events this often
+    max_batch_events: int  # events per micro-batch at most
+    warm_quantile: float  # steps go through vectors with norms at or above this quantile
+    item_step_events: int  # an item with a vector is stepped again after this many events
+    store: str  # where vectors go: "file" (the artifacts root) or "redis"
+    redis_url: str  # for store = "redis", e.g. "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
 class PromotionRule:
     """One boost or pin of [rules] (a [[rules.promotions]] table); keys left out keep these."""
 
@@ -320,6 +333,7 @@ class Config:
     ranking: RankingConfig
     serving: ServingConfig
     events: EventsConfig
+    nearline: NearlineConfig
     rules: RulesConfig
     extensions: ExtensionsConfig
     evaluation: EvaluationConfig = field()
@@ -463,6 +477,7 @@ def _validate(config: Any, where: str) -> None:
         "session_items",
         "probe_timeout_seconds",
         "max_concurrent_calls",
+        "max_batch_events",
     }
     non_negative = {
         "hnsw_build_threads",
@@ -481,6 +496,21 @@ def _validate(config: Any, where: str) -> None:
             raise ConfigError(f"{where}{f.name!r} is NaN")
         if f.name in non_negative and value < 0:
             raise ConfigError(f"{where}{f.name!r} must not be negative, got {value}")
+    if isinstance(config, NearlineConfig):
+        if not 0.0 <= config.warm_quantile < 1.0:
+            raise ConfigError(
+                f"nearline.warm_quantile must be in [0, 1), got {config.warm_quantile}"
+            )
+        if config.item_step_events < 0:
+            raise ConfigError(
+                f"nearline.item_step_events must not be negative, got {config.item_step_events}"
+            )
+        if config.store not in NEARLINE_STORES:
+            raise ConfigError(
+                f"nearline.store {config.store!r} unknown; known: {', '.join(NEARLINE_STORES)}"
+            )
+        if config.poll_seconds <= 0:
+            raise ConfigError(f"nearline.poll_seconds must be positive, got {config.poll_seconds}")
     if isinstance(config, ANNConfig) and config.backend not in ANN_BACKENDS:
         raise ConfigError(
             f"ann.backend {config.backend!r} unknown; known: {', '.join(ANN_BACKENDS)}"
@@ -654,4 +684,5 @@ I2I_KINDS = ("als", "npmi", "content", "cosine", "covisit")
 DLRM_SERVING = ("eager", "int8", "torchscript", "compiled")
 LIGHTGBM_SERVING = ("compiled", "booster")
 LOG_FORMATS = ("json", "text")
+NEARLINE_STORES = ("file", "redis")
 PROMOTION_KINDS = ("boost", "pin")

@@ -1,0 +1,128 @@
+"""The streaming report: Recall@K and MRR@K per block and update cost, per way of updating."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no screen on servers
+import matplotlib.pyplot as plt
+
+from pipelines.report import new_report_dir
+from pipelines.streaming_evaluation import RETRAIN, STEPS, StreamingResult
+
+
+def format_streaming_report(results: Sequence[StreamingResult], title: str) -> str:
+    lines = [
+        f"# {title}",
+        "",
+        "seed 003 §V.E: pre-train on the first 60% of sessions, then for each of the five",
+        "chronological blocks recommend, measure, update. The list is the iALS generator's",
+        "(u·v over items with a vector, seen items excluded; users without a vector get the",
+        "history's most popular items). Update cost: CPU seconds of all threads, summed over",
+        "the updates (R is kept up to date outside the timing, as the event log keeps it).",
+    ]
+    for result in results:
+        k = result.k
+        lines += [
+            "",
+            f"## {result.dataset}",
+            "",
+            f"Pre-training: {result.pretrain_seconds:.2f} s CPU. Full retrain inside "
+            f"'steps + retrain': every {result.retrain_every} blocks.",
+            "",
+            f"| update | Recall@{k} | MRR@{k} | update CPU s | "
+            + " | ".join(f"R@{k} block {b + 1}" for b in range(result.blocks))
+            + " |",
+            "|---|---:|---:|---:|" + "---:|" * result.blocks,
+        ]
+        for strategy, scores in result.scores.items():
+            lines.append(
+                f"| {strategy} | {result.mean_recall(strategy):.4f} | "
+                f"{result.mean_mrr(strategy):.4f} | {result.update_seconds(strategy):.3f} | "
+                + " | ".join(f"{s.recall:.4f} ± {s.recall_se:.4f}" for s in scores)
+                + " |"
+            )
+        users = ", ".join(str(s.users) for s in result.scores[STEPS])
+        recall, cost = result.steps_against_retrain()
+        lines += [
+            "",
+            f"Users measured per block: {users}.",
+            f"**{STEPS}** keep **{recall:.1%}** of **{RETRAIN}**'s Recall@{k} at "
+            f"**{cost:.1%}** of its update compute (target: at least 95% at at most 10%).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_streaming_report(
+    results: Sequence[StreamingResult], directory: str | Path, title: str
+) -> Path:
+    out = new_report_dir(directory)
+    (out / "metrics.json").write_text(
+        json.dumps(
+            [
+                {
+                    "dataset": r.dataset,
+                    "k": r.k,
+                    "retrain_every": r.retrain_every,
+                    "pretrain_seconds": r.pretrain_seconds,
+                    "blocks": {
+                        strategy: [dataclasses.asdict(s) for s in scores]
+                        for strategy, scores in r.scores.items()
+                    },
+                    "steps_vs_retrain": dict(
+                        zip(("recall_ratio", "cost_ratio"), r.steps_against_retrain(), strict=True)
+                    ),
+                }
+                for r in results
+            ],
+            indent=2,
+        )
+    )
+    _plot(results, out / "streaming.png", title)
+    (out / "report.md").write_text(
+        format_streaming_report(results, title) + "\n![Recall per block](streaming.png)\n"
+    )
+    return out
+
+
+def _plot(results: Sequence[StreamingResult], path: Path, title: str) -> None:
+    """Per dataset: Recall@K per block (lines) and the total update cost (bars)."""
+    fig, axes = plt.subplots(2, len(results), figsize=(5.5 * len(results), 7), squeeze=False)
+    for column, result in enumerate(results):
+        quality, cost = axes[0][column], axes[1][column]
+        strategies = list(result.scores)
+        for i, strategy in enumerate(strategies):
+            scores = result.scores[strategy]
+            blocks = range(1, len(scores) + 1)
+            quality.errorbar(
+                blocks,
+                [s.recall for s in scores],
+                yerr=[s.recall_se for s in scores],
+                marker="o",
+                capsize=3,
+                label=strategy,
+                color=f"C{i}",
+            )
+        quality.set_title(result.dataset)
+        quality.set_xlabel("block")
+        quality.set_ylabel(f"Recall@{result.k}")
+        quality.grid(True, alpha=0.3)
+        quality.legend(fontsize=7)
+        cost.bar(
+            range(len(strategies)),
+            [result.update_seconds(s) for s in strategies],
+            color=[f"C{i}" for i in range(len(strategies))],
+        )
+        cost.set_xticks(range(len(strategies)))
+        cost.set_xticklabels(strategies, rotation=20, fontsize=7, ha="right")
+        cost.set_ylabel("update CPU seconds (all blocks)")
+        cost.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
