@@ -1,8 +1,9 @@
 """`recsys nightly`: rebuild every artifact from scratch, gate each ranking stage, publish if
 the served list does not regress.
 
-Steps: load and validate data -> on a validation split (`evaluation.protocol` applied to the
-data), train a bundle on its training side and let each ranking stage earn its place
+Steps: load and validate data, and fold in every event LogEvents appended (the event log is
+the system of record; pipelines.sources) -> on a validation split (`evaluation.protocol`
+applied to the data), train a bundle on its training side and let each ranking stage earn its place
 (pipelines.stage_gate) -> compare the kept cascade's served NDCG@10 and its candidate
 union's HR@50 with the current bundle's, on the same protocol -> retrain on all data with
 the kept stages -> write the bundle atomically and switch `current`. Nothing is published if
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from pipelines.build import build_bundle
 from pipelines.protocols import holdout
 from pipelines.ranker_training import train_rankers
-from pipelines.sources import fingerprint, load_dataset
+from pipelines.sources import fingerprint, load_training_source
 from pipelines.stage_gate import GateResult, gate_stages
 from recsys.bundle import BundleError, Manifest, nightly_lock, open_current, publish_bundle
 from recsys.config import Config
@@ -84,8 +85,9 @@ def run_nightly(
 
 def _run_nightly(config: Config, force: bool, show_progress: bool) -> NightlyResult:
     steps = tqdm(total=3, desc="nightly", unit="step", disable=not show_progress)
-    steps.set_postfix_str("loading data")
-    dataset = load_dataset(config.data)
+    steps.set_postfix_str("loading data and the event log")
+    source = load_training_source(config)
+    dataset = source.dataset
     data_fingerprint = fingerprint(dataset)
     steps.update()
 
@@ -109,6 +111,13 @@ def _run_nightly(config: Config, force: bool, show_progress: bool) -> NightlyRes
             "ranker_training": trained.counts,
             "dataset": dataset.name,
             "n_events": len(dataset.events),
+            # what the log added; the nearline worker of this bundle starts after `offsets`
+            "event_log": {
+                "events": source.logged_events,
+                "new_items": source.new_items,
+                "new_users": source.new_users,
+                "offsets": source.log_offsets,
+            },
             "n_users": len(bundle.users),
             "n_items": len(bundle.items),
             "build_seconds": trained.seconds,

@@ -187,6 +187,11 @@ def _nightly(args: argparse.Namespace, config: Config) -> int:
     result = run_nightly(config, force=args.force)
     state = "published as current" if result.published else "NOT published"
     print(f"bundle {result.manifest.version}: {state} ({result.reason})")
+    logged = result.manifest.metrics.get("event_log", {})
+    print(
+        f"event log: {logged.get('events', 0)} events folded in "
+        f"({logged.get('new_items', 0)} new items, {logged.get('new_users', 0)} new users)"
+    )
     for decision in result.gate.decisions:
         print(
             f"stage {decision.stage}: {'kept' if decision.kept else 'dropped'} ({decision.reason})"

@@ -115,12 +115,20 @@ class EventLog:
 
 
 class EventLogTail:
-    """Reads the complete lines appended to any segment (any process's) since last time."""
+    """Reads the complete lines appended to any segment (any process's) since last time.
 
-    def __init__(self, directory: str | Path) -> None:
+    `offsets` (segment name -> bytes read) is where it stands: a reader that saves them
+    (the nightly in its manifest, the nearline in its checkpoint) resumes from them with no
+    event read twice or missed."""
+
+    def __init__(self, directory: str | Path, offsets: dict[str, int] | None = None) -> None:
         self.directory = Path(directory)
-        self._offsets: dict[str, int] = {}
+        self._offsets: dict[str, int] = dict(offsets or {})
         self.skipped = 0  # complete lines that were not valid events
+
+    @property
+    def offsets(self) -> dict[str, int]:
+        return dict(self._offsets)
 
     def read_new(self) -> list[Event]:
         events: list[Event] = []
@@ -155,6 +163,14 @@ class EventLogTail:
 
 def read_event_log(directory: str | Path) -> pd.DataFrame:
     """Every complete event in the log as an events frame (recsys.dataset schema)."""
-    events = EventLogTail(directory).read_new()
+    return read_event_log_since(directory, {})[0]
+
+
+def read_event_log_since(
+    directory: str | Path, offsets: dict[str, int]
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The complete events after `offsets` as an events frame, and the offsets read up to."""
+    tail = EventLogTail(directory, offsets)
+    events = tail.read_new()
     frame = pd.DataFrame([asdict(e) for e in events], columns=list(EVENT_COLUMNS))
-    return normalize_events(frame)
+    return normalize_events(frame), tail.offsets

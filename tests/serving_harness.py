@@ -73,7 +73,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _toml(sections: dict[str, dict[str, object]]) -> str:
+def toml_text(sections: dict[str, dict[str, object]]) -> str:
     lines = []
     for section, values in sections.items():
         lines.append(f"[{section}]")
@@ -86,7 +86,7 @@ class ServerProcess:
 
     def __init__(self, tmp: Path, sections: dict[str, dict[str, object]]) -> None:
         self.config_path = tmp / "serve.toml"
-        self.config_path.write_text(_toml(sections))
+        self.config_path.write_text(toml_text(sections))
         self.log_path = tmp / "serve.log"
         self.process: subprocess.Popen | None = None
         self.port = 0
