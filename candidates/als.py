@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 FACTORS_FILE = "als_factors.npz"
 ANN_DIR = "ann"
+INTERACTIONS_FILE = "interactions.npz"
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,15 @@ class ALSModel:
     def score(self, user_index: int, items: np.ndarray) -> np.ndarray:
         return self.item_factors[items] @ self.user_factors[user_index]
 
+    def vector_of(self, ctx: RequestContext) -> np.ndarray | None:
+        """The user's vector for this request: the nearline worker's fresher one when the
+        store has it (seed 004, "Пошагаем"), else the bundle's; None if neither knows them."""
+        if ctx.user_vector is not None:
+            return ctx.user_vector
+        if ctx.known_user and ctx.user_index < len(self.user_factors):
+            return self.user_factors[ctx.user_index]
+        return None
+
     def recommend_batch(
         self, user_indices: np.ndarray, k: int, exclude: sp.csr_matrix, chunk: int = 1024
     ) -> np.ndarray:
@@ -91,7 +101,8 @@ class ALSModel:
 
 
 class ALSGenerator:
-    """Nearest items to the user's vector by inner product; silent for unknown users."""
+    """Nearest items to the user's vector by inner product (the nearline's, when it has one);
+    silent for users without a vector."""
 
     name = "als"
 
@@ -106,11 +117,10 @@ class ALSGenerator:
     def generate(self, ctx: RequestContext, budget: int) -> Candidates:
         if budget < 0:
             raise ValueError(f"budget must not be negative, got {budget}")
-        if budget == 0 or not ctx.known_user or ctx.user_index >= len(self.model.user_factors):
+        vector = self.model.vector_of(ctx)
+        if budget == 0 or vector is None:
             return Candidates(NO_ITEMS, np.empty(0, np.float32), self.name)
-        ids, scores = self.index.search(
-            self.model.user_factors[ctx.user_index : ctx.user_index + 1], budget
-        )
+        ids, scores = self.index.search(vector[np.newaxis, :], budget)
         found = ids[0] >= 0
         return Candidates(ids[0][found], scores[0][found], self.name)
 
@@ -122,6 +132,24 @@ class ALSGenerator:
     @classmethod
     def load(cls, directory: Path, config: ANNConfig) -> ALSGenerator:
         return cls(ALSModel.load(directory), load_index(directory / ANN_DIR, config))
+
+
+@dataclass(frozen=True)
+class SavedInteractions:
+    """R as the bundle's iALS saw it (users x items): the nearline worker steps from it
+    (seed 004, "Пошагаем" needs every user's and item's row, not only the new events).
+    Serving never reads it: a loaded bundle holds only where it lies."""
+
+    path: Path | None = None
+    matrix: sp.csr_matrix | None = None  # set while the nightly builds the bundle
+
+    def read(self) -> sp.csr_matrix:
+        if self.matrix is not None:
+            return self.matrix
+        return sp.load_npz(self.path).tocsr()
+
+    def save(self, directory: Path) -> None:
+        sp.save_npz(directory / INTERACTIONS_FILE, self.read(), compressed=False)
 
 
 # The iALS model is fitted for the ANN-indexed generator and the i2i "als" lists; it is
@@ -140,6 +168,13 @@ register_component(
         load=lambda directory, config: ALSGenerator.load(directory, config.ann),
         after=("ials",),
         step="ann index",
+    )
+)
+register_component(
+    Component(
+        "interactions",
+        fit=lambda given: SavedInteractions(matrix=given.data.interactions),
+        load=lambda directory, config: SavedInteractions(path=directory / INTERACTIONS_FILE),
     )
 )
 register_generator("als", lambda bundle, config, name: bundle.als)

@@ -94,35 +94,25 @@ def warm(vectors: np.ndarray, quantile: float) -> np.ndarray:
 def step_items_then_users(
     user_factors: np.ndarray,
     item_factors: np.ndarray,
-    user_rows: sp.csr_matrix,
-    item_rows: sp.csr_matrix,
     items: np.ndarray,
+    item_rows: sp.csr_matrix,
     users: np.ndarray,
+    user_rows: sp.csr_matrix,
     alpha: float,
     regularization: float,
     warm_quantile: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> None:
     """seed 004, "Пошагаем", in its order: first the vectors of `items` from the users'
     latest vectors, then those of `users` from the item vectors, the stepped ones included.
-    `user_rows` is R over everything known (users x items, the factors' index space) and
-    `item_rows` its transpose as CSR (a live system keeps both as events arrive). Only
-    warmed vectors (`warm`, `warm_quantile`) are stepped through. Returns new
-    (user_factors, item_factors); the inputs are not changed."""
-    user_factors, item_factors = user_factors.copy(), item_factors.copy()
+    `item_rows` holds R's row of each of `items` (items x users) and `user_rows` R's row of
+    each of `users` (users x items), over everything known so far. Only warmed vectors
+    (`warm`, `warm_quantile`) are stepped through. Updates the two arrays in place (a
+    nearline worker's copies; an offline caller passes copies of its own)."""
     if len(items):
         item_factors[items] = solve_rows(
-            user_factors,
-            item_rows[items],
-            alpha,
-            regularization,
-            usable=warm(user_factors, warm_quantile),
+            user_factors, item_rows, alpha, regularization, usable=warm(user_factors, warm_quantile)
         )
     if len(users):
         user_factors[users] = solve_rows(
-            item_factors,
-            user_rows[users],
-            alpha,
-            regularization,
-            usable=warm(item_factors, warm_quantile),
+            item_factors, user_rows, alpha, regularization, usable=warm(item_factors, warm_quantile)
         )
-    return user_factors, item_factors

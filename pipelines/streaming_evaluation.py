@@ -248,13 +248,14 @@ def _steps(
         item_step_events = stream.config.nearline.item_step_events
     items = vectors.pending.due(vectors.items, item_step_events)
     als = stream.config.als
-    user_factors, item_factors = step_items_then_users(
-        vectors.users,
-        vectors.items,
-        stream.history(block + 1),
-        stream.history_by_item(block + 1),
+    user_factors, item_factors = vectors.users.copy(), vectors.items.copy()
+    step_items_then_users(
+        user_factors,
+        item_factors,
         items,
+        stream.history_by_item(block + 1)[items],
         acted,
+        stream.history(block + 1)[acted],
         als.alpha,
         als.regularization,
         stream.config.nearline.warm_quantile,

@@ -19,6 +19,7 @@ class DotProductRanker:
         self.popularity = popularity
 
     def score(self, ctx: RequestContext, items: np.ndarray) -> np.ndarray:
-        if ctx.known_user and ctx.user_index < len(self.model.user_factors):
-            return self.model.score(ctx.user_index, items).astype(np.float32)
+        vector = self.model.vector_of(ctx)
+        if vector is not None:
+            return (self.model.item_factors[items] @ vector).astype(np.float32)
         return self.popularity.scores[items]

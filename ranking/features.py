@@ -169,6 +169,7 @@ class FeatureBuilder:
         self.generator_names = generator_names
         self.stats: UserItemStats = bundle.stats
         als = bundle.als.model
+        self.als = als
         self.user_factors, self.item_factors = als.user_factors, als.item_factors
         self.user_norms = np.linalg.norm(self.user_factors, axis=1)
         self.item_norms = np.linalg.norm(self.item_factors, axis=1)
@@ -232,9 +233,12 @@ class FeatureBuilder:
             dense[:, first : first + 2 * len(found.names) : 2] = found.scores
             dense[:, first + 1 : first + 2 * len(found.names) : 2] = found.ranks
         dense[:, column["n_sources"]] = np.isfinite(found.scores).sum(axis=1)
+        vector = self.als.vector_of(ctx)  # the nearline's fresher one when there is one
         dense[:, column["als_dot"]] = (
-            self.item_factors[items] @ self.user_factors[user] if user >= 0 else np.nan
+            self.item_factors[items] @ vector if vector is not None else np.nan
         )
+        if ctx.user_vector is not None:
+            dense[:, column["als_user_norm"]] = np.linalg.norm(ctx.user_vector)
         eals = self.bundle.eals
         eals_user = user if user < len(eals.user_bias) else -1
         dense[:, column["eals_prediction"]] = eals.predict(np.int64(eals_user), items)

@@ -25,10 +25,11 @@ from recsys.files import sha256_file
 
 MANIFEST = "manifest.json"
 CURRENT = "current"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the interactions component (R, for the nearline worker)
 STAGING_PREFIX = ".staging-"
 LOCK_FILE = ".publish.lock"
 NIGHTLY_LOCK_FILE = ".nightly.lock"
+NEARLINE_LOCK_FILE = ".nearline.lock"
 
 
 class BundleError(RuntimeError):
@@ -97,17 +98,25 @@ def _publish_lock(root: Path) -> Iterator[None]:
 def nightly_lock(root: str | Path) -> Iterator[None]:
     """One nightly run per artifacts root, for the whole run: two would both train for an
     hour and both publish. The lock is the kernel's (flock), so a killed run leaves none."""
+    with run_lock(root, NIGHTLY_LOCK_FILE, "recsys nightly"):
+        yield
+
+
+@contextmanager
+def run_lock(root: str | Path, lock_file: str, command: str) -> Iterator[None]:
+    """Hold `root/lock_file` (flock) while `command` runs: a second one is refused with
+    who holds it. A killed holder leaves no lock behind."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / NIGHTLY_LOCK_FILE, "a+") as handle:
+    with open(root / lock_file, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             raise BundleError(
-                f"{root}: another recsys nightly is running ({holder}; lock "
-                f"{NIGHTLY_LOCK_FILE}); wait for it or use another artifacts root"
+                f"{root}: another {command} is running ({holder}; lock "
+                f"{lock_file}); wait for it or use another artifacts root"
             ) from None
         try:
             handle.seek(0)

@@ -509,6 +509,8 @@ def _validate(config: Any, where: str) -> None:
             raise ConfigError(
                 f"nearline.store {config.store!r} unknown; known: {', '.join(NEARLINE_STORES)}"
             )
+        if config.store == "redis" and not config.redis_url:
+            raise ConfigError('nearline.store = "redis" needs nearline.redis_url')
         if config.poll_seconds <= 0:
             raise ConfigError(f"nearline.poll_seconds must be positive, got {config.poll_seconds}")
     if isinstance(config, ANNConfig) and config.backend not in ANN_BACKENDS:

@@ -37,6 +37,9 @@ class RequestContext:
     history: np.ndarray = field(default_factory=lambda: NO_ITEMS)
     sequence: np.ndarray = field(default_factory=lambda: NO_ITEMS)
     request_id: str = ""
+    # the user's iALS vector from the nearline store (serving.user_vectors), fresher than
+    # the bundle's; None: the bundle's row, if the bundle knows the user
+    user_vector: np.ndarray | None = field(default=None, compare=False, repr=False)
     # values derived from the request that several stages need (e.g. the i2i seeds of
     # both i2i generators, the quorum weights of the generator and the ranking features)
     memo: dict = field(default_factory=dict, compare=False, repr=False)

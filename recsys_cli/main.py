@@ -111,6 +111,13 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", parents=[common], help="run the gRPC server until SIGTERM")
     serve.set_defaults(run=_serve)
 
+    nearline = sub.add_parser(
+        "nearline",
+        parents=[common],
+        help="keep iALS vectors up to date from the event log by ALS steps, until SIGTERM",
+    )
+    nearline.set_defaults(run=_nearline)
+
     recommend = sub.add_parser("recommend", parents=[common], help="ask a running server")
     recommend.add_argument("--user", required=True)
     recommend.add_argument("-k", type=int, default=10)
@@ -277,6 +284,35 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     from serving.grpc.supervisor import serve_forever
 
     serve_forever(config)
+    return 0
+
+
+def _nearline(args: argparse.Namespace, config: Config) -> int:
+    import signal
+    import threading
+    import time
+
+    from pipelines.nearline import BatchReport, run_nearline
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    totals = {"events": 0, "users": 0, "items": 0, "printed": 0.0}
+
+    def progress(report: BatchReport) -> None:
+        for key in ("events", "users", "items"):
+            totals[key] += getattr(report, key)
+        if time.monotonic() - totals["printed"] >= 10:  # a line every 10 s, not per batch
+            totals["printed"] = time.monotonic()
+            print(
+                f"nearline: bundle {report.version}: {report.applied} events applied since "
+                f"the bundle; since start {totals['events']} events, {totals['users']} user "
+                f"and {totals['items']} item vectors; last batch {report.seconds * 1000:.0f} ms",
+                flush=True,
+            )
+
+    print(f"recsys nearline following {config.artifacts.root} (SIGTERM stops)", flush=True)
+    run_nearline(config, stop, progress)
     return 0
 
 

@@ -130,8 +130,13 @@ class EventLogTail:
     def offsets(self) -> dict[str, int]:
         return dict(self._offsets)
 
-    def read_new(self) -> list[Event]:
+    def read_new(self, max_events: int = 0) -> list[Event]:
+        """The complete lines appended since the last call, segments in name order; at most
+        `max_events` lines (0: all; a bad line counts, and is skipped), the offsets moved past
+        exactly the lines taken, so that a reader cutting the stream into fixed batches cuts it
+        the same way every time."""
         events: list[Event] = []
+        taken = 0
         try:
             entries = sorted(os.scandir(self.directory), key=lambda e: e.name)
         except FileNotFoundError:
@@ -146,8 +151,13 @@ class EventLogTail:
                 segment.seek(offset)
                 chunk = segment.read()
             complete = chunk[: chunk.rfind(b"\n") + 1]  # an incomplete last line waits
+            if max_events:
+                lines = complete.splitlines(keepends=True)[: max_events - taken]
+                complete, taken = b"".join(lines), taken + len(lines)
             self._offsets[entry.name] = offset + len(complete)
             events += self._parse(complete, entry.name)
+            if max_events and taken >= max_events:
+                break
         return events
 
     def _parse(self, chunk: bytes, segment: str) -> list[Event]:
@@ -171,6 +181,10 @@ def read_event_log_since(
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """The complete events after `offsets` as an events frame, and the offsets read up to."""
     tail = EventLogTail(directory, offsets)
-    events = tail.read_new()
+    return events_frame(tail.read_new()), tail.offsets
+
+
+def events_frame(events: Sequence[Event]) -> pd.DataFrame:
+    """Events as a frame in the schema and order of recsys.dataset."""
     frame = pd.DataFrame([asdict(e) for e in events], columns=list(EVENT_COLUMNS))
-    return normalize_events(frame), tail.offsets
+    return normalize_events(frame)

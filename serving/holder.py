@@ -24,6 +24,7 @@ from serving.errors import UnavailableError
 from serving.fanout import GeneratorFanout
 from serving.pipeline import RecommendPipeline
 from serving.runtime import load_bundle
+from serving.user_vectors import open_user_vectors
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,8 @@ class BundleHolder:
                     if reason is not None:
                         raise BundleError(reason)
                 bundle = load_bundle(directory, version, self.config)
-                pipeline = RecommendPipeline(bundle, self.config, self.fanout)
+                vectors = open_user_vectors(self.config, version)
+                pipeline = RecommendPipeline(bundle, self.config, self.fanout, vectors)
                 pipeline.warm_up()
         except Exception as err:  # whatever stops it loading or serving: keep the old one
             self._refused.add(version)

@@ -25,6 +25,7 @@ from serving.filters import FILTER_FACTORIES, Filter, apply_filters
 from serving.generators import make_generators
 from serving.rules import BusinessRules, ItemAttributes
 from serving.sessions import Session
+from serving.user_vectors import UserVectors, checked_vector
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +85,15 @@ class RecommendPipeline:
     """One bundle's request pipeline; built once per bundle, shared by all requests."""
 
     def __init__(
-        self, bundle: LoadedBundle, config: Config, fanout: GeneratorFanout | None = None
+        self,
+        bundle: LoadedBundle,
+        config: Config,
+        fanout: GeneratorFanout | None = None,
+        user_vectors: UserVectors | None = None,
     ) -> None:
         serving = config.serving
         self.fanout = fanout  # None: generators run inline, one after another
+        self.user_vectors = user_vectors  # the nearline's fresh iALS vectors; None: bundle's
         _check_names("serving.filters", serving.filters, FILTER_FACTORIES)
         self.bundle = bundle
         self.config = serving
@@ -367,6 +373,9 @@ class RecommendPipeline:
             history=history,
             sequence=sequence,
             request_id=request.request_id,
+            user_vector=checked_vector(
+                self.user_vectors, request.user_id, self.bundle.als.model.user_factors.shape[1]
+            ),
         )
 
     def _backfill(

@@ -57,13 +57,14 @@ def test_a_new_item_gets_a_vector_near_its_users_taste(planted):
     column = sp.csr_matrix((np.ones(len(fans), np.float32), (fans, np.zeros(len(fans)))), (200, 1))
     users = sp.hstack([matrix, column]).tocsr()
     items = np.vstack([model.item_factors, np.zeros((1, model.item_factors.shape[1]), np.float32)])
-    user_factors, item_factors = step_items_then_users(
-        model.user_factors,
-        items,
-        users,
-        users.T.tocsr(),
+    user_factors, item_factors = model.user_factors.copy(), items.copy()
+    step_items_then_users(
+        user_factors,
+        item_factors,
         np.array([100]),
+        users.T.tocsr()[[100]],
         np.array([], np.int64),
+        users[[]],
         als.alpha,
         als.regularization,
     )

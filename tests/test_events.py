@@ -63,6 +63,21 @@ def test_segments_roll_over_and_the_tail_reads_each_line_once(tmp_path) -> None:
     assert len(list(tmp_path.glob("*.jsonl"))) == 3
 
 
+def test_a_tail_in_fixed_batches_resumes_from_its_offsets(tmp_path) -> None:
+    """The nearline worker's way of reading: batches of at most n lines, across segments,
+    and a new tail given the offsets of an old one goes on where it stopped."""
+    log = EventLog(tmp_path, segment_bytes=60)  # a few events per segment
+    for name in "abcdefgh":
+        log.append([event(item=name)])
+    tail = EventLogTail(tmp_path)
+    assert [e.item_id for e in tail.read_new(max_events=3)] == ["a", "b", "c"]
+    resumed = EventLogTail(tmp_path, tail.offsets)  # what a checkpoint holds
+    assert [e.item_id for e in resumed.read_new(max_events=3)] == ["d", "e", "f"]
+    assert [e.item_id for e in resumed.read_new()] == ["g", "h"]
+    assert [e.item_id for e in tail.read_new()] == ["d", "e", "f", "g", "h"]  # its own copy
+    assert resumed.read_new(max_events=3) == []
+
+
 def test_an_incomplete_last_line_waits_and_a_garbled_line_is_skipped(tmp_path) -> None:
     """What a kill in the middle of a write leaves behind never becomes an event."""
     EventLog(tmp_path, segment_bytes=1 << 20).append([event(item="a")])

@@ -1,0 +1,217 @@
+"""`recsys nearline`: ALS steps from the event log reach serving, survive kill -9, and
+reach several serving processes through Redis (issue "Near-realtime ALS steps")."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from candidates.als_steps import solve_rows
+from pipelines.nearline import NearlineModel, run_nearline
+from pipelines.nightly import run_nightly
+from recsys.bundle import BundleError, run_lock
+from recsys.context import RequestContext
+from serving.events import Event, EventLog
+from serving.holder import BundleHolder
+from serving.pipeline import RecommendPipeline, RecommendRequest
+from serving.vector_journal import JournalReader, journal_directory, read_journal
+from tests.conftest import shop_config
+from tests.serving_harness import toml_text
+
+NOW = int(time.time()) - 3600
+
+
+@pytest.fixture(scope="module")
+def bundle_root(tmp_path_factory, shop_dir):
+    """A published shop bundle (no rankers: the final order is the iALS order, so a new
+    vector shows in the served list) and its config."""
+    tmp = tmp_path_factory.mktemp("nearline")
+    config = shop_config(tmp, shop_dir).replace(ranking={"stages": []})
+    version = run_nightly(config, show_progress=False).manifest.version
+    return config, version
+
+
+@pytest.fixture
+def config(bundle_root, tmp_path):
+    """The module's bundle under a root of this test's own: journals and logs never mix."""
+    base, version = bundle_root
+    root = tmp_path / "artifacts"
+    shutil.copytree(base.artifacts.root, root)
+    return base.replace(
+        artifacts={"root": str(root)}, events={"log_dir": str(tmp_path / "events")}
+    ), version
+
+
+def _log(config, events: list[Event]) -> None:
+    EventLog(config.events.log_dir, 1 << 20).append(events)
+
+
+def test_a_user_who_acts_gets_a_stepped_vector_and_serving_uses_it(config):
+    config, version = config
+    bought = [f"i{j}" for j in range(40, 48)]
+    _log(config, [Event("u1", item, "purchase", 1.0, NOW) for item in bought])
+    model = NearlineModel(Path(config.artifacts.root), version, config)
+    user = model.users.known.index_of("u1")
+    before = model.user_factors[user].copy()
+
+    report = model.step_once()
+    assert (report.events, report.users, report.applied) == (8, 1, 8)
+    assert model.step_once() is None  # nothing new
+
+    # the step is the iALS user step over R's row, the logged purchases included
+    row = model.base[[user]] + sp.csr_matrix(
+        (np.full(8, 8.0, np.float32), ([0] * 8, model.items.known.to_index(bought))),
+        shape=(1, len(model.items)),
+    )
+    expected = solve_rows(model.item_factors, row, config.als.alpha, config.als.regularization)
+    np.testing.assert_allclose(model.user_factors[user], expected[0], rtol=1e-4, atol=1e-5)
+    assert np.linalg.norm(model.user_factors[user] - before) > 0.1
+
+    reader = JournalReader(config.artifacts.root, version)
+    np.testing.assert_array_equal(reader.user_vector("u1"), model.user_factors[user])
+    assert reader.user_vector("u2") is None  # did nothing: the bundle's vector serves
+
+    holder = BundleHolder(config)
+    assert holder.refresh()
+    bundle = holder.pipeline().bundle
+    plain = RecommendPipeline(bundle, config)
+    fresh = RecommendPipeline(bundle, config, user_vectors=reader)
+    ctx = fresh.context(RecommendRequest("u1", 10))
+    np.testing.assert_array_equal(ctx.user_vector, model.user_factors[user])
+    assert plain.context(RecommendRequest("u1", 10)).user_vector is None
+    # the iALS generator searches with the new vector: its neighbours change
+    als = bundle.als
+    old = als.generate(RequestContext(user_index=user), 50).item_ids
+    new = als.generate(ctx, 50).item_ids
+    assert len(np.setdiff1d(new, old)) > 5
+    scores = bundle.als.model.item_factors[new] @ ctx.user_vector
+    assert np.all(np.diff(scores) <= 1e-5)  # best first by the new vector
+    # the holder's own pipeline reads the journal too: that is what `recsys serve` serves
+    served = holder.pipeline().recommend(RecommendRequest("u1", 10))
+    assert [i.item_id for i in served.items] == [
+        i.item_id for i in fresh.recommend(RecommendRequest("u1", 10)).items
+    ]
+
+
+def test_new_items_and_new_users_get_vectors_from_their_first_events(config):
+    config, version = config
+    fans = [f"u{i}" for i in range(20)]
+    events = [Event(user, "brand-new", "purchase", 1.0, NOW) for user in fans]
+    events += [Event("newcomer", "i3", "cart", 1.0, NOW), Event("newcomer", "i5", "view", 1, NOW)]
+    _log(config, events)
+    model = NearlineModel(Path(config.artifacts.root), version, config)
+    report = model.step_once()
+    assert report.items >= 1 and report.users == 21
+    item = model.items.new["brand-new"]
+    vector = model.item_factors[item]
+    scores = model.user_factors @ vector
+    fan_rows = model.users.known.to_index(fans)
+    others = np.setdiff1d(np.arange(len(model.users.known)), fan_rows)
+    assert scores[fan_rows].mean() > scores[others].mean()  # its buyers' taste
+    # a user the bundle never saw is served by the iALS generator from the stepped vector
+    reader = JournalReader(config.artifacts.root, version)
+    holder = BundleHolder(config)
+    assert holder.refresh()
+    pipeline = RecommendPipeline(holder.pipeline().bundle, config, user_vectors=reader)
+    ctx = pipeline.context(RecommendRequest("newcomer", 10))
+    assert not ctx.known_user and ctx.user_vector is not None
+    assert len(pipeline.bundle.als.generate(ctx, 20).item_ids) == 20
+
+
+def test_one_worker_per_artifacts_root(config):
+    config, _ = config
+    with (
+        run_lock(config.artifacts.root, ".nearline.lock", "recsys nearline"),
+        pytest.raises(BundleError, match="another recsys nearline is running"),
+    ):
+        run_nearline(config, stop=threading.Event())
+
+
+def _journal_seq(directory: Path) -> int:
+    names = [p.name for p in directory.glob("*.npz")] if directory.is_dir() else []
+    return max((int(name.split(".")[0]) for name in names), default=0)
+
+
+def _wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)  # polling a file-system condition, not standing in for one
+
+
+def test_kill_9_and_resume_loses_nothing_and_applies_nothing_twice(config, tmp_path):
+    """The same log, cut into the same batches, through a worker killed mid-way and then
+    restarted, ends in exactly the state of a worker that never stopped."""
+    config, version = config
+    config = config.replace(nearline={"max_batch_events": 40, "poll_seconds": 0.05})
+    rng = np.random.default_rng(3)
+    events = [
+        Event(
+            f"u{rng.integers(420)}",  # a few users the bundle never saw
+            f"i{rng.integers(310)}",  # and a few new items
+            str(rng.choice(["view", "click", "cart", "purchase"])),
+            1.0,
+            NOW + i,
+        )
+        for i in range(16_000)
+    ]
+    _log(config, events)
+    reference_root = tmp_path / "reference"
+    shutil.copytree(config.artifacts.root, reference_root)
+    toml = tmp_path / "nearline.toml"
+    toml.write_text(
+        toml_text(
+            {
+                "artifacts": {"root": config.artifacts.root},
+                "events": {"log_dir": config.events.log_dir},
+                "nearline": {"max_batch_events": 40, "poll_seconds": 0.05},
+            }
+        )
+    )
+    journal = journal_directory(config.artifacts.root, version)
+    command = [sys.executable, "-m", "recsys_cli", "nearline", "--config", str(toml)]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: _journal_seq(journal) >= 150, 120, "150 journal files")
+    finally:
+        first.kill()  # SIGKILL, wherever it is: maybe in the middle of a journal write
+    assert first.wait(30) == -signal.SIGKILL
+    killed_at = read_journal(journal).events
+    assert 0 < killed_at < len(events)  # it really stopped half-way
+
+    second = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for(lambda: read_journal(journal).events >= len(events), 120, "the whole log")
+    finally:
+        second.send_signal(signal.SIGTERM)
+    assert second.wait(30) == 0, second.stderr.read().decode()
+    resumed = read_journal(journal)
+
+    reference = NearlineModel(reference_root, version, config)
+    while reference.step_once() is not None:
+        pass
+    expected = read_journal(journal_directory(reference_root, version))
+    assert resumed.events == expected.events == len(events)
+    assert sorted(resumed.users) == sorted(expected.users)
+    assert sorted(resumed.items) == sorted(expected.items)
+    for user, vector in expected.users.items():
+        np.testing.assert_allclose(resumed.users[user], vector, rtol=1e-4, atol=1e-5)
+    for item, vector in expected.items.items():
+        np.testing.assert_allclose(resumed.items[item], vector, rtol=1e-4, atol=1e-5)
+    assert resumed.pending == expected.pending
+    assert resumed.offsets == expected.offsets
+    # R's logged entries: each event exactly once
+    got = sorted(zip(*map(np.concatenate, (resumed.event_users, resumed.event_items)), strict=True))
+    want = sorted((e.user_id, e.item_id) for e in events)
+    assert got == want
+    assert os.path.exists(journal)
