@@ -8,6 +8,7 @@ with confidence C_ij = 1 + αR_ij; `implicit` takes R and applies exactly this C
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ from threadpoolctl import threadpool_limits
 
 from candidates.ann import AnnIndex, build_index, load_index
 from candidates.base import register_generator
+from candidates.content_step import fill_cold_items
 from recsys.arrays import NO_ITEMS, top_k_batch
-from recsys.components import Component, register_component
+from recsys.components import Component, FitInputs, register_component
 from recsys.config import ALSConfig, ANNConfig
 from recsys.context import Candidates, RequestContext
 
@@ -154,13 +156,15 @@ class SavedInteractions:
 
 # The iALS model is fitted for the ANN-indexed generator and the i2i "als" lists; it is
 # stored inside the generator's directory, not on its own.
-register_component(
-    Component(
-        "ials",
-        fit=lambda given: ALSModel.fit(given.data.interactions, given.config.als),
-        saved=False,
-    )
-)
+def _fit_ials(given: FitInputs) -> ALSModel:
+    model = ALSModel.fit(given.data.interactions, given.config.als)
+    if not given.config.als.cold_items_from_content:
+        return model
+    items = fill_cold_items(model.item_factors, given.data, given.config.als.content_regularization)
+    return dataclasses.replace(model, item_factors=items)
+
+
+register_component(Component("ials", fit=_fit_ials, saved=False))
 register_component(
     Component(
         "als",

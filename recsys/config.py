@@ -51,6 +51,8 @@ class ALSConfig:
     random_state: int
     negative_rating_weight: float
     event_weights: EventWeights
+    cold_items_from_content: bool  # items without interactions get c W (content_step.py)
+    content_regularization: float  # λ of that ridge solve
 
 
 @dataclass(frozen=True)
@@ -495,6 +497,7 @@ def _validate(config: Any, where: str) -> None:
         "gamma",
         "lambda_emb",
         "lambda_bias",
+        "content_regularization",
         "weight_decay",
     }
     for f in dataclasses.fields(config):
