@@ -35,6 +35,7 @@ from candidates.als_steps import PendingItems, step_items_then_users
 from recsys.bundle import (
     NEARLINE_LOCK_FILE,
     current_version,
+    folded_log_offsets,
     list_versions,
     run_lock,
     verify_bundle,
@@ -97,7 +98,7 @@ class NearlineModel:
 
     def __init__(self, root: Path, version: str, config: Config) -> None:
         directory = root / version
-        manifest = verify_bundle(directory)
+        verify_bundle(directory)
         self.version, self.config = version, config
         self.users = _Ids(IdMap.load(directory / IDS_DIR / "users.parquet"))
         self.items = _Ids(IdMap.load(directory / IDS_DIR / "items.parquet"))
@@ -112,7 +113,7 @@ class NearlineModel:
         self.last_batch: JournalBatch | None = None
         self.journal = JournalWriter(root, version)
         state = self.journal.state
-        start = manifest.metrics.get("event_log", {}).get("offsets", {})
+        start = folded_log_offsets(root, version)
         self.tail = EventLogTail(config.events.log_dir, state.offsets if state.seq else start)
         if state.seq:
             self._resume()

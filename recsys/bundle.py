@@ -200,6 +200,20 @@ def open_current(root: str | Path) -> tuple[Path, Manifest]:
     return root / version, verify_bundle(root / version)
 
 
+def folded_log_offsets(root: str | Path, version: str | None) -> dict[str, int]:
+    """Where the nightly that built `version` stopped reading the event log (segment ->
+    bytes): the events before are in the bundle. {} when unknown (no bundle, no record);
+    read without verifying checksums, so it costs one small file."""
+    if version is None:
+        return {}
+    path = Path(root) / version / MANIFEST
+    try:
+        offsets = json.loads(path.read_text())["metrics"]["event_log"]["offsets"]
+        return {str(name): int(size) for name, size in offsets.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
 def verify_bundle(directory: Path) -> Manifest:
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():

@@ -13,7 +13,7 @@ import numpy as np
 
 from pipelines.nightly import run_nightly
 from recsys.bundle import STAGING_PREFIX, current_version, open_current
-from serving.events import Event
+from serving.events import Event, EventLog
 from serving.grpc.client import RecommenderClient
 from serving.grpc.server import start_server
 from serving.holder import BundleHolder
@@ -70,6 +70,18 @@ def test_events_logged_through_the_server_reach_the_next_bundle(tmp_path, shop_d
     answer = holder.pipeline().recommend(RecommendRequest(NEWCOMER, 10))
     served = {item.item_id for item in answer.items}
     assert len(served) == 10 and not {FRESH_ITEM, "i3"} & served
+
+    # a server starting now replays only what the bundle has not folded in
+    later = Event(NEWCOMER, "i4", "view", 1.0, now - 10)
+    EventLog(config.events.log_dir, 1 << 20).append([later])
+    restarted = start_server(config, watch=False)
+    try:
+        sessions = restarted.servicer.sessions
+        assert len(sessions) == 1
+        assert sessions.session_of(NEWCOMER).recent == ("i4",)
+        assert sessions.session_of(fans[0]) is None
+    finally:
+        restarted.stop(grace=0)
 
 
 def test_a_nightly_killed_half_way_leaves_current_and_the_next_run_succeeds(tmp_path, shop_dir):

@@ -27,6 +27,7 @@ from threadpoolctl import threadpool_limits
 from protos.recsys.v1 import recommender_pb2 as pb
 from protos.recsys.v1 import recommender_pb2_grpc as pb_grpc
 from ranking.dlrm.export import stop_builds
+from recsys.bundle import folded_log_offsets
 from recsys.config import Config
 from serving import metrics
 from serving.errors import (
@@ -413,12 +414,16 @@ def start_server(
     if holder.version is None:
         log.warning("starting without a model bundle; calls get UNAVAILABLE until one is published")
     event_log = EventLog(config.events.log_dir, config.events.segment_bytes)
+    # Sessions survive a restart: the log is replayed, from where the nightly of the bundle
+    # being served stopped reading it (what came before is in the bundle's own history).
     sessions = SessionStore(
-        EventLogTail(config.events.log_dir),
+        EventLogTail(
+            config.events.log_dir, folded_log_offsets(config.artifacts.root, holder.version)
+        ),
         config.events.session_items,
         config.events.exclude_viewed,
     )
-    sessions.catch_up()  # sessions survive a restart: the log is replayed
+    sessions.catch_up()
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=config.serving.workers
