@@ -3,6 +3,7 @@ rights, and health checks stay open."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import grpc
@@ -16,6 +17,7 @@ from serving.events import Event
 from serving.grpc.auth import new_token, read_tokens, token_digest
 from serving.grpc.client import RecommenderClient
 from serving.grpc.server import start_server
+from tests.test_node_client import needs_node, node_call
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +38,20 @@ def locked(ml_config, ml_nightly, tokens, tmp_path_factory):
     running = start_server(config, watch=False)
     yield f"127.0.0.1:{running.port}"
     running.stop(grace=0)
+
+
+@pytest.mark.parametrize("role", ["read", "write"])
+@needs_node
+def test_the_node_client_sends_its_token(locked, tokens, role):
+    done = node_call(
+        locked, "Recommend", {"user_id": "196", "k": 3}, {"RECSYS_TOKEN": tokens[role]}
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["items"]) == 3
+    refused = node_call(
+        locked, "Recommend", {"user_id": "196", "k": 3}, {"RECSYS_TOKEN": "guessed"}
+    )
+    assert refused.returncode == 1 and refused.stderr.startswith("UNAUTHENTICATED")
 
 
 def purchase(user: str) -> Event:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -17,13 +18,21 @@ from tests.conftest import REPO
 CLIENT_DIR = REPO / "clients" / "node"
 NODE = shutil.which("node")
 
-pytestmark = [
+NEEDS_NODE = [
     pytest.mark.skipif(NODE is None, reason="node is not installed"),
     pytest.mark.skipif(
         not (CLIENT_DIR / "node_modules").is_dir(),
         reason="clients/node/node_modules is missing: run `make setup`",
     ),
 ]
+pytestmark = NEEDS_NODE
+
+
+def needs_node(test):
+    """The skips of this module, for a Node test in another module."""
+    for mark in NEEDS_NODE:
+        test = mark(test)
+    return test
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +52,16 @@ def python_client(address):
         yield client
 
 
-def node_call(address: str, method: str, request: dict) -> subprocess.CompletedProcess:
+def node_call(
+    address: str, method: str, request: dict, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`env`: RECSYS_TOKEN, RECSYS_TLS_CA/CERT/KEY for the client (on top of ours)."""
     return subprocess.run(
         [NODE, str(CLIENT_DIR / "recsys_client.js"), address, method, json.dumps(request)],
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, **(env or {})},
     )
 
 

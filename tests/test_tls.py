@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import subprocess
 
@@ -12,6 +13,7 @@ import pytest
 from serving.grpc.client import RecommenderClient
 from serving.grpc.server import start_server
 from serving.grpc.tls import channel_credentials, server_credentials
+from tests.test_node_client import needs_node, node_call
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
@@ -57,6 +59,20 @@ def mutual(ml_config, ml_nightly, pki):
     running = start_server(config, watch=False)
     yield f"127.0.0.1:{running.port}"
     running.stop(grace=0)
+
+
+@needs_node
+def test_the_node_client_speaks_mutual_tls(mutual, pki):
+    request = {"user_id": "196", "k": 3}
+    mine = {"RECSYS_TLS_CA": str(pki / "ca.pem")}
+    mine |= {"RECSYS_TLS_CERT": str(pki / "client.pem"), "RECSYS_TLS_KEY": str(pki / "client.key")}
+    done = node_call(mutual, "Recommend", request, mine)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["items"]) == 3
+    plaintext = node_call(mutual, "Recommend", request)
+    assert plaintext.returncode == 1 and plaintext.stderr.startswith("UNAVAILABLE")
+    half = node_call(mutual, "Recommend", request, {"RECSYS_TLS_CERT": str(pki / "client.pem")})
+    assert half.returncode == 2 and "needs RECSYS_TLS_CA" in half.stderr
 
 
 def test_a_client_with_a_certificate_of_our_ca_is_served(mutual, pki):

@@ -7,8 +7,13 @@
 //
 // Prints the response as JSON. On a gRPC error prints "<STATUS_NAME>: <message>" to stderr
 // and exits 1; on bad usage exits 2.
+//
+// A server with serving.tokens_file wants a bearer token: RECSYS_TOKEN=<token>. A server
+// with TLS wants RECSYS_TLS_CA=<CA certificate file> (PEM), and with mutual TLS also
+// RECSYS_TLS_CERT and RECSYS_TLS_KEY (the client's certificate and key).
 "use strict";
 
+const fs = require("node:fs");
 const path = require("node:path");
 const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
@@ -29,10 +34,30 @@ function loadService(protoPath = PROTO) {
   return definition[SERVICE];
 }
 
-/** A client stub for `address` ("host:port"), plaintext as the server listens. */
-function createClient(address, protoPath = PROTO) {
+/**
+ * Channel credentials: TLS when `ca` (a PEM file) is given, with the client's own
+ * certificate for mutual TLS when `cert` and `key` are too; plaintext otherwise (then a
+ * token crosses the network in clear: use TLS anywhere but loopback).
+ */
+function channelCredentials({ ca, cert, key } = {}) {
+  if (!ca) {
+    if (cert || key) throw new Error("a client certificate needs RECSYS_TLS_CA too");
+    return grpc.credentials.createInsecure();
+  }
+  if (Boolean(cert) !== Boolean(key)) throw new Error("RECSYS_TLS_CERT and RECSYS_TLS_KEY go together");
+  const read = (file) => (file ? fs.readFileSync(file) : null);
+  return grpc.credentials.createSsl(read(ca), read(key), read(cert));
+}
+
+/**
+ * A client stub for `address` ("host:port"); `options`: { token, ca, cert, key }. The token
+ * goes on every call as "authorization: Bearer <token>" (see `call`).
+ */
+function createClient(address, protoPath = PROTO, options = {}) {
   const Recommender = grpc.makeGenericClientConstructor(loadService(protoPath), "Recommender");
-  return new Recommender(address, grpc.credentials.createInsecure());
+  const client = new Recommender(address, channelCredentials(options));
+  client.recsysToken = options.token || "";
+  return client;
 }
 
 /** Calls `method` ("Recommend", "Rank", ...) with a plain-object request; resolves to the response. */
@@ -50,8 +75,12 @@ function call(client, method, request) {
     return Promise.reject(new Error(`unknown field(s) ${unknown.join(", ")} in ${method} request`));
   }
   const deadline = new Date(Date.now() + DEADLINE_MS);
+  const metadata = new grpc.Metadata();
+  if (client.recsysToken) metadata.set("authorization", `Bearer ${client.recsysToken}`);
   return new Promise((resolve, reject) => {
-    client[method](request, { deadline }, (err, response) => (err ? reject(err) : resolve(response)));
+    client[method](request, metadata, { deadline }, (err, response) =>
+      err ? reject(err) : resolve(response),
+    );
   });
 }
 
@@ -68,7 +97,18 @@ async function main(argv) {
     console.error(`request is not valid JSON: ${err.message}`);
     return 2;
   }
-  const client = createClient(address);
+  let client;
+  try {
+    client = createClient(address, PROTO, {
+      token: process.env.RECSYS_TOKEN,
+      ca: process.env.RECSYS_TLS_CA,
+      cert: process.env.RECSYS_TLS_CERT,
+      key: process.env.RECSYS_TLS_KEY,
+    });
+  } catch (err) {
+    console.error(`client setup: ${err.message}`);
+    return 2;
+  }
   try {
     const response = await call(client, method, request);
     console.log(JSON.stringify(response, null, 2));
@@ -89,4 +129,4 @@ if (require.main === module) {
   });
 }
 
-module.exports = { LOADER_OPTIONS, createClient, call, loadService };
+module.exports = { LOADER_OPTIONS, channelCredentials, createClient, call, loadService };
