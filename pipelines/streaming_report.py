@@ -47,6 +47,17 @@ def format_streaming_report(results: Sequence[StreamingResult], title: str) -> s
                 + " | ".join(f"{s.recall:.4f} ± {s.recall_se:.4f}" for s in scores)
                 + " |"
             )
+        lines += [
+            "",
+            "Update CPU seconds before each block (block 1 is scored on the pre-trained model):",
+            "",
+            "| update | " + " | ".join(f"block {b + 1}" for b in range(result.blocks)) + " |",
+            "|---|" + "---:|" * result.blocks,
+        ]
+        for strategy, scores in result.scores.items():
+            lines.append(
+                f"| {strategy} | " + " | ".join(f"{s.update_seconds:.3f}" for s in scores) + " |"
+            )
         users = ", ".join(str(s.users) for s in result.scores[STEPS])
         recall, cost = result.steps_against_retrain()
         lines += [
