@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from prometheus_client import Counter, Gauge, Histogram
 
 from candidates.als import INTERACTIONS_FILE, ALSModel, SavedInteractions
 from candidates.als_steps import PendingItems, step_items_then_users
@@ -61,6 +62,29 @@ class BatchReport:
     items: int  # item vectors solved
     seconds: float  # reading excluded: the steps and the journal write
     applied: int  # events applied since the bundle
+    newest_event: int  # Unix seconds of the newest event applied so far
+
+
+EVENTS = Counter("recsys_nearline_events", "Events applied by ALS steps")
+VECTORS = Counter("recsys_nearline_vectors", "Vectors solved by ALS steps", ["kind"])
+BATCH_SECONDS = Histogram(
+    "recsys_nearline_batch_seconds",
+    "One micro-batch: steps and journal write",
+    buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+)
+NEWEST_EVENT = Gauge(
+    "recsys_nearline_newest_event_timestamp_seconds",
+    "Timestamp of the newest event applied (time() - this is how far behind the steps are)",
+)
+
+
+def observe(report: BatchReport) -> None:
+    """The batch in the worker's Prometheus metrics."""
+    EVENTS.inc(report.events)
+    VECTORS.labels("user").inc(report.users)
+    VECTORS.labels("item").inc(report.items)
+    BATCH_SECONDS.observe(report.seconds)
+    NEWEST_EVENT.set(report.newest_event)
 
 
 class _Ids:
@@ -110,6 +134,7 @@ class NearlineModel:
         self.delta = sp.csr_matrix(self.base.shape, dtype=np.float32)
         self.pending = PendingItems(len(self.items))
         self.applied = 0
+        self.newest_event = 0
         self.last_batch: JournalBatch | None = None
         self.journal = JournalWriter(root, version)
         state = self.journal.state
@@ -128,6 +153,7 @@ class NearlineModel:
         batch = self._apply(frame)
         self.journal.append(batch)
         self.last_batch = batch
+        self.newest_event = max(self.newest_event, int(frame["timestamp"].max()))
         return BatchReport(
             self.version,
             len(frame),
@@ -135,6 +161,7 @@ class NearlineModel:
             len(batch.item_ids),
             time.perf_counter() - started,
             self.applied,
+            self.newest_event,
         )
 
     def _apply(self, frame: pd.DataFrame) -> JournalBatch:
@@ -256,6 +283,7 @@ def run_nearline(
                 continue
             if publisher is not None:
                 publisher(model)
+            observe(report)
             if on_batch is not None:
                 on_batch(report)
 

@@ -262,6 +262,7 @@ class NearlineConfig:
     item_step_events: int  # an item with a vector is stepped again after this many events
     store: str  # where vectors go: "file" (the artifacts root) or "redis"
     redis_url: str  # for store = "redis", e.g. "redis://127.0.0.1:6379/0"
+    metrics_port: int  # Prometheus metrics of the worker on serving.metrics_host; 0 = off
 
 
 @dataclass(frozen=True)
@@ -527,6 +528,8 @@ def _validate(config: Any, where: str) -> None:
             )
         if config.store == "redis" and not config.redis_url:
             raise ConfigError('nearline.store = "redis" needs nearline.redis_url')
+        if not 0 <= config.metrics_port < 65536:
+            raise ConfigError(f"nearline.metrics_port {config.metrics_port} out of range")
         if config.poll_seconds <= 0:
             raise ConfigError(f"nearline.poll_seconds must be positive, got {config.poll_seconds}")
     if isinstance(config, ANNConfig) and config.backend not in ANN_BACKENDS:

@@ -319,6 +319,10 @@ def _nearline(args: argparse.Namespace, config: Config) -> int:
                 flush=True,
             )
 
+    if config.nearline.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(config.nearline.metrics_port, addr=config.serving.metrics_host)
     print(f"recsys nearline following {config.artifacts.root} (SIGTERM stops)", flush=True)
     run_nearline(config, stop, progress)
     return 0

@@ -19,6 +19,7 @@ def isolated_config(tmp: Path, **sections: dict) -> Config:
         "data": {"cache_dir": str(DATA_CACHE)},
         "serving": {"port": 0, "bundle_poll_seconds": 0.2, "metrics_port": 0},
         "events": {"log_dir": str(tmp / "events")},
+        "nearline": {"metrics_port": 0},
         "evaluation": {"report_dir": str(tmp / "reports"), "max_users": 300},
         # small but real: two period bundles, a few hundred training requests
         # every stage served, so that the session's MovieLens server runs the whole cascade;

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from prometheus_client import REGISTRY
 
 from candidates.als_steps import solve_rows
 from pipelines.nearline import NearlineModel, run_nearline
@@ -176,7 +177,7 @@ def test_kill_9_and_resume_loses_nothing_and_applies_nothing_twice(config, tmp_p
             {
                 "artifacts": {"root": config.artifacts.root},
                 "events": {"log_dir": config.events.log_dir},
-                "nearline": {"max_batch_events": 40, "poll_seconds": 0.05},
+                "nearline": {"max_batch_events": 40, "poll_seconds": 0.05, "metrics_port": 0},
             }
         )
     )
@@ -267,7 +268,7 @@ def test_redis_carries_one_update_to_two_serving_processes(config, redis_url, tm
             "ranking": {"stages": []},  # the served order is the iALS dot product
             "serving": {"port": 0, "processes": 2, "metrics_port": 0},
             "events": {"log_dir": config.events.log_dir},
-            "nearline": {"store": "redis", "redis_url": redis_url},
+            "nearline": {"store": "redis", "redis_url": redis_url, "metrics_port": 0},
         },
     ).start()
     try:
@@ -280,6 +281,7 @@ def test_redis_carries_one_update_to_two_serving_processes(config, redis_url, tm
         with RecommenderClient(server.address) as client:
             client.log_events([Event("u1", f"i{j}", "purchase", 1.0, NOW) for j in range(60, 70)])
 
+        applied_before = REGISTRY.get_sample_value("recsys_nearline_events_total") or 0.0
         stop, published = threading.Event(), threading.Event()
         worker = threading.Thread(
             target=run_nearline,
@@ -294,6 +296,10 @@ def test_redis_carries_one_update_to_two_serving_processes(config, redis_url, tm
             worker.join(30)
         vector = RedisVectors(redis_url, version).user_vector("u1")
         assert vector is not None
+        # the worker's metrics saw the batch: events applied, and how far behind it is
+        assert REGISTRY.get_sample_value("recsys_nearline_events_total") == applied_before + 10
+        newest = REGISTRY.get_sample_value("recsys_nearline_newest_event_timestamp_seconds")
+        assert newest == NOW
         for address in workers:  # each serving process, asked on its own port
             with RecommenderClient(address) as client:
                 answer = client.recommend("u1", 10)
