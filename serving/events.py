@@ -171,11 +171,6 @@ class EventLogTail:
         return events
 
 
-def read_event_log(directory: str | Path) -> pd.DataFrame:
-    """Every complete event in the log as an events frame (recsys.dataset schema)."""
-    return read_event_log_since(directory, {})[0]
-
-
 def read_event_log_since(
     directory: str | Path, offsets: dict[str, int]
 ) -> tuple[pd.DataFrame, dict[str, int]]:

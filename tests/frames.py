@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from recsys.dataset import Dataset, normalize_events
+from serving.events import read_event_log_since
 
 
 def plain_catalog(item_ids: list[str], **columns) -> pd.DataFrame:
@@ -35,3 +36,8 @@ def one_click_dataset(items: pd.DataFrame, item_id: str) -> Dataset:
     )
     users = pd.DataFrame({"user_id": ["u"], "region": [""], "attributes": "{}"})
     return Dataset(events, items, users)
+
+
+def logged_events(directory) -> pd.DataFrame:
+    """Every complete event in the event log at `directory`, as an events frame."""
+    return read_event_log_since(directory, {})[0]

@@ -10,9 +10,9 @@ from recsys.bundle import current_version, open_current
 from recsys.config import EVENT_TYPES
 from recsys.dataset import normalize_events
 from recsys_cli.main import TITLE_WIDTH, _print_items, main
-from serving.events import read_event_log
 from serving.pipeline import ScoredItem
 from tests.conftest import shop_config
+from tests.frames import logged_events
 
 
 def test_nightly_on_own_parquet_files_publishes(tmp_path, shop_dir, capsys):
@@ -115,7 +115,7 @@ def test_log_events_sends_a_file_in_batches(tmp_path, events_server, capsys):
     assert code == 0, out.err
     assert "2500 events accepted" in out.out
     assert "2500/2500" in out.err  # the progress bar reached the end
-    logged = read_event_log(config.events.log_dir)
+    logged = logged_events(config.events.log_dir)
     pd.testing.assert_frame_equal(logged, normalize_events(sent))
     assert len(list(Path(config.events.log_dir).glob("*.jsonl"))) == 1  # one segment, 3 calls
 
@@ -126,7 +126,7 @@ def test_log_events_reads_jsonl(tmp_path, events_server, capsys):
     shop_events(30).to_json(path, orient="records", lines=True)
     assert main(["log-events", str(path), *address]) == 0
     assert "30 events accepted" in capsys.readouterr().out
-    assert len(read_event_log(config.events.log_dir)) == 30
+    assert len(logged_events(config.events.log_dir)) == 30
 
 
 def test_log_events_names_the_line_of_a_bad_event_type_and_sends_nothing(
@@ -141,7 +141,7 @@ def test_log_events_names_the_line_of_a_bad_event_type_and_sends_nothing(
     err = capsys.readouterr().err
     assert code != 0
     assert "events.csv: row 1734 (line 1735), column 'event_type': unknown event type 'like'" in err
-    assert read_event_log(config.events.log_dir).empty
+    assert logged_events(config.events.log_dir).empty
 
 
 def test_log_events_maps_an_event_the_server_refuses_to_its_line(tmp_path, events_server, capsys):
@@ -162,7 +162,7 @@ def test_log_events_maps_an_event_the_server_refuses_to_its_line(tmp_path, event
     assert "events[499].timestamp 4102444800" in err
     assert "batch at offset 1000, rows 1001-2000, was refused" in err
     assert "1000 events accepted (rows 1-1000)" in err
-    assert len(read_event_log(config.events.log_dir)) == 1000  # the first batch only
+    assert len(logged_events(config.events.log_dir)) == 1000  # the first batch only
 
 
 def test_log_events_batch_is_bounded_by_the_configured_maximum(tmp_path, capsys):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from serving.errors import RequestError
-from serving.events import Event, EventLog, EventLogTail, read_event_log, validate_events
+from serving.events import Event, EventLog, EventLogTail, validate_events
 from serving.sessions import SessionStore
+from tests.frames import logged_events
 
 NOW = 1_700_000_000
 
@@ -45,7 +46,7 @@ def test_appended_events_are_read_back_in_order(tmp_path) -> None:
     log = EventLog(tmp_path, segment_bytes=1 << 20)
     log.append([event(item="a"), event(item="b", kind="cart")])
     log.append([event(user="u2", item="c", kind="rating", value=4.5)])
-    frame = read_event_log(tmp_path)
+    frame = logged_events(tmp_path)
     assert frame["item_id"].tolist() == ["a", "b", "c"]
     assert frame["event_type"].astype(str).tolist() == ["view", "cart", "rating"]
     assert frame["value"].tolist() == [1.0, 1.0, 4.5]

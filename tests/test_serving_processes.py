@@ -15,9 +15,9 @@ import pytest
 
 from protos.recsys.v1 import recommender_pb2 as pb
 from protos.recsys.v1 import recommender_pb2_grpc as pb_grpc
-from serving.events import read_event_log
 from serving.grpc.client import RecommenderClient
 from tests.conftest import DATA_CACHE
+from tests.frames import logged_events
 from tests.serving_harness import Load, ServerProcess, free_port
 
 
@@ -97,7 +97,7 @@ def test_acknowledged_events_survive_kill_minus_9(serve) -> None:
     stop.set()
     for sender in senders:
         sender.join()
-    logged = set(read_event_log(serve.events_dir)["item_id"])
+    logged = set(logged_events(serve.events_dir)["item_id"])
     assert len(acked) >= 2000
     missing = [item for item in acked if item not in logged]
     assert missing == []

@@ -148,15 +148,15 @@ def test_logged_events_shape_the_very_next_request(stub) -> None:
 
 
 def test_a_batch_with_one_bad_event_is_refused_whole(stub, server) -> None:
-    from serving.events import read_event_log
+    from tests.frames import logged_events
 
-    logged = len(read_event_log(server.event_log.directory))
+    logged = len(logged_events(server.event_log.directory))
     batch = [event("u", "1", "view"), event("u", "2", "like"), event("u", "3", "view")]
     with pytest.raises(grpc.RpcError) as caught:
         stub.LogEvents(pb.LogEventsRequest(events=batch), timeout=5)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "events[1].event_type 'like' unknown" in caught.value.details()
-    assert len(read_event_log(server.event_log.directory)) == logged  # nothing half-written
+    assert len(logged_events(server.event_log.directory)) == logged  # nothing half-written
 
 
 def _fuzzed(rng: random.Random) -> tuple[str, object]:
