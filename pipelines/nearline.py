@@ -92,6 +92,7 @@ class _Ids:
 
     def __init__(self, known: IdMap) -> None:
         self.known = known
+        self.known_ids = np.asarray(known.ids, dtype=object)
         self.new: dict[str, int] = {}
         self.new_ids: list[str] = []
 
@@ -109,7 +110,7 @@ class _Ids:
         return index
 
     def external(self, indices: np.ndarray) -> np.ndarray:
-        ids = np.asarray(self.known.ids, dtype=object)
+        ids = self.known_ids
         out = np.empty(len(indices), dtype=object)
         old = indices < len(ids)
         out[old] = ids[indices[old]]
@@ -144,7 +145,10 @@ class NearlineModel:
             self._resume()
 
     def step_once(self) -> BatchReport | None:
-        """Read at most one batch from the log and apply it; None when nothing is new."""
+        """Read at most one batch from the log and apply it; None when nothing is new. If
+        the journal cannot be written (a full disk) this raises, and this model's memory is
+        ahead of its journal: the worker must stop, and a new one resumes from the journal
+        (`recsys nearline` exits 1; its systemd unit restarts it)."""
         events = self.tail.read_new(self.config.nearline.max_batch_events)
         if not events:
             return None
