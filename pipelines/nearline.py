@@ -301,15 +301,16 @@ def _publisher(config: Config, model: NearlineModel) -> Callable[[NearlineModel]
 
     redis_vectors = RedisVectors(config.nearline.redis_url, model.version, timeout_seconds=10.0)
     redis_vectors.drop_other_versions()
-    state = model.journal.state
-    if state.users:
-        redis_vectors.publish(
-            np.array(list(state.users), dtype=str), np.array(list(state.users.values()))
-        )
+    snapshot = model.journal.state.as_snapshot()
+    redis_vectors.publish(
+        snapshot.user_ids, snapshot.user_vectors, snapshot.item_ids, snapshot.item_vectors
+    )
 
     def publish(model: NearlineModel) -> None:
         batch = model.last_batch
-        redis_vectors.publish(batch.user_ids, batch.user_vectors)
+        redis_vectors.publish(
+            batch.user_ids, batch.user_vectors, batch.item_ids, batch.item_vectors
+        )
 
     return publish
 

@@ -263,6 +263,8 @@ class NearlineConfig:
     store: str  # where vectors go: "file" (the artifacts root) or "redis"
     redis_url: str  # for store = "redis", e.g. "redis://127.0.0.1:6379/0"
     metrics_port: int  # Prometheus metrics of the worker on serving.metrics_host; 0 = off
+    fresh_slots: int  # serving: items new since the bundle joining a list; 0 = off
+    fresh_position: int  # 1-based slot the first of them takes
 
 
 @dataclass(frozen=True)
@@ -530,6 +532,8 @@ def _validate(config: Any, where: str) -> None:
             raise ConfigError('nearline.store = "redis" needs nearline.redis_url')
         if not 0 <= config.metrics_port < 65536:
             raise ConfigError(f"nearline.metrics_port {config.metrics_port} out of range")
+        if config.fresh_slots < 0 or config.fresh_position < 1:
+            raise ConfigError("nearline.fresh_slots must be >= 0 and fresh_position >= 1")
         if config.poll_seconds <= 0:
             raise ConfigError(f"nearline.poll_seconds must be positive, got {config.poll_seconds}")
     if isinstance(config, ANNConfig) and config.backend not in ANN_BACKENDS:

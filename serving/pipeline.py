@@ -22,6 +22,7 @@ from recsys.loaded_bundle import LoadedBundle
 from serving.errors import NotFoundError, RequestError, check_external_id
 from serving.fanout import GeneratorFanout, run_inline
 from serving.filters import FILTER_FACTORIES, Filter, apply_filters
+from serving.fresh_items import FreshItems
 from serving.generators import make_generators
 from serving.rules import BusinessRules, ItemAttributes
 from serving.sessions import Session
@@ -94,6 +95,12 @@ class RecommendPipeline:
         serving = config.serving
         self.fanout = fanout  # None: generators run inline, one after another
         self.user_vectors = user_vectors  # the nearline's fresh iALS vectors; None: bundle's
+        self.nearline = config.nearline
+        self.fresh = (
+            FreshItems(user_vectors, bundle.items, bundle.als.model.item_factors.shape[1])
+            if user_vectors is not None and config.nearline.fresh_slots
+            else None
+        )
         _check_names("serving.filters", serving.filters, FILTER_FACTORIES)
         self.bundle = bundle
         self.config = serving
@@ -173,6 +180,8 @@ class RecommendPipeline:
         if len(chosen) < request.k:
             floor = float(scores.min()) if len(scores) else 0.0
             chosen += self._backfill(ctx, request.k - len(chosen), found.items, placed, floor)
+        if self.fresh is not None:
+            chosen = self._with_fresh_items(ctx, request, chosen)
         trace.counts["returned"] = len(chosen)
         return Recommendation(
             items=tuple(chosen),
@@ -182,6 +191,31 @@ class RecommendPipeline:
             removed_by_filter=removed,
             trace=trace,
         )
+
+    def _with_fresh_items(
+        self, ctx: RequestContext, request: RecommendRequest, chosen: list[ScoredItem]
+    ) -> list[ScoredItem]:
+        """Up to nearline.fresh_slots items new since the bundle at fresh_position, each
+        only if iALS scores it at least as high as the item it displaces
+        (serving/fresh_items.py)."""
+        model = self.bundle.als.model
+        vector = model.vector_of(ctx)
+        if vector is None:
+            return chosen
+        excluded = {*request.exclude_item_ids, *request.basket_item_ids}
+        if request.session is not None:
+            excluded.update(request.session.never_again)
+        at = min(self.nearline.fresh_position, len(chosen) + 1) - 1
+        bar = -np.inf
+        if at < len(chosen):
+            displaced = self.bundle.items.index_of(chosen[at].item_id)
+            bar = float(model.item_factors[displaced] @ vector) if displaced >= 0 else -np.inf
+        picks = [
+            ScoredItem(pick.item_id, pick.score, ("nearline",), "fresh", ("fresh",))
+            for pick in self.fresh.pick(vector, self.nearline.fresh_slots, excluded)
+            if pick.score >= bar
+        ]
+        return (chosen[:at] + picks + chosen[at:])[: request.k]
 
     def _rank(
         self, ctx: RequestContext, found: CandidateSet, k: int, trace: Trace

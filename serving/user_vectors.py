@@ -17,6 +17,10 @@ log = logging.getLogger(__name__)
 class UserVectors(Protocol):
     def user_vector(self, user_id: str) -> np.ndarray | None: ...
 
+    def item_vectors(self) -> tuple[int, dict[str, np.ndarray]]:
+        """Every item vector the worker solved, and a number that changes when they do."""
+        ...
+
 
 def open_user_vectors(config: Config, version: str) -> UserVectors:
     if config.nearline.store == "redis":

@@ -222,6 +222,8 @@ class JournalReader:
         self.directory = journal_directory(root, version)
         self.refresh_seconds = refresh_seconds
         self._users: dict[str, np.ndarray] = {}
+        self._items: dict[str, np.ndarray] = {}
+        self.items_changed = 0  # counts the refreshes that brought item vectors
         self._seq = 0
         self._checked = 0.0
         self._lock = threading.Lock()
@@ -230,6 +232,13 @@ class JournalReader:
         if time.monotonic() - self._checked >= self.refresh_seconds:
             self.refresh()
         return self._users.get(user_id)
+
+    def item_vectors(self) -> tuple[int, dict[str, np.ndarray]]:
+        """Every item vector the worker solved (new items and re-stepped hot ones), and a
+        number that changes whenever they do (for callers that cache what they derive)."""
+        if time.monotonic() - self._checked >= self.refresh_seconds:
+            self.refresh()
+        return self.items_changed, self._items
 
     def refresh(self) -> None:
         if not self._lock.acquire(blocking=False):
@@ -240,8 +249,12 @@ class JournalReader:
             if not files or files[-1][1][0] <= self._seq:
                 return
             state = read_journal(self.directory, after=self._seq, vectors_only=True)
-            # a new dict, swapped whole: readers never see one half-updated
-            self._users = {**self._users, **state.users}
+            # in place: a request's get() meanwhile sees the old or the new vector, never
+            # a torn one (one dict operation holds the GIL), and no refresh copies them all
+            self._users.update(state.users)
+            if state.items:
+                self._items.update(state.items)
+                self.items_changed += 1
             self._seq = state.seq
         except (OSError, ValueError, KeyError) as err:
             log.warning("nearline journal %s: keeping what was read: %s", self.directory, err)

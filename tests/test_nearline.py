@@ -131,6 +131,44 @@ def test_new_items_and_new_users_get_vectors_from_their_first_events(config):
     assert len(pipeline.bundle.als.generate(ctx, 20).item_ids) == 20
 
 
+def test_a_new_item_is_recommendable_before_the_next_nightly(config):
+    config, version = config
+    fans = [f"u{i}" for i in range(20)]
+    _log(config, [Event(user, "brand-new", "purchase", 1.0, NOW) for user in fans])
+    model = NearlineModel(Path(config.artifacts.root), version, config)
+    model.step_once()
+    # the user (not a buyer) whom iALS thinks likes the new item best
+    item = model.item_factors[model.items.new["brand-new"]]
+    scores = model.user_factors[: len(model.users.known)] @ item
+    scores[model.users.known.to_index(fans)] = -np.inf
+    user = str(model.users.known.ids[int(np.argmax(scores))])
+
+    holder = BundleHolder(config)
+    assert holder.refresh()
+    bundle = holder.pipeline().bundle
+    reader = JournalReader(config.artifacts.root, version)
+    off = RecommendPipeline(bundle, config, user_vectors=reader)
+    on_config = config.replace(nearline={"fresh_slots": 1, "fresh_position": 10})
+    on = RecommendPipeline(bundle, on_config, user_vectors=reader)
+    before = off.recommend(RecommendRequest(user, 10)).items
+    after = on.recommend(RecommendRequest(user, 10)).items
+    assert "brand-new" not in {i.item_id for i in before}  # the bundle cannot know it
+    assert [i.item_id for i in after] == [i.item_id for i in before[:9]] + ["brand-new"]
+    fresh = after[9]
+    assert (fresh.stage, fresh.sources) == ("fresh", ("nearline",))
+    assert fresh.score == pytest.approx(float(item @ model.user_factors[int(np.argmax(scores))]))
+    # it must look at least as good to iALS as what it displaces, and exclusions hold
+    assert fresh.score >= float(
+        bundle.als.model.item_factors[bundle.items.index_of(before[9].item_id)]
+        @ model.user_factors[int(np.argmax(scores))]
+    )
+    excluded = on.recommend(RecommendRequest(user, 10, exclude_item_ids=("brand-new",)))
+    assert "brand-new" not in {i.item_id for i in excluded.items}
+    # the user who liked it least gets the list without it
+    coldest = str(model.users.known.ids[int(np.argmin(np.where(np.isinf(scores), np.inf, scores)))])
+    assert "brand-new" not in {i.item_id for i in on.recommend(RecommendRequest(coldest, 10)).items}
+
+
 def test_one_worker_per_artifacts_root(config):
     config, _ = config
     with (
@@ -279,7 +317,10 @@ def test_redis_carries_one_update_to_two_serving_processes(config, redis_url, tm
         factors = holder.pipeline().bundle.als.model.item_factors
         items = holder.pipeline().bundle.items
         with RecommenderClient(server.address) as client:
-            client.log_events([Event("u1", f"i{j}", "purchase", 1.0, NOW) for j in range(60, 70)])
+            client.log_events(
+                [Event("u1", f"i{j}", "purchase", 1.0, NOW) for j in range(60, 70)]
+                + [Event(f"u{j}", "redis-new", "cart", 1.0, NOW - 1) for j in range(2, 8)]
+            )
 
         applied_before = REGISTRY.get_sample_value("recsys_nearline_events_total") or 0.0
         stop, published = threading.Event(), threading.Event()
@@ -297,7 +338,9 @@ def test_redis_carries_one_update_to_two_serving_processes(config, redis_url, tm
         vector = RedisVectors(redis_url, version).user_vector("u1")
         assert vector is not None
         # the worker's metrics saw the batch: events applied, and how far behind it is
-        assert REGISTRY.get_sample_value("recsys_nearline_events_total") == applied_before + 10
+        assert REGISTRY.get_sample_value("recsys_nearline_events_total") == applied_before + 16
+        _, stepped = RedisVectors(redis_url, version).item_vectors()  # the new item's, too
+        assert "redis-new" in stepped and np.linalg.norm(stepped["redis-new"]) > 0
         newest = REGISTRY.get_sample_value("recsys_nearline_newest_event_timestamp_seconds")
         assert newest == NOW
         for address in workers:  # each serving process, asked on its own port
