@@ -10,6 +10,10 @@ user vector does (the bundle is built with `ranking.stages = []`, so every serve
 the dot product u·v of the vector serving used; the purchases themselves only drop items
 from the list). Prints the latency percentiles, the load actually held and its p99.
 
+Then (ii), new items: five users view an item id no bundle has seen; from the
+acknowledgement, `Recommend` (k=50) for one of them is repeated until the item is in the
+list, placed by `nearline.fresh_slots` (the server runs with one fresh slot, at 50).
+
     python bench/bench_nearline.py                 # MovieLens-100k, 100 RPS, 40 probes
     python bench/bench_nearline.py --rps 200 --probes 100
 """
@@ -44,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rps", type=float, default=100.0)
     parser.add_argument("--probes", type=int, default=40)
+    parser.add_argument("--new-item-probes", type=int, default=20)
     parser.add_argument("--poll-ms", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds a probe may wait")
     parser.add_argument("--artifacts", help="reuse the bundle here (built if empty)")
@@ -63,7 +68,7 @@ def main() -> None:
     users = list(IdMap.load(root / current_version(root) / IDS_DIR / "users.parquet").ids)
     items = list(IdMap.load(root / current_version(root) / IDS_DIR / "items.parquet").ids)
 
-    overrides = {"ranking": {"stages": []}}
+    overrides = {"ranking": {"stages": []}, "nearline": {"fresh_slots": 1, "fresh_position": 50}}
     server, shared, workers, _ = _start_server(config, 0, overrides, work)
     nearline_toml = work / "nearline.toml"
     nearline_toml.write_text(
@@ -105,6 +110,14 @@ async def _run(address: str, users: list[str], items: list[str], args) -> dict:
         else:
             latencies.append(latency)
         await asyncio.sleep(0.2)
+    new_item, new_misses = [], 0
+    for n in range(args.new_item_probes):
+        latency = await _new_item_probe(stubs, rng.sample(users, 5), f"bench-new-{n}", args)
+        if latency is None:
+            new_misses += 1
+        else:
+            new_item.append(latency)
+        await asyncio.sleep(0.2)
     seconds = time.perf_counter() - started
     stop.set()
     sent = await load
@@ -113,6 +126,8 @@ async def _run(address: str, users: list[str], items: list[str], args) -> dict:
     return {
         "latencies": latencies,
         "misses": misses,
+        "new_item": new_item,
+        "new_item_misses": new_misses,
         "load": load_latencies,
         "achieved_rps": sent / (seconds + 2.0),
     }
@@ -166,6 +181,22 @@ async def _probe(stubs, user: str, bought: list[str], args) -> float | None:
         after = await _scores(stubs[index], user)
         common = set(before[index]) & set(after)
         if any(abs(before[index][item] - after[item]) > 1e-4 for item in common):
+            return time.perf_counter() - acknowledged
+        turn += 1
+        await asyncio.sleep(args.poll_ms / 1000)
+    return None
+
+
+async def _new_item_probe(stubs, fans: list[str], item: str, args) -> float | None:
+    events = [
+        pb.Event(user_id=fan, item_id=item, event_type="view", value=1, timestamp=int(time.time()))
+        for fan in fans
+    ]
+    await stubs[0].LogEvents(pb.LogEventsRequest(events=events), timeout=5.0)
+    acknowledged = time.perf_counter()
+    turn = 0
+    while time.perf_counter() - acknowledged < args.timeout:
+        if item in await _scores(stubs[turn % len(stubs)], fans[0]):
             return time.perf_counter() - acknowledged
         turn += 1
         await asyncio.sleep(args.poll_ms / 1000)
