@@ -4,13 +4,16 @@ The nearline worker gives an item that only the event log knows a vector from it
 users (seed 004, "Пошагаем": the item step). The bundle's catalogue, ANN index and rankers
 do not know the item until the next nightly, so it cannot go through the cascade; instead
 up to `fresh_slots` of them join a list after ranking, at `fresh_position`: the fresh items
-with the best iALS score u·v for the request's user vector, if that score beats the score
-the same vector gives the list's item at that position (a fresh item must look at least as
-good to iALS as what it displaces). Items the request or the session excludes are skipped.
-What a shopper sees is marked: stage "fresh", source "nearline".
+with the best iALS score u·v for the request's user vector, among those it scores above 0
+(iALS does not think the user would rather not). Items the request or the session excludes
+are skipped. What a shopper sees is marked: stage "fresh", source "nearline".
 
-Like any business rule this trades the rankers' order for a goal (here: new items get
-seen), so it is off by default.
+A reserved slot, like `rules.fresh_quota`, rather than a contest with the ranked items: a
+new item's vector comes from a handful of users, so its norm (in iALS, popularity) is
+small, and by u·v it would lose to any established item (measured: new items bought by a
+user's five nearest neighbours scored below the 50th item of every list). Like any business
+rule this trades the rankers' order for a goal (new items get seen), so it is off by
+default.
 """
 
 from __future__ import annotations

@@ -195,9 +195,8 @@ class RecommendPipeline:
     def _with_fresh_items(
         self, ctx: RequestContext, request: RecommendRequest, chosen: list[ScoredItem]
     ) -> list[ScoredItem]:
-        """Up to nearline.fresh_slots items new since the bundle at fresh_position, each
-        only if iALS scores it at least as high as the item it displaces
-        (serving/fresh_items.py)."""
+        """Up to nearline.fresh_slots items new since the bundle at fresh_position: the
+        ones iALS likes best for the user, if it likes them at all (serving/fresh_items.py)."""
         model = self.bundle.als.model
         vector = model.vector_of(ctx)
         if vector is None:
@@ -206,14 +205,9 @@ class RecommendPipeline:
         if request.session is not None:
             excluded.update(request.session.never_again)
         at = min(self.nearline.fresh_position, len(chosen) + 1) - 1
-        bar = -np.inf
-        if at < len(chosen):
-            displaced = self.bundle.items.index_of(chosen[at].item_id)
-            bar = float(model.item_factors[displaced] @ vector) if displaced >= 0 else -np.inf
         picks = [
             ScoredItem(pick.item_id, pick.score, ("nearline",), "fresh", ("fresh",))
             for pick in self.fresh.pick(vector, self.nearline.fresh_slots, excluded)
-            if pick.score >= bar
         ]
         return (chosen[:at] + picks + chosen[at:])[: request.k]
 
