@@ -175,26 +175,37 @@ async def _scores(stub, user: str) -> dict[str, float]:
     return {item.item_id: item.score for item in answer.items}
 
 
-async def _probe(stubs, user: str, bought: list[str], args) -> float | None:
-    before = [await _scores(stub, user) for stub in stubs]
-    events = [
-        pb.Event(
-            user_id=user, item_id=item, event_type="purchase", value=1, timestamp=int(time.time())
-        )
-        for item in bought
+def _purchases(users: list[str], items: list[str]) -> list[pb.Event]:
+    now = int(time.time())
+    return [
+        pb.Event(user_id=user, item_id=item, event_type="purchase", value=1, timestamp=now)
+        for user, item in zip(users, items, strict=True)
     ]
+
+
+async def _until(stubs, events: list[pb.Event], seen, args) -> float | None:
+    """Send `events`; from the acknowledgement, ask `seen(stub)` (each worker in turn: each
+    must see it) every poll_ms until it answers True. Seconds taken, None past the timeout."""
     await stubs[0].LogEvents(pb.LogEventsRequest(events=events), timeout=5.0)
     acknowledged = time.perf_counter()
     turn = 0
     while time.perf_counter() - acknowledged < args.timeout:
-        index = turn % len(stubs)  # every worker must see it: ask them in turn
-        after = await _scores(stubs[index], user)
-        common = set(before[index]) & set(after)
-        if any(abs(before[index][item] - after[item]) > 1e-4 for item in common):
+        if await seen(turn % len(stubs)):
             return time.perf_counter() - acknowledged
         turn += 1
         await asyncio.sleep(args.poll_ms / 1000)
     return None
+
+
+async def _probe(stubs, user: str, bought: list[str], args) -> float | None:
+    before = [await _scores(stub, user) for stub in stubs]
+
+    async def moved(worker: int) -> bool:  # a score of an item kept in the list changed
+        after = await _scores(stubs[worker], user)
+        common = set(before[worker]) & set(after)
+        return any(abs(before[worker][item] - after[item]) > 1e-4 for item in common)
+
+    return await _until(stubs, _purchases([user] * len(bought), bought), moved, args)
 
 
 def _neighbours(vectors: np.ndarray, users: list[str], n: int = 5) -> dict[str, list[str]]:
@@ -206,55 +217,40 @@ def _neighbours(vectors: np.ndarray, users: list[str], n: int = 5) -> dict[str, 
 
 
 async def _new_item_probe(stubs, chosen: str, fans: list[str], item: str, args) -> float | None:
-    events = [
-        pb.Event(
-            user_id=fan, item_id=item, event_type="purchase", value=1, timestamp=int(time.time())
-        )
-        for fan in fans
-    ]
-    await stubs[0].LogEvents(pb.LogEventsRequest(events=events), timeout=5.0)
-    acknowledged = time.perf_counter()
-    turn = 0
-    while time.perf_counter() - acknowledged < args.timeout:
-        if item in await _scores(stubs[turn % len(stubs)], chosen):
-            return time.perf_counter() - acknowledged
-        turn += 1
-        await asyncio.sleep(args.poll_ms / 1000)
-    return None
+    async def listed(worker: int) -> bool:
+        return item in await _scores(stubs[worker], chosen)
+
+    return await _until(stubs, _purchases(fans, [item] * len(fans)), listed, args)
 
 
 def _report(result: dict, args) -> None:
-    latencies = np.array(result["latencies"])
+    _print_latencies("Recommend with the new vector", result["latencies"], result["misses"], args)
+    _print_latencies(
+        "a new item in the user's list", result["new_item"], result["new_item_misses"], args
+    )
     load = np.array(result["load"])
     ok = load[np.isfinite(load)]
-    print(
-        f"\nLogEvents ack -> Recommend with the new vector ({len(latencies)} probes, "
-        f"{result['misses']} not seen within {args.timeout:.0f} s):"
-    )
-    if len(latencies):
-        p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
-        print(
-            f"  p50 {p50 * 1000:.0f} ms  p95 {p95 * 1000:.0f} ms  p99 {p99 * 1000:.0f} ms  "
-            f"max {latencies.max() * 1000:.0f} ms  (target p99 <= {TARGET_S * 1000:.0f} ms: "
-            f"{'met' if p99 <= TARGET_S and not result['misses'] else 'NOT met'})"
-        )
-    fresh = np.array(result["new_item"])
-    print(
-        f"LogEvents ack -> a new item in the user's list ({len(fresh)} probes, "
-        f"{result['new_item_misses']} not seen within {args.timeout:.0f} s):"
-    )
-    if len(fresh):
-        p50, p95, p99 = np.percentile(fresh, [50, 95, 99])
-        print(
-            f"  p50 {p50 * 1000:.0f} ms  p95 {p95 * 1000:.0f} ms  p99 {p99 * 1000:.0f} ms  "
-            f"max {fresh.max() * 1000:.0f} ms  (target p99 <= {TARGET_S * 1000:.0f} ms: "
-            f"{'met' if p99 <= TARGET_S and not result['new_item_misses'] else 'NOT met'})"
-        )
     print(
         f"Recommend load: {result['achieved_rps']:.0f} RPS achieved of {args.rps:.0f}; "
         f"p50 {np.percentile(ok, 50) * 1000:.1f} ms, p99 {np.percentile(ok, 99) * 1000:.1f} ms, "
         f"{len(load) - len(ok)} failed"
     )
+
+
+def _print_latencies(what: str, seconds: list[float], misses: int, args) -> None:
+    values = np.array(seconds)
+    print(
+        f"LogEvents ack -> {what} ({len(values)} probes, "
+        f"{misses} not seen within {args.timeout:.0f} s):"
+    )
+    if len(values):
+        p50, p95, p99 = np.percentile(values, [50, 95, 99])
+        met = p99 <= TARGET_S and not misses
+        print(
+            f"  p50 {p50 * 1000:.0f} ms  p95 {p95 * 1000:.0f} ms  p99 {p99 * 1000:.0f} ms  "
+            f"max {values.max() * 1000:.0f} ms  (target p99 <= {TARGET_S * 1000:.0f} ms: "
+            f"{'met' if met else 'NOT met'})"
+        )
 
 
 if __name__ == "__main__":
