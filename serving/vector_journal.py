@@ -35,6 +35,14 @@ VECTOR_KINDS = ("user", "item")
 log = logging.getLogger(__name__)
 
 
+class JournalError(RuntimeError):
+    """A journal file that does not read (damaged on disk); `number` is its sequence number."""
+
+    def __init__(self, path: Path, number: int, reason: str) -> None:
+        super().__init__(f"{path}: unreadable nearline journal file: {reason}")
+        self.path, self.number = path, number
+
+
 def journal_directory(root: str | Path, version: str) -> Path:
     return Path(root) / JOURNAL_DIR / version
 
@@ -114,7 +122,25 @@ class JournalWriter:
         self.directory = journal_directory(root, version)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.snapshot_every = snapshot_every
-        self.state = read_journal(self.directory)
+        self.state = self._recovered()
+
+    def _recovered(self) -> JournalState:
+        """The journal up to its first unreadable file, if any: that file and every later
+        one are moved aside (`.corrupt-<name>`), so the worker resumes from the last good
+        file and reads the log again from its offsets (nothing lost, nothing twice). New
+        files are numbered after every file seen, so readers pick them up."""
+        try:
+            return read_journal(self.directory)
+        except JournalError as err:
+            log.error("%s; resuming from the file before it", err)
+            highest = 0
+            for path, (number, _) in _files(self.directory):
+                highest = max(highest, number)
+                if number >= err.number:
+                    path.rename(path.with_name(f".corrupt-{path.name}"))
+            state = read_journal(self.directory)
+            state.seq = max(state.seq, highest)
+            return state
 
     def append(self, batch: JournalBatch) -> int:
         """Write one batch durably; every `snapshot_every` batches fold the journal into a
@@ -132,10 +158,13 @@ class JournalWriter:
         return self.state.seq
 
 
-def read_journal(directory: Path, after: int = 0, vectors_only: bool = False) -> JournalState:
+def read_journal(
+    directory: Path, after: int = 0, vectors_only: bool = False, skip_bad: bool = False
+) -> JournalState:
     """What the files after number `after` add: from the newest snapshot among them (unless
     it directly follows `after`: then it holds nothing new) and the deltas after it.
-    `vectors_only` skips the R entries (serving needs only vectors)."""
+    `vectors_only` skips the R entries (serving needs only vectors). An unreadable file is a
+    JournalError, or with `skip_bad` (serving) logged and passed over."""
     state = JournalState(seq=after)
     files = [(path, number, kind) for path, (number, kind) in _files(directory) if number > after]
     snapshots = [i for i, (_, number, kind) in enumerate(files) if kind == "snapshot"]
@@ -148,7 +177,14 @@ def read_journal(directory: Path, after: int = 0, vectors_only: bool = False) ->
         try:
             batch = _read(path, vectors_only)
         except FileNotFoundError:  # replaced by a snapshot while we listed: read again
-            return read_journal(directory, after, vectors_only)
+            return read_journal(directory, after, vectors_only, skip_bad)
+        except Exception as err:  # whatever a damaged file raises (zip, npy, JSON)
+            bad = JournalError(path, number, f"{type(err).__name__}: {err}")
+            if not skip_bad:
+                raise bad from None
+            log.warning("%s; skipped", bad)
+            state.seq = number
+            continue
         state.apply(batch, number, snapshot=kind == "snapshot")
     return state
 
@@ -248,7 +284,7 @@ class JournalReader:
             files = _files(self.directory)
             if not files or files[-1][1][0] <= self._seq:
                 return
-            state = read_journal(self.directory, after=self._seq, vectors_only=True)
+            state = read_journal(self.directory, after=self._seq, vectors_only=True, skip_bad=True)
             # in place: a request's get() meanwhile sees the old or the new vector, never
             # a torn one (one dict operation holds the GIL), and no refresh copies them all
             self._users.update(state.users)

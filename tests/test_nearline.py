@@ -349,3 +349,33 @@ def test_redis_carries_one_update_to_two_serving_processes(config, redis_url, tm
             np.testing.assert_allclose(scores, factors[served] @ vector, rtol=1e-4, atol=1e-4)
     finally:
         server.stop()
+
+
+def test_a_damaged_journal_file_costs_neither_serving_nor_events(config, caplog):
+    """Disk damage in the middle of the journal: serving skips the file and keeps its
+    vectors; the worker resumes from the file before it and reads those events again."""
+    config, version = config
+    config = config.replace(nearline={"max_batch_events": 5})
+    _log(config, [Event(f"u{i}", f"i{i + 40}", "purchase", 1.0, NOW + i) for i in range(10)])
+    model = NearlineModel(Path(config.artifacts.root), version, config)
+    assert model.step_once().events == 5 and model.step_once().events == 5
+    journal = journal_directory(config.artifacts.root, version)
+    second = sorted(journal.glob("*.npz"))[-1]
+    reader = JournalReader(config.artifacts.root, version)
+    assert reader.user_vector("u0") is not None  # read before the damage
+
+    second.write_bytes(b"\x00garbage, not an npz")
+    late = JournalReader(config.artifacts.root, version)
+    assert late.user_vector("u0") is not None  # the good file still serves
+    assert late.user_vector("u7") is None  # the damaged one is skipped, not an error
+    assert "unreadable nearline journal file" in caplog.text
+
+    resumed = NearlineModel(Path(config.artifacts.root), version, config)
+    assert resumed.applied == 5  # from the good file: its offsets are where to go on
+    assert (journal / f".corrupt-{second.name}").exists()
+    assert resumed.step_once().events == 5  # events 6-10 read again from the log
+    state = read_journal(journal)
+    assert state.events == 10
+    assert sorted(np.concatenate(state.event_users)) == sorted(f"u{i}" for i in range(10))
+    late.refresh()
+    assert late.user_vector("u7") is not None  # the new file is numbered past the bad one
