@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 
 ITEMS_REFRESH_SECONDS = 0.25
+# After a failed call, requests do not try Redis again for this long: a Redis that hangs
+# would otherwise cost every request its socket timeout.
+BACKOFF_SECONDS = 1.0
 
 
 def vector_key(version: str, kind: str) -> str:
@@ -43,8 +46,11 @@ class RedisVectors:
         self._items: dict[str, np.ndarray] = {}
         self._items_read = -ITEMS_REFRESH_SECONDS
         self.items_changed = 0
+        self._down_until = 0.0
 
     def user_vector(self, user_id: str) -> np.ndarray | None:
+        if time.monotonic() < self._down_until:
+            return None
         try:
             raw = self.client.hget(self.key, user_id)
         except redis.RedisError as err:
@@ -56,7 +62,8 @@ class RedisVectors:
     def item_vectors(self) -> tuple[int, dict[str, np.ndarray]]:
         """The item vectors, read again at most every ITEMS_REFRESH_SECONDS (what was read
         last time while Redis is down), and a number that changes when they do."""
-        if time.monotonic() - self._items_read >= ITEMS_REFRESH_SECONDS:
+        now = time.monotonic()
+        if now - self._items_read >= ITEMS_REFRESH_SECONDS and now >= self._down_until:
             self._items_read = time.monotonic()
             try:
                 raw = self.client.hgetall(self.item_key)
@@ -90,6 +97,7 @@ class RedisVectors:
         pipe.execute()
 
     def _unavailable(self, err: Exception) -> None:
+        self._down_until = time.monotonic() + BACKOFF_SECONDS
         if not self._warned:  # once: a down Redis must not flood the log per request
             log.warning("redis vectors unavailable, serving the bundle's: %s", err)
             self._warned = True

@@ -379,3 +379,15 @@ def test_a_damaged_journal_file_costs_neither_serving_nor_events(config, caplog)
     assert sorted(np.concatenate(state.event_users)) == sorted(f"u{i}" for i in range(10))
     late.refresh()
     assert late.user_vector("u7") is not None  # the new file is numbered past the bad one
+
+
+def test_a_redis_that_is_gone_costs_requests_nothing(caplog):
+    """No Redis at the address: the bundle's vectors serve, one warning, and for a second
+    no request tries the connection again."""
+    vectors = RedisVectors(f"redis://127.0.0.1:{free_port()}/0", "v1")
+    assert vectors.user_vector("u1") is None
+    assert vectors.item_vectors() == (0, {})
+    assert caplog.text.count("redis vectors unavailable") == 1
+    vectors.client = None  # a call would now fail loudly: none is made while backing off
+    assert vectors.user_vector("u1") is None
+    assert vectors.item_vectors() == (0, {})
