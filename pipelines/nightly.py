@@ -21,11 +21,20 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipelines.build import build_bundle
+from pipelines.event_archive import retire_segments
 from pipelines.protocols import holdout
 from pipelines.ranker_training import train_rankers
 from pipelines.sources import fingerprint, load_training_source
 from pipelines.stage_gate import GateResult, gate_stages
-from recsys.bundle import BundleError, Manifest, nightly_lock, open_current, publish_bundle
+from recsys.bundle import (
+    BundleError,
+    Manifest,
+    current_version,
+    folded_log_offsets,
+    nightly_lock,
+    open_current,
+    publish_bundle,
+)
 from recsys.config import Config
 from recsys.dataset import Dataset
 from recsys.loaded_bundle import LoadedBundle
@@ -128,7 +137,19 @@ def _run_nightly(config: Config, force: bool, show_progress: bool) -> NightlyRes
     steps.update()
     steps.close()
     log.info("bundle %s %s: %s", manifest.version, "published" if publish else "kept aside", reason)
+    _compact_event_log(config)
     return NightlyResult(manifest=manifest, gate=gate, published=publish, reason=reason)
+
+
+def _compact_event_log(config: Config) -> None:
+    """Retire the log segments the current bundle has folded in (pipelines.event_archive);
+    a failure here costs nothing but disk, so it is logged, not raised."""
+    root = Path(config.artifacts.root)
+    version = current_version(root)
+    try:
+        retire_segments(config.events.log_dir, folded_log_offsets(root, version), str(version))
+    except OSError as err:
+        log.error("event log not compacted: %s", err)
 
 
 def _same_protocol(old: dict, new: dict) -> bool:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipelines.event_archive import read_log
 from pipelines.loaders import load_dataset_dir, validate_items, validate_users
 from pipelines.movielens import load_movielens_100k
 from recsys.config import Config, DataConfig
 from recsys.dataset import ITEM_GROUP, Dataset, normalize_events
-from serving.events import read_event_log_since
 
 MOVIELENS = "movielens-100k"
 
@@ -39,11 +39,12 @@ class TrainingSource:
 
 
 def load_training_source(config: Config) -> TrainingSource:
-    """`data.source`, plus every complete event of `events.log_dir`. An item or user that
+    """`data.source`, plus every complete event of `events.log_dir`, its archive included.
+    An item or user that
     only the log knows joins the catalogue or the users with the defaults of files that
     leave their columns out (in stock, sold everywhere, created at its first event)."""
     base = load_dataset(config.data)
-    logged, offsets = read_event_log_since(config.events.log_dir, {})
+    logged, offsets = read_log(config.events.log_dir)
     dataset, new_items, new_users = with_logged_events(base, logged, Path(config.events.log_dir))
     if len(logged):
         log.info(

@@ -29,6 +29,10 @@ from recsys.dataset import EVENT_COLUMNS, MAX_CLOCK_SKEW_SECONDS, normalize_even
 from serving.errors import RequestError, check_external_id
 
 SEGMENT_SUFFIX = ".jsonl"
+# Beside a segment its writer will never append to again (rolled over, or the process shut
+# down): only such a segment may be retired by the nightly (pipelines.event_archive). A
+# segment whose writer was killed keeps no marker and is never retired (it is only read).
+CLOSED_SUFFIX = ".closed"
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,7 @@ class EventLog:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._file: int | None = None
+        self._name = ""
         self._size = 0
 
     def append(self, events: Sequence[Event]) -> None:
@@ -96,22 +101,33 @@ class EventLog:
 
     def close(self) -> None:
         with self._lock:
-            if self._file is not None:
-                os.close(self._file)
-                self._file = None
+            self._close_segment()
 
     def _open_segment(self) -> None:
-        if self._file is not None:
-            os.close(self._file)
+        self._close_segment()
         name = f"{time.time_ns()}-{os.getpid()}-{secrets.token_hex(3)}{SEGMENT_SUFFIX}"
         self._file = os.open(self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._name = name
         self._size = 0
-        # the new file's name must be durable too, not only its bytes
-        directory = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        _fsync_directory(self.directory)  # the new file's name must be durable too
+
+    def _close_segment(self) -> None:
+        """Close the segment and say so (CLOSED_SUFFIX): nothing more will be appended."""
+        if self._file is None:
+            return
+        os.close(self._file)
+        self._file = None
+        marker = os.open(self.directory / (self._name + CLOSED_SUFFIX), os.O_WRONLY | os.O_CREAT)
+        os.close(marker)
+        _fsync_directory(self.directory)
+
+
+def _fsync_directory(directory: Path) -> None:
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 class EventLogTail:
@@ -145,11 +161,14 @@ class EventLogTail:
             if not entry.name.endswith(SEGMENT_SUFFIX):
                 continue
             offset = self._offsets.get(entry.name, 0)
-            if entry.stat().st_size <= offset:
+            try:
+                if entry.stat().st_size <= offset:
+                    continue
+                with open(entry.path, "rb") as segment:
+                    segment.seek(offset)
+                    chunk = segment.read()
+            except FileNotFoundError:  # retired by the nightly since the listing: folded in
                 continue
-            with open(entry.path, "rb") as segment:
-                segment.seek(offset)
-                chunk = segment.read()
             complete = chunk[: chunk.rfind(b"\n") + 1]  # an incomplete last line waits
             if max_events:
                 lines = complete.splitlines(keepends=True)[: max_events - taken]
@@ -160,6 +179,12 @@ class EventLogTail:
                 break
         return events
 
+    def read_segment(self, path: Path, size: int) -> list[Event]:
+        """The complete lines of one segment's first `size` bytes (whoever tails it)."""
+        with open(path, "rb") as segment:
+            chunk = segment.read(size)
+        return self._parse(chunk[: chunk.rfind(b"\n") + 1], path.name)
+
     def _parse(self, chunk: bytes, segment: str) -> list[Event]:
         events = []
         for line in chunk.splitlines():
@@ -169,14 +194,6 @@ class EventLogTail:
                 self.skipped += 1
                 log.warning("event log %s: skipping a bad line: %s", segment, err)
         return events
-
-
-def read_event_log_since(
-    directory: str | Path, offsets: dict[str, int]
-) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The complete events after `offsets` as an events frame, and the offsets read up to."""
-    tail = EventLogTail(directory, offsets)
-    return events_frame(tail.read_new()), tail.offsets
 
 
 def events_frame(events: Sequence[Event]) -> pd.DataFrame:

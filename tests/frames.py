@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from pipelines.event_archive import read_log
 from recsys.dataset import Dataset, normalize_events
-from serving.events import read_event_log_since
 
 
 def plain_catalog(item_ids: list[str], **columns) -> pd.DataFrame:
@@ -39,5 +39,5 @@ def one_click_dataset(items: pd.DataFrame, item_id: str) -> Dataset:
 
 
 def logged_events(directory) -> pd.DataFrame:
-    """Every complete event in the event log at `directory`, as an events frame."""
-    return read_event_log_since(directory, {})[0]
+    """Every complete event in the event log at `directory` (archive included)."""
+    return read_log(directory)[0]

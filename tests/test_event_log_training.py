@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.event_archive import ARCHIVE_DIR, retire_segments
 from pipelines.nightly import run_nightly
 from recsys.bundle import STAGING_PREFIX, current_version, open_current
 from serving.events import Event, EventLog
@@ -19,6 +20,7 @@ from serving.grpc.server import start_server
 from serving.holder import BundleHolder
 from serving.pipeline import RecommendRequest
 from tests.conftest import shop_config
+from tests.frames import logged_events
 from tests.serving_harness import toml_text
 
 FRESH_ITEM = "fresh-item-1"
@@ -121,3 +123,45 @@ def test_a_nightly_killed_half_way_leaves_current_and_the_next_run_succeeds(tmp_
     second = run_nightly(config, force=True, show_progress=False)  # the lock died with it
     assert second.published and current_version(root) == second.manifest.version != first
     assert not list(root.glob(f"{STAGING_PREFIX}*"))
+
+
+def test_the_nightly_retires_what_it_folded_and_every_event_counts_once(tmp_path, shop_dir):
+    """Compaction: closed segments the current bundle folded in become a Parquet archive;
+    the open one stays; the next nightly reads archive and log, each event once; an archive
+    whose segments survived a crash does not count them twice; a restart replays nothing."""
+    config = shop_config(tmp_path, shop_dir).replace(
+        ranking={"stages": []}, events={"segment_bytes": 400}
+    )
+    log_dir = Path(config.events.log_dir)
+    now = int(time.time())
+    writer = EventLog(log_dir, config.events.segment_bytes)
+    for i in range(10):  # ~100 bytes an event: a new segment every few calls
+        writer.append([Event(f"u{i}", f"i{j}", "view", 1.0, now - 100 + i) for j in range(3)])
+    segments = sorted(log_dir.glob("*.jsonl"))
+    assert len(segments) > 3
+
+    first = run_nightly(config, show_progress=False).manifest
+    assert first.metrics["event_log"]["events"] == 30
+    left = sorted(log_dir.glob("*.jsonl"))
+    assert left == segments[-1:]  # only the segment still being written to
+    assert len(list((log_dir / ARCHIVE_DIR).glob("*.parquet"))) == 1
+    assert len(logged_events(log_dir)) == 30
+
+    writer.append([Event("u1", "i9", "cart", 1.0, now - 5)])
+    writer.close()  # the last segment is closed now too
+    second = run_nightly(config, force=True, show_progress=False).manifest
+    assert second.metrics["event_log"]["events"] == 31  # each once, from archive and log
+    assert not list(log_dir.glob("*.jsonl"))  # all folded and closed: all retired
+    assert len(logged_events(log_dir)) == 31
+
+    # a nightly killed after committing an archive but before deleting its segments
+    revived = log_dir / segments[0].name
+    revived.write_bytes(b'{"user_id": "u0", "item_id": "i0", "event_type": "view", ')
+    assert len(logged_events(log_dir)) == 31  # listed in an archive: not read again
+    assert retire_segments(log_dir, {}, "any") == 0 and not revived.exists()
+
+    restarted = start_server(config, watch=False)
+    try:
+        assert len(restarted.servicer.sessions) == 0  # everything is in the bundle
+    finally:
+        restarted.stop(grace=0)
