@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 
 from recsys.dataset import EVENT_COLUMNS, normalize_events
+from recsys.files import write_atomically
 from serving.events import CLOSED_SUFFIX, SEGMENT_SUFFIX, EventLogTail, events_frame
 
 ARCHIVE_DIR = "archive"
@@ -68,9 +68,9 @@ def retire_segments(log_dir: str | Path, folded: dict[str, int], version: str) -
     frame = pd.DataFrame([asdict(e) for e in events], columns=list(EVENT_COLUMNS))
     target = directory / ARCHIVE_DIR
     target.mkdir(exist_ok=True)
-    _write_atomically(target / f"{version}.parquet", lambda f: frame.to_parquet(f, index=False))
+    write_atomically(target / f"{version}.parquet", lambda f: frame.to_parquet(f, index=False))
     listing = json.dumps(retiring).encode()
-    _write_atomically(target / f"{version}.json", lambda f: f.write(listing))  # the commit
+    write_atomically(target / f"{version}.json", lambda f: f.write(listing))  # the commit
     for name in retiring:
         _delete_segment(directory, name)
     log.info(
@@ -92,17 +92,3 @@ def _archives(directory: Path) -> tuple[dict[str, int], list[pd.DataFrame]]:
 def _delete_segment(directory: Path, name: str) -> None:
     for path in (directory / name, directory / (name + CLOSED_SUFFIX)):
         path.unlink(missing_ok=True)
-
-
-def _write_atomically(path: Path, write) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as out:
-        write(out)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
-    handle = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)

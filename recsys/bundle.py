@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from recsys.files import sha256_file
+from recsys.files import fsync_path, sha256_file, write_atomically
 
 MANIFEST = "manifest.json"
 CURRENT = "current"
@@ -153,10 +153,10 @@ def _publish_locked(
         )
         (staging / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2, sort_keys=True))
         for path in staging.rglob("*"):
-            _fsync(path)
-        _fsync(staging)
+            fsync_path(path)
+        fsync_path(staging)
         staging.rename(root / version)
-        _fsync(root)
+        fsync_path(root)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -168,13 +168,7 @@ def _publish_locked(
 
 def set_current(root: Path, version: str) -> None:
     verify_bundle(root / version)
-    pointer = root / f".{CURRENT}.tmp"
-    with open(pointer, "w") as f:
-        f.write(version + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(pointer, root / CURRENT)
-    _fsync(root)
+    write_atomically(root / CURRENT, lambda f: f.write(f"{version}\n".encode()))
 
 
 def current_version(root: str | Path) -> str | None:
@@ -258,11 +252,3 @@ def _checksums(directory: Path) -> dict[str, str]:
         for path in sorted(directory.rglob("*"))
         if path.is_file()
     }
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

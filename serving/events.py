@@ -26,6 +26,7 @@ import pandas as pd
 
 from recsys.config import EVENT_TYPES
 from recsys.dataset import EVENT_COLUMNS, MAX_CLOCK_SKEW_SECONDS, normalize_events
+from recsys.files import fsync_path
 from serving.errors import RequestError, check_external_id
 
 SEGMENT_SUFFIX = ".jsonl"
@@ -109,7 +110,7 @@ class EventLog:
         self._file = os.open(self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._name = name
         self._size = 0
-        _fsync_directory(self.directory)  # the new file's name must be durable too
+        fsync_path(self.directory)  # the new file's name must be durable too
 
     def _close_segment(self) -> None:
         """Close the segment and say so (CLOSED_SUFFIX): nothing more will be appended."""
@@ -119,15 +120,7 @@ class EventLog:
         self._file = None
         marker = os.open(self.directory / (self._name + CLOSED_SUFFIX), os.O_WRONLY | os.O_CREAT)
         os.close(marker)
-        _fsync_directory(self.directory)
-
-
-def _fsync_directory(directory: Path) -> None:
-    handle = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
+        fsync_path(self.directory)
 
 
 class EventLogTail:

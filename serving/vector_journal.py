@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys.files import write_atomically
+
 JOURNAL_DIR = "nearline"
 FILE_NAME = re.compile(r"^(\d{12})\.(delta|snapshot)\.npz$")
 VECTOR_KINDS = ("user", "item")
@@ -203,11 +205,10 @@ def _files(directory: Path) -> list[tuple[Path, tuple[int, str]]]:
 
 
 def _write(directory: Path, seq: int, kind: str, batch: JournalBatch) -> None:
-    final = directory / f"{seq:012d}.{kind}.npz"
-    temporary = directory / f".{final.name}.tmp"
     meta = {"offsets": batch.offsets, "pending": batch.pending, "events": batch.events}
-    with open(temporary, "wb") as out:
-        np.savez(
+    write_atomically(
+        directory / f"{seq:012d}.{kind}.npz",
+        lambda out: np.savez(
             out,
             user_ids=batch.user_ids.astype(str),
             user_vectors=batch.user_vectors.astype(np.float32),
@@ -217,15 +218,8 @@ def _write(directory: Path, seq: int, kind: str, batch: JournalBatch) -> None:
             event_items=batch.event_items.astype(str),
             event_weights=batch.event_weights.astype(np.float32),
             meta=np.array(json.dumps(meta)),
-        )
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, final)
-    handle = os.open(directory, os.O_RDONLY)  # the new name must be durable too
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
+        ),
+    )
 
 
 def _read(path: Path, vectors_only: bool = False) -> JournalBatch:
