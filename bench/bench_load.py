@@ -167,10 +167,9 @@ def _ensure_bundle(config: Config, args: argparse.Namespace) -> list[str]:
         start = time.perf_counter()
         run_nightly(config, show_progress=True)
         print(f"built the bundle in {time.perf_counter() - start:.0f} s", flush=True)
-    from recsys.ids import IdMap
-    from recsys.loaded_bundle import IDS_DIR
+    from recsys.loaded_bundle import load_ids
 
-    users = IdMap.load(root / current_version(root) / IDS_DIR / "users.parquet")
+    users, _ = load_ids(root / current_version(root))
     return list(users.ids[:50_000])
 
 

@@ -41,9 +41,9 @@ from pipelines.nightly import run_nightly
 from protos.recsys.v1 import recommender_pb2 as pb
 from protos.recsys.v1 import recommender_pb2_grpc as pb_grpc
 from recsys.bundle import current_version
+from recsys.components import COMPONENTS
 from recsys.config import load_config
-from recsys.ids import IdMap
-from recsys.loaded_bundle import IDS_DIR
+from recsys.loaded_bundle import load_ids
 
 TARGET_S = 1.0
 
@@ -69,10 +69,10 @@ def main() -> None:
         started = time.perf_counter()
         run_nightly(config, show_progress=True)
         print(f"built the bundle in {time.perf_counter() - started:.0f} s", flush=True)
-    users = list(IdMap.load(root / current_version(root) / IDS_DIR / "users.parquet").ids)
-    vectors = ALSModel.load(root / current_version(root) / "als").user_factors
-    args.neighbours = _neighbours(vectors, users)
-    items = list(IdMap.load(root / current_version(root) / IDS_DIR / "items.parquet").ids)
+    user_ids, item_ids = load_ids(root / current_version(root))
+    users, items = list(user_ids.ids), list(item_ids.ids)
+    vectors = ALSModel.load(root / current_version(root) / COMPONENTS["als"].subdirectory)
+    args.neighbours = _neighbours(vectors.user_factors, users)
 
     overrides = {"ranking": {"stages": []}, "nearline": {"fresh_slots": 3, "fresh_position": 48}}
     shutil.rmtree(root / "nearline", ignore_errors=True)  # a reused root: no earlier journal

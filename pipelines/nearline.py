@@ -31,7 +31,7 @@ import pandas as pd
 import scipy.sparse as sp
 from prometheus_client import Counter, Gauge, Histogram
 
-from candidates.als import INTERACTIONS_FILE, ALSModel, SavedInteractions
+from candidates.als import ALSModel
 from candidates.als_steps import PendingItems, step_items_then_users
 from recsys.bundle import (
     NEARLINE_LOCK_FILE,
@@ -41,17 +41,15 @@ from recsys.bundle import (
     run_lock,
     verify_bundle,
 )
+from recsys.components import COMPONENTS
 from recsys.config import Config
 from recsys.ids import IdMap
 from recsys.interactions import event_weights
-from recsys.loaded_bundle import IDS_DIR
+from recsys.loaded_bundle import load_ids
 from serving.events import EventLogTail, events_frame
 from serving.vector_journal import JOURNAL_DIR, JournalBatch, JournalWriter
 
 log = logging.getLogger(__name__)
-
-ALS_DIR = "als"  # the ANN-indexed generator's directory holds the iALS factors
-INTERACTIONS_DIR = "interactions"
 
 
 @dataclass(frozen=True)
@@ -125,12 +123,14 @@ class NearlineModel:
         directory = root / version
         verify_bundle(directory)
         self.version, self.config = version, config
-        self.users = _Ids(IdMap.load(directory / IDS_DIR / "users.parquet"))
-        self.items = _Ids(IdMap.load(directory / IDS_DIR / "items.parquet"))
-        model = ALSModel.load(directory / ALS_DIR)
+        users, items = load_ids(directory)
+        self.users, self.items = _Ids(users), _Ids(items)
+        # the iALS factors lie in the ANN-indexed generator's directory (its index unread)
+        model = ALSModel.load(directory / COMPONENTS["als"].subdirectory)
         self.user_factors = np.array(model.user_factors, np.float32)
         self.item_factors = np.array(model.item_factors, np.float32)
-        self.base = SavedInteractions(directory / INTERACTIONS_DIR / INTERACTIONS_FILE).read()
+        interactions = COMPONENTS["interactions"]
+        self.base = interactions.load(directory / interactions.subdirectory, config).read()
         self.base_by_item = self.base.T.tocsr()
         self.delta = sp.csr_matrix(self.base.shape, dtype=np.float32)
         self.pending = PendingItems(len(self.items))
@@ -225,11 +225,12 @@ class NearlineModel:
     def _resume(self) -> None:
         """Rebuild from the journal: R's logged entries, the vectors, the pending counts."""
         state = self.journal.state
-        users = self.users.indices(_concat(state.event_users))
-        items = self.items.indices(_concat(state.event_items))
+        event_users, event_items, weights = state.entries()
+        users = self.users.indices(event_users)
+        items = self.items.indices(event_items)
         self.users.indices(np.array(list(state.users), dtype=str))
         self.items.indices(np.array(list(state.items), dtype=str))
-        self._add(users, items, _concat(state.event_weights).astype(np.float32))
+        self._add(users, items, weights)
         for ids, vectors, factors in (
             (state.users, self.users, self.user_factors),
             (state.items, self.items, self.item_factors),
@@ -249,10 +250,6 @@ class NearlineModel:
             state.seq,
             self.applied,
         )
-
-
-def _concat(parts: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(parts) if parts else np.empty(0, dtype=str)
 
 
 def _grown(factors: np.ndarray, rows: int, width: int) -> np.ndarray:

@@ -19,6 +19,8 @@ from recsys.config import Config
 from recsys.ids import IdMap
 
 IDS_DIR = "ids"
+USERS_FILE = "users.parquet"
+ITEMS_FILE = "items.parquet"
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,11 @@ class LoadedBundle:
     @classmethod
     def load(cls, directory: Path, version: str, config: Config) -> LoadedBundle:
         """Every registered component from its sub-directory (their modules imported)."""
+        users, items = load_ids(directory)
         return cls(
             version=version,
-            users=IdMap.load(directory / IDS_DIR / "users.parquet"),
-            items=IdMap.load(directory / IDS_DIR / "items.parquet"),
+            users=users,
+            items=items,
             parts={
                 component.name: _load(component, directory, config)
                 for component in saved_components()
@@ -56,13 +59,21 @@ class LoadedBundle:
 
     def save(self, directory: Path) -> None:
         (directory / IDS_DIR).mkdir(parents=True)
-        self.users.save(directory / IDS_DIR / "users.parquet")
-        self.items.save(directory / IDS_DIR / "items.parquet")
+        self.users.save(directory / IDS_DIR / USERS_FILE)
+        self.items.save(directory / IDS_DIR / ITEMS_FILE)
         for component in saved_components():
             value = self.parts[component.name]
             (directory / component.subdirectory).mkdir(parents=True)
             if value is not None:  # a component that did not apply (EASE on no items)
                 component.save(value, directory / component.subdirectory)
+
+
+def load_ids(directory: Path) -> tuple[IdMap, IdMap]:
+    """A bundle's user and item id maps alone (what a worker that needs no model reads)."""
+    return (
+        IdMap.load(directory / IDS_DIR / USERS_FILE),
+        IdMap.load(directory / IDS_DIR / ITEMS_FILE),
+    )
 
 
 def _load(component: Component, directory: Path, config: Config) -> Any:

@@ -90,6 +90,14 @@ class JournalState:
         self.offsets, self.pending, self.events = batch.offsets, batch.pending, batch.events
         self.seq = seq
 
+    def entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every R entry held, as (user ids, item ids, weights) in the order applied."""
+        return (
+            _concat(self.event_users, str),
+            _concat(self.event_items, str),
+            _concat(self.event_weights, np.float32),
+        )
+
     def as_snapshot(self) -> JournalBatch:
         def stacked(vectors: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
             ids = np.array(list(vectors), dtype=str)
@@ -104,9 +112,7 @@ class JournalState:
             user_vectors,
             item_ids,
             item_vectors,
-            _concat(self.event_users, str),
-            _concat(self.event_items, str),
-            _concat(self.event_weights, np.float32),
+            *self.entries(),
             self.offsets,
             self.pending,
             self.events,
