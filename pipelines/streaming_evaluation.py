@@ -38,12 +38,11 @@ from candidates.als import ALSModel
 from candidates.als_steps import PendingItems, step_items_then_users
 from pipelines.splits import StreamingSplit, streaming_split
 from pipelines.synthetic import SyntheticSpec
-from pipelines.training_data import is_positive
+from pipelines.training_data import build_training_data, is_positive
 from recsys.arrays import top_k_batch
 from recsys.config import Config
 from recsys.dataset import Dataset
 from recsys.ids import IdMap
-from recsys.interactions import event_weights
 
 NO_UPDATES, STEPS, STEPS_NEW_ITEMS, STEPS_AND_RETRAIN, RETRAIN = (
     "no updates",
@@ -164,20 +163,8 @@ class _Stream:
         return self._transposed[block]
 
     def _history(self, block: int) -> sp.csr_matrix:
-        events = self.split.history_before(block).events
-        matrix = sp.csr_matrix(
-            (
-                event_weights(events, self.config),
-                (
-                    self.users.to_index(events["user_id"].to_numpy()),
-                    self.items.to_index(events["item_id"].to_numpy()),
-                ),
-            ),
-            shape=(len(self.users), len(self.items)),
-            dtype=np.float32,
-        )
-        matrix.sum_duplicates()
-        return matrix
+        history = self.split.history_before(block)
+        return build_training_data(history, self.config, self.users).interactions
 
     def fit(self, block: int) -> _Vectors:
         model = ALSModel.fit(self.history(block), self.config.als)
