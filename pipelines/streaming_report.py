@@ -13,6 +13,12 @@ matplotlib.use("Agg")  # no screen on servers
 import matplotlib.pyplot as plt
 
 from pipelines.report import new_report_dir
+from pipelines.session_streaming import SessionStreamResult
+from pipelines.session_streaming_report import (
+    format_session_report,
+    plot_sessions,
+    session_metrics,
+)
 from pipelines.streaming_evaluation import RETRAIN, STEPS, StreamingResult
 
 
@@ -70,34 +76,49 @@ def format_streaming_report(results: Sequence[StreamingResult], title: str) -> s
 
 
 def write_streaming_report(
-    results: Sequence[StreamingResult], directory: str | Path, title: str
+    results: Sequence[StreamingResult],
+    directory: str | Path,
+    title: str,
+    sessions: Sequence[SessionStreamResult] = (),
 ) -> Path:
+    """report.md, metrics.json and the plots: the ALS steps' part, then the session models'."""
     out = new_report_dir(directory)
     (out / "metrics.json").write_text(
         json.dumps(
-            [
-                {
-                    "dataset": r.dataset,
-                    "k": r.k,
-                    "retrain_every": r.retrain_every,
-                    "pretrain_seconds": r.pretrain_seconds,
-                    "blocks": {
-                        strategy: [dataclasses.asdict(s) for s in scores]
-                        for strategy, scores in r.scores.items()
-                    },
-                    "steps_vs_retrain": dict(
-                        zip(("recall_ratio", "cost_ratio"), r.steps_against_retrain(), strict=True)
-                    ),
-                }
-                for r in results
-            ],
+            {
+                "als": [
+                    {
+                        "dataset": r.dataset,
+                        "k": r.k,
+                        "retrain_every": r.retrain_every,
+                        "pretrain_seconds": r.pretrain_seconds,
+                        "blocks": {
+                            strategy: [dataclasses.asdict(s) for s in scores]
+                            for strategy, scores in r.scores.items()
+                        },
+                        "steps_vs_retrain": dict(
+                            zip(
+                                ("recall_ratio", "cost_ratio"),
+                                r.steps_against_retrain(),
+                                strict=True,
+                            )
+                        ),
+                    }
+                    for r in results
+                ],
+                "sessions": session_metrics(sessions),
+            },
             indent=2,
         )
     )
-    _plot(results, out / "streaming.png", title)
-    (out / "report.md").write_text(
-        format_streaming_report(results, title) + "\n![Recall per block](streaming.png)\n"
-    )
+    text = ""
+    if results:
+        _plot(results, out / "streaming.png", title)
+        text = format_streaming_report(results, title) + "\n![Recall per block](streaming.png)\n"
+    if sessions:
+        plot_sessions(sessions, out / "sessions.png")
+        text += "\n" + format_session_report(sessions) + "\n![Next-item recall](sessions.png)\n"
+    (out / "report.md").write_text(text)
     return out
 
 

@@ -40,6 +40,7 @@ import scipy.sparse as sp
 
 from candidates.ease import EASEGenerator
 from candidates.sequence import decayed_neighbors, sequence_weights, similarity_to_sequence
+from candidates.session.generator import SessionGenerator
 from ranking.frame import RankingFrame
 from recsys.arrays import row_entries, rows_max_of
 from recsys.components import Component, register_component
@@ -166,6 +167,8 @@ class FeatureBuilder:
             if getattr(bundle, "ease", None) is not None
             else None
         )
+        live = getattr(bundle, "ssrm", None)  # bundles from before session models lack it
+        self.ssrm = SessionGenerator("session_ssrm", live, bundle.als.model) if live else None
         self.generator_names = generator_names
         self.stats: UserItemStats = bundle.stats
         als = bundle.als.model
@@ -205,6 +208,7 @@ class FeatureBuilder:
             "seq_decayed_covisit",
             "seq_length",
             "ease_score",
+            "ssrm_score",
         )
         self.column = {name: i for i, name in enumerate(self.dense_names)}
         self._static_tables(bundle)
@@ -254,6 +258,11 @@ class FeatureBuilder:
             dense[:, column["ease_score"]] = self.ease.user_scores(ctx)[0][items]
         else:
             dense[:, column["ease_score"]] = np.nan
+        dense[:, column["ssrm_score"]] = np.nan
+        session_scores = self.ssrm.session_scores(ctx) if self.ssrm is not None else None
+        if session_scores is not None:  # items newer than the model keep NaN
+            known = items < len(session_scores)
+            dense[known, column["ssrm_score"]] = session_scores[items[known]]
         region = self.bundle.tops.region_index(ctx.region) + 1 if ctx.region else 0
         sparse = np.empty((n, len(SPARSE_NAMES)), dtype=np.int64)
         sparse[:, 0] = user + 1

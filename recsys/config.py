@@ -268,6 +268,37 @@ class NearlineConfig:
 
 
 @dataclass(frozen=True)
+class SSRMConfig:
+    """seed 003 §II.B-C: SSRM, a GRU over the session's items with attention from MF scores."""
+
+    embedding_dim: int  # item embeddings: the GRU's input and the items' output vectors
+    hidden: int  # the GRU's hidden state
+    mix: float  # w: score = w · session score + (1 - w) · MF score (§II.B.3)
+    dropout: float
+    epochs: int  # upper bound: the epoch with the best validation recall is kept
+    batch_size: int
+    learning_rate: float  # Adam
+    random_state: int
+
+
+@dataclass(frozen=True)
+class SessionsConfig:
+    """seed 003: sessions and the streaming session recommenders trained on them."""
+
+    timeout_seconds: int  # a gap longer than this between a user's events starts a session
+    min_length: int  # shorter sessions are left out of training (the seed: 1-item sessions)
+    max_length: int  # longer ones too (the seed: more than 20); serving reads this many items
+    models: tuple[str, ...]  # the session models nightly trains: "ssrm"
+    reservoir_size: int  # past sessions an online update may revisit (§II.D.2)
+    update_sample: int  # sessions drawn for each mini-batch step of an update (§II.D.3)
+    update_steps: int  # mini-batch steps per update: the seed's bounded update period
+    ssrm: SSRMConfig
+
+
+SESSION_MODELS = ("ssrm",)
+
+
+@dataclass(frozen=True)
 class ScheduleConfig:
     """`recsys schedule`: the nightly without cron or systemd (deploy/ has both)."""
 
@@ -347,6 +378,7 @@ class Config:
     serving: ServingConfig
     events: EventsConfig
     nearline: NearlineConfig
+    sessions: SessionsConfig
     schedule: ScheduleConfig
     rules: RulesConfig
     extensions: ExtensionsConfig
@@ -492,6 +524,10 @@ def _validate(config: Any, where: str) -> None:
         "probe_timeout_seconds",
         "max_concurrent_calls",
         "max_batch_events",
+        "timeout_seconds",
+        "hidden",
+        "reservoir_size",
+        "update_sample",
     }
     non_negative = {
         "hnsw_build_threads",
@@ -501,6 +537,7 @@ def _validate(config: Any, where: str) -> None:
         "lambda_emb",
         "lambda_bias",
         "content_regularization",
+        "update_steps",
         "weight_decay",
     }
     for f in dataclasses.fields(config):
@@ -536,6 +573,19 @@ def _validate(config: Any, where: str) -> None:
             raise ConfigError("nearline.fresh_slots must be >= 0 and fresh_position >= 1")
         if config.poll_seconds <= 0:
             raise ConfigError(f"nearline.poll_seconds must be positive, got {config.poll_seconds}")
+    if isinstance(config, SessionsConfig):
+        if not 1 <= config.min_length <= config.max_length:
+            raise ConfigError("sessions: need 1 <= min_length <= max_length")
+        unknown = [m for m in config.models if m not in SESSION_MODELS]
+        if unknown:
+            raise ConfigError(
+                f"sessions.models: {unknown[0]!r} unknown; known: {', '.join(SESSION_MODELS)}"
+            )
+    if isinstance(config, SSRMConfig):
+        if not 0.0 <= config.mix <= 1.0 or not 0.0 <= config.dropout < 1.0:
+            raise ConfigError("sessions.ssrm: mix must be in [0, 1] and dropout in [0, 1)")
+        if config.learning_rate <= 0:
+            raise ConfigError("sessions.ssrm.learning_rate must be positive")
     if isinstance(config, ANNConfig) and config.backend not in ANN_BACKENDS:
         raise ConfigError(
             f"ann.backend {config.backend!r} unknown; known: {', '.join(ANN_BACKENDS)}"

@@ -263,15 +263,19 @@ def _evaluate(args: argparse.Namespace, config: Config) -> int:
 
 
 def _evaluate_streaming(dataset: Dataset, config: Config) -> int:
+    from pipelines.session_streaming import evaluate_session_streaming
+    from pipelines.session_streaming_report import format_session_report
     from pipelines.streaming_evaluation import SYNTHETIC_STREAM, evaluate_streaming
     from pipelines.streaming_report import format_streaming_report, write_streaming_report
     from pipelines.synthetic import generate_from_spec
 
     streams = (dataset, generate_from_spec(SYNTHETIC_STREAM))
     results = [evaluate_streaming(d, config, show_progress=True) for d in streams]
+    sessions = [evaluate_session_streaming(dataset, config, show_progress=True)]
     title = "iALS on a stream: ALS steps against retraining"
     print(format_streaming_report(results, title))
-    out = write_streaming_report(results, config.evaluation.report_dir, title)
+    print(format_session_report(sessions))
+    out = write_streaming_report(results, config.evaluation.report_dir, title, sessions)
     print(f"report written to {out}/report.md")
     return 0
 

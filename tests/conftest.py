@@ -93,3 +93,18 @@ def shop_config(tmp: Path, shop_dir: Path) -> Config:
         als={"factors": 16, "iterations": 5},
         artifacts={"keep": 3},
     )
+
+
+@pytest.fixture(scope="session")
+def shop_bundle(shop_dir, tmp_path_factory):
+    """(bundle, config, dataset): every component of the shop, the session models included,
+    built in memory with no rankers."""
+    from pipelines.build import build_bundle
+    from pipelines.loaders import load_dataset_dir
+
+    config = shop_config(tmp_path_factory.mktemp("contracts"), shop_dir).replace(
+        ranking={"stages": []},
+        sessions={"models": ["ssrm"], "timeout_seconds": 86400, "ssrm": {"epochs": 2}},
+    )
+    dataset = load_dataset_dir(shop_dir)
+    return build_bundle(dataset, config).bundle, config, dataset

@@ -137,5 +137,5 @@ def test_the_streaming_report_has_the_table_the_ratios_and_a_plot(drifting_strea
     assert "of **full retrain**'s Recall@20" in text
     assert (out / "streaming.png").stat().st_size > 10_000
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics[0]["dataset"] == "synthetic"
+    assert metrics["als"][0]["dataset"] == "synthetic" and metrics["sessions"] == []
     assert len(metrics[0]["blocks"][STEPS]) == 3

@@ -11,8 +11,6 @@ import pandas as pd
 import pytest
 
 from candidates.base import GENERATORS, make_generator
-from pipelines.build import build_bundle
-from pipelines.loaders import load_dataset_dir
 from ranking.frame import RankingFrame
 from ranking.rankers import RANKERS, RankerFit, ranker_kind
 from recsys.components import saved_components
@@ -20,17 +18,8 @@ from recsys.config import I2I_KINDS, load_config
 from serving.filters import FILTER_FACTORIES
 from serving.pipeline import RecommendPipeline, RecommendRequest
 from serving.runtime import import_components
-from tests.conftest import shop_config
 
 BUDGETS = (0, 1, 7, 60)
-
-
-@pytest.fixture(scope="module")
-def shop_bundle(shop_dir, tmp_path_factory):
-    config = shop_config(tmp_path_factory.mktemp("contracts"), shop_dir)
-    config = config.replace(ranking={"stages": []})
-    dataset = load_dataset_dir(shop_dir)
-    return build_bundle(dataset, config).bundle, config, dataset
 
 
 def generator_names(bundle) -> list[str]:
@@ -66,7 +55,9 @@ def test_every_generator_keeps_the_contract(shop_bundle):
     bundle, config, dataset = shop_bundle
     import_components(config)
     names = generator_names(bundle)
-    assert {"als", "popularity", "quorum", "ease", "last_items", "business"} <= set(names)
+    assert {"als", "popularity", "quorum", "ease", "last_items", "business", "session_ssrm"} <= set(
+        names
+    )
     n_items = len(bundle.items)
     for name in names:
         generator = make_generator(name, bundle, config)

@@ -20,6 +20,8 @@ from ranking.dlrm.model import DLRM, PREDICT_BATCH, DLRMSpec, init_from_mf, pred
 from ranking.frame import RankingFrame
 from ranking.rankers import RankerFit, RankerKind, register_ranker
 from recsys.config import DLRMConfig, RankingConfig
+from recsys.torch_runs import seeded
+from recsys.torch_runs import threads as torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ class DLRMRanker:
         spec = training.spec_for(train, config)
         training.check_training_frames(train, valid, spec, config)
         target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        with training.seeded(config.random_state, target), training.threads(threads):
+        with seeded(config.random_state, target), torch_threads(threads):
             model = DLRM(spec)
             if pretrained and config.pretrained_mf:
                 init_from_mf(model, spec, pretrained)

@@ -11,7 +11,6 @@ import copy
 import logging
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -213,27 +212,6 @@ def train(
         model.load_state_dict(best_state)
     model.eval()
     return history
-
-
-@contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """torch's global RNG seeded for the block and restored after, so fitting a model neither
-    depends on nor disturbs the caller's random state."""
-    cuda = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
-        yield
-
-
-@contextmanager
-def threads(n: int | None) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------- the training frames

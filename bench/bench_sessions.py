@@ -1,0 +1,107 @@
+"""What the session models cost: SSRM's training, one online update, and the serving CPU
+the session_ssrm generator (and its ranking feature, the same memoised scores) adds to a
+request with a 50-item session.
+
+.venv/bin/python bench/bench_sessions.py                    # MovieLens-100k (1682 items)
+.venv/bin/python bench/bench_sessions.py --items 100000     # scoring a larger catalogue
+
+Budget (issue "Streaming session recommenders"): at most 1 ms of CPU per request at p99.
+Serving reads the newest sessions.max_length (20) items of the session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import numpy as np
+
+from candidates.als import ALSModel
+from candidates.session.generator import SessionGenerator
+from candidates.session.live import LiveSSRM
+from candidates.session.reservoir import Reservoir
+from candidates.session.ssrm import fit_ssrm, training_sessions, user_vectors_at_starts
+from candidates.session.updates import ACTIVE, SeenSession, update_ssrm
+from pipelines.movielens import load_movielens_100k
+from pipelines.training_data import build_training_data
+from recsys.config import load_config
+from recsys.context import RequestContext
+
+BUDGET_MS = 1.0
+
+
+def percentiles(values_ms: np.ndarray) -> str:
+    p50, p90, p99 = np.percentile(values_ms, [50, 90, 99])
+    return f"p50 {p50:.3f} ms, p90 {p90:.3f} ms, p99 {p99:.3f} ms, max {values_ms.max():.3f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--session", type=int, default=50, help="items in each request's session")
+    parser.add_argument("--items", type=int, default=0, help="widen the catalogue to this many")
+    parser.add_argument("--updates", type=int, default=5)
+    args = parser.parse_args()
+
+    config = load_config()
+    data = build_training_data(load_movielens_100k(config.data.cache_dir), config)
+    als = ALSModel.fit(data.interactions, config.als)
+    started = time.perf_counter()
+    model, _ = fit_ssrm(data, als.item_factors, config.sessions, config.als)
+    print(f"training: {time.perf_counter() - started:.1f} s wall for {len(model.history)} epochs")
+
+    sessions = training_sessions(data, config.sessions)
+    users = user_vectors_at_starts(data, sessions, als.item_factors, config.als)
+    seen = [SeenSession(sessions[s], users[s]) for s in range(len(sessions))]
+    random = np.random.default_rng(0)
+    reservoir: Reservoir[SeenSession] = Reservoir(config.sessions.reservoir_size, seed=0)
+    reservoir.extend(seen[: len(seen) // 2])
+    block = len(seen) // 2 // args.updates
+    costs = []
+    for u in range(args.updates):
+        new = seen[len(seen) // 2 + u * block : len(seen) // 2 + (u + 1) * block]
+        clock = time.process_time()
+        update_ssrm(
+            model, new, reservoir, als.item_factors, config.sessions.ssrm, selection=ACTIVE,
+            sample_size=config.sessions.update_sample, steps=config.sessions.update_steps,
+            random=random,
+        )  # fmt: skip
+        costs.append(time.process_time() - clock)
+    print(
+        f"online update ({config.sessions.update_steps} steps of {config.sessions.update_sample} "
+        f"sessions, {block} new + {len(reservoir)} in the reservoir): CPU "
+        + ", ".join(f"{c:.2f}" for c in costs)
+        + " s"
+    )
+
+    item_factors = als.item_factors
+    if args.items > model.n_items:  # a wider catalogue: random rows beside the trained ones
+        extra = args.items - model.n_items
+        grow = np.random.default_rng(1).standard_normal((extra, model.embedding.shape[1]))
+        model = dataclasses.replace(
+            model, embedding=np.vstack([model.embedding, grow * 0.1]).astype(np.float32)
+        )
+        more = np.random.default_rng(2).standard_normal((extra, item_factors.shape[1]))
+        item_factors = np.vstack([item_factors, more * 0.1]).astype(np.float32)
+    live = LiveSSRM(model)
+    generator = SessionGenerator("session_ssrm", live, ALSModel(als.user_factors, item_factors))
+    n_users, n_items = len(als.user_factors), model.n_items
+    cpu = np.empty(args.requests)
+    for r in range(args.requests):
+        session = random.choice(n_items, args.session, replace=False).astype(np.int64)
+        ctx = RequestContext(user_index=int(random.integers(n_users)), sequence=session)
+        clock = time.thread_time()
+        generator.generate(ctx, config.serving.candidate_budget)
+        generator.session_scores(ctx)  # the ranking feature: memoised, as in serving
+        cpu[r] = (time.thread_time() - clock) * 1000
+    p99 = np.percentile(cpu, 99)
+    print(
+        f"serving CPU per request ({args.session}-item sessions, {n_items} items, "
+        f"budget {config.serving.candidate_budget}): {percentiles(cpu)}; "
+        f"p99 / budget {BUDGET_MS} ms = {p99 / BUDGET_MS:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The reservoir of past sessions kept for online updates (seed 003 §II.D.2).
+
+"Random Sampling with a Reservoir" (Vitter's Algorithm R): of a stream of t sessions, the
+first R all enter; the t-th, t > R, enters with probability R / t and replaces one held
+session chosen uniformly. Every session of the stream is then held with probability R / t,
+whatever its place: a uniform sample of the history in bounded memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import numpy as np
+
+from candidates.session.sessions import Sessions
+
+T = TypeVar("T")
+RESERVOIR_FILE = "reservoir.npz"
+
+
+class Reservoir(Generic[T]):
+    def __init__(self, capacity: int, seed: int = 0) -> None:
+        if capacity <= 0:
+            raise ValueError(f"a reservoir holds at least one session, got capacity {capacity}")
+        self.capacity = capacity
+        self.held: list[T] = []
+        self.seen = 0  # sessions offered so far: t
+        self._random = np.random.default_rng(seed)
+
+    def offer(self, session: T) -> bool:
+        """Offer the next session of the stream; True if it was taken."""
+        self.seen += 1
+        if len(self.held) < self.capacity:
+            self.held.append(session)
+            return True
+        slot = int(self._random.integers(self.seen))  # uniform in [0, t): < R with prob. R/t
+        if slot < self.capacity:
+            self.held[slot] = session  # the slot is uniform among the R held
+            return True
+        return False
+
+    def extend(self, sessions: Iterable[T]) -> None:
+        for session in sessions:
+            self.offer(session)
+
+    def __len__(self) -> int:
+        return len(self.held)
+
+
+class SavedReservoir:
+    """The reservoir's sessions (oldest first within each) with their users' MF vectors."""
+
+    def __init__(self, sessions: Sessions, user_vectors: np.ndarray) -> None:
+        if len(user_vectors) != len(sessions):
+            raise ValueError(f"{len(user_vectors)} user vectors for {len(sessions)} sessions")
+        self.sessions = sessions
+        self.user_vectors = user_vectors
+
+    def save(self, directory: Path) -> None:
+        np.savez(
+            directory / RESERVOIR_FILE,
+            items=self.sessions.items,
+            offsets=self.sessions.offsets,
+            user_vectors=self.user_vectors,
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> SavedReservoir | None:
+        path = directory / RESERVOIR_FILE
+        if not path.exists():
+            return None
+        with np.load(path) as saved:
+            items, offsets, vectors = saved["items"], saved["offsets"], saved["user_vectors"]
+        if offsets[0] != 0 or offsets[-1] != len(items) or np.any(np.diff(offsets) < 0):
+            raise ValueError(f"{path}: session offsets do not fit {len(items)} items")
+        n = len(offsets) - 1
+        zeros = np.zeros(n, np.int64)
+        return cls(
+            Sessions(items.astype(np.int64), offsets.astype(np.int64), zeros, zeros, zeros), vectors
+        )

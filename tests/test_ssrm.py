@@ -1,0 +1,239 @@
+"""SSRM (seed 003 §II): its samples, its numpy serving path against the torch net, that it
+learns a session pattern, and point-in-time user vectors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from candidates.als import ALSModel
+from candidates.base import make_generator
+from candidates.session.reservoir import Reservoir
+from candidates.session.sessions import split_sessions
+from candidates.session.ssrm import (
+    SSRMModel,
+    torch_scores,
+    training_sessions,
+    user_vectors_at_starts,
+)
+from candidates.session.ssrm_net import Samples, SSRMNet, train
+from candidates.session.updates import SELECTIONS, SeenSession, update_ssrm
+from pipelines.synthetic import generate_synthetic
+from pipelines.training_data import build_training_data
+from ranking.features import FeatureBuilder
+from recsys.config import load_config
+from recsys.context import union
+from recsys.torch_runs import seeded
+from serving.pipeline import RecommendPipeline, RecommendRequest
+from serving.sessions import Session
+
+CONFIG = load_config().replace(
+    sessions={"ssrm": {"epochs": 8, "dropout": 0.0, "learning_rate": 0.01}}
+)
+
+
+def test_every_prefix_of_a_session_is_a_sample() -> None:
+    sessions = split_sessions([0, 0, 0, 1, 1], [5, 6, 7, 8, 9], [0, 1, 2, 3, 4], 60)
+    samples = Samples.of(sessions, width=2)
+    # session [5, 6, 7]: [5] -> 6, [5, 6] -> 7; session [8, 9]: [8] -> 9 (ids + 1, padded 0)
+    assert samples.targets.tolist() == [6, 7, 9]
+    assert samples.inputs.tolist() == [[6, 0], [6, 7], [9, 0]]
+    assert samples.lengths.tolist() == [1, 2, 1]
+    assert samples.session.tolist() == [0, 0, 1]
+    # a prefix longer than the width keeps its newest items
+    long = Samples.of(split_sessions([0] * 4, [1, 2, 3, 4], [0, 1, 2, 3], 60), width=2)
+    assert long.inputs[-1].tolist() == [3, 4] and long.targets[-1] == 4
+
+
+def cyclic_sessions(n_items: int, count: int, seed: int):
+    """Sessions that walk the catalogue: i, i+1, i+2, ... (mod n), of 3-6 items."""
+    random = np.random.default_rng(seed)
+    users, items, times, clock = [], [], [], 0
+    for s in range(count):
+        start, length = random.integers(n_items), random.integers(3, 7)
+        for j in range(length):
+            users.append(s % 7)
+            items.append((start + j) % n_items)
+            times.append(clock)
+            clock += 1
+        clock += 1000
+    return split_sessions(users, items, times, 60)
+
+
+def trained_net(n_items: int = 20, seed: int = 0) -> tuple[SSRMNet, np.ndarray]:
+    sessions = cyclic_sessions(n_items, 300, seed)
+    mf_items = np.random.default_rng(seed).standard_normal((n_items, 4)).astype(np.float32) * 0.3
+    users = (
+        np.random.default_rng(seed + 1).standard_normal((len(sessions), 4)).astype(np.float32) * 0.3
+    )
+    with seeded(seed):
+        net = SSRMNet(mf_items, CONFIG.sessions.ssrm)
+        train(net, Samples.of(sessions, 19), users, CONFIG.sessions.ssrm, epochs=8)
+    return net, mf_items
+
+
+def test_ssrm_learns_what_follows_in_a_session() -> None:
+    net, mf_items = trained_net()
+    model = SSRMModel.of(net, max_length=20, history=[])
+    hits = 0
+    for start in range(20):
+        session = (start + np.arange(4)) % 20
+        scores = model.scores(session, np.zeros(4, np.float32), mf_items)
+        hits += int(np.argmax(scores) == (start + 4) % 20)
+    assert hits >= 16  # chance: 1 in 20
+
+
+def test_the_numpy_serving_path_scores_as_the_torch_net() -> None:
+    net, mf_items = trained_net(seed=3)
+    model = SSRMModel.of(net, max_length=20, history=[])
+    user = np.array([0.5, -0.2, 0.1, 0.3], np.float32)
+    for session in (np.array([3]), np.array([1, 2, 3, 4, 5]), np.array([7, 7, 2])):
+        np.testing.assert_allclose(
+            model.scores(session, user, mf_items),
+            torch_scores(net, session, user),
+            rtol=1e-4,
+            atol=1e-4,
+        )
+    # an unknown user: uniform attention and no MF half, as the net with a zero vector
+    np.testing.assert_allclose(
+        model.scores(np.array([1, 2]), None, mf_items),
+        torch_scores(net, np.array([1, 2]), np.zeros(4, np.float32)),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+
+
+def test_a_saved_model_loads_the_same_and_a_damaged_one_is_refused(tmp_path) -> None:
+    net, mf_items = trained_net(seed=5)
+    model = SSRMModel.of(net, max_length=20, history=[{"epoch": 1}])
+    model.save(tmp_path)
+    loaded = SSRMModel.load(tmp_path)
+    session = np.array([4, 5, 6])
+    np.testing.assert_array_equal(
+        loaded.scores(session, None, mf_items), model.scores(session, None, mf_items)
+    )
+    assert SSRMModel.load(tmp_path / "nothing") is None
+    broken = dataclasses.replace(model, transform=model.transform[:, :3])
+    broken.save(tmp_path)
+    with pytest.raises(ValueError, match="transform"):
+        SSRMModel.load(tmp_path)
+
+
+def test_a_sessions_user_vector_sees_only_events_before_it() -> None:
+    dataset = generate_synthetic(n_users=200, n_items=150, n_events=6000, n_categories=6, seed=2)
+    config = load_config().replace(sessions={"timeout_seconds": 86400}, als={"iterations": 3})
+    data = build_training_data(dataset, config)
+    sessions = training_sessions(data, config.sessions)
+    assert len(sessions) > 50
+    items = ALSModel.fit(data.interactions, config.als).item_factors
+    before = user_vectors_at_starts(data, sessions, items, config.als)
+    cut = int(np.median(data.event_times))
+    future = data.event_times >= cut
+    shuffled = data.event_items.copy()
+    shuffled[future] = np.random.default_rng(0).permutation(shuffled[future])
+    after = user_vectors_at_starts(
+        dataclasses.replace(data, event_items=shuffled), sessions, items, config.als
+    )
+    early = sessions.starts <= cut
+    np.testing.assert_array_equal(before[early], after[early])  # the future changed nothing
+    assert not np.allclose(before[~early], after[~early])  # the test can see a change
+    # a user's first session has nothing before it: zeros, as an unknown user at serving
+    first_time = np.full(len(data.users), np.iinfo(np.int64).max)
+    np.minimum.at(first_time, data.event_users, data.event_times)
+    first = sessions.starts == first_time[sessions.users]
+    assert first.any() and not np.any(before[first])
+    assert np.all(np.linalg.norm(before[~first], axis=1) > 0)
+
+
+def test_the_session_generator_reads_the_live_session(shop_bundle) -> None:
+    """Items LogEvents brought (the request's session) are the newest of the sequence SSRM
+    reads: a different session, a different list; the ranking feature is the same score."""
+    bundle, config, dataset = shop_bundle
+    model = bundle.ssrm.model
+    assert model is not None and model.history
+    generator = make_generator("session_ssrm", bundle, config)
+    pipeline = RecommendPipeline.candidate_stage(bundle, config)
+    user = str(dataset.events["user_id"].iloc[-1])
+    plain = pipeline.context(RecommendRequest(user_id=user, k=10))
+    found = generator.generate(plain, 40)
+    assert len(found) == 40 and not set(found.item_ids) & set(plain.sequence.tolist())
+    expected = model.scores(
+        plain.sequence[: model.max_length][::-1],
+        bundle.als.model.vector_of(plain),
+        bundle.als.model.item_factors,
+    )
+    np.testing.assert_allclose(found.scores, expected[found.item_ids], rtol=1e-6)
+    live = tuple(str(i) for i in bundle.items.ids[found.item_ids[:3]])
+    with_session = pipeline.context(
+        RecommendRequest(user_id=user, k=10, session=Session(recent=live, never_again=()))
+    )
+    assert with_session.sequence[:3].tolist() == found.item_ids[:3].tolist()
+    moved = generator.generate(with_session, 40)
+    assert moved.item_ids.tolist() != found.item_ids.tolist()
+    features = FeatureBuilder(bundle, ("session_ssrm",), config.sequence)
+    frame = features.build(with_session, union([moved]))
+    column = frame.dense[:, frame.dense_names.index("ssrm_score")]
+    np.testing.assert_allclose(column, generator.session_scores(with_session)[union([moved]).items])
+    # a user with no items at all: no session, no candidates, NaN features
+    nobody = pipeline.context(RecommendRequest(user_id="never-seen", k=10))
+    assert len(generator.generate(nobody, 40)) == 0
+
+
+def stride_sessions(stride: int, count: int, n_items: int, seed: int) -> list[SeenSession]:
+    random = np.random.default_rng(seed)
+    return [
+        SeenSession(
+            (random.integers(n_items) + stride * np.arange(5)) % n_items, np.zeros(4, np.float32)
+        )
+        for _ in range(count)
+    ]
+
+
+def next_item_hits(model: SSRMModel, mf_items: np.ndarray, stride: int) -> int:
+    hits = 0
+    for start in range(20):
+        session = (start + stride * np.arange(4)) % 20
+        hits += int(np.argmax(model.scores(session, None, mf_items)) == (start + 4 * stride) % 20)
+    return hits
+
+
+def test_an_online_update_learns_a_drifted_pattern_and_fills_the_reservoir() -> None:
+    """Pre-trained on sessions that step by 1, updated on sessions that step by 3: the
+    update learns the new pattern; the reservoir takes the new sessions."""
+    net, mf_items = trained_net()
+    model = SSRMModel.of(net, max_length=20, history=[])
+    before = next_item_hits(model, mf_items, stride=3)
+    reservoir: Reservoir[SeenSession] = Reservoir(50, seed=0)
+    reservoir.extend(stride_sessions(1, 50, 20, seed=1))
+    new = stride_sessions(3, 100, 20, seed=2)
+    for selection in SELECTIONS:
+        held = Reservoir(50, seed=0)
+        held.extend(reservoir.held)
+        updated = update_ssrm(
+            model,
+            new,
+            held,
+            mf_items,
+            CONFIG.sessions.ssrm,
+            selection=selection,
+            sample_size=64,
+            steps=40,
+            random=np.random.default_rng(0),
+        )
+        assert next_item_hits(updated, mf_items, stride=3) >= before + 8, selection
+        assert held.seen == 150 and {id(s) for s in new} & {id(s) for s in held.held}
+    assert next_item_hits(model, mf_items, stride=3) == before  # the given model is unchanged
+    with pytest.raises(ValueError, match="selection"):
+        update_ssrm(
+            model,
+            new,
+            reservoir,
+            mf_items,
+            CONFIG.sessions.ssrm,
+            selection="best",
+            sample_size=8,
+            steps=1,
+            random=np.random.default_rng(0),
+        )
