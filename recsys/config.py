@@ -292,6 +292,7 @@ class SessionsConfig:
     reservoir_size: int  # past sessions an online update may revisit (§II.D.2)
     update_sample: int  # sessions drawn for each mini-batch step of an update (§II.D.3)
     update_steps: int  # mini-batch steps per update: the seed's bounded update period
+    update_seconds: float  # `recsys session-updater` updates and publishes this often
     ssrm: SSRMConfig
 
 
@@ -574,6 +575,8 @@ def _validate(config: Any, where: str) -> None:
         if config.poll_seconds <= 0:
             raise ConfigError(f"nearline.poll_seconds must be positive, got {config.poll_seconds}")
     if isinstance(config, SessionsConfig):
+        if config.update_seconds <= 0:
+            raise ConfigError("sessions.update_seconds must be positive")
         if not 1 <= config.min_length <= config.max_length:
             raise ConfigError("sessions: need 1 <= min_length <= max_length")
         unknown = [m for m in config.models if m not in SESSION_MODELS]

@@ -118,6 +118,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     nearline.set_defaults(run=_nearline)
 
+    updater = sub.add_parser(
+        "session-updater",
+        parents=[common],
+        help="train the bundle's session model (SSRM) further on the sessions LogEvents "
+        "brings and publish it to serving every sessions.update_seconds, until SIGTERM",
+    )
+    updater.set_defaults(run=_session_updater)
+
     schedule = sub.add_parser(
         "schedule",
         parents=[common],
@@ -268,10 +276,14 @@ def _evaluate_streaming(dataset: Dataset, config: Config) -> int:
     from pipelines.streaming_evaluation import SYNTHETIC_STREAM, evaluate_streaming
     from pipelines.streaming_report import format_streaming_report, write_streaming_report
     from pipelines.synthetic import generate_from_spec
+    from pipelines.synthetic_sessions import generate_session_stream
 
     streams = (dataset, generate_from_spec(SYNTHETIC_STREAM))
     results = [evaluate_streaming(d, config, show_progress=True) for d in streams]
-    sessions = [evaluate_session_streaming(dataset, config, show_progress=True)]
+    sessions = [
+        evaluate_session_streaming(d, config, show_progress=True)
+        for d in (dataset, generate_session_stream())
+    ]
     title = "iALS on a stream: ALS steps against retraining"
     print(format_streaming_report(results, title))
     print(format_session_report(sessions))
@@ -329,6 +341,29 @@ def _nearline(args: argparse.Namespace, config: Config) -> int:
         start_http_server(config.nearline.metrics_port, addr=config.serving.metrics_host)
     print(f"recsys nearline following {config.artifacts.root} (SIGTERM stops)", flush=True)
     run_nearline(config, stop, progress)
+    return 0
+
+
+def _session_updater(args: argparse.Namespace, config: Config) -> int:
+    import signal
+    import threading
+
+    from pipelines.session_updater import UpdateReport, run_session_updater
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def progress(report: UpdateReport) -> None:
+        print(
+            f"session-updater: bundle {report.bundle}: published {report.published} after "
+            f"learning {report.sessions} new sessions (reservoir {report.reservoir}) in "
+            f"{report.seconds:.1f} s",
+            flush=True,
+        )
+
+    print(f"recsys session-updater following {config.artifacts.root} (SIGTERM stops)", flush=True)
+    run_session_updater(config, stop, progress)
     return 0
 
 

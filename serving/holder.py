@@ -117,10 +117,19 @@ class BundleHolder:
                     log.error("ignoring `current`: %s", err)
                 return self._fall_back(None)
             if version is None or version == self.version:
+                self._refresh_session_weights()
                 return False
             if version in self._refused:
                 return self._fall_back(version)
             return self._load(version) or self._fall_back(version)
+
+    def _refresh_session_weights(self) -> None:
+        """The session updater's newest weights for the bundle in service, if any
+        (candidates.session.live: verified, and refused with a log line when damaged)."""
+        pipeline = self._pipeline
+        live = getattr(pipeline.bundle, "ssrm", None) if pipeline is not None else None
+        if live is not None:
+            live.refresh(self.root, pipeline.version)
 
     def _fall_back(self, refused: str | None) -> bool:
         """With no bundle in service yet, the newest bundle published before the refused

@@ -50,13 +50,16 @@ class Reservoir(Generic[T]):
 
 
 class SavedReservoir:
-    """The reservoir's sessions (oldest first within each) with their users' MF vectors."""
+    """A reservoir as stored (the bundle's, drawn from its training sessions, and each
+    publication's): its sessions, their users' MF vectors, and how many sessions the stream
+    it was drawn from had."""
 
-    def __init__(self, sessions: Sessions, user_vectors: np.ndarray) -> None:
+    def __init__(self, sessions: Sessions, user_vectors: np.ndarray, seen: int = 0) -> None:
         if len(user_vectors) != len(sessions):
             raise ValueError(f"{len(user_vectors)} user vectors for {len(sessions)} sessions")
         self.sessions = sessions
         self.user_vectors = user_vectors
+        self.seen = max(seen, len(sessions))  # sessions of the stream it was drawn from
 
     def save(self, directory: Path) -> None:
         np.savez(
@@ -64,6 +67,7 @@ class SavedReservoir:
             items=self.sessions.items,
             offsets=self.sessions.offsets,
             user_vectors=self.user_vectors,
+            seen=self.seen,
         )
 
     @classmethod
@@ -73,10 +77,10 @@ class SavedReservoir:
             return None
         with np.load(path) as saved:
             items, offsets, vectors = saved["items"], saved["offsets"], saved["user_vectors"]
+            seen = int(saved["seen"])
         if offsets[0] != 0 or offsets[-1] != len(items) or np.any(np.diff(offsets) < 0):
             raise ValueError(f"{path}: session offsets do not fit {len(items)} items")
         n = len(offsets) - 1
         zeros = np.zeros(n, np.int64)
-        return cls(
-            Sessions(items.astype(np.int64), offsets.astype(np.int64), zeros, zeros, zeros), vectors
-        )
+        sessions = Sessions(items.astype(np.int64), offsets.astype(np.int64), zeros, zeros, zeros)
+        return cls(sessions, vectors, seen)

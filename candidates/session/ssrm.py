@@ -208,7 +208,7 @@ def fit_ssrm(
     reservoir: Reservoir[int] = Reservoir(config.reservoir_size, seed=config.ssrm.random_state)
     reservoir.extend(range(len(sessions)))
     held = np.sort(np.asarray(reservoir.held, dtype=np.int64))
-    saved = SavedReservoir(sessions.take(held), users[held])
+    saved = SavedReservoir(sessions.take(held), users[held], seen=len(sessions))
     return fit_ssrm_on(sessions, users, item_factors, config), saved
 
 
