@@ -167,7 +167,9 @@ class FeatureBuilder:
             if getattr(bundle, "ease", None) is not None
             else None
         )
-        live = getattr(bundle, "ssrm", None)  # bundles from before session models lack it
+        # SSRM's score of every candidate, where the funnel serves its generator (the
+        # config picks it); bundles from before session models have none
+        live = getattr(bundle, "ssrm", None) if "session_ssrm" in generator_names else None
         self.ssrm = SessionGenerator("session_ssrm", live, bundle.als.model) if live else None
         self.generator_names = generator_names
         self.stats: UserItemStats = bundle.stats
@@ -208,7 +210,7 @@ class FeatureBuilder:
             "seq_decayed_covisit",
             "seq_length",
             "ease_score",
-            "ssrm_score",
+            *(("ssrm_score",) if self.ssrm is not None else ()),
         )
         self.column = {name: i for i, name in enumerate(self.dense_names)}
         self._static_tables(bundle)
@@ -258,11 +260,12 @@ class FeatureBuilder:
             dense[:, column["ease_score"]] = self.ease.user_scores(ctx)[0][items]
         else:
             dense[:, column["ease_score"]] = np.nan
-        dense[:, column["ssrm_score"]] = np.nan
-        session_scores = self.ssrm.session_scores(ctx) if self.ssrm is not None else None
-        if session_scores is not None:  # items newer than the model keep NaN
-            known = items < len(session_scores)
-            dense[known, column["ssrm_score"]] = session_scores[items[known]]
+        if self.ssrm is not None:
+            dense[:, column["ssrm_score"]] = np.nan
+            session_scores = self.ssrm.session_scores(ctx)
+            if session_scores is not None:  # items newer than the model keep NaN
+                known = items < len(session_scores)
+                dense[known, column["ssrm_score"]] = session_scores[items[known]]
         region = self.bundle.tops.region_index(ctx.region) + 1 if ctx.region else 0
         sparse = np.empty((n, len(SPARSE_NAMES)), dtype=np.int64)
         sparse[:, 0] = user + 1

@@ -138,4 +138,4 @@ def test_the_streaming_report_has_the_table_the_ratios_and_a_plot(drifting_strea
     assert (out / "streaming.png").stat().st_size > 10_000
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["als"][0]["dataset"] == "synthetic" and metrics["sessions"] == []
-    assert len(metrics[0]["blocks"][STEPS]) == 3
+    assert len(metrics["als"][0]["blocks"][STEPS]) == 3
