@@ -11,6 +11,7 @@ the request's vector (the nearline's, when fresher).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 import torch
+from scipy.special import expit
 
 from candidates.als_steps import solve_rows
 from candidates.session.reservoir import Reservoir, SavedReservoir
@@ -52,6 +54,13 @@ class SSRMModel:
     max_length: int  # the session's newest items read
     history: tuple[dict, ...] = ()  # per training epoch: loss, validation recall
 
+    @functools.cached_property
+    def _folded_bias(self) -> np.ndarray:
+        size = self.hidden_weights.shape[1]
+        folded = self.input_bias.copy()
+        folded[: 2 * size] += self.hidden_bias[: 2 * size]
+        return folded
+
     @property
     def n_items(self) -> int:
         return len(self.embedding) - 1
@@ -79,17 +88,22 @@ class SSRMModel:
     ) -> np.ndarray:
         """B c for a session (item indices, oldest first) and the user's MF vector (None:
         unknown, uniform attention): the vector the session scores items with."""
-        inputs = self.embedding[session + 1]
-        gates_in = inputs @ self.input_weights.T + self.input_bias
-        h = np.zeros(self.hidden_weights.shape[1], np.float32)
-        states = np.empty((len(session), len(h)), np.float32)
-        size = len(h)
-        for j in range(len(session)):  # the GRU, torch's equations (r, z, n)
-            gates_h = self.hidden_weights @ h + self.hidden_bias
-            reset = _sigmoid(gates_in[j, :size] + gates_h[:size])
-            update = _sigmoid(gates_in[j, size : 2 * size] + gates_h[size : 2 * size])
-            new = np.tanh(gates_in[j, 2 * size :] + reset * gates_h[2 * size :])
-            h = (1 - update) * new + update * h
+        size = self.hidden_weights.shape[1]
+        # torch's GRU (r, z, n): the input side of all steps at once, with the hidden-side
+        # biases of r and z folded in; per step one matrix-vector product and a few ufuncs
+        # (a request's budget is a millisecond: this loop is most of it)
+        gates_in = self.embedding[session + 1] @ self.input_weights.T + self._folded_bias
+        hidden_n_bias = self.hidden_bias[2 * size :]
+        h = np.zeros(size, np.float32)
+        states = np.empty((len(session), size), np.float32)
+        for j in range(len(session)):
+            gates_h = self.hidden_weights @ h
+            reset_update = expit(gates_in[j, : 2 * size] + gates_h[: 2 * size])
+            new = np.tanh(
+                gates_in[j, 2 * size :]
+                + reset_update[:size] * (gates_h[2 * size :] + hidden_n_bias)
+            )
+            h = new + reset_update[size:] * (h - new)  # (1 - z) n + z h
             states[j] = h
         mf = mf_items[session] @ user if user is not None else np.zeros(len(session), np.float32)
         attention = np.exp(mf - mf.max())
@@ -151,10 +165,6 @@ class SSRMModel:
             if arrays[name].shape != shape:
                 raise ValueError(f"{directory / FILE}: {name} is {arrays[name].shape}, not {shape}")
         return model
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def training_sessions(data: TrainingData, config: SessionsConfig) -> Sessions:
