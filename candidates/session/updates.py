@@ -15,6 +15,7 @@ C ∪ R alike, the reservoir-only baseline the seed compares with.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,7 @@ from candidates.session.sessions import Sessions
 from candidates.session.ssrm import SSRMModel, net_of
 from candidates.session.ssrm_net import Samples, gradient_step
 from recsys.config import SSRMConfig
+from recsys.torch_runs import seeded
 
 ACTIVE, UNIFORM = "active", "uniform"
 SELECTIONS = (ACTIVE, UNIFORM)
@@ -66,15 +68,17 @@ def update_ssrm(
         net = net_of(model, mf_items, config)
         optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
         user_rows = torch.as_tensor(users)
-        for _ in range(steps):
-            if selection == ACTIVE:
-                chosen = active_sample(scores, sample_size, random)
-            else:
-                chosen = random.choice(len(pool), size=min(sample_size, len(pool)), replace=False)
-            samples = Samples.of(sessions.take(np.sort(chosen)), model.max_length - 1)
-            remap = np.sort(chosen)[samples.session]  # sample -> its row of `users`
-            samples = Samples(samples.inputs, samples.lengths, samples.targets, remap)
-            gradient_step(net, optimizer, samples, user_rows, np.arange(len(samples)))
+        with seeded(int(random.integers(1 << 31))):  # dropout too: the same update every run
+            for _ in range(steps):
+                if selection == ACTIVE:
+                    chosen = np.sort(active_sample(scores, sample_size, random))
+                else:
+                    size = min(sample_size, len(pool))
+                    chosen = np.sort(random.choice(len(pool), size=size, replace=False))
+                samples = Samples.of(sessions.take(chosen), model.max_length - 1)
+                # each sample's row of `users`: its session's place in the pool
+                samples = dataclasses.replace(samples, session=chosen[samples.session])
+                gradient_step(net, optimizer, samples, user_rows, np.arange(len(samples)))
         net.eval()
         model = SSRMModel.of(net, model.max_length, list(model.history))
     reservoir.extend(new)
