@@ -54,6 +54,9 @@ class Component:
     saved: bool = True
     directory: str = ""  # the bundle's sub-directory; "" = name
     step: str = ""  # the build step's name in progress bars and timings; "" = name
+    # what a bundle built before this component existed holds instead (an optional model,
+    # e.g. a session model nobody asked for); None: such a bundle is refused, rebuild it
+    absent: Callable[[], Any] | None = None
 
     @property
     def subdirectory(self) -> str:

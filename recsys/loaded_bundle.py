@@ -78,6 +78,8 @@ def load_ids(directory: Path) -> tuple[IdMap, IdMap]:
 
 def _load(component: Component, directory: Path, config: Config) -> Any:
     where = directory / component.subdirectory
+    if not where.is_dir() and component.absent is not None:
+        return component.absent()
     if not where.is_dir():
         raise FileNotFoundError(
             f"{directory.name}: no {component.subdirectory}/ for the bundle component "

@@ -4,6 +4,7 @@ learns a session pattern, and point-in-time user vectors."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
@@ -237,3 +238,21 @@ def test_an_online_update_learns_a_drifted_pattern_and_fills_the_reservoir() -> 
             steps=1,
             random=np.random.default_rng(0),
         )
+
+
+def test_a_bundle_from_before_session_models_still_loads(shop_bundle, tmp_path) -> None:
+    """An optional component: a bundle without its directory loads with no session model
+    (an upgrade need not wait for a nightly), and the generator answers nothing."""
+    bundle, config, _ = shop_bundle
+    bundle.save(tmp_path / "old")
+    shutil.rmtree(tmp_path / "old" / "ssrm")
+    loaded = type(bundle).load(tmp_path / "old", "old", config)
+    assert loaded.ssrm.model is None
+    ctx = RecommendPipeline.candidate_stage(loaded, config).context(
+        RecommendRequest(user_id=str(loaded.users.ids[0]), k=5)
+    )
+    assert len(make_generator("session_ssrm", loaded, config).generate(ctx, 10)) == 0
+    # a component that is not optional is still required
+    shutil.rmtree(tmp_path / "old" / "ease")
+    with pytest.raises(FileNotFoundError, match="ease"):
+        type(bundle).load(tmp_path / "old", "old", config)

@@ -82,6 +82,7 @@ register_component(
         fit=_fit,
         load=lambda directory, config: LiveSSRM.load(directory),
         after=("ials",),
+        absent=lambda: LiveSSRM(None),  # bundles from before session models
     )
 )
 register_generator("session_ssrm", _make)
