@@ -162,6 +162,15 @@ class QuorumModel:
         features both need it)."""
         return ctx.remember(("quorum_categories", id(self)), lambda: self.user_categories(ctx))
 
+    def affinity(self, ctx: RequestContext, items: np.ndarray) -> np.ndarray:
+        """The quorum score of `items` for the request's user, NaN for every item when the
+        user has no categories: the `quorum_affinity` ranking feature, from the same
+        per-request categories the generator reads."""
+        categories, user_uf = self.remembered_user_categories(ctx)
+        if not len(categories):
+            return np.full(len(items), np.nan, np.float32)
+        return self.score(categories, user_uf, items)
+
     def category_top_union(self, categories: np.ndarray, per_category: int) -> np.ndarray:
         """Distinct items among the first `per_category` of each category's TF top."""
         starts = self.top_offsets[categories]

@@ -428,6 +428,11 @@ class TopsModel:
         """Index of a region name, -1 if the training data had no user there."""
         return self._regions.get(region, -1)
 
+    def region_code(self, region: str) -> int:
+        """A request's region as a categorical code (the ranking features' sparse column):
+        1 + its index, 0 for none or one the training data did not have."""
+        return self.region_index(region) + 1 if region else 0
+
     def categories_of(self, items: np.ndarray) -> np.ndarray:
         """Category codes of `items`, concatenated (one per membership); unknown items skipped."""
         items = items[(items >= 0) & (items < len(self.item_category_indptr) - 1)]

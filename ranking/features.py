@@ -250,10 +250,7 @@ class FeatureBuilder:
         dense[:, column["eals_prediction"]] = eals.predict(np.int64(eals_user), items)
         mean_price = self.stats.user_mean_price[user] if user >= 0 else np.float32(np.nan)
         dense[:, column["price_to_user_mean"]] = dense[:, column["item_price"]] / mean_price
-        categories, uf = self.bundle.quorum.remembered_user_categories(ctx)
-        dense[:, column["quorum_affinity"]] = (
-            self.bundle.quorum.score(categories, uf, items) if len(categories) else np.nan
-        )
+        dense[:, column["quorum_affinity"]] = self.bundle.quorum.affinity(ctx, items)
         dense[:, column["category_recency_days"]] = self._category_recency(user, items)
         self._sequence_features(ctx, items, dense)
         if self.ease is not None:
@@ -266,12 +263,12 @@ class FeatureBuilder:
             if session_scores is not None:  # items newer than the model keep NaN
                 known = items < len(session_scores)
                 dense[known, column["ssrm_score"]] = session_scores[items[known]]
-        region = self.bundle.tops.region_index(ctx.region) + 1 if ctx.region else 0
+        region = self.bundle.tops.region_code(ctx.region)
         sparse = np.empty((n, len(SPARSE_NAMES)), dtype=np.int64)
         sparse[:, 0] = user + 1
         sparse[:, 1] = items + 1
         sparse[:, 2] = self.first_category[items]
-        sparse[:, 3] = max(region, 0)
+        sparse[:, 3] = region
         return RankingFrame(
             dense=dense,
             dense_names=self.dense_names,

@@ -297,6 +297,11 @@ class SessionsConfig:
 
 
 SESSION_MODELS = ("ssrm",)
+# Business rules (serving/rules.py), and which must run before which: "diversity" (MMR and
+# the caps) picks the list, so the steps that shape its pool run first; the freshness
+# quota edits the picks.
+RULE_NAMES = ("boosts", "pins", "dedup", "diversity", "fresh_quota")
+RULE_NEEDS_BEFORE = {"diversity": ("boosts", "pins", "dedup"), "fresh_quota": ("diversity",)}
 
 
 @dataclass(frozen=True)
@@ -337,6 +342,7 @@ class RulesConfig:
     fresh_quota: int  # at least this many items created within fresh_days; 0 = off
     fresh_days: float
     promotions: tuple[PromotionRule, ...]
+    order: tuple[str, ...]  # the rules that run, in this order (RULE_NAMES, validated)
 
 
 @dataclass(frozen=True)
@@ -721,6 +727,20 @@ def _validate_rules(config: RulesConfig) -> None:
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:  # explanations name the rule, so two rules must not share a name
         raise ConfigError(f"rules.promotions: name {repeated[0]!r} is used twice")
+    _validate_rule_order(config.order)
+
+
+def _validate_rule_order(order: tuple[str, ...]) -> None:
+    for place, name in enumerate(order):
+        if name not in RULE_NAMES:
+            raise ConfigError(f"rules.order: {name!r} unknown; known: {', '.join(RULE_NAMES)}")
+        if name in order[:place]:
+            raise ConfigError(f"rules.order: {name!r} is listed twice")
+        late = [before for before in RULE_NEEDS_BEFORE.get(name, ()) if before in order[place:]]
+        if late:
+            raise ConfigError(f"rules.order: {late[0]!r} must come before {name!r}")
+    if "fresh_quota" in order and "diversity" not in order:
+        raise ConfigError("rules.order: 'fresh_quota' edits the list 'diversity' picks: list both")
 
 
 def _validate_promotion(rule: PromotionRule, where: str) -> None:

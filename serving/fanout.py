@@ -102,8 +102,17 @@ class GeneratorFanout:
         until = time.monotonic() + timeout
         return all(returned.wait(max(0.0, until - time.monotonic())) for returned in late)
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait_seconds: float = 0.0) -> bool:
+        """Stop the pool, first giving calls that missed their deadline up to `wait_seconds`
+        to return (a drain: a generator writing a cache should finish). False, with a log
+        line naming them, if some are still running."""
+        finished = self.wait_for_late_calls(wait_seconds)
+        if not finished:
+            with self._lock:
+                running = sorted(name for name, done in self._late.items() if not done.is_set())
+            log.warning("generator calls still running at shutdown: %s", running)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        return finished
 
 
 class _Chain:

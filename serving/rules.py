@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
 
 from recsys.arrays import checked_item_vectors, is_member, row_entries, unit_rows
-from recsys.config import PromotionRule, RulesConfig
+from recsys.config import RULE_NAMES, PromotionRule, RulesConfig
 from recsys.ids import IdMap
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,108 @@ class _Promotion:
         return self.starts <= now < self.ends
 
 
+@dataclass
+class RuleState:
+    """One request's list as the rules pass it along: rows of the request's items."""
+
+    items: np.ndarray  # int64 item indices
+    relevance: np.ndarray  # float64 per row: min-max normalised scores, boosted
+    k: int
+    now: float
+    order: np.ndarray  # rows by relevance, best first
+    pool: np.ndarray  # rows still to place, ranked: pinned and deduplicated ones leave it
+    active: list[_Promotion] = field(default_factory=list)  # promotions live at `now`
+    boosts: list[_Promotion] = field(default_factory=list)  # applied, for explanations
+    pinned: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    slots: list[int] = field(default_factory=list)  # each pinned row's 0-based slot
+    pin_names: list[str] = field(default_factory=list)
+    picked: np.ndarray | None = None  # the list around the pins; None: the pool's head
+    notes: dict[int, list[str]] = field(default_factory=dict)  # row -> rules that moved it
+
+
+class Rule(Protocol):
+    """One business rule: moves, removes or promotes rows of the state, never adds an item
+    that is not a candidate."""
+
+    name: str
+
+    def apply(self, rules: BusinessRules, state: RuleState) -> None: ...
+
+
+class Boosts:
+    """relevance *= the factor of every active boost naming the item (or its category)."""
+
+    name = "boosts"
+
+    def apply(self, rules: BusinessRules, state: RuleState) -> None:
+        state.boosts = [p for p in state.active if p.kind == "boost"]
+        if not state.boosts:
+            return
+        for boost in state.boosts:
+            members = boost.members[state.items]
+            state.relevance = np.where(members, state.relevance * boost.factor, state.relevance)
+        state.order = np.argsort(-state.relevance, kind="stable")
+        in_pool = np.zeros(len(state.items), dtype=bool)
+        in_pool[state.pool] = True
+        state.pool = state.order[in_pool[state.order]]
+
+
+class Pins:
+    """Each active pin takes its best-ranked matching row of the pool; placed at the end."""
+
+    name = "pins"
+
+    def apply(self, rules: BusinessRules, state: RuleState) -> None:
+        pins = [p for p in state.active if p.kind == "pin"]
+        pinned, slots, names = _choose_pins(pins, state.items, state.pool, state.k)
+        if not len(pinned):
+            return
+        state.pinned, state.slots, state.pin_names = pinned, slots, names
+        is_pinned = np.zeros(len(state.items), dtype=bool)
+        is_pinned[pinned] = True
+        state.pool = state.pool[~is_pinned[state.pool]]
+
+
+class Dedup:
+    """Only the best-ranked (or pinned) row of each product group stays."""
+
+    name = "dedup"
+
+    def apply(self, rules: BusinessRules, state: RuleState) -> None:
+        if rules.group is not None:
+            state.pool = _dedup(rules.group[state.items], state.pinned, state.pool)
+
+
+class Diversity:
+    """MMR and category caps, one greedy pass, pick the list around the pins."""
+
+    name = "diversity"
+
+    def apply(self, rules: BusinessRules, state: RuleState) -> None:
+        budget = state.k - len(state.pinned)
+        state.picked = rules._pick(
+            state.items, state.relevance, state.pool, state.pinned, budget, state.notes
+        )
+
+
+class FreshQuota:
+    """Too few fresh items? The best-ranked fresh rows replace the lowest-placed stale."""
+
+    name = "fresh_quota"
+
+    def apply(self, rules: BusinessRules, state: RuleState) -> None:
+        if rules.config.fresh_quota and state.picked is not None:
+            state.picked = rules._fresh_quota(
+                state.items, state.pool, state.picked, state.pinned, state.now, state.notes
+            )
+
+
+RULES: dict[str, type[Rule]] = {
+    rule.name: rule for rule in (Boosts, Pins, Dedup, Diversity, FreshQuota)
+}
+assert tuple(RULES) == RULE_NAMES, "recsys.config.RULE_NAMES lists the rules of this module"
+
+
 class BusinessRules:
     """The rules of one bundle; immutable, shared by all requests."""
 
@@ -109,6 +212,7 @@ class BusinessRules:
         self.promotions = tuple(
             _resolve(rule, attributes, n_items, self.categories) for rule in config.promotions
         )
+        self.rules = tuple(RULES[name]() for name in config.order)  # validated with the config
 
     def top_up(self, items: np.ndarray, shown: np.ndarray, needed: int) -> np.ndarray:
         """Positions in `items` of the first `needed` that may follow `shown` (item indices,
@@ -151,32 +255,22 @@ class BusinessRules:
 
     def apply(self, items: np.ndarray, scores: np.ndarray, k: int, now: float) -> RuledList:
         """Rows of (items, scores) to show, best first, at most k; `now` is Unix seconds
-        (promotion windows and freshness are judged against it)."""
+        (promotion windows and freshness are judged against it). The rules of
+        `rules.order` pass one state along, in that order."""
         items, relevance = self._checked_request(items, scores, k, now)
         if not len(items) or k == 0:
             return RuledList(np.empty(0, np.int64), np.empty(0, np.float32), ())
-        active = [p for p in self.promotions if p.active(now)]
-        boosts = [p for p in active if p.kind == "boost"]
-        for boost in boosts:
-            relevance = np.where(boost.members[items], relevance * boost.factor, relevance)
         order = np.argsort(-relevance, kind="stable")
-        pins = [p for p in active if p.kind == "pin"]
-        pinned, slots, pin_names = _choose_pins(pins, items, order, k)
-        pool = order
-        if len(pinned):
-            is_pinned = np.zeros(len(items), dtype=bool)
-            is_pinned[pinned] = True
-            pool = order[~is_pinned[order]]
-        if self.group is not None:
-            pool = _dedup(self.group[items], pinned, pool)
-        notes: dict[int, list[str]] = {}
-        picked = self._pick(items, relevance, pool, pinned, k - len(pinned), notes)
-        if self.config.fresh_quota:
-            picked = self._fresh_quota(items, pool, picked, pinned, now, notes)
-        shown = _place(picked, pinned, slots, k) if len(pinned) else picked
-        pin_of = dict(zip(pinned.tolist(), pin_names, strict=True))
-        explanations = _explain(shown, items, boosts, notes, pin_of)
-        return RuledList(shown, relevance[shown].astype(np.float32), explanations)
+        state = RuleState(items, relevance, k, now, order, order)
+        state.active = [p for p in self.promotions if p.active(now)]
+        for rule in self.rules:
+            rule.apply(self, state)
+        picked = state.picked if state.picked is not None else state.pool[: k - len(state.pinned)]
+        pinned = state.pinned
+        shown = _place(picked, pinned, state.slots, k) if len(pinned) else picked
+        pin_of = dict(zip(pinned.tolist(), state.pin_names, strict=True))
+        explanations = _explain(shown, items, state.boosts, state.notes, pin_of)
+        return RuledList(shown, state.relevance[shown].astype(np.float32), explanations)
 
     def _checked_request(
         self, items: np.ndarray, scores: np.ndarray, k: int, now: float
@@ -377,8 +471,8 @@ class _CapState:
 def _choose_pins(
     pins: list[_Promotion], items: np.ndarray, order: np.ndarray, k: int
 ) -> tuple[np.ndarray, list[int], list[str]]:
-    """Rows pinned (each active pin's best-ranked matching candidate), their 0-based slots
-    and the pins' names; a pin whose slot lies beyond k is not applied."""
+    """Rows pinned (each active pin's best-ranked matching row of `order`, the pool), their
+    0-based slots and the pins' names; a pin whose slot lies beyond k is not applied."""
     rows: list[int] = []
     slots: list[int] = []
     names: list[str] = []

@@ -128,3 +128,19 @@ def test_chains_keep_other_generators_clear_of_a_hung_one() -> None:
 def test_fanout_rejects_no_threads_or_chains() -> None:
     with pytest.raises(ValueError, match="chains"):
         GeneratorFanout(threads=2, chains=0)
+
+
+def test_shutdown_waits_for_late_calls_and_names_those_still_running(caplog) -> None:
+    fanout = GeneratorFanout(threads=2)
+    hangs = Hangs()
+    fanout.run([hangs], RequestContext(0), lambda name: 5, time.monotonic() + 0.02)
+    try:
+        assert not fanout.shutdown(wait_seconds=0.05)
+        assert "generator calls still running at shutdown: ['hangs']" in caplog.text
+    finally:
+        hangs.release.set()
+    second = GeneratorFanout(threads=2)
+    released = Hangs()
+    second.run([released], RequestContext(0), lambda name: 5, time.monotonic() + 0.02)
+    released.release.set()
+    assert second.shutdown(wait_seconds=5)

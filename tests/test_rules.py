@@ -483,3 +483,35 @@ def test_items_topped_up_after_the_rules_keep_the_category_cap() -> None:
     assert picked.tolist() == [0, 1, 3]
     assert capped.top_up(np.array([1, 2, 3, 4, 5]), np.array([0]), 2).tolist() == [0, 1]
     assert capped.top_up(np.array([1, 2]), np.array([0]), 0).tolist() == []
+
+
+def test_the_configured_order_decides_between_a_pin_and_its_product_group():
+    """Pins before dedup (the default): the pinned i4 wins its group and i0 goes. Dedup
+    first: i0, the group's best, stays and the pin finds no candidate of its own."""
+    items, scores = ranked(5)
+    attrs = attributes([["Comedy"]] * 5, group=[3, -1, -1, -1, 3])
+    default = rules(attrs, promotions=[pin(position=1)]).apply(items, scores, 3, NOW)
+    assert shown_items(default, items) == [4, 1, 2]
+    dedup_first = rules(
+        attrs, promotions=[pin(position=1)], order=["dedup", "boosts", "pins", "diversity"]
+    )
+    result = dedup_first.apply(items, scores, 3, NOW)
+    assert shown_items(result, items) == [0, 1, 2] and result.explanations == ((), (), ())
+    # a rule left out never runs: without dedup the pinned i4 and i0, one group, both show
+    no_dedup = rules(attrs, promotions=[pin(position=1)], order=["pins", "diversity"])
+    assert shown_items(no_dedup.apply(items, scores, 3, NOW), items) == [4, 0, 1]
+
+
+@pytest.mark.parametrize(
+    ("order", "message"),
+    [
+        (["boosts", "shuffle"], "'shuffle' unknown; known: boosts, pins"),
+        (["pins", "pins"], "'pins' is listed twice"),
+        (["diversity", "dedup"], "'dedup' must come before 'diversity'"),
+        (["fresh_quota", "diversity"], "'diversity' must come before 'fresh_quota'"),
+        (["boosts", "fresh_quota"], "'fresh_quota' edits the list 'diversity' picks"),
+    ],
+)
+def test_a_rule_order_that_cannot_work_is_refused(order, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config().replace(rules={"order": order})

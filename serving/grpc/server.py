@@ -61,6 +61,7 @@ Reply = TypeVar("Reply")
 # On shutdown, how long a bundle load in progress may take to end (its compile is stopped;
 # what is left is the fallback model and the warm-up, 1-3 s on the 100k-item shop)
 WATCHER_EXIT_SECONDS = 15.0
+LATE_CALLS_EXIT_SECONDS = 1.0  # a drain waits this long for generator calls past deadline
 
 
 def _status_of(err: Exception) -> tuple[grpc.StatusCode, str]:
@@ -356,7 +357,7 @@ class RunningServer:
             stop_builds(self.watcher)  # a bundle still compiling must not hold the exit
             self.watcher.join(WATCHER_EXIT_SECONDS)  # a load in progress ends, not dies in torch
         if self.fanout is not None:
-            self.fanout.shutdown()
+            self.fanout.shutdown(wait_seconds=LATE_CALLS_EXIT_SECONDS)
         log.info(
             "drained",
             extra={
