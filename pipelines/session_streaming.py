@@ -33,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from candidates.als import ALSModel
+from candidates.session.gag import WASSERSTEIN, GAGModel, fit_gag, update_gag
 from candidates.session.reservoir import Reservoir
 from candidates.session.sessions import Sessions, split_sessions
 from candidates.session.ssrm import SSRMModel, fit_ssrm_on, net_of, user_vectors_at_starts
@@ -48,7 +49,23 @@ SSRM_STATIC, SSRM_ACTIVE, SSRM_UNIFORM = (
     "SSRM, active sampling",
     "SSRM, uniform sampling",
 )
-METHODS = (POP, SPOP, SKNN, IALS, SSRM_STATIC, SSRM_ACTIVE, SSRM_UNIFORM)
+GAG_STATIC, GAG_WASSERSTEIN, GAG_UNIFORM = (
+    "GAG, no updates",
+    "GAG, Wasserstein selection",
+    "GAG, uniform sampling",
+)
+METHODS = (
+    POP,
+    SPOP,
+    SKNN,
+    IALS,
+    SSRM_STATIC,
+    SSRM_ACTIVE,
+    SSRM_UNIFORM,
+    GAG_STATIC,
+    GAG_WASSERSTEIN,
+    GAG_UNIFORM,
+)
 NEIGHBOUR_SESSIONS = 100
 TRAIN_SHARE = 0.6
 
@@ -169,12 +186,56 @@ def evaluate_session_streaming(
             )
             cost = time.process_time() - clock
         result.scores[method] = rows
+
+    gag = fit_gag(
+        stream.take(pretrain),
+        n_items,
+        len(data.users),
+        config.sessions.gag,
+        config.sessions.max_length,
+    )
+    blocks(GAG_STATIC, lambda b: _score(stream, block(b), _gag_scorer(gag, stream), k))
+    for method, selection in ((GAG_WASSERSTEIN, WASSERSTEIN), (GAG_UNIFORM, UNIFORM)):
+        reservoir = Reservoir(config.sessions.reservoir_size, seed=0)
+        reservoir.extend(_seen(stream, users, pretrain))
+        model, cost, random = gag, 0.0, np.random.default_rng(config.sessions.gag.random_state)
+        rows = []
+        for b in range(n_blocks):
+            progress.set_postfix_str(f"{method}, block {b + 1}")
+            score = _score(stream, block(b), _gag_scorer(model, stream), k)
+            rows.append(
+                PrefixScore(score.predictions, score.recall, score.mrr, score.recall_se, cost)
+            )
+            progress.update()
+            if b == n_blocks - 1:
+                break
+            clock = time.process_time()
+            model = update_gag(
+                model,
+                _seen(stream, users, block(b)),
+                reservoir,
+                config.sessions.gag,
+                selection=selection,
+                sample_size=config.sessions.update_sample,
+                steps=config.sessions.update_steps,
+                random=random,
+            )
+            cost = time.process_time() - clock
+        result.scores[method] = rows
     progress.close()
     return result
 
 
+def _gag_scorer(model: GAGModel, stream: Sessions):
+    def score(samples: Samples, chosen: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        prefixes = [samples.inputs[r, : samples.lengths[r]] - 1 for r in rows]
+        return model.scores(prefixes, stream.users[chosen[samples.session[rows]]])
+
+    return score
+
+
 def _seen(stream: Sessions, users: np.ndarray, chosen: np.ndarray) -> list[SeenSession]:
-    return [SeenSession(stream[s], users[s]) for s in chosen]
+    return [SeenSession(stream[s], users[s], int(stream.users[s])) for s in chosen]
 
 
 def _score(stream: Sessions, chosen: np.ndarray, scorer, k: int) -> PrefixScore:

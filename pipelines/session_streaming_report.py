@@ -12,7 +12,15 @@ import matplotlib
 matplotlib.use("Agg")  # no screen on servers
 import matplotlib.pyplot as plt
 
-from pipelines.session_streaming import SSRM_ACTIVE, SSRM_STATIC, SSRM_UNIFORM, SessionStreamResult
+from pipelines.session_streaming import (
+    GAG_STATIC,
+    GAG_UNIFORM,
+    GAG_WASSERSTEIN,
+    SSRM_ACTIVE,
+    SSRM_STATIC,
+    SSRM_UNIFORM,
+    SessionStreamResult,
+)
 
 
 def format_session_report(results: Sequence[SessionStreamResult]) -> str:
@@ -53,10 +61,14 @@ def format_session_report(results: Sequence[SessionStreamResult]) -> str:
         static, active, uniform = (
             result.mean_recall(m) for m in (SSRM_STATIC, SSRM_ACTIVE, SSRM_UNIFORM)
         )
+        gag, wasserstein, gag_uniform = (
+            result.mean_recall(m) for m in (GAG_STATIC, GAG_WASSERSTEIN, GAG_UNIFORM)
+        )
         lines += [
             "",
-            f"Updates: Recall@{k} {static:.4f} without, {active:.4f} with active sampling, "
-            f"{uniform:.4f} with uniform sampling.",
+            f"SSRM updates: Recall@{k} {static:.4f} without, {active:.4f} with active "
+            f"sampling, {uniform:.4f} with uniform sampling. GAG: {gag:.4f} without, "
+            f"{wasserstein:.4f} with Wasserstein selection, {gag_uniform:.4f} with uniform.",
         ]
     return "\n".join(lines) + "\n"
 

@@ -282,6 +282,20 @@ class SSRMConfig:
 
 
 @dataclass(frozen=True)
+class GAGConfig:
+    """seed 003 §III: GAG, a graph network over the session graph with the user as its
+    global attribute (candidates/session/gag_net.py)."""
+
+    embedding_dim: int
+    layers: int  # graph network layers
+    dropout: float
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    random_state: int
+
+
+@dataclass(frozen=True)
 class SessionsConfig:
     """seed 003: sessions and the streaming session recommenders trained on them."""
 
@@ -294,6 +308,7 @@ class SessionsConfig:
     update_steps: int  # mini-batch steps per update: the seed's bounded update period
     update_seconds: float  # `recsys session-updater` updates and publishes this often
     ssrm: SSRMConfig
+    gag: GAGConfig
 
 
 SESSION_MODELS = ("ssrm",)
@@ -534,6 +549,7 @@ def _validate(config: Any, where: str) -> None:
         "timeout_seconds",
         "hidden",
         "reservoir_size",
+        "layers",
         "update_sample",
     }
     non_negative = {

@@ -10,6 +10,8 @@ import pytest
 
 from candidates.session.sessions import split_sessions
 from pipelines.session_streaming import (
+    GAG_STATIC,
+    GAG_WASSERSTEIN,
     METHODS,
     POP,
     SKNN,
@@ -29,7 +31,11 @@ SPEC = SessionStreamSpec(n_users=300, n_items=240, n_sessions=2500, seed=4)
 def session_stream():
     config = load_config().replace(
         als={"iterations": 5},
-        sessions={"update_steps": 10, "ssrm": {"epochs": 8, "learning_rate": 0.01}},
+        sessions={
+            "update_steps": 10,
+            "ssrm": {"epochs": 8, "learning_rate": 0.01},
+            "gag": {"epochs": 8, "learning_rate": 0.01, "batch_size": 64},
+        },
     )
     return evaluate_session_streaming(generate_session_stream(SPEC), config)
 
@@ -63,12 +69,16 @@ def test_session_models_beat_popularity_and_updates_help(session_stream) -> None
     assert recall[SSRM_ACTIVE] > recall[SSRM_STATIC]
     assert result.scores[SSRM_ACTIVE][0].update_seconds == 0.0
     assert all(s.update_seconds > 0 for s in result.scores[SSRM_ACTIVE][1:])
+    # GAG too learns the walks, and its updates (new items are always taken) keep up
+    assert recall[GAG_STATIC] > recall[POP] + 0.1
+    assert recall[GAG_WASSERSTEIN] > recall[GAG_STATIC]
 
 
 def test_the_report_has_the_session_table_and_plot(session_stream, tmp_path) -> None:
     out = write_streaming_report([], tmp_path, "stream", [session_stream])
     text = (out / "report.md").read_text()
     assert "# Session models on a stream" in text and f"| {SSRM_ACTIVE} |" in text
+    assert f"| {GAG_WASSERSTEIN} |" in text
     assert (out / "sessions.png").stat().st_size > 10_000
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["sessions"][0]["blocks"][SKNN][0]["predictions"] > 0

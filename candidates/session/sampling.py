@@ -52,3 +52,46 @@ def active_sample(scores: np.ndarray, size: int, random: np.random.Generator) ->
         return np.empty(0, np.int64)
     probabilities = active_sampling_probabilities(scores)
     return random.choice(len(scores), size=size, replace=False, p=probabilities)
+
+
+# ------------------------------------------------------------------ GAG (seed 003 §III.D)
+
+
+def wasserstein_to_items(
+    probabilities: np.ndarray, targets: np.ndarray, item_vectors: np.ndarray
+) -> np.ndarray:
+    """(B,) Wasserstein distance between each row's recommendation distribution over the
+    items and the one-hot of the item the user went to: with a one-hot target, the cost of
+    moving every item's mass to the target, Σ_i p_i d(i, target). The seed does not name the
+    ground distance d; we take the cosine distance of the model's item vectors, so mass on
+    items like the target costs little."""
+    unit = item_vectors / np.maximum(np.linalg.norm(item_vectors, axis=1, keepdims=True), 1e-12)
+    cost = 1.0 - unit @ unit[targets].T  # (n_items, B)
+    return np.einsum("bi,ib->b", probabilities, cost)
+
+
+def wasserstein_selection(
+    is_new: np.ndarray, distances: np.ndarray, size: int, random: np.random.Generator
+) -> np.ndarray:
+    """Positions chosen for a GAG update: every session with a user or item the model has
+    not learnt, then `size` of the others drawn without replacement with probability
+    proportional to their distance (the worst predicted are the most informative)."""
+    is_new = np.asarray(is_new, dtype=bool)
+    distances = np.asarray(distances, dtype=np.float64)
+    if not np.all(np.isfinite(distances)) or np.any(distances < 0):
+        raise ValueError("wasserstein selection: distances must be finite and >= 0")
+    chosen = [np.flatnonzero(is_new)]
+    others = np.flatnonzero(~is_new)
+    informative = others[distances[others] > 0]
+    if size >= len(informative):  # every session with a distance, then others at random
+        chosen.append(informative)
+        rest = others[distances[others] == 0]
+        chosen.append(
+            random.choice(rest, size=min(size - len(informative), len(rest)), replace=False)
+        )
+    elif size > 0:
+        weights = distances[informative]
+        chosen.append(
+            random.choice(informative, size=size, replace=False, p=weights / weights.sum())
+        )
+    return np.sort(np.concatenate(chosen))

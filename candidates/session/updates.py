@@ -40,6 +40,7 @@ class SeenSession:
 
     items: np.ndarray
     user_vector: np.ndarray
+    user: int = -1  # the user's index, for models with user tables (GAG); -1 = unknown
 
 
 def update_ssrm(

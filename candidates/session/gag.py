@@ -1,0 +1,196 @@
+"""GAG's training, scoring and online update (seed 003 §III.C-D) over candidates.session.gag_net.
+
+Trained like SSRM (§III.C: cross-entropy, Adam; every prefix of a session a sample, so that
+the two learn from the same samples), it keeps its own item and user tables; the items and
+users it has learnt are marked, because an online update (§III.D) takes every new session
+that holds a user or an item it has not, and draws the others by the Wasserstein distance
+between its recommendation for the session and what the user did (sampling.py). The
+reservoir is updated after the model, not before as in SSRM.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from candidates.session.gag_net import GAGNet, Graphs
+from candidates.session.reservoir import Reservoir
+from candidates.session.sampling import wasserstein_selection, wasserstein_to_items
+from candidates.session.sessions import Sessions
+from candidates.session.updates import UNIFORM, SeenSession
+from recsys.config import GAGConfig
+from recsys.torch_runs import seeded
+
+log = logging.getLogger(__name__)
+
+WASSERSTEIN = "wasserstein"
+GAG_SELECTIONS = (WASSERSTEIN, UNIFORM)
+
+
+@dataclass
+class GAGModel:
+    net: GAGNet
+    known_items: np.ndarray  # bool per item: learnt from at least one session
+    known_users: np.ndarray  # bool per user
+    max_length: int
+
+    def scores(self, prefixes: list[np.ndarray], users: np.ndarray) -> np.ndarray:
+        """(B, n_items) scores for each prefix (items oldest first) and its user (-1 or one
+        the model has not learnt: none)."""
+        self.net.eval()
+        with torch.no_grad():
+            return self.net(Graphs.of(prefixes), self._user_rows(users)).numpy()
+
+    def _user_rows(self, users: np.ndarray) -> torch.Tensor:
+        users = np.asarray(users, dtype=np.int64)
+        known = (users >= 0) & self.known_users[np.maximum(users, 0)]
+        return torch.as_tensor(np.where(known, users + 1, 0))
+
+
+def prefix_samples(
+    items: list[np.ndarray], users: np.ndarray
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Every prefix of every session with the next item and the session's user."""
+    prefixes, targets, owners = [], [], []
+    for session, user in zip(items, users, strict=True):
+        for j in range(1, len(session)):
+            prefixes.append(session[:j])
+            targets.append(session[j])
+            owners.append(user)
+    return prefixes, np.asarray(targets, np.int64), np.asarray(owners, np.int64)
+
+
+def _step(model: GAGModel, optimizer, prefixes, targets, users) -> float:
+    model.net.train()
+    scores = model.net(Graphs.of(prefixes), model._user_rows(users))
+    loss = nn.functional.cross_entropy(scores, torch.as_tensor(targets))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def fit_gag(
+    sessions: Sessions, n_items: int, n_users: int, config: GAGConfig, max_length: int
+) -> GAGModel:
+    """Train on these sessions (in time order); the latest tenth picks the epoch kept (by
+    the next item's mean reciprocal rank)."""
+    items = [sessions[s] for s in range(len(sessions))]
+    cut = len(items) - len(items) // 10
+    with seeded(config.random_state):
+        net = GAGNet(n_items, n_users, config.embedding_dim, config.layers, config.dropout)
+        model = GAGModel(net, np.zeros(n_items, bool), np.zeros(n_users, bool), max_length)
+        model.known_items[sessions.items[: sessions.offsets[cut]]] = True
+        model.known_users[sessions.users[:cut]] = True
+        prefixes, targets, users = prefix_samples(items[:cut], sessions.users[:cut])
+        valid = prefix_samples(items[cut:], sessions.users[cut:])
+        optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+        random = np.random.default_rng(config.random_state)
+        best, best_state = -1.0, None
+        for epoch in range(config.epochs):
+            order = random.permutation(len(prefixes))
+            for start in range(0, len(order), config.batch_size):
+                rows = order[start : start + config.batch_size]
+                _step(model, optimizer, [prefixes[r] for r in rows], targets[rows], users[rows])
+            mrr = _mrr(model, *valid) if len(valid[0]) else 0.0
+            log.info("gag epoch %d: validation MRR %.4f", epoch + 1, mrr)
+            if mrr > best:
+                best, best_state = mrr, copy.deepcopy(net.state_dict())
+        if best_state is not None:
+            net.load_state_dict(best_state)
+    model.known_items[sessions.items] = True
+    model.known_users[sessions.users] = True
+    return model
+
+
+def _mrr(model: GAGModel, prefixes, targets, users) -> float:
+    """Mean reciprocal rank of the next item over the whole catalogue (meaningful at any
+    catalogue size, where recall@20 of a 20-item catalogue is always 1)."""
+    total = 0.0
+    for start in range(0, len(prefixes), 512):
+        scores = model.scores(prefixes[start : start + 512], users[start : start + 512])
+        target = scores[np.arange(len(scores)), targets[start : start + 512]]
+        total += float((1.0 / (scores >= target[:, None]).sum(axis=1)).sum())
+    return total / max(len(prefixes), 1)
+
+
+def update_gag(
+    model: GAGModel,
+    new: list[SeenSession],
+    reservoir: Reservoir[SeenSession],
+    config: GAGConfig,
+    *,
+    selection: str,
+    sample_size: int,
+    steps: int,
+    random: np.random.Generator,
+) -> GAGModel:
+    """§III.D's update: `steps` mini-batch steps of `sample_size` sessions chosen from the
+    new ones and the reservoir's (_draws), then the reservoir takes its share of the new
+    ones. The model given is not changed."""
+    if selection not in GAG_SELECTIONS:
+        raise ValueError(f"selection {selection!r} unknown; known: {', '.join(GAG_SELECTIONS)}")
+    model = dataclasses.replace(
+        model,
+        net=copy.deepcopy(model.net),
+        known_items=model.known_items.copy(),
+        known_users=model.known_users.copy(),
+    )
+    pool = [*new, *reservoir.held]
+    if pool and steps > 0:
+        draws = _draws(model, pool, selection, sample_size, steps, random)
+        for chosen in draws:  # what the update learns from is learnt: it has vectors now
+            for c in chosen:
+                model.known_items[pool[c].items] = True
+                if pool[c].user >= 0:
+                    model.known_users[pool[c].user] = True
+        optimizer = torch.optim.Adam(model.net.parameters(), lr=config.learning_rate)
+        with seeded(int(random.integers(1 << 31))):
+            for chosen in draws:
+                prefixes, targets, users = prefix_samples(
+                    [pool[c].items for c in chosen], np.array([pool[c].user for c in chosen])
+                )
+                _step(model, optimizer, prefixes, targets, users)
+        model.net.eval()
+    reservoir.extend(new)  # after the update (§III.D: "после, а не до, как в SSRM")
+    return model
+
+
+def _draws(
+    model: GAGModel, pool: list[SeenSession], selection: str, size: int, steps: int, random
+) -> list[np.ndarray]:
+    """The sessions of each of the update's `steps` mini-batches, `size` each, as SSRM's
+    updates draw them (so both learn from the same budget). "wasserstein": every session
+    with a user or item the model has not learnt goes into one of the batches, the rest of
+    each batch is drawn by the distance (wasserstein_selection); "uniform": all alike."""
+    if selection == UNIFORM:
+        return [
+            random.choice(len(pool), size=min(size, len(pool)), replace=False) for _ in range(steps)
+        ]
+    is_new = np.array(
+        [
+            not model.known_items[s.items].all() or (s.user >= 0 and not model.known_users[s.user])
+            for s in pool
+        ]
+    )
+    scores = model.scores([s.items[:-1] for s in pool], np.array([s.user for s in pool]))
+    probabilities = np.exp(scores - scores.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    item_vectors = model.net.items.weight[1:].detach().numpy()
+    targets = np.array([s.items[-1] for s in pool])
+    distances = wasserstein_to_items(probabilities, targets, item_vectors)
+    new = random.permutation(np.flatnonzero(is_new))
+    chunks = np.array_split(new, steps)
+    draws = []
+    for chunk in chunks:  # this step's share of the new ones, the rest by distance
+        taken = np.zeros(len(pool), dtype=bool)
+        taken[chunk] = True
+        quota = max(size - len(chunk), 0)
+        draws.append(wasserstein_selection(taken, np.where(is_new, 0.0, distances), quota, random))
+    return draws

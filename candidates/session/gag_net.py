@@ -1,0 +1,121 @@
+"""GAG (seed 003 §III, "Global Attributed Graph Neural Network"), in torch.
+
+§III.B.1: a session is a weighted directed graph, its items the nodes (a repeated item is
+one node), its transitions the edges (weight: how often the user went from one to the
+other), and its user the graph's global attribute. Each layer of the graph network:
+
+1. every node's vector is concatenated with the global attribute, x_i ‖ u;
+2. an update function runs along every edge in both directions, for the receiver from its
+   sender and for the sender from its receiver, scaled by the edge's (scalar, fixed) weight;
+3. each node sums what its incoming and what its outgoing edges bring, each sum normalised
+   by the node's weighted in- and out-degree;
+4. the node's new vector comes from its old one and the two sums;
+5. the global attribute is updated by self-attention on the session's last item: weights
+   from an MLP over each node, the last node and the attribute, pooled over the nodes and
+   combined with the last node and the attribute;
+6. and summed with the user's own vector.
+
+The final attribute scores every item by its dot product with the item's vector; softmax
+and cross-entropy as SSRM (§III.C), Adam. The seed's formulas for steps 2, 4 and 5 lost
+their symbols in our copy; we take one-layer MLPs (tanh) for the edge and node updates and
+SR-GNN's attention (qᵀσ(W₁ x_last + W₂ x_i + W₃ u)) for step 5, which fit the text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+PAD = 0  # item i is row i + 1 of the item table, user u row u + 1 of the user table; 0 = none
+
+
+@dataclass(frozen=True)
+class Graphs:
+    """A batch of session prefixes as graphs (§III.B.1.b), padded to the batch's largest."""
+
+    nodes: np.ndarray  # int64 (B, n): the node's item id + 1, 0 = padding
+    incoming: np.ndarray  # float32 (B, n, n): [r, s] = w(s -> r) / weighted in-degree of r
+    outgoing: np.ndarray  # float32 (B, n, n): [s, r] = w(s -> r) / weighted out-degree of s
+    last: np.ndarray  # int64 (B,): the node of the prefix's last item
+
+    @classmethod
+    def of(cls, prefixes: list[np.ndarray]) -> Graphs:
+        size = max((len(np.unique(p)) for p in prefixes), default=1)
+        batch = len(prefixes)
+        nodes = np.zeros((batch, size), np.int64)
+        weights = np.zeros((batch, size, size), np.float32)  # [s, r]
+        last = np.zeros(batch, np.int64)
+        for b, prefix in enumerate(prefixes):
+            distinct, first = np.unique(prefix, return_index=True)
+            order = np.argsort(first)  # nodes in order of first appearance
+            node_of = {int(item): position for position, item in enumerate(distinct[order])}
+            nodes[b, : len(distinct)] = distinct[order] + 1
+            at = np.array([node_of[int(item)] for item in prefix], np.int64)
+            np.add.at(weights[b], (at[:-1], at[1:]), 1.0)
+            last[b] = at[-1]
+        out_degree = weights.sum(axis=2, keepdims=True)
+        in_degree = weights.sum(axis=1, keepdims=True)
+        outgoing = np.divide(weights, out_degree, out=np.zeros_like(weights), where=out_degree > 0)
+        incoming_t = np.divide(weights, in_degree, out=np.zeros_like(weights), where=in_degree > 0)
+        return cls(nodes, np.ascontiguousarray(incoming_t.transpose(0, 2, 1)), outgoing, last)
+
+
+class GAGLayer(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.to_receiver = nn.Linear(2 * dim, dim)  # step 2, along an edge's direction
+        self.to_sender = nn.Linear(2 * dim, dim)  # step 2, against it
+        self.node = nn.Linear(3 * dim, dim)  # step 4
+        self.attend_last = nn.Linear(dim, dim, bias=False)  # step 5: W1
+        self.attend_node = nn.Linear(dim, dim)  # W2
+        self.attend_global = nn.Linear(dim, dim, bias=False)  # W3
+        self.attention = nn.Linear(dim, 1, bias=False)  # q
+        self.pool = nn.Linear(3 * dim, dim)  # pooled ‖ last ‖ attribute -> attribute
+
+    def forward(self, x, attribute, user, incoming, outgoing, mask, last):
+        joined = torch.cat([x, attribute[:, None, :].expand_as(x)], dim=-1)  # step 1
+        from_senders = incoming @ torch.tanh(self.to_receiver(joined))  # steps 2-3
+        from_receivers = outgoing @ torch.tanh(self.to_sender(joined))
+        x = torch.tanh(self.node(torch.cat([x, from_senders, from_receivers], dim=-1)))  # 4
+        x = x * mask[..., None]
+        last_x = x[torch.arange(len(x)), last]
+        logits = self.attention(
+            torch.sigmoid(
+                self.attend_last(last_x)[:, None, :]
+                + self.attend_node(x)
+                + self.attend_global(attribute)[:, None, :]
+            )
+        ).squeeze(-1)
+        weights = torch.softmax(logits.masked_fill(mask == 0, float("-inf")), dim=1)
+        pooled = (weights[..., None] * x).sum(1)  # step 5
+        attribute = torch.tanh(self.pool(torch.cat([pooled, last_x, attribute], dim=-1)))
+        return x, attribute + user  # step 6
+
+
+class GAGNet(nn.Module):
+    def __init__(self, n_items: int, n_users: int, dim: int, layers: int, dropout: float) -> None:
+        super().__init__()
+        self.items = nn.Embedding(n_items + 1, dim, padding_idx=PAD)
+        self.users = nn.Embedding(n_users + 1, dim, padding_idx=PAD)
+        for table in (self.items, self.users):
+            nn.init.normal_(table.weight, std=0.1)
+            with torch.no_grad():
+                table.weight[PAD].zero_()
+        self.layers = nn.ModuleList(GAGLayer(dim) for _ in range(layers))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, graphs: Graphs, users: torch.Tensor) -> torch.Tensor:
+        """(B, n_items) scores of every item for each graph; `users` (B,) user ids + 1."""
+        nodes = torch.as_tensor(graphs.nodes)
+        mask = (nodes != PAD).float()
+        x = self.dropout(self.items(nodes))
+        user = self.users(users)
+        attribute = user
+        incoming, outgoing = torch.as_tensor(graphs.incoming), torch.as_tensor(graphs.outgoing)
+        last = torch.as_tensor(graphs.last)
+        for layer in self.layers:
+            x, attribute = layer(x, attribute, user, incoming, outgoing, mask, last)
+        return self.dropout(attribute) @ self.items.weight[1:].T

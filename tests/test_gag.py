@@ -1,0 +1,96 @@
+"""GAG (seed 003 §III): the session graph, the Wasserstein selection of online updates on
+hand-computed examples, and that the network learns a session pattern."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from candidates.session.gag import GAG_SELECTIONS, WASSERSTEIN, fit_gag, update_gag
+from candidates.session.gag_net import Graphs
+from candidates.session.reservoir import Reservoir
+from candidates.session.sampling import wasserstein_selection, wasserstein_to_items
+from candidates.session.sessions import Sessions
+from candidates.session.updates import SeenSession
+from recsys.config import load_config
+
+CONFIG = (
+    load_config()
+    .replace(sessions={"gag": {"epochs": 6, "dropout": 0.0, "learning_rate": 0.01}})
+    .sessions.gag
+)
+
+
+def test_a_session_is_a_weighted_graph_of_its_transitions() -> None:
+    # items 7 -> 3 -> 7 -> 5: nodes in order of first appearance 7, 3, 5
+    graphs = Graphs.of([np.array([7, 3, 7, 5]), np.array([2])])
+    assert graphs.nodes.tolist() == [[8, 4, 6], [3, 0, 0]]
+    assert graphs.last.tolist() == [2, 0]
+    # edges 7->3, 3->7, 7->5 (weight 1 each); node 7 has out-degree 2, in-degree 1
+    outgoing = graphs.outgoing[0]  # [sender, receiver] / weighted out-degree
+    np.testing.assert_allclose(outgoing, [[0, 0.5, 0.5], [1, 0, 0], [0, 0, 0]])
+    incoming = graphs.incoming[0]  # [receiver, sender] / weighted in-degree
+    np.testing.assert_allclose(incoming, [[0, 1, 0], [1, 0, 0], [1, 0, 0]])
+    assert not graphs.incoming[1].any() and not graphs.outgoing[1].any()
+    # a repeated transition weighs more: 1 -> 2 twice, 1 -> 3 once
+    repeated = Graphs.of([np.array([1, 2, 1, 2, 1, 3])]).outgoing[0]
+    np.testing.assert_allclose(repeated[0], [0, 2 / 3, 1 / 3])
+
+
+def test_the_wasserstein_distance_to_the_real_next_item() -> None:
+    vectors = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    # all mass on the target: 0; on an orthogonal item: 1; on the 45° item: 1 - cos 45°
+    p = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.5, 0.5, 0.0]])
+    distances = wasserstein_to_items(p, np.array([0, 0, 0, 1]), vectors)
+    np.testing.assert_allclose(distances, [0.0, 1.0, 1 - np.sqrt(0.5), 0.5], atol=1e-12)
+
+
+def test_new_sessions_are_always_taken_and_the_rest_drawn_by_distance() -> None:
+    random = np.random.default_rng(0)
+    is_new = np.array([False, True, False, False, False])
+    distances = np.array([0.0, 0.3, 0.1, 0.3, 0.6])  # others: p = 0, 0.1, 0.3, 0.6
+    draws = np.zeros(5)
+    for _ in range(3000):
+        chosen = wasserstein_selection(is_new, distances, 1, random)
+        assert 1 in chosen and len(chosen) == 2
+        draws[chosen[chosen != 1]] += 1
+    np.testing.assert_allclose(draws / 3000, [0.0, 0.0, 0.1, 0.3, 0.6], atol=0.03)
+    assert wasserstein_selection(is_new, distances, 10, random).tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="finite"):
+        wasserstein_selection(is_new, np.array([0.1, np.nan, 0, 0, 0]), 1, random)
+
+
+def walks(n_items: int, count: int, stride: int, seed: int) -> Sessions:
+    random = np.random.default_rng(seed)
+    lists = [(random.integers(n_items) + stride * np.arange(5)) % n_items for _ in range(count)]
+    return Sessions.of(lists, np.arange(count) % 7, np.arange(count))
+
+
+def next_item_hits(model, stride: int, n_items: int = 20) -> int:
+    prefixes = [(start + stride * np.arange(4)) % n_items for start in range(n_items)]
+    scores = model.scores(prefixes, np.full(n_items, -1))
+    targets = [(start + 4 * stride) % n_items for start in range(n_items)]
+    return int((scores.argmax(axis=1) == targets).sum())
+
+
+def test_gag_learns_a_pattern_and_an_update_learns_a_new_one() -> None:
+    model = fit_gag(walks(20, 300, 1, 0), 20, 7, CONFIG, max_length=20)
+    assert next_item_hits(model, stride=1) >= 16  # chance: 1 in 20
+    before = next_item_hits(model, stride=3)
+    new = [
+        SeenSession(s, np.zeros(4, np.float32), user=1)
+        for s in walks(20, 100, 3, 1).items.reshape(-1, 5)
+    ]
+    for selection in GAG_SELECTIONS:
+        reservoir: Reservoir[SeenSession] = Reservoir(50, seed=0)
+        updated = update_gag(
+            model, new, reservoir, CONFIG, selection=selection, sample_size=64, steps=60,
+            random=np.random.default_rng(0),
+        )  # fmt: skip
+        assert next_item_hits(updated, stride=3) >= before + 8, selection
+        assert reservoir.seen == 100  # the reservoir took the new sessions after the update
+    assert next_item_hits(model, stride=3) == before  # the model given is unchanged
+    with pytest.raises(ValueError, match="selection"):
+        update_gag(model, new, Reservoir(5), CONFIG, selection="best", sample_size=1, steps=1,
+                   random=np.random.default_rng(0))  # fmt: skip
+    assert WASSERSTEIN in GAG_SELECTIONS
