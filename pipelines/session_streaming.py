@@ -24,6 +24,7 @@ an SSRM update (all threads).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -156,72 +157,69 @@ def evaluate_session_streaming(
         SSRM_STATIC,
         lambda b: _score(stream, block(b), _ssrm_scorer(ssrm, users, ials.item_factors, config), k),
     )
-    for method, selection in ((SSRM_ACTIVE, ACTIVE), (SSRM_UNIFORM, UNIFORM)):
-        reservoir: Reservoir[SeenSession] = Reservoir(config.sessions.reservoir_size, seed=0)
+    sessions = config.sessions
+
+    def updating(method: str, model, scorer_of, update, seed: int) -> None:
+        """Score each block with the model so far, then update it on the block: the CPU
+        time of the update made before a block is that block's cost."""
+        reservoir: Reservoir[SeenSession] = Reservoir(sessions.reservoir_size, seed=0)
         reservoir.extend(_seen(stream, users, pretrain))
-        model, cost, random = ssrm, 0.0, np.random.default_rng(config.sessions.ssrm.random_state)
-        rows = []
+        random, cost, rows = np.random.default_rng(seed), 0.0, []
         for b in range(n_blocks):
             progress.set_postfix_str(f"{method}, block {b + 1}")
-            score = _score(
-                stream, block(b), _ssrm_scorer(model, users, ials.item_factors, config), k
-            )
-            rows.append(
-                PrefixScore(score.predictions, score.recall, score.mrr, score.recall_se, cost)
-            )
+            score = _score(stream, block(b), scorer_of(model), k)
+            rows.append(dataclasses.replace(score, update_seconds=cost))
             progress.update()
             if b == n_blocks - 1:
                 break
             clock = time.process_time()
-            model = update_ssrm(
-                model,
-                _seen(stream, users, block(b)),
-                reservoir,
-                ials.item_factors,
-                config.sessions.ssrm,
-                selection=selection,
-                sample_size=config.sessions.update_sample,
-                steps=config.sessions.update_steps,
-                random=random,
-            )
+            model = update(model, _seen(stream, users, block(b)), reservoir, random)
             cost = time.process_time() - clock
         result.scores[method] = rows
 
+    def ssrm_scorer(model: SSRMModel):
+        return _ssrm_scorer(model, users, ials.item_factors, config)
+
+    for method, selection in ((SSRM_ACTIVE, ACTIVE), (SSRM_UNIFORM, UNIFORM)):
+        updating(
+            method,
+            ssrm,
+            ssrm_scorer,
+            lambda model, new, reservoir, random, selection=selection: update_ssrm(
+                model,
+                new,
+                reservoir,
+                ials.item_factors,
+                sessions.ssrm,
+                selection=selection,
+                sample_size=sessions.update_sample,
+                steps=sessions.update_steps,
+                random=random,
+            ),
+            sessions.ssrm.random_state,
+        )
+
     gag = fit_gag(
-        stream.take(pretrain),
-        n_items,
-        len(data.users),
-        config.sessions.gag,
-        config.sessions.max_length,
+        stream.take(pretrain), n_items, len(data.users), sessions.gag, sessions.max_length
     )
     blocks(GAG_STATIC, lambda b: _score(stream, block(b), _gag_scorer(gag, stream), k))
     for method, selection in ((GAG_WASSERSTEIN, WASSERSTEIN), (GAG_UNIFORM, UNIFORM)):
-        reservoir = Reservoir(config.sessions.reservoir_size, seed=0)
-        reservoir.extend(_seen(stream, users, pretrain))
-        model, cost, random = gag, 0.0, np.random.default_rng(config.sessions.gag.random_state)
-        rows = []
-        for b in range(n_blocks):
-            progress.set_postfix_str(f"{method}, block {b + 1}")
-            score = _score(stream, block(b), _gag_scorer(model, stream), k)
-            rows.append(
-                PrefixScore(score.predictions, score.recall, score.mrr, score.recall_se, cost)
-            )
-            progress.update()
-            if b == n_blocks - 1:
-                break
-            clock = time.process_time()
-            model = update_gag(
+        updating(
+            method,
+            gag,
+            lambda model: _gag_scorer(model, stream),
+            lambda model, new, reservoir, random, selection=selection: update_gag(
                 model,
-                _seen(stream, users, block(b)),
+                new,
                 reservoir,
-                config.sessions.gag,
+                sessions.gag,
                 selection=selection,
-                sample_size=config.sessions.update_sample,
-                steps=config.sessions.update_steps,
+                sample_size=sessions.update_sample,
+                steps=sessions.update_steps,
                 random=random,
-            )
-            cost = time.process_time() - clock
-        result.scores[method] = rows
+            ),
+            sessions.gag.random_state,
+        )
     progress.close()
     return result
 
