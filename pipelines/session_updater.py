@@ -45,6 +45,7 @@ from recsys.components import COMPONENTS
 from recsys.config import Config
 from recsys.loaded_bundle import load_ids
 from serving.events import Event, EventLogTail
+from serving.runtime import import_components
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class SessionUpdater:
         directory = root / version
         verify_bundle(directory)
         self.root, self.version, self.config = root, version, config
+        import_components(config)  # the registry knows the components once their modules ran
         live = LiveSSRM.load(directory / COMPONENTS["ssrm"].subdirectory)
         if live.model is None:
             raise BundleError(

@@ -6,6 +6,9 @@ recommenders")."""
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,7 +23,7 @@ from recsys.bundle import BundleError, current_version
 from serving.events import Event, EventLog
 from serving.holder import BundleHolder
 from tests.conftest import shop_config
-from tests.serving_harness import Load, ServerProcess
+from tests.serving_harness import Load, ServerProcess, toml_text
 
 NOW = int(time.time()) - 86_400
 GENERATORS = ["als", "popularity", "session_ssrm"]
@@ -188,3 +191,43 @@ def test_an_update_published_while_serving_under_load_fails_no_request(config, t
         assert len(load.versions) > 60
     finally:
         server.stop()
+
+
+def test_the_command_publishes_and_stops_on_sigterm(config, tmp_path):
+    """`recsys session-updater` in a process of its own, as deploy/ runs it: it finds the
+    bundle's components itself (a fresh process has imported none), publishes, and exits 0
+    on SIGTERM."""
+    config, version = config
+    log(config, [*walks(range(10), 40, NOW), Event("u99", "i1", "click", 1.0, NOW + 1000)])
+    path = tmp_path / "updater.toml"
+    path.write_text(
+        toml_text(
+            {
+                "data": {"source": config.data.source, "cache_dir": config.data.cache_dir},
+                "artifacts": {"root": config.artifacts.root},
+                "events": {"log_dir": config.events.log_dir},
+                "sessions": {"models": ["ssrm"], "timeout_seconds": 60, "update_seconds": 0.5},
+            }
+        )
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recsys_cli", "session-updater", "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = []
+        for line in process.stdout:  # blocks until the process writes or exits
+            lines.append(line)
+            if "published" in line:
+                break
+        assert any("published" in line for line in lines), "".join(lines)
+        published = current_version(session_models_root(Path(config.artifacts.root), version))
+        assert published is not None and published in lines[-1]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
