@@ -6,8 +6,9 @@ goal of seed 002's behavioural metrics; its formula is Carbonell & Goldstein (19
 
 `BusinessRules` is built once per bundle from `[rules]` and the catalog; `apply` takes one
 request's ranked candidates and returns the rows to show, best first, with the names of
-the rules that touched each of them. The order is fixed, because each step relies on the
-ones before it:
+the rules that touched each of them. Each rule is a registered step (`RULES`) and
+`rules.order` says which run and in what order; config validation keeps the steps that
+rely on others after them. The default order, and why:
 
 1. boosts: relevance = ranker score min-max normalised within the request, times the
    factor of every active boost naming the item (or one of its categories). Scores first,
@@ -95,9 +96,8 @@ class RuleState:
     relevance: np.ndarray  # float64 per row: min-max normalised scores, boosted
     k: int
     now: float
-    order: np.ndarray  # rows by relevance, best first
     pool: np.ndarray  # rows still to place, ranked: pinned and deduplicated ones leave it
-    active: list[_Promotion] = field(default_factory=list)  # promotions live at `now`
+    active: list[_Promotion]  # promotions live at `now`
     boosts: list[_Promotion] = field(default_factory=list)  # applied, for explanations
     pinned: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     slots: list[int] = field(default_factory=list)  # each pinned row's 0-based slot
@@ -127,10 +127,10 @@ class Boosts:
         for boost in state.boosts:
             members = boost.members[state.items]
             state.relevance = np.where(members, state.relevance * boost.factor, state.relevance)
-        state.order = np.argsort(-state.relevance, kind="stable")
+        order = np.argsort(-state.relevance, kind="stable")
         in_pool = np.zeros(len(state.items), dtype=bool)
         in_pool[state.pool] = True
-        state.pool = state.order[in_pool[state.order]]
+        state.pool = order[in_pool[order]]
 
 
 class Pins:
@@ -260,9 +260,8 @@ class BusinessRules:
         items, relevance = self._checked_request(items, scores, k, now)
         if not len(items) or k == 0:
             return RuledList(np.empty(0, np.int64), np.empty(0, np.float32), ())
-        order = np.argsort(-relevance, kind="stable")
-        state = RuleState(items, relevance, k, now, order, order)
-        state.active = [p for p in self.promotions if p.active(now)]
+        active = [p for p in self.promotions if p.active(now)]
+        state = RuleState(items, relevance, k, now, np.argsort(-relevance, kind="stable"), active)
         for rule in self.rules:
             rule.apply(self, state)
         picked = state.picked if state.picked is not None else state.pool[: k - len(state.pinned)]

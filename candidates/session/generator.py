@@ -23,8 +23,6 @@ from recsys.context import Candidates, RequestContext
 
 log = logging.getLogger(__name__)
 
-PREFIX = "session_"
-
 
 class SessionGenerator:
     def __init__(self, name: str, live: LiveSSRM, als: Any) -> None:

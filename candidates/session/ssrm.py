@@ -39,6 +39,15 @@ VALID_SHARE = 0.1  # the latest sessions, which pick the epoch kept
 MIN_VALID_SESSIONS = 20
 USER_HISTORY = 500  # a session's user vector is stepped from at most this many latest events
 TIME_SHIFT = 1 << 34  # user * TIME_SHIFT + time orders events by user, then time
+# SSRMModel's arrays and the torch net's state they come from (and go back to)
+NET_STATE = {
+    "embedding": "embedding.weight",
+    "input_weights": "gru.weight_ih_l0",
+    "hidden_weights": "gru.weight_hh_l0",
+    "input_bias": "gru.bias_ih_l0",
+    "hidden_bias": "gru.bias_hh_l0",
+    "transform": "transform.weight",
+}
 
 
 @dataclass(frozen=True)
@@ -71,12 +80,7 @@ class SSRMModel:
             k: v.detach().cpu().numpy().astype(np.float32) for k, v in net.state_dict().items()
         }
         return cls(
-            embedding=arrays["embedding.weight"],
-            input_weights=arrays["gru.weight_ih_l0"],
-            hidden_weights=arrays["gru.weight_hh_l0"],
-            input_bias=arrays["gru.bias_ih_l0"],
-            hidden_bias=arrays["gru.bias_hh_l0"],
-            transform=arrays["transform.weight"],
+            **{name: arrays[key] for name, key in NET_STATE.items()},
             mf_scale=float(arrays["mf_scale"]),
             mix=float(net.mix),
             max_length=max_length,
@@ -122,15 +126,7 @@ class SSRMModel:
         return scores.astype(np.float32)
 
     def save(self, directory: Path) -> None:
-        np.savez(
-            directory / FILE,
-            embedding=self.embedding,
-            input_weights=self.input_weights,
-            hidden_weights=self.hidden_weights,
-            input_bias=self.input_bias,
-            hidden_bias=self.hidden_bias,
-            transform=self.transform,
-        )
+        np.savez(directory / FILE, **{name: getattr(self, name) for name in NET_STATE})
         meta = {
             "mf_scale": self.mf_scale,
             "mix": self.mix,
@@ -274,15 +270,8 @@ def net_of(model: SSRMModel, mf_items: np.ndarray, config: SSRMConfig) -> SSRMNe
         mix=model.mix,
     )
     net = SSRMNet(mf_items[: model.n_items], config)
-    state = {
-        "embedding.weight": model.embedding,
-        "gru.weight_ih_l0": model.input_weights,
-        "gru.weight_hh_l0": model.hidden_weights,
-        "gru.bias_ih_l0": model.input_bias,
-        "gru.bias_hh_l0": model.hidden_bias,
-        "transform.weight": model.transform,
-        "mf_scale": np.float32(model.mf_scale),
-    }
+    state = {key: getattr(model, name) for name, key in NET_STATE.items()}
+    state["mf_scale"] = np.float32(model.mf_scale)
     net.load_state_dict(
         {name: torch.as_tensor(np.asarray(value)) for name, value in state.items()}, strict=False
     )
