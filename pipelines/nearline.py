@@ -19,7 +19,6 @@ applied twice. One worker per artifacts root (a lock); a new bundle starts a new
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -36,8 +35,8 @@ from candidates.als_steps import PendingItems, step_items_then_users
 from recsys.bundle import (
     NEARLINE_LOCK_FILE,
     current_version,
+    drop_stale_per_bundle,
     folded_log_offsets,
-    list_versions,
     run_lock,
     verify_bundle,
 )
@@ -276,7 +275,7 @@ def run_nearline(
             if model is None or model.version != version:
                 model = NearlineModel(root, version, config)
                 publisher = _publisher(config, model)
-                _drop_stale_journals(root)
+                drop_stale_per_bundle(root, JOURNAL_DIR)
                 log.info("nearline: following bundle %s", version)
             report = model.step_once()
             if report is None:
@@ -310,11 +309,3 @@ def _publisher(config: Config, model: NearlineModel) -> Callable[[NearlineModel]
         )
 
     return publish
-
-
-def _drop_stale_journals(root: Path) -> None:
-    """Journals of bundles that are gone (pruned) are deleted with them."""
-    kept = set(list_versions(root))
-    for journal in (root / JOURNAL_DIR).glob("*"):
-        if journal.name not in kept:
-            shutil.rmtree(journal, ignore_errors=True)

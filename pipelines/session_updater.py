@@ -17,7 +17,6 @@ a worker killed at any point resumes from the last one, no event lost or learnt 
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from candidates.als import ALSModel
-from candidates.session.live import MODEL_DIR, SESSION_MODELS_DIR, LiveSSRM, session_models_root
+from candidates.session.live import (
+    MODEL_DIR,
+    SESSION_MODELS_DIR,
+    LiveSSRM,
+    read_published,
+    session_models_root,
+)
 from candidates.session.reservoir import Reservoir, SavedReservoir
 from candidates.session.sessions import Sessions
 from candidates.session.ssrm import SSRMModel
@@ -35,8 +40,8 @@ from candidates.session.updates import ACTIVE, SeenSession, update_ssrm
 from recsys.bundle import (
     BundleError,
     current_version,
+    drop_stale_per_bundle,
     folded_log_offsets,
-    list_versions,
     publish_bundle,
     run_lock,
     verify_bundle,
@@ -195,11 +200,7 @@ class SessionUpdater:
 
     def _resume(self, published: str) -> dict[str, int]:
         directory = self.publications / published
-        manifest = verify_bundle(directory)
-        model = SSRMModel.load(directory / MODEL_DIR)
-        if model is None or model.n_items != self.model.n_items:
-            raise BundleError(f"{directory}: published weights do not fit bundle {self.version}")
-        self.model = model
+        manifest, self.model = read_published(directory, self.model.n_items)
         metrics = manifest.metrics
         self._fill_reservoir(SavedReservoir.load(directory / MODEL_DIR))
         self.open = {
@@ -239,7 +240,7 @@ def run_session_updater(
                 continue
             if updater is None or updater.version != version:
                 updater = SessionUpdater(root, version, config)
-                _drop_stale_publications(root)
+                drop_stale_per_bundle(root, SESSION_MODELS_DIR)
                 log.info("session updater: following bundle %s", version)
             read = updater.read()
             if time.monotonic() >= next_update:  # on time even while the log is busy
@@ -249,11 +250,3 @@ def run_session_updater(
                     on_update(report)
             if not read:
                 stop.wait(config.nearline.poll_seconds)
-
-
-def _drop_stale_publications(root: Path) -> None:
-    """Weights published for bundles that are gone (pruned) go with them."""
-    kept = set(list_versions(root))
-    for directory in (root / SESSION_MODELS_DIR).glob("*"):
-        if directory.name not in kept:
-            shutil.rmtree(directory, ignore_errors=True)

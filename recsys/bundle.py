@@ -237,6 +237,15 @@ def prune(root: Path, keep: int) -> list[str]:
     return old
 
 
+def drop_stale_per_bundle(root: Path, directory: str) -> None:
+    """What lies in `root/directory/<bundle version>/` (a nearline journal, published
+    session weights) goes with its bundle once that is pruned."""
+    kept = set(list_versions(root))
+    for per_bundle in (root / directory).glob("*"):
+        if per_bundle.name not in kept:
+            shutil.rmtree(per_bundle, ignore_errors=True)
+
+
 def _new_version(root: Path) -> str:
     """A UTC timestamp to the microsecond: names sort in publishing order, even after pruning."""
     existing = set(list_versions(root))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from candidates.session.reservoir import SavedReservoir
 from candidates.session.ssrm import SSRMModel
-from recsys.bundle import BundleError, current_version, verify_bundle
+from recsys.bundle import BundleError, Manifest, current_version, verify_bundle
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,19 @@ def session_models_root(artifacts_root: str | Path, bundle_version: str) -> Path
     return Path(artifacts_root) / SESSION_MODELS_DIR / bundle_version
 
 
+def read_published(directory: Path, n_items: int) -> tuple[Manifest, SSRMModel]:
+    """A publication's manifest and weights, verified against its checksums and the bundle's
+    catalogue (`n_items`); BundleError or ValueError naming what is wrong."""
+    manifest = verify_bundle(directory)
+    model = SSRMModel.load(directory / MODEL_DIR)
+    if model is None or model.n_items != n_items:
+        raise BundleError(
+            f"{directory}: weights for {model.n_items if model else 0} items, the bundle has "
+            f"{n_items}"
+        )
+    return manifest, model
+
+
 class LiveSSRM:
     """The bundle's SSRM, replaced by the updater's newest published weights. Readers take
     `.model` once per use (a reference swap: a request never sees half a model)."""
@@ -39,6 +52,7 @@ class LiveSSRM:
         self.reservoir = reservoir
         self.published: str | None = None  # the published version in service; None: the bundle's
         self._refused: set[str] = set()
+        self._bad_pointer: str | None = None  # the last unusable `current`, logged once
 
     def save(self, directory: Path) -> None:
         if self.model is not None:
@@ -59,18 +73,14 @@ class LiveSSRM:
         try:
             version = current_version(root)
         except BundleError as err:
-            log.error("session models: %s", err)
+            if str(err) != self._bad_pointer:  # logged once, not on every poll
+                self._bad_pointer = str(err)
+                log.error("session models: %s", err)
             return False
         if version is None or version == self.published or version in self._refused:
             return False
         try:
-            verify_bundle(root / version)
-            model = SSRMModel.load(root / version / MODEL_DIR)
-            if model is None or model.n_items != self.model.n_items:
-                raise ValueError(
-                    f"weights for {model.n_items if model else 0} items, the bundle has "
-                    f"{self.model.n_items}"
-                )
+            _, model = read_published(root / version, self.model.n_items)
         except Exception as err:  # whatever is wrong with the files: keep the weights in service
             self._refused.add(version)
             log.error("refusing session weights %s, keeping %s: %s", version, self.published, err)
