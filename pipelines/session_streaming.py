@@ -36,8 +36,14 @@ from tqdm import tqdm
 from candidates.als import ALSModel
 from candidates.session.gag import WASSERSTEIN, GAGModel, fit_gag, update_gag
 from candidates.session.reservoir import Reservoir
-from candidates.session.sessions import Sessions, split_sessions
-from candidates.session.ssrm import SSRMModel, fit_ssrm_on, net_of, user_vectors_at_starts
+from candidates.session.sessions import Sessions
+from candidates.session.ssrm import (
+    SSRMModel,
+    fit_ssrm_on,
+    net_of,
+    training_sessions,
+    user_vectors_at_starts,
+)
 from candidates.session.ssrm_net import Samples
 from candidates.session.updates import ACTIVE, UNIFORM, SeenSession, update_ssrm
 from pipelines.training_data import build_training_data
@@ -105,14 +111,7 @@ def evaluate_session_streaming(
     show_progress: bool = False,
 ) -> SessionStreamResult:
     data = build_training_data(dataset, config)
-    found = split_sessions(
-        data.event_users,
-        data.event_items,
-        data.event_times,
-        config.sessions.timeout_seconds,
-        config.sessions.min_length,
-        config.sessions.max_length,
-    )
+    found = training_sessions(data, config.sessions)
     stream = found.take(np.lexsort((np.arange(len(found)), found.ends)))  # by end time
     n_train = round(len(stream) * TRAIN_SHARE)
     if n_train < 2 or len(stream) - n_train < n_blocks:
@@ -142,12 +141,14 @@ def evaluate_session_streaming(
 
     seen = lambda b: stream.take(np.arange(bounds[b]))  # noqa: E731 - sessions before block b
     block = lambda b: np.arange(bounds[b], bounds[b + 1])  # noqa: E731
-    blocks(POP, lambda b: _score(stream, block(b), _popularity_scorer(seen(b), n_items), k))
+    width = max(int(stream.lengths.max()) - 1, 1)
+    asked = [Samples.of(stream.take(block(b)), width) for b in range(n_blocks)]  # every method's
+    blocks(POP, lambda b: _score(asked[b], block(b), _popularity_scorer(seen(b), n_items), k))
     blocks(
-        SPOP, lambda b: _score(stream, block(b), _session_popularity_scorer(seen(b), n_items), k)
+        SPOP, lambda b: _score(asked[b], block(b), _session_popularity_scorer(seen(b), n_items), k)
     )
-    blocks(SKNN, lambda b: _score(stream, block(b), _sknn_scorer(seen(b), n_items), k))
-    blocks(IALS, lambda b: _score(stream, block(b), _ials_scorer(users, ials.item_factors), k))
+    blocks(SKNN, lambda b: _score(asked[b], block(b), _sknn_scorer(seen(b), n_items), k))
+    blocks(IALS, lambda b: _score(asked[b], block(b), _ials_scorer(users, ials.item_factors), k))
 
     started = time.perf_counter()
     pretrain = np.arange(n_train)
@@ -155,7 +156,9 @@ def evaluate_session_streaming(
     result.pretrain_seconds = time.perf_counter() - started
     blocks(
         SSRM_STATIC,
-        lambda b: _score(stream, block(b), _ssrm_scorer(ssrm, users, ials.item_factors, config), k),
+        lambda b: _score(
+            asked[b], block(b), _ssrm_scorer(ssrm, users, ials.item_factors, config), k
+        ),
     )
     sessions = config.sessions
 
@@ -167,7 +170,7 @@ def evaluate_session_streaming(
         random, cost, rows = np.random.default_rng(seed), 0.0, []
         for b in range(n_blocks):
             progress.set_postfix_str(f"{method}, block {b + 1}")
-            score = _score(stream, block(b), scorer_of(model), k)
+            score = _score(asked[b], block(b), scorer_of(model), k)
             rows.append(dataclasses.replace(score, update_seconds=cost))
             progress.update()
             if b == n_blocks - 1:
@@ -202,7 +205,7 @@ def evaluate_session_streaming(
     gag = fit_gag(
         stream.take(pretrain), n_items, len(data.users), sessions.gag, sessions.max_length
     )
-    blocks(GAG_STATIC, lambda b: _score(stream, block(b), _gag_scorer(gag, stream), k))
+    blocks(GAG_STATIC, lambda b: _score(asked[b], block(b), _gag_scorer(gag, stream), k))
     for method, selection in ((GAG_WASSERSTEIN, WASSERSTEIN), (GAG_UNIFORM, UNIFORM)):
         updating(
             method,
@@ -236,10 +239,9 @@ def _seen(stream: Sessions, users: np.ndarray, chosen: np.ndarray) -> list[SeenS
     return [SeenSession(stream[s], users[s], int(stream.users[s])) for s in chosen]
 
 
-def _score(stream: Sessions, chosen: np.ndarray, scorer, k: int) -> PrefixScore:
-    """Recall@k and MRR@k of each prefix's next item; `scorer(samples, sessions)` gives
-    (n_prefixes, n_items) scores for a chunk of prefixes."""
-    samples = Samples.of(stream.take(chosen), max(int(stream.lengths.max()) - 1, 1))
+def _score(samples: Samples, chosen: np.ndarray, scorer, k: int) -> PrefixScore:
+    """Recall@k and MRR@k of each prefix's next item, the samples of the sessions `chosen`;
+    `scorer(samples, chosen, rows)` gives (len(rows), n_items) scores for a chunk of them."""
     hits, reciprocal = np.zeros(len(samples)), np.zeros(len(samples))
     for start in range(0, len(samples), 512):
         rows = np.arange(start, min(start + 512, len(samples)))

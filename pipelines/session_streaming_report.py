@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")  # no screen on servers
 import matplotlib.pyplot as plt
 
+from pipelines.report import plot_recall_per_block
 from pipelines.session_streaming import (
     GAG_STATIC,
     GAG_UNIFORM,
@@ -92,22 +93,9 @@ def plot_sessions(results: Sequence[SessionStreamResult], path: Path) -> None:
     """Per dataset: Recall@K of each method per block."""
     fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
     for column, result in enumerate(results):
-        axis = axes[0][column]
-        for i, (method, scores) in enumerate(result.scores.items()):
-            axis.errorbar(
-                range(1, len(scores) + 1),
-                [s.recall for s in scores],
-                yerr=[s.recall_se for s in scores],
-                marker="o",
-                capsize=3,
-                label=method,
-                color=f"C{i}",
-            )
-        axis.set_title(result.dataset)
-        axis.set_xlabel("block")
-        axis.set_ylabel(f"next-item Recall@{result.k}")
-        axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=7)
+        plot_recall_per_block(
+            axes[0][column], result.scores, result.dataset, f"next-item Recall@{result.k}"
+        )
     fig.suptitle("Session models on a stream")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

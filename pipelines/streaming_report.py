@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")  # no screen on servers
 import matplotlib.pyplot as plt
 
-from pipelines.report import new_report_dir
+from pipelines.report import new_report_dir, plot_recall_per_block
 from pipelines.session_streaming import SessionStreamResult
 from pipelines.session_streaming_report import (
     format_session_report,
@@ -128,23 +128,7 @@ def _plot(results: Sequence[StreamingResult], path: Path, title: str) -> None:
     for column, result in enumerate(results):
         quality, cost = axes[0][column], axes[1][column]
         strategies = list(result.scores)
-        for i, strategy in enumerate(strategies):
-            scores = result.scores[strategy]
-            blocks = range(1, len(scores) + 1)
-            quality.errorbar(
-                blocks,
-                [s.recall for s in scores],
-                yerr=[s.recall_se for s in scores],
-                marker="o",
-                capsize=3,
-                label=strategy,
-                color=f"C{i}",
-            )
-        quality.set_title(result.dataset)
-        quality.set_xlabel("block")
-        quality.set_ylabel(f"Recall@{result.k}")
-        quality.grid(True, alpha=0.3)
-        quality.legend(fontsize=7)
+        plot_recall_per_block(quality, result.scores, result.dataset, f"Recall@{result.k}")
         cost.bar(
             range(len(strategies)),
             [result.update_seconds(s) for s in strategies],
