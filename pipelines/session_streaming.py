@@ -36,7 +36,7 @@ from tqdm import tqdm
 from candidates.als import ALSModel
 from candidates.session.gag import WASSERSTEIN, GAGModel, fit_gag, update_gag
 from candidates.session.reservoir import Reservoir
-from candidates.session.sessions import Sessions
+from candidates.session.sessions import Sessions, target_ranks
 from candidates.session.ssrm import (
     SSRMModel,
     fit_ssrm_on,
@@ -229,8 +229,7 @@ def evaluate_session_streaming(
 
 def _gag_scorer(model: GAGModel, stream: Sessions):
     def score(samples: Samples, chosen: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        prefixes = [samples.inputs[r, : samples.lengths[r]] - 1 for r in rows]
-        return model.scores(prefixes, stream.users[chosen[samples.session[rows]]])
+        return model.scores(samples.prefixes(rows), stream.users[chosen[samples.session[rows]]])
 
     return score
 
@@ -246,9 +245,7 @@ def _score(samples: Samples, chosen: np.ndarray, scorer, k: int) -> PrefixScore:
     for start in range(0, len(samples), 512):
         rows = np.arange(start, min(start + 512, len(samples)))
         scores = np.asarray(scorer(samples, chosen, rows), dtype=np.float64)
-        target = scores[np.arange(len(rows)), samples.targets[rows]]
-        # ties count against the target: a model without an opinion (all zeros) earns nothing
-        rank = (scores >= target[:, None]).sum(axis=1)
+        rank = target_ranks(scores, samples.targets[rows])
         hits[rows] = rank <= k
         reciprocal[rows] = np.where(rank <= k, 1.0 / rank, 0.0)
     n = len(samples)

@@ -22,7 +22,8 @@ from torch import nn
 from candidates.session.gag_net import GAGNet, Graphs
 from candidates.session.reservoir import Reservoir
 from candidates.session.sampling import wasserstein_selection, wasserstein_to_items
-from candidates.session.sessions import Sessions
+from candidates.session.sessions import Sessions, target_ranks
+from candidates.session.ssrm_net import Samples
 from candidates.session.updates import UNIFORM, SeenSession
 from recsys.config import GAGConfig
 from recsys.torch_runs import seeded
@@ -53,23 +54,17 @@ class GAGModel:
         return torch.as_tensor(np.where(known, users + 1, 0))
 
 
-def prefix_samples(
-    items: list[np.ndarray], users: np.ndarray
-) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Every prefix of every session with the next item and the session's user."""
-    prefixes, targets, owners = [], [], []
-    for session, user in zip(items, users, strict=True):
-        for j in range(1, len(session)):
-            prefixes.append(session[:j])
-            targets.append(session[j])
-            owners.append(user)
-    return prefixes, np.asarray(targets, np.int64), np.asarray(owners, np.int64)
+def samples_of(sessions: Sessions, max_length: int) -> tuple[Samples, np.ndarray]:
+    """Every prefix of every session with its next item (as SSRM learns), and each sample's
+    user."""
+    samples = Samples.of(sessions, max_length - 1)
+    return samples, sessions.users[samples.session]
 
 
-def _step(model: GAGModel, optimizer, prefixes, targets, users) -> float:
+def _step(model: GAGModel, optimizer, samples: Samples, users: np.ndarray, rows) -> float:
     model.net.train()
-    scores = model.net(Graphs.of(prefixes), model._user_rows(users))
-    loss = nn.functional.cross_entropy(scores, torch.as_tensor(targets))
+    scores = model.net(Graphs.of(samples.prefixes(rows)), model._user_rows(users[rows]))
+    loss = nn.functional.cross_entropy(scores, torch.as_tensor(samples.targets[rows]))
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -81,23 +76,21 @@ def fit_gag(
 ) -> GAGModel:
     """Train on these sessions (in time order); the latest tenth picks the epoch kept (by
     the next item's mean reciprocal rank)."""
-    items = [sessions[s] for s in range(len(sessions))]
-    cut = len(items) - len(items) // 10
+    cut = len(sessions) - len(sessions) // 10
     with seeded(config.random_state):
         net = GAGNet(n_items, n_users, config.embedding_dim, config.layers, config.dropout)
         model = GAGModel(net, np.zeros(n_items, bool), np.zeros(n_users, bool), max_length)
         model.known_items[sessions.items[: sessions.offsets[cut]]] = True
         model.known_users[sessions.users[:cut]] = True
-        prefixes, targets, users = prefix_samples(items[:cut], sessions.users[:cut])
-        valid = prefix_samples(items[cut:], sessions.users[cut:])
+        train, users = samples_of(sessions.take(np.arange(cut)), max_length)
+        valid = samples_of(sessions.take(np.arange(cut, len(sessions))), max_length)
         optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
         random = np.random.default_rng(config.random_state)
         best, best_state = -1.0, None
         for epoch in range(config.epochs):
-            order = random.permutation(len(prefixes))
+            order = random.permutation(len(train))
             for start in range(0, len(order), config.batch_size):
-                rows = order[start : start + config.batch_size]
-                _step(model, optimizer, [prefixes[r] for r in rows], targets[rows], users[rows])
+                _step(model, optimizer, train, users, order[start : start + config.batch_size])
             mrr = _mrr(model, *valid) if len(valid[0]) else 0.0
             log.info("gag epoch %d: validation MRR %.4f", epoch + 1, mrr)
             if mrr > best:
@@ -109,15 +102,15 @@ def fit_gag(
     return model
 
 
-def _mrr(model: GAGModel, prefixes, targets, users) -> float:
+def _mrr(model: GAGModel, samples: Samples, users: np.ndarray) -> float:
     """Mean reciprocal rank of the next item over the whole catalogue (meaningful at any
     catalogue size, where recall@20 of a 20-item catalogue is always 1)."""
     total = 0.0
-    for start in range(0, len(prefixes), 512):
-        scores = model.scores(prefixes[start : start + 512], users[start : start + 512])
-        target = scores[np.arange(len(scores)), targets[start : start + 512]]
-        total += float((1.0 / (scores >= target[:, None]).sum(axis=1)).sum())
-    return total / max(len(prefixes), 1)
+    for start in range(0, len(samples), 512):
+        rows = np.arange(start, min(start + 512, len(samples)))
+        scores = model.scores(samples.prefixes(rows), users[rows])
+        total += float((1.0 / target_ranks(scores, samples.targets[rows])).sum())
+    return total / max(len(samples), 1)
 
 
 def update_gag(
@@ -150,13 +143,14 @@ def update_gag(
                 model.known_items[pool[c].items] = True
                 if pool[c].user >= 0:
                     model.known_users[pool[c].user] = True
+        sessions = Sessions.of(
+            [s.items for s in pool], [s.user for s in pool], np.zeros(len(pool), np.int64)
+        )
         optimizer = torch.optim.Adam(model.net.parameters(), lr=config.learning_rate)
         with seeded(int(random.integers(1 << 31))):
             for chosen in draws:
-                prefixes, targets, users = prefix_samples(
-                    [pool[c].items for c in chosen], np.array([pool[c].user for c in chosen])
-                )
-                _step(model, optimizer, prefixes, targets, users)
+                samples, users = samples_of(sessions.take(chosen), model.max_length)
+                _step(model, optimizer, samples, users, np.arange(len(samples)))
         model.net.eval()
     reservoir.extend(new)  # after the update (§III.D: "после, а не до, как в SSRM")
     return model

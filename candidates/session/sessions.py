@@ -93,3 +93,10 @@ def split_sessions(
         starts=times[first],
         ends=times[first + lengths - 1],
     )
+
+
+def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """(B,) 1-based rank of each row's target item among its scores; ties count against
+    the target, so a model with no opinion (all scores equal) ranks it last."""
+    target = scores[np.arange(len(scores)), targets]
+    return (scores >= target[:, None]).sum(axis=1)

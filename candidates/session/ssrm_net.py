@@ -98,6 +98,10 @@ class Samples:
     def __len__(self) -> int:
         return len(self.targets)
 
+    def prefixes(self, rows: np.ndarray) -> list[np.ndarray]:
+        """The item indices of these samples' prefixes, oldest first (unpadded)."""
+        return [self.inputs[r, : self.lengths[r]] - 1 for r in rows]
+
 
 def train(
     net: SSRMNet,
