@@ -6,7 +6,8 @@ last `window_days` of history. The ranked order is precomputed, so a request onl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,15 @@ class PopularityTop:
     name = "popularity"
     scores: np.ndarray  # float32 per item
     ranked: np.ndarray  # int64 item indices, most popular first
+    # in serving, the same top moved by the events logged since the bundle: the live tops'
+    # "weighted" list of the same window (candidates/live_tops.py); None: the bundle's
+    _live: Callable[[], tuple[np.ndarray, np.ndarray]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def serve_from(self, top: Callable[[], tuple[np.ndarray, np.ndarray]]) -> None:
+        """Let the generator answer from `top()`, (ids, scores) best first, from now on."""
+        object.__setattr__(self, "_live", top)
 
     @classmethod
     def fit(cls, data: TrainingData, config: PopularityConfig) -> PopularityTop:
@@ -48,6 +58,10 @@ class PopularityTop:
         return cls(scores=scores, ranked=ranked)
 
     def generate(self, ctx: RequestContext, budget: int) -> Candidates:
+        live = self._live
+        if live is not None:
+            ids, scores = live()
+            return Candidates(ids[:budget].copy(), scores[:budget].copy(), self.name)
         top = self.ranked[:budget]
         return Candidates(top, self.scores[top], self.name)
 

@@ -45,6 +45,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -81,7 +82,16 @@ ARRAYS = (
     "item_category_indices",
     "item_stats",
 )
+OPTIONAL_ARRAYS = ("item_counts",)  # absent from older bundles
+COUNTS = ("impressions", "clicks", "weighted_clicks", "purchases", "weighted", "previous")
+PRIOR_COUNTS = ("clicks", "weighted_clicks")  # the numerators smoothed towards a prior
 _NO_SCORES = np.empty(0, dtype=np.float32)
+
+
+class TopLists(Protocol):
+    def top(
+        self, metric: str, window_days: int, scope: str = "global", value: int = NO_VALUE
+    ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def window_label(days: int) -> str:
@@ -162,40 +172,60 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
 
 
-def _smoothed(
-    num: np.ndarray, impressions: np.ndarray, counter: _ScopedCounter, strength: float
-) -> np.ndarray:
-    """seed 004, "CTR, pCTR": (num + m * p0) / (impressions + m), p0 = the scope's Σnum/Σimpr."""
-    prior = _ratio(counter.per_row(num), counter.per_row(impressions))[counter.row]
-    smoothed = _ratio(num + strength * prior, impressions + strength)
-    return np.where(impressions > 0, smoothed, 0.0)
-
-
-def _window_scores(
-    data: TrainingData, counter: _ScopedCounter, config: TopsConfig, window: int
+def _window_counts(
+    data: TrainingData, counter: _ScopedCounter, window: int
 ) -> dict[str, np.ndarray]:
-    """Every windowed metric per scoped item over the events of the last `window` days."""
+    """The counts (COUNTS) every windowed metric is a function of, per scoped item, over the
+    events of the last `window` days ("previous": impressions in the window before it)."""
     now, times = data.newest_time, data.event_times
     in_window = times > now - window * SECONDS_PER_DAY if window else np.ones(len(times), bool)
     is_view = data.event_types == EVENT_TYPES.index("view")
     is_purchase = data.event_types == EVENT_TYPES.index("purchase")
-    impressions = counter.distinct_users(in_window)
-    clicks = counter.distinct_users(in_window & data.event_positive)
-    weighted_clicks = counter.event_sum(in_window & ~is_view, data.event_weights)
-    m = config.pctr_prior_strength
-    scores = {
-        "clicks": clicks,
+    previous = (times > now - 2 * window * SECONDS_PER_DAY) & ~in_window
+    return {
+        "impressions": counter.distinct_users(in_window),
+        "clicks": counter.distinct_users(in_window & data.event_positive),
+        "weighted_clicks": counter.event_sum(in_window & ~is_view, data.event_weights),
         "purchases": counter.event_sum(in_window & is_purchase),
-        "ctr": _ratio(clicks, impressions),
-        "pctr": _smoothed(clicks, impressions, counter, m),
-        "wctr": _ratio(weighted_clicks, impressions),
-        "wpctr": _smoothed(weighted_clicks, impressions, counter, m),
         "weighted": counter.event_sum(in_window, data.event_weights),
+        "previous": counter.distinct_users(previous) if window else np.zeros(len(counter.row)),
     }
-    if window:
-        previous = (times > now - 2 * window * SECONDS_PER_DAY) & ~in_window
-        scores["trending"] = _trending(impressions, counter.distinct_users(previous), config)
-    return scores
+
+
+def window_scores(
+    counts: dict[str, np.ndarray],
+    priors: dict[str, np.ndarray],
+    config: TopsConfig,
+    window: int,
+    metrics: tuple[str, ...] = WINDOWED_METRICS,
+) -> dict[str, np.ndarray]:
+    """The windowed `metrics` from their counts (the definitions atop this module); no
+    "trending" over all history. `priors`: each entry's pCTR prior p0 for "clicks" and
+    "weighted_clicks", its scope's Σnum / Σimpressions."""
+    impressions, clicks = counts["impressions"], counts["clicks"]
+    weighted_clicks = counts["weighted_clicks"]
+    m = config.pctr_prior_strength
+    formulas = {
+        "clicks": lambda: clicks,
+        "purchases": lambda: counts["purchases"],
+        "ctr": lambda: _ratio(clicks, impressions),
+        "pctr": lambda: _smoothed(clicks, impressions, priors["clicks"], m),
+        "wctr": lambda: _ratio(weighted_clicks, impressions),
+        "wpctr": lambda: _smoothed(weighted_clicks, impressions, priors["weighted_clicks"], m),
+        "weighted": lambda: counts["weighted"],
+        "trending": lambda: _trending(impressions, counts["previous"], config),
+    }
+    return {
+        metric: formulas[metric]()
+        for metric in metrics
+        if window or metric != "trending"  # growth needs a previous window of equal length
+    }
+
+
+def _smoothed(num: np.ndarray, impressions: np.ndarray, prior: np.ndarray, m: float) -> np.ndarray:
+    """seed 004, "CTR, pCTR": (num + m * p0) / (impressions + m)."""
+    smoothed = _ratio(num + m * prior, impressions + m)
+    return np.where(impressions > 0, smoothed, 0.0)
 
 
 def _trending(current: np.ndarray, previous: np.ndarray, config: TopsConfig) -> np.ndarray:
@@ -320,6 +350,10 @@ class TopsModel:
     item_category_indptr: np.ndarray  # int64 (n_items + 1,): categories of each item (CSR)
     item_category_indices: np.ndarray  # int32
     item_stats: np.ndarray  # float32 (n_stats, n_items): every global windowed metric, all items
+    # float32 (n_windows, len(COUNTS), n_items): the global counts those metrics come from, so
+    # that serving can move them with the events logged since (serving/live_tops.py); None in
+    # bundles from before them
+    item_counts: np.ndarray | None
     windows_days: tuple[int, ...]
     category_names: tuple[str, ...]
     region_names: tuple[str, ...]
@@ -328,6 +362,9 @@ class TopsModel:
     _lists: dict[tuple[int, int, int, int], int] = field(init=False, repr=False)
     _regions: dict[str, int] = field(init=False, repr=False)
     _specs: dict[str, tuple[str, int, str]] = field(init=False, repr=False)
+    # what the generators answer from: None, these lists; in serving, the live tops that the
+    # events logged since the bundle move (candidates/live_tops.py)
+    _live: TopLists | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         n_lists = len(self.offsets) - 1
@@ -369,9 +406,17 @@ class TopsModel:
         n_items = len(data.items)
         is_item_row = counter.row == 0
         windows = tuple(dict.fromkeys(tops.windows_days))  # deduplicated, config order
-        stats = []
+        stats, counts = [], []
         for window in windows:
-            for metric, values in _window_scores(data, counter, tops, window).items():
+            window_counts = _window_counts(data, counter, window)
+            counts.append(np.stack([window_counts[name][:n_items] for name in COUNTS]))
+            impressions = counter.per_row(window_counts["impressions"])
+            priors = {  # each scope's own CTR: global, or the region's users'
+                name: _ratio(counter.per_row(window_counts[name]), impressions)[counter.row]
+                for name in PRIOR_COUNTS
+            }
+            scored = window_scores(window_counts, priors, tops, window)
+            for metric, values in scored.items():
                 stats.append(values[:n_items].astype(np.float32))
                 builder.add_block(
                     metric,
@@ -387,6 +432,11 @@ class TopsModel:
             item_category_indptr=categories.indptr.astype(np.int64),
             item_category_indices=categories.indices.astype(np.int32),
             item_stats=np.stack(stats) if stats else np.empty((0, n_items), np.float32),
+            item_counts=(
+                np.stack(counts).astype(np.float32)
+                if counts
+                else np.empty((0, len(COUNTS), n_items), np.float32)
+            ),
             windows_days=windows,
             category_names=tuple(data.category_names),
             region_names=tuple(data.region_names),
@@ -415,6 +465,21 @@ class TopsModel:
         start, end = self.offsets[k], self.offsets[k + 1]
         return self.ids[start:end], self.scores[start:end]
 
+    @property
+    def live(self) -> TopLists | None:
+        return self._live
+
+    def serve_from(self, lists: TopLists) -> None:
+        """Let the generators answer from `lists` (same lookups as `top`) from now on."""
+        object.__setattr__(self, "_live", lists)
+
+    def current_top(
+        self, metric: str, window_days: int, scope: str = "global", value: int = NO_VALUE
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`top` as the generators see it: the live lists where serving attached them."""
+        live = self._live
+        return (live or self).top(metric, window_days, scope, value)
+
     def stat_names(self) -> tuple[str, ...]:
         """Names of the rows of `item_stats`: <metric>_<window>, in fit order."""
         return tuple(
@@ -435,11 +500,23 @@ class TopsModel:
 
     def categories_of(self, items: np.ndarray) -> np.ndarray:
         """Category codes of `items`, concatenated (one per membership); unknown items skipped."""
-        items = items[(items >= 0) & (items < len(self.item_category_indptr) - 1)]
-        starts = self.item_category_indptr[items]
-        sizes = self.item_category_indptr[items + 1] - starts
+        return self._memberships(items)[1]
+
+    def in_category(self, items: np.ndarray, category: int) -> np.ndarray:
+        """Per item of `items`: whether it belongs to `category` (False for unknown items)."""
+        owners, codes = self._memberships(items)
+        found = np.zeros(len(items), dtype=bool)
+        found[owners[codes == category]] = True
+        return found
+
+    def _memberships(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(position in `items`, category code) per membership of the known items."""
+        positions = np.flatnonzero((items >= 0) & (items < len(self.item_category_indptr) - 1))
+        starts = self.item_category_indptr[items[positions]]
+        sizes = self.item_category_indptr[items[positions] + 1] - starts
         within = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-        return self.item_category_indices[np.repeat(starts, sizes) + within]
+        codes = self.item_category_indices[np.repeat(starts, sizes) + within]
+        return np.repeat(positions, sizes), codes
 
     # -- runtime generators --------------------------------------------------------------------
 
@@ -459,13 +536,13 @@ class TopsModel:
             return CategoryTop(name, self, metric, window)
         if scope == "region":
             return RegionTop(name, self, metric, window)
-        ids, scores = self.top(metric, window)
-        return GlobalTop(name, ids, scores)
+        return GlobalTop(name, self, metric, window)
 
     # -- persistence ---------------------------------------------------------------------------
 
     def save(self, directory: Path) -> None:
-        np.savez(directory / NPZ_FILE, **{name: getattr(self, name) for name in ARRAYS})
+        arrays = {name: getattr(self, name) for name in (*ARRAYS, *OPTIONAL_ARRAYS)}
+        np.savez(directory / NPZ_FILE, **{k: v for k, v in arrays.items() if v is not None})
         meta = {
             "format": FORMAT_VERSION,
             "metrics": list(METRICS),
@@ -491,8 +568,10 @@ class TopsModel:
             if missing:
                 raise ValueError(f"{directory / NPZ_FILE}: missing arrays {missing}")
             arrays = {name: stored[name] for name in ARRAYS}
+            optional = {name: stored.get(name) for name in OPTIONAL_ARRAYS}
         return cls(
             **arrays,
+            **optional,
             windows_days=tuple(meta["windows_days"]),
             category_names=tuple(meta["category_names"]),
             region_names=tuple(meta["region_names"]),
@@ -529,12 +608,14 @@ class GlobalTop:
     """The same list for everyone: a slice of it."""
 
     name: str
-    ids: np.ndarray
-    scores: np.ndarray
+    model: TopsModel
+    metric: str
+    window: int
 
     def generate(self, ctx: RequestContext, budget: int) -> Candidates:
         check_budget(self.name, budget)
-        return Candidates(self.ids[:budget].copy(), self.scores[:budget].copy(), self.name)
+        ids, scores = self.model.current_top(self.metric, self.window)
+        return Candidates(ids[:budget].copy(), scores[:budget].copy(), self.name)
 
 
 @dataclass(frozen=True, eq=False)
@@ -575,7 +656,9 @@ class CategoryTop:
         quotas = split_budget(budget, counts[chosen])
         ids, scores = [], []
         for category, quota in zip(categories[chosen].tolist(), quotas.tolist(), strict=True):
-            top_ids, top_scores = self.model.top(self.metric, self.window, "category", category)
+            top_ids, top_scores = self.model.current_top(
+                self.metric, self.window, "category", category
+            )
             ids.append(top_ids[:quota])
             scores.append(top_scores[:quota])
         ids, scores = best_per_item(np.concatenate(ids), np.concatenate(scores))

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.splits import chronological_split, leave_last_out
-from pipelines.training_data import is_positive
 from recsys.config import Config
 from recsys.dataset import Dataset
+from recsys.interactions import is_positive
 
 PROTOCOLS = ("chronological", "leave_last_out", "sampled")
 SAMPLED_NEGATIVES = 99

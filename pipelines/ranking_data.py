@@ -29,12 +29,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipelines.build import build_bundle
-from pipelines.training_data import is_positive
 from ranking.frame import RankingFrame
 from recsys.arrays import is_member
 from recsys.config import Config
 from recsys.context import CandidateSet
 from recsys.dataset import Dataset
+from recsys.interactions import is_positive
 from serving.filters import apply_filters
 from serving.pipeline import RecommendPipeline, RecommendRequest
 from serving.sessions import NEVER_AGAIN, Session

@@ -38,11 +38,12 @@ from candidates.als import ALSModel
 from candidates.als_steps import PendingItems, step_items_then_users
 from pipelines.splits import StreamingSplit, streaming_split
 from pipelines.synthetic import SyntheticSpec
-from pipelines.training_data import build_training_data, is_positive
+from pipelines.training_data import build_training_data
 from recsys.arrays import top_k_batch
 from recsys.config import Config
 from recsys.dataset import Dataset
 from recsys.ids import IdMap
+from recsys.interactions import is_positive
 
 NO_UPDATES, STEPS, STEPS_NEW_ITEMS, STEPS_AND_RETRAIN, RETRAIN = (
     "no updates",

@@ -9,15 +9,7 @@ import scipy.sparse as sp
 from recsys.config import Config
 from recsys.dataset import Dataset, list_membership
 from recsys.ids import IdMap
-from recsys.interactions import TrainingData, event_weights
-
-
-def is_positive(events: pd.DataFrame, config: Config) -> np.ndarray:
-    """Events that count as relevant in evaluation (config [data].positive_events)."""
-    kinds = events["event_type"]
-    positive = kinds.isin(config.data.positive_events).to_numpy()
-    is_rating = (kinds == "rating").to_numpy()
-    return positive & (~is_rating | (events["value"].to_numpy() >= config.data.positive_rating))
+from recsys.interactions import TrainingData, event_weights, is_positive
 
 
 def positives_by_user(events: pd.DataFrame, config: Config, items: IdMap) -> dict[str, np.ndarray]:

@@ -82,6 +82,8 @@ class TopsConfig:
     trending_min_count: int  # an item needs this many pairs in the current window
     new_days: int  # "new" lists hold items created in the last new_days
     user_categories: int  # categories of the user's history a by_category top answers from
+    live: bool  # serving counts the events logged since the bundle in (candidates/live_tops.py)
+    live_events_kept: int  # logged events a process keeps to count into the next bundle's tops
 
 
 @dataclass(frozen=True)
@@ -651,10 +653,13 @@ def _validate(config: Any, where: str) -> None:
             raise ConfigError(
                 f"serving.log_format {config.log_format!r} unknown; known: {', '.join(LOG_FORMATS)}"
             )
-    if isinstance(config, TopsConfig) and any(w < 0 for w in config.windows_days):
-        raise ConfigError(
-            f"tops.windows_days must be >= 0 (0 = all history): {config.windows_days}"
-        )
+    if isinstance(config, TopsConfig):
+        if any(w < 0 for w in config.windows_days):
+            raise ConfigError(
+                f"tops.windows_days must be >= 0 (0 = all history): {config.windows_days}"
+            )
+        if config.live_events_kept < 0:
+            raise ConfigError(f"tops.live_events_kept must be >= 0, got {config.live_events_kept}")
     if isinstance(config, EALSConfig) and config.factors < 0:
         raise ConfigError(f"eals.factors must be >= 0, got {config.factors}")
     if isinstance(config, SequenceConfig):

@@ -36,6 +36,14 @@ def event_weights(events: pd.DataFrame, config: Config) -> np.ndarray:
     return weights
 
 
+def is_positive(events: pd.DataFrame, config: Config) -> np.ndarray:
+    """Events that count as relevant in evaluation (config [data].positive_events)."""
+    kinds = events["event_type"]
+    positive = kinds.isin(config.data.positive_events).to_numpy()
+    is_rating = (kinds == "rating").to_numpy()
+    return positive & (~is_rating | (events["value"].to_numpy() >= config.data.positive_rating))
+
+
 @dataclass(frozen=True)
 class TrainingData:
     """What offline fitting sees: id maps, the weighted user x item matrix, event arrays,

@@ -17,8 +17,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from candidates.live_tops import attach_live_tops
 from recsys.bundle import BundleError, current_version, list_versions, verify_bundle
 from recsys.config import Config
+from recsys.loaded_bundle import LoadedBundle
 from serving.bundle_probe import probe_bundle
 from serving.errors import UnavailableError
 from serving.fanout import GeneratorFanout
@@ -97,6 +99,10 @@ class BundleHolder:
             raise UnavailableError(f"no model bundle loaded from {self.root}; run `recsys nightly`")
         return pipeline
 
+    def bundle_in_service(self) -> LoadedBundle | None:
+        pipeline = self._pipeline
+        return pipeline.bundle if pipeline is not None else None
+
     @property
     def version(self) -> str | None:
         return self._pipeline.version if self._pipeline else None
@@ -157,6 +163,7 @@ class BundleHolder:
                     if reason is not None:
                         raise BundleError(reason)
                 bundle = load_bundle(directory, version, self.config)
+                attach_live_tops(bundle, self.config)
                 vectors = open_user_vectors(self.config, version)
                 pipeline = RecommendPipeline(bundle, self.config, self.fanout, vectors)
                 pipeline.warm_up()

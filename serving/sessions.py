@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from serving.events import Event, EventLogTail
@@ -34,8 +35,12 @@ class SessionStore:
         items_per_user: int,
         exclude_viewed: bool,
         max_users: int = MAX_USERS,
+        listener: Callable[[list[Event]], None] | None = None,
     ) -> None:
+        """`listener`: called with every batch the tail delivers (possibly empty), under
+        this store's lock: each batch once, in log order (serving/tops_feed.py)."""
         self.tail = tail
+        self.listener = listener
         self.items_per_user = items_per_user
         self.exclude_viewed = exclude_viewed
         self.max_users = max_users
@@ -49,6 +54,8 @@ class SessionStore:
             events = self.tail.read_new()
             for event in events:
                 self._apply(event)
+            if self.listener is not None:
+                self.listener(events)
             return len(events)
 
     def session_of(self, user_id: str) -> Session | None:

@@ -1,10 +1,10 @@
 import numpy as np
 import pandas as pd
 
-from pipelines.training_data import build_training_data, is_positive
+from pipelines.training_data import build_training_data
 from recsys.config import load_config
 from recsys.dataset import Dataset, list_membership, normalize_events
-from recsys.interactions import recent_positives
+from recsys.interactions import is_positive, recent_positives
 from tests.frames import plain_catalog
 
 

@@ -44,6 +44,7 @@ from serving.grpc.tls import server_credentials
 from serving.holder import BundleHolder
 from serving.pipeline import RecommendRequest, ScoredItem
 from serving.sessions import Session, SessionStore
+from serving.tops_feed import TopsFeed
 from serving.turns import Admission, Turns
 
 log = logging.getLogger(__name__)
@@ -423,6 +424,7 @@ def start_server(
         ),
         config.events.session_items,
         config.events.exclude_viewed,
+        listener=TopsFeed(holder.bundle_in_service, config) if config.tops.live else None,
     )
     sessions.catch_up()
     server = grpc.server(
