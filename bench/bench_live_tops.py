@@ -87,7 +87,7 @@ def main() -> None:
         live.top("clicks", 7)
         hit_ms.append((time.perf_counter() - start) * 1000)
         if b + 1 in stages:
-            touched = len(live._touched)
+            touched = len(live.touched)
             print(
                 f"after {b + 1} batches ({(b + 1) * args.batch} events, {touched} items "
                 f"touched): add {percentiles(add_ms)} ms per batch of {args.batch}; "

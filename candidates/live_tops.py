@@ -13,7 +13,9 @@ What is live, and how far:
   now": it grows until the next nightly slides it (by a day, with a nightly a day).
 - Impressions and clicks count distinct users, among the events since the bundle: a user's
   second view of an item today counts once, but one who also viewed it within the window
-  before the bundle counts again (the bundle keeps counts, not pairs).
+  before the bundle counts again (the bundle keeps counts, not pairs). A process remembers
+  the latest tops.live_events_kept (user, item) pairs: memory stays bounded on a busy day,
+  and a pair seen longer ago than that counts again.
 - Untouched items keep the bundle's scores, although a pCTR's prior moves a little with
   every event; the pCTR lists of touched items use the moved prior.
 - The `popularity` generator answers from the live "weighted" list of its window (the same
@@ -27,6 +29,7 @@ What is live, and how far:
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 
 import numpy as np
 
@@ -47,8 +50,27 @@ IMPRESSIONS, CLICKS, WEIGHTED_CLICKS, PURCHASES, WEIGHTED = (
 )
 
 
+# the counts each metric reads: a re-score gathers only these
+NEEDS = {
+    "clicks": ("clicks",),
+    "purchases": ("purchases",),
+    "weighted": ("weighted",),
+    "ctr": ("clicks", "impressions"),
+    "pctr": ("clicks", "impressions"),
+    "wctr": ("weighted_clicks", "impressions"),
+    "wpctr": ("weighted_clicks", "impressions"),
+    "trending": ("impressions", "previous"),
+}
+
+
 class LiveTops:
-    """One bundle's global and category tops plus the events since it; thread-safe."""
+    """One bundle's global and category tops plus the events since it; thread-safe.
+
+    Costs (bench/bench_live_tops.py): counting is per event; the first read of a list after
+    a batch re-scores the items touched since the bundle (their scores are kept per metric
+    and window, so each scope's list reuses them) and merges the best of them into the
+    bundle's list; later reads are a dict lookup.
+    """
 
     def __init__(self, model: TopsModel, config: TopsConfig) -> None:
         if model.item_counts is None:
@@ -57,17 +79,28 @@ class LiveTops:
         self.depth = config.depth
         self.config = config
         self.windows = {window: k for k, window in enumerate(model.windows_days)}
-        self.base = model.item_counts  # (n_windows, len(COUNTS), n_items)
-        self.delta = np.zeros_like(self.base)
-        # Σ over items per window and count, for the pCTR priors, kept up to date by `add`
-        self.totals = self.base.sum(axis=2, dtype=np.float64)
-        self._impressed: set[tuple[str, int]] = set()  # (user, item) pairs since the bundle
-        self._clicked: set[tuple[str, int]] = set()
-        self._touched = np.empty(0, dtype=np.int64)  # sorted items with events since
+        # (n_windows, len(COUNTS), n_items): the bundle's counts plus the events since
+        self.counts = model.item_counts.astype(np.float32, copy=True)
+        # Σ over items per window and count, for the pCTR priors
+        self.totals = self.counts.sum(axis=2, dtype=np.float64)
+        # (user, item) pairs since the bundle, the latest max_pairs of them
+        self._impressed: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._clicked: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self.max_pairs = max(config.live_events_kept, 1)
+        n_items = self.counts.shape[2]
+        self._is_touched = np.zeros(n_items, dtype=bool)
+        self._touched_buffer = np.empty(n_items, dtype=np.int64)  # in order of first event
+        self._n_touched = 0
         self._lists: dict[tuple[str, int, str, int], tuple[np.ndarray, np.ndarray]] = {}
-        self._rescored: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._rescored: dict[tuple[str, int], np.ndarray] = {}  # scores of the touched items
+        self._members: dict[int, tuple[int, np.ndarray]] = {}  # category -> (n seen, positions)
         self._lock = threading.Lock()
         self.events = 0
+
+    @property
+    def touched(self) -> np.ndarray:
+        """Items with events since the bundle, in order of their first (a view: no copy)."""
+        return self._touched_buffer[: self._n_touched]
 
     def add(
         self,
@@ -83,7 +116,8 @@ class LiveTops:
         if not known.any():
             return
         with self._lock:
-            delta, totals = self.delta, self.totals
+            counts, totals = self.counts, self.totals
+            step = np.zeros(len(COUNTS), dtype=np.float32)
             for user, item, pos, weight, view, purchase in zip(
                 users[known].tolist(),
                 items[known].tolist(),
@@ -94,21 +128,29 @@ class LiveTops:
                 strict=True,
             ):
                 pair = (user, item)
-                step = np.zeros(len(COUNTS))
-                if pair not in self._impressed:
-                    self._impressed.add(pair)
-                    step[IMPRESSIONS] = 1
-                if pos and pair not in self._clicked:
-                    self._clicked.add(pair)
-                    step[CLICKS] = 1
+                step[IMPRESSIONS] = self._first(self._impressed, pair)
+                step[CLICKS] = pos and self._first(self._clicked, pair)
                 step[WEIGHTED_CLICKS] = 0.0 if view else weight
                 step[PURCHASES] = purchase
                 step[WEIGHTED] = weight
-                delta[:, :, item] += step  # every window: each grows from its bundle start
+                counts[:, :, item] += step  # every window: each grows from its bundle start
                 totals += step
+                if not self._is_touched[item]:
+                    self._is_touched[item] = True
+                    self._touched_buffer[self._n_touched] = item
+                    self._n_touched += 1
             self.events += int(known.sum())
-            self._touched = np.union1d(self._touched, items[known])
             self._lists, self._rescored = {}, {}  # every list may have moved
+
+    def _first(self, pairs: OrderedDict[tuple[str, int], None], pair: tuple[str, int]) -> bool:
+        """Whether `pair` is new to `pairs` (then remembered, the oldest forgotten past the cap)."""
+        if pair in pairs:
+            pairs.move_to_end(pair)
+            return False
+        pairs[pair] = None
+        if len(pairs) > self.max_pairs:
+            pairs.popitem(last=False)
+        return True
 
     def top(
         self, metric: str, window_days: int, scope: str = "global", value: int = NO_VALUE
@@ -116,10 +158,11 @@ class LiveTops:
         """`TopsModel.top`, with the events since the bundle counted in where they are live."""
         model = self.model
         if (
-            metric == "new"
+            metric not in NEEDS
             or scope == "region"
             or window_days not in self.windows
-            or not len(self._touched)
+            or (metric == "trending" and not window_days)
+            or not self._n_touched
         ):
             return model.top(metric, window_days, scope, value)
         key = (metric, window_days, scope, value)
@@ -138,45 +181,51 @@ class LiveTops:
         ids, scores = self.model.top(metric, window_days, scope, value)
         if scope == "category" and not len(ids):
             return ids, scores  # a category without a list in the bundle: nothing to move
-        touched, live = self._touched_scores(metric, window_days)
-        if live is None:  # trending over all history: no list
-            return ids, scores
+        touched, live = self.touched, self._touched_scores(metric, window_days)
         if scope == "category":
-            mine = self.model.in_category(touched, value)
+            mine = self._members_of(value)
             touched, live = touched[mine], live[mine]
-        stale = np.isin(ids, touched, assume_unique=True)
         keep = live > 0
         if keep.sum() > self.depth:  # only the best `depth` can make the list
             keep[keep] = live[keep] >= np.partition(live[keep], -self.depth)[-self.depth]
+        fresh = ~self._is_touched[ids]
         merged_ids, merged_scores = best_per_item(
-            np.concatenate([ids[~stale], touched[keep]]),
-            np.concatenate([scores[~stale], live[keep]]),
+            np.concatenate([ids[fresh], touched[keep]]),
+            np.concatenate([scores[fresh], live[keep]]),
         )
         return merged_ids[: self.depth], merged_scores[: self.depth]
 
-    def _touched_scores(
-        self, metric: str, window_days: int
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """(touched items, their `metric` now), once per batch for every scope's list."""
+    def _touched_scores(self, metric: str, window_days: int) -> np.ndarray:
+        """`metric` now, per touched item: once per batch for every scope's list."""
         key = (metric, window_days)
         found = self._rescored.get(key)
         if found is not None:
             return found
-        touched, w = self._touched, self.windows[window_days]
-        counts = self.base[w][:, touched] + self.delta[w][:, touched]
-        named = {name: counts[k].astype(np.float64) for k, name in enumerate(COUNTS)}
+        touched, w = self.touched, self.windows[window_days]
+        named = {
+            name: self.counts[w, COUNTS.index(name), touched].astype(np.float64)
+            for name in NEEDS[metric]
+        }
         totals = self.totals[w]
         impressions = totals[IMPRESSIONS]
         priors = {  # the global CTR, as the bundle's global and category lists use
-            name: np.full(
-                len(touched), totals[COUNTS.index(name)] / impressions if impressions else 0.0
-            )
+            name: totals[COUNTS.index(name)] / impressions if impressions else 0.0
             for name in PRIOR_COUNTS
         }
-        scored = window_scores(named, priors, self.config, window_days, (metric,))
-        live = scored[metric].astype(np.float32) if metric in scored else None
-        self._rescored[key] = (touched, live)
-        return touched, live
+        live = window_scores(named, priors, self.config, window_days, (metric,))[metric]
+        found = self._rescored[key] = live.astype(np.float32)
+        return found
+
+    def _members_of(self, category: int) -> np.ndarray:
+        """Positions in `touched` of the items in `category`, extended as items are touched."""
+        seen, positions = self._members.get(category, (0, np.empty(0, dtype=np.int64)))
+        if seen < self._n_touched:
+            new = self.touched[seen:]
+            positions = np.concatenate(
+                [positions, seen + np.flatnonzero(self.model.in_category(new, category))]
+            )
+            self._members[category] = (self._n_touched, positions)
+        return positions
 
 
 def attach_live_tops(bundle: LoadedBundle, config: Config) -> LiveTops | None:

@@ -194,26 +194,28 @@ def _window_counts(
 
 def window_scores(
     counts: dict[str, np.ndarray],
-    priors: dict[str, np.ndarray],
+    priors: dict[str, np.ndarray | float],
     config: TopsConfig,
     window: int,
     metrics: tuple[str, ...] = WINDOWED_METRICS,
 ) -> dict[str, np.ndarray]:
-    """The windowed `metrics` from their counts (the definitions atop this module); no
-    "trending" over all history. `priors`: each entry's pCTR prior p0 for "clicks" and
-    "weighted_clicks", its scope's Σnum / Σimpressions."""
-    impressions, clicks = counts["impressions"], counts["clicks"]
-    weighted_clicks = counts["weighted_clicks"]
+    """The windowed `metrics` from their counts (the definitions atop this module; `counts`
+    needs only those the metrics read); no "trending" over all history. `priors`: each
+    entry's pCTR prior p0 for "clicks" and "weighted_clicks", its scope's Σnum / Σimpr."""
     m = config.pctr_prior_strength
+
+    def smoothed(num: str) -> np.ndarray:
+        return _smoothed(counts[num], counts["impressions"], priors[num], m)
+
     formulas = {
-        "clicks": lambda: clicks,
+        "clicks": lambda: counts["clicks"],
         "purchases": lambda: counts["purchases"],
-        "ctr": lambda: _ratio(clicks, impressions),
-        "pctr": lambda: _smoothed(clicks, impressions, priors["clicks"], m),
-        "wctr": lambda: _ratio(weighted_clicks, impressions),
-        "wpctr": lambda: _smoothed(weighted_clicks, impressions, priors["weighted_clicks"], m),
+        "ctr": lambda: _ratio(counts["clicks"], counts["impressions"]),
+        "pctr": lambda: smoothed("clicks"),
+        "wctr": lambda: _ratio(counts["weighted_clicks"], counts["impressions"]),
+        "wpctr": lambda: smoothed("weighted_clicks"),
         "weighted": lambda: counts["weighted"],
-        "trending": lambda: _trending(impressions, counts["previous"], config),
+        "trending": lambda: _trending(counts["impressions"], counts["previous"], config),
     }
     return {
         metric: formulas[metric]()
@@ -222,7 +224,9 @@ def window_scores(
     }
 
 
-def _smoothed(num: np.ndarray, impressions: np.ndarray, prior: np.ndarray, m: float) -> np.ndarray:
+def _smoothed(
+    num: np.ndarray, impressions: np.ndarray, prior: np.ndarray | float, m: float
+) -> np.ndarray:
     """seed 004, "CTR, pCTR": (num + m * p0) / (impressions + m)."""
     smoothed = _ratio(num + m * prior, impressions + m)
     return np.where(impressions > 0, smoothed, 0.0)

@@ -83,7 +83,7 @@ class TopsConfig:
     new_days: int  # "new" lists hold items created in the last new_days
     user_categories: int  # categories of the user's history a by_category top answers from
     live: bool  # serving counts the events logged since the bundle in (candidates/live_tops.py)
-    live_events_kept: int  # logged events a process keeps to count into the next bundle's tops
+    live_events_kept: int  # events and (user, item) pairs a process keeps for live tops
 
 
 @dataclass(frozen=True)

@@ -193,3 +193,15 @@ def test_the_popularity_generator_follows_the_live_weighted_list_of_its_window()
     bundle.popularity = PopularityTop.fit(data, config.popularity)
     attach_live_tops(bundle, config)
     assert bundle.popularity._live is None
+
+
+def test_a_process_remembers_the_latest_pairs_only():
+    config = load_config().replace(tops={**TOPS, "live_events_kept": 2})
+    live = LiveTops(fit(), config.tops)
+    # new3 pushes new1 out, so new1 counts again (and pushes new2 out); new3 is remembered
+    users = np.array(["new1", "new2", "new3", "new1", "new3"])
+    n = len(users)
+    item_d = np.full(n, 3)
+    live.add(users, item_d, np.zeros(n, bool), np.ones(n), np.ones(n, bool), np.zeros(n, bool))
+    impressions = live.counts[:, 0, 3] - live.model.item_counts[:, 0, 3]  # COUNTS[0]: users
+    assert impressions.tolist() == [4.0, 4.0]
