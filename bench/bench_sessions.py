@@ -1,6 +1,6 @@
 """What the session models cost: SSRM's training, one online update, and the serving CPU
 the session_ssrm generator (and its ranking feature, the same memoised scores) adds to a
-request with a 50-item session.
+request with a 50-item session; then GAG's training and its session_gag generator's CPU.
 
 .venv/bin/python bench/bench_sessions.py                    # MovieLens-100k (1682 items)
 .venv/bin/python bench/bench_sessions.py --items 100000     # scoring a larger catalogue
@@ -14,11 +14,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from types import SimpleNamespace
 
 import numpy as np
+import torch
 
 from candidates.als import ALSModel
-from candidates.session.generator import SessionGenerator
+from candidates.session.gag import fit_gag_on
+from candidates.session.generator import gag_generator, ssrm_generator
 from candidates.session.live import LiveSSRM
 from candidates.session.reservoir import Reservoir
 from candidates.session.ssrm import fit_ssrm, training_sessions, user_vectors_at_starts
@@ -84,9 +87,36 @@ def main() -> None:
         )
         more = np.random.default_rng(2).standard_normal((extra, item_factors.shape[1]))
         item_factors = np.vstack([item_factors, more * 0.1]).astype(np.float32)
-    live = LiveSSRM(model)
-    generator = SessionGenerator("session_ssrm", live, ALSModel(als.user_factors, item_factors))
-    n_users, n_items = len(als.user_factors), model.n_items
+    bundle = SimpleNamespace(
+        ssrm=LiveSSRM(model), als=SimpleNamespace(model=ALSModel(als.user_factors, item_factors))
+    )
+    serving_cost(
+        "session_ssrm", ssrm_generator(bundle), model.n_items, len(als.user_factors), args, config
+    )
+
+    started = time.perf_counter()
+    gag = fit_gag_on(data, config.sessions)
+    print(
+        f"GAG training: {time.perf_counter() - started:.1f} s wall, "
+        f"{config.sessions.gag.epochs} epochs"
+    )
+    if args.items > gag.n_items:  # the same widening of its item table
+        extra = args.items - gag.n_items
+        grow = torch.as_tensor(
+            np.random.default_rng(3).standard_normal((extra, gag.net.items.weight.shape[1])) * 0.1,
+            dtype=torch.float32,
+        )
+        gag.net.items.weight = torch.nn.Parameter(torch.cat([gag.net.items.weight.detach(), grow]))
+        gag = dataclasses.replace(gag, known_items=np.ones(args.items, bool))
+    generator = gag_generator(SimpleNamespace(gag=gag))
+    serving_cost("session_gag", generator, gag.n_items, len(als.user_factors), args, config)
+
+
+def serving_cost(name, generator, n_items: int, n_users: int, args, config) -> None:
+    """CPU of the generator's answer and its ranking feature (the same memoised scores), on
+    one torch thread as a serving worker runs (serving/grpc/server.py)."""
+    torch.set_num_threads(1)
+    random = np.random.default_rng(4)
     cpu = np.empty(args.requests)
     for r in range(args.requests):
         session = random.choice(n_items, args.session, replace=False).astype(np.int64)
@@ -97,7 +127,7 @@ def main() -> None:
         cpu[r] = (time.thread_time() - clock) * 1000
     p99 = np.percentile(cpu, 99)
     print(
-        f"serving CPU per request ({args.session}-item sessions, {n_items} items, "
+        f"{name} serving CPU per request ({args.session}-item sessions, {n_items} items, "
         f"budget {config.serving.candidate_budget}): {percentiles(cpu)}; "
         f"p99 / budget {BUDGET_MS} ms = {p99 / BUDGET_MS:.2f}"
     )

@@ -25,7 +25,9 @@ norms as popularity / "hotness" proxies; seed 004 "Когда и какой ALS 
   candidate), seq_als_cosine (mean iALS cosine to the newest sequence.last_items), seq_length;
   seq_covisit_1 and seq_decayed_covisit: the same from the "covisit" lists (co-occurrence
   within short windows of users' sequences: items met close together);
-- ease_score: x_u B of EASE over the user's seen and session items (NaN without EASE).
+- ease_score: x_u B of EASE over the user's seen and session items (NaN without EASE);
+- <model>_score for each session model whose generator "session_<model>" is served (ssrm,
+  gag): its score of the candidate for the live session (NaN without a session).
 Sparse features (DLRM embedding tables; 0 = unknown): user, item, category (the item's
 first), region (the request's).
 """
@@ -40,7 +42,7 @@ import scipy.sparse as sp
 
 from candidates.ease import EASEGenerator
 from candidates.sequence import decayed_neighbors, sequence_weights, similarity_to_sequence
-from candidates.session.generator import SessionGenerator
+from candidates.session.generator import served_session_generators
 from ranking.frame import RankingFrame
 from recsys.arrays import row_entries, rows_max_of
 from recsys.components import Component, register_component
@@ -167,10 +169,9 @@ class FeatureBuilder:
             if getattr(bundle, "ease", None) is not None
             else None
         )
-        # SSRM's score of every candidate, where the funnel serves its generator (the
-        # config picks it); bundles from before session models have none
-        live = getattr(bundle, "ssrm", None) if "session_ssrm" in generator_names else None
-        self.ssrm = SessionGenerator("session_ssrm", live, bundle.als.model) if live else None
+        # each session model's score of every candidate, where the funnel serves its
+        # generator (the config picks them); bundles from before session models have none
+        self.session_models = served_session_generators(bundle, generator_names)
         self.generator_names = generator_names
         self.stats: UserItemStats = bundle.stats
         als = bundle.als.model
@@ -210,7 +211,7 @@ class FeatureBuilder:
             "seq_decayed_covisit",
             "seq_length",
             "ease_score",
-            *(("ssrm_score",) if self.ssrm is not None else ()),
+            *(f"{model}_score" for model in self.session_models),
         )
         self.column = {name: i for i, name in enumerate(self.dense_names)}
         self._static_tables(bundle)
@@ -257,12 +258,13 @@ class FeatureBuilder:
             dense[:, column["ease_score"]] = self.ease.user_scores(ctx)[0][items]
         else:
             dense[:, column["ease_score"]] = np.nan
-        if self.ssrm is not None:
-            dense[:, column["ssrm_score"]] = np.nan
-            session_scores = self.ssrm.session_scores(ctx)
+        for model, generator in self.session_models.items():
+            name = f"{model}_score"
+            dense[:, column[name]] = np.nan
+            session_scores = generator.session_scores(ctx)
             if session_scores is not None:  # items newer than the model keep NaN
                 known = items < len(session_scores)
-                dense[known, column["ssrm_score"]] = session_scores[items[known]]
+                dense[known, column[name]] = session_scores[items[known]]
         region = self.bundle.tops.region_code(ctx.region)
         sparse = np.empty((n, len(SPARSE_NAMES)), dtype=np.int64)
         sparse[:, 0] = user + 1

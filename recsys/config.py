@@ -304,7 +304,7 @@ class SessionsConfig:
     timeout_seconds: int  # a gap longer than this between a user's events starts a session
     min_length: int  # shorter sessions are left out of training (the seed: 1-item sessions)
     max_length: int  # longer ones too (the seed: more than 20); serving reads this many items
-    models: tuple[str, ...]  # the session models nightly trains: "ssrm"
+    models: tuple[str, ...]  # the session models nightly trains: "ssrm", "gag"
     reservoir_size: int  # past sessions an online update may revisit (§II.D.2)
     update_sample: int  # sessions drawn for each mini-batch step of an update (§II.D.3)
     update_steps: int  # mini-batch steps per update: the seed's bounded update period
@@ -313,7 +313,7 @@ class SessionsConfig:
     gag: GAGConfig
 
 
-SESSION_MODELS = ("ssrm",)
+SESSION_MODELS = ("ssrm", "gag")
 # Business rules (serving/rules.py), and which must run before which: "diversity" (MMR and
 # the caps) picks the list, so the steps that shape its pool run first; the freshness
 # quota edits the picks.

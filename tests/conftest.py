@@ -104,7 +104,12 @@ def shop_bundle(shop_dir, tmp_path_factory):
 
     config = shop_config(tmp_path_factory.mktemp("contracts"), shop_dir).replace(
         ranking={"stages": []},
-        sessions={"models": ["ssrm"], "timeout_seconds": 86400, "ssrm": {"epochs": 2}},
+        sessions={
+            "models": ["ssrm", "gag"],
+            "timeout_seconds": 86400,
+            "ssrm": {"epochs": 2},
+            "gag": {"epochs": 2},
+        },
     )
     dataset = load_dataset_dir(shop_dir)
     return build_bundle(dataset, config).bundle, config, dataset

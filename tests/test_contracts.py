@@ -56,9 +56,16 @@ def test_every_generator_keeps_the_contract(shop_bundle):
     bundle, config, dataset = shop_bundle
     import_components(config)
     names = generator_names(bundle)
-    assert {"als", "popularity", "quorum", "ease", "last_items", "business", "session_ssrm"} <= set(
-        names
-    )
+    assert {
+        "als",
+        "popularity",
+        "quorum",
+        "ease",
+        "last_items",
+        "business",
+        "session_ssrm",
+        "session_gag",
+    } <= set(names)
     n_items = len(bundle.items)
     for name in names:
         generator = make_generator(name, bundle, config)

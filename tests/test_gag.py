@@ -6,13 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from candidates.session.gag import GAG_SELECTIONS, WASSERSTEIN, fit_gag, update_gag
+from candidates.base import make_generator
+from candidates.session.gag import GAG_SELECTIONS, WASSERSTEIN, GAGModel, fit_gag, update_gag
 from candidates.session.gag_net import Graphs
 from candidates.session.reservoir import Reservoir
 from candidates.session.sampling import wasserstein_selection, wasserstein_to_items
 from candidates.session.sessions import Sessions
 from candidates.session.updates import SeenSession
+from ranking.features import FeatureBuilder
 from recsys.config import load_config
+from recsys.context import union
+from serving.pipeline import RecommendPipeline, RecommendRequest
+from serving.sessions import Session
 
 CONFIG = (
     load_config()
@@ -94,3 +99,57 @@ def test_gag_learns_a_pattern_and_an_update_learns_a_new_one() -> None:
         update_gag(model, new, Reservoir(5), CONFIG, selection="best", sample_size=1, steps=1,
                    random=np.random.default_rng(0))  # fmt: skip
     assert WASSERSTEIN in GAG_SELECTIONS
+
+
+def test_the_session_gag_generator_serves_the_bundles_gag_on_the_live_session(shop_bundle):
+    """The bundle's GAG (trained by the nightly's component) scores the live session with the
+    net it trained (serving's numpy forward pass gives torch's scores); its score of each
+    candidate is the ranking feature gag_score."""
+    bundle, config, dataset = shop_bundle
+    model = bundle.gag
+    assert isinstance(model, GAGModel)
+    generator = make_generator("session_gag", bundle, config)
+    pipeline = RecommendPipeline.candidate_stage(bundle, config)
+    user = str(dataset.events["user_id"].iloc[-1])
+    plain = pipeline.context(RecommendRequest(user_id=user, k=10))
+    found = generator.generate(plain, 40)
+    assert len(found) == 40 and not set(found.item_ids) & set(plain.sequence.tolist())
+    session = plain.sequence[: model.max_length][::-1]
+    expected = model.scores([session], np.array([plain.user_index]))[0]
+    np.testing.assert_allclose(found.scores, expected[found.item_ids], rtol=1e-5)
+    live = tuple(str(i) for i in bundle.items.ids[found.item_ids[:3]])
+    with_session = pipeline.context(
+        RecommendRequest(user_id=user, k=10, session=Session(recent=live, never_again=()))
+    )
+    moved = generator.generate(with_session, 40)
+    assert moved.item_ids.tolist() != found.item_ids.tolist()
+    features = FeatureBuilder(bundle, ("session_gag",), config.sequence)
+    frame = features.build(with_session, union([moved]))
+    assert "ssrm_score" not in frame.dense_names  # only the served session models
+    column = frame.dense[:, frame.dense_names.index("gag_score")]
+    np.testing.assert_allclose(column, generator.session_scores(with_session)[union([moved]).items])
+    nobody = pipeline.context(RecommendRequest(user_id="never-seen", k=10))
+    assert len(generator.generate(nobody, 40)) == 0
+
+
+def test_a_saved_gag_loads_to_the_same_scores_and_bad_files_are_refused(shop_bundle, tmp_path):
+    bundle, _, _ = shop_bundle
+    model = bundle.gag
+    model.save(tmp_path)
+    loaded = GAGModel.load(tmp_path)
+    session = np.array([3, 5, 8, 5])
+    np.testing.assert_array_equal(
+        loaded.session_scores(session, 2), model.session_scores(session, 2)
+    )
+    np.testing.assert_array_equal(loaded.known_items, model.known_items)
+    assert GAGModel.load(tmp_path / "nothing-here") is None  # not trained: no model
+    with np.load(tmp_path / "gag.npz") as saved:
+        arrays = {name: saved[name] for name in saved.files}
+    arrays["net.items.weight"] = arrays["net.items.weight"][:-1]  # one item short
+    np.savez(tmp_path / "gag.npz", **arrays)
+    with pytest.raises(ValueError, match="tables of"):
+        GAGModel.load(tmp_path)
+    del arrays["known_users"]
+    np.savez(tmp_path / "gag.npz", **arrays)
+    with pytest.raises(ValueError, match="missing arrays"):
+        GAGModel.load(tmp_path)

@@ -119,3 +119,36 @@ class GAGNet(nn.Module):
         for layer in self.layers:
             x, attribute = layer(x, attribute, user, incoming, outgoing, mask, last)
         return self.dropout(attribute) @ self.items.weight[1:].T
+
+
+def numpy_forward(weights: dict[str, np.ndarray], graph: Graphs, user_row: int) -> np.ndarray:
+    """GAGNet.forward in eval mode (no dropout) for one graph (a batch of one), in numpy:
+    `weights` is the net's state dict as arrays, `user_row` the user's row (0: none).
+    (n_items,) float32."""
+    size = int((graph.nodes[0] != PAD).sum())
+    x = weights["items.weight"][graph.nodes[0, :size]]
+    incoming, outgoing = graph.incoming[0, :size, :size], graph.outgoing[0, :size, :size]
+    last = int(graph.last[0])
+    user = weights["users.weight"][user_row]
+    attribute = user
+    layers = len({name.split(".")[1] for name in weights if name.startswith("layers.")})
+    for k in range(layers):
+
+        def linear(name: str, inputs: np.ndarray, k: int = k) -> np.ndarray:
+            out = inputs @ weights[f"layers.{k}.{name}.weight"].T
+            bias = weights.get(f"layers.{k}.{name}.bias")
+            return out if bias is None else out + bias
+
+        joined = np.concatenate([x, np.broadcast_to(attribute, x.shape)], axis=1)  # step 1
+        from_senders = incoming @ np.tanh(linear("to_receiver", joined))  # steps 2-3
+        from_receivers = outgoing @ np.tanh(linear("to_sender", joined))
+        x = np.tanh(linear("node", np.concatenate([x, from_senders, from_receivers], axis=1)))
+        last_x = x[last]
+        gate = linear("attend_last", last_x) + linear("attend_node", x)
+        gate = gate + linear("attend_global", attribute)
+        logits = linear("attention", 1.0 / (1.0 + np.exp(-gate)))[:, 0]
+        attention = np.exp(logits - logits.max())
+        pooled = (attention / attention.sum()) @ x  # step 5
+        attribute = np.tanh(linear("pool", np.concatenate([pooled, last_x, attribute])))
+        attribute = attribute + user  # step 6
+    return (weights["items.weight"][1:] @ attribute).astype(np.float32)

@@ -2,18 +2,23 @@
 request's live session, the user's latest items oldest first (`RequestContext.sequence`:
 what LogEvents brought, then the bundle's), scored over the catalogue by the model.
 
+Each model named in sessions.models is a bundle component and the model of the generator
+"session_<model>"; the ranking features score every candidate with the same memoised scores
+("<model>_score") where the funnel serves that generator (`served_session_generators`).
 A generator whose model the bundle lacks (not named in sessions.models, or not trained yet)
-answers nothing rather than failing the request; the ranking features read the same scores.
+answers nothing rather than failing the request.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from candidates.base import register_generator
+from candidates.session.gag import GAGModel, fit_gag_on
 from candidates.session.live import LiveSSRM
 from candidates.session.ssrm import SSRMModel, fit_ssrm
 from recsys.arrays import NO_ITEMS, top_k
@@ -23,27 +28,30 @@ from recsys.context import Candidates, RequestContext
 
 log = logging.getLogger(__name__)
 
+PREFIX = "session_"
+
 
 class SessionGenerator:
-    def __init__(self, name: str, live: LiveSSRM, als: Any) -> None:
+    """The catalogue scored for the request's live session by `score(ctx, model)`, the
+    model read from `model_of()` once per request (the updater may swap it)."""
+
+    def __init__(
+        self,
+        name: str,
+        model_of: Callable[[], Any],
+        score: Callable[[RequestContext, Any], np.ndarray | None],
+    ) -> None:
         self.name = name
-        self.live = live  # the weights in service, swapped by the updater's publications
-        self.als = als  # candidates.als.ALSModel: the MF half's vectors
+        self.model_of = model_of
+        self.score = score
 
     def session_scores(self, ctx: RequestContext) -> np.ndarray | None:
         """(n_items,) scores of every catalogue item for this request, or None (no model,
         or no session); memoised per request for the ranking features."""
-        model = self.live.model  # one reference for the request, whatever a swap does
-        return ctx.remember((self.name, id(model)), lambda: self._scores(ctx, model))
-
-    def _scores(self, ctx: RequestContext, model: SSRMModel | None) -> np.ndarray | None:
+        model = self.model_of()  # one reference for the request, whatever a swap does
         if model is None or not len(ctx.sequence):
             return None
-        session = ctx.sequence[: model.max_length][::-1]  # oldest first
-        session = session[session < model.n_items]  # items newer than the model: unseen
-        if not len(session):
-            return None
-        return model.scores(session, self.als.vector_of(ctx), self.als.item_factors)
+        return ctx.remember((self.name, id(model)), lambda: self.score(ctx, model))
 
     def generate(self, ctx: RequestContext, budget: int) -> Candidates:
         if budget < 0:
@@ -58,7 +66,56 @@ class SessionGenerator:
         return Candidates(best, scores[best], self.name)
 
 
-def _fit(given: FitInputs) -> LiveSSRM:
+def _session_of(ctx: RequestContext, model: Any) -> np.ndarray | None:
+    """The live session for `model`: the latest max_length items, oldest first, those the
+    model knows (items newer than it are unseen); None if none is left."""
+    session = ctx.sequence[: model.max_length][::-1]
+    session = session[session < model.n_items]
+    return session if len(session) else None
+
+
+def ssrm_generator(bundle: Any, name: str = PREFIX + "ssrm") -> SessionGenerator:
+    live, als = bundle.ssrm, bundle.als.model
+
+    def score(ctx: RequestContext, model: SSRMModel) -> np.ndarray | None:
+        session = _session_of(ctx, model)
+        if session is None:
+            return None
+        return model.scores(session, als.vector_of(ctx), als.item_factors)
+
+    return SessionGenerator(name, lambda: live.model, score)
+
+
+def gag_generator(bundle: Any, name: str = PREFIX + "gag") -> SessionGenerator:
+    model = bundle.gag
+
+    def score(ctx: RequestContext, model: GAGModel) -> np.ndarray | None:
+        session = _session_of(ctx, model)
+        return None if session is None else model.session_scores(session, ctx.user_index)
+
+    return SessionGenerator(name, lambda: model, score)
+
+
+# model name -> its generator over a loaded bundle ("session_<model>")
+SESSION_GENERATORS: dict[str, Callable[[Any], SessionGenerator]] = {
+    "ssrm": ssrm_generator,
+    "gag": gag_generator,
+}
+
+
+def served_session_generators(
+    bundle: Any, generator_names: tuple[str, ...]
+) -> dict[str, SessionGenerator]:
+    """Model name -> generator, for the session generators the funnel serves and the bundle
+    holds (bundles from before session models have none)."""
+    return {
+        model: make(bundle)
+        for model, make in SESSION_GENERATORS.items()
+        if PREFIX + model in generator_names and model in bundle.parts
+    }
+
+
+def _fit_ssrm(given: FitInputs) -> LiveSSRM:
     if "ssrm" not in given.config.sessions.models:
         return LiveSSRM(None)
     als = given.built["ials"]
@@ -68,19 +125,38 @@ def _fit(given: FitInputs) -> LiveSSRM:
     return LiveSSRM(model, reservoir)
 
 
+def _fit_gag(given: FitInputs) -> GAGModel | None:
+    if "gag" not in given.config.sessions.models:
+        return None
+    return fit_gag_on(given.data, given.config.sessions)
+
+
 def _make(bundle: Any, config: Config, name: str) -> SessionGenerator:
-    if bundle.ssrm.model is None:
-        log.warning("%s: the bundle has no SSRM model (sessions.models); it answers nothing", name)
-    return SessionGenerator(name, bundle.ssrm, bundle.als.model)
+    model = name.removeprefix(PREFIX)
+    generator = SESSION_GENERATORS[model](bundle, name)
+    if generator.model_of() is None:
+        log.warning(
+            "%s: the bundle has no %s model (sessions.models); it answers nothing", name, model
+        )
+    return generator
 
 
 register_component(
     Component(
         "ssrm",
-        fit=_fit,
+        fit=_fit_ssrm,
         load=lambda directory, config: LiveSSRM.load(directory),
         after=("ials",),
         absent=lambda: LiveSSRM(None),  # bundles from before session models
     )
 )
-register_generator("session_ssrm", _make)
+register_component(
+    Component(
+        "gag",
+        fit=_fit_gag,
+        load=lambda directory, config: GAGModel.load(directory),
+        absent=lambda: None,  # bundles from before it
+    )
+)
+for _model in SESSION_GENERATORS:
+    register_generator(PREFIX + _model, _make)
