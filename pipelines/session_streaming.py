@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from candidates.als import ALSModel
 from candidates.session.gag import WASSERSTEIN, GAGModel, fit_gag, update_gag
+from candidates.session.mgia import fit_mgia
 from candidates.session.reservoir import Reservoir
 from candidates.session.sessions import Sessions, target_ranks
 from candidates.session.ssrm import (
@@ -61,6 +62,11 @@ GAG_STATIC, GAG_WASSERSTEIN, GAG_UNIFORM = (
     "GAG, Wasserstein selection",
     "GAG, uniform sampling",
 )
+MGIA_STATIC, MGIA_WASSERSTEIN, MGIA_UNIFORM = (
+    "MGIA, no updates",
+    "MGIA, Wasserstein selection",
+    "MGIA, uniform sampling",
+)
 METHODS = (
     POP,
     SPOP,
@@ -72,6 +78,9 @@ METHODS = (
     GAG_STATIC,
     GAG_WASSERSTEIN,
     GAG_UNIFORM,
+    MGIA_STATIC,
+    MGIA_WASSERSTEIN,
+    MGIA_UNIFORM,
 )
 NEIGHBOUR_SESSIONS = 100
 TRAIN_SHARE = 0.6
@@ -202,27 +211,32 @@ def evaluate_session_streaming(
             sessions.ssrm.random_state,
         )
 
-    gag = fit_gag(
-        stream.take(pretrain), n_items, len(data.users), sessions.gag, sessions.max_length
+    graph_models = (
+        (fit_gag, sessions.gag, (GAG_STATIC, GAG_WASSERSTEIN, GAG_UNIFORM)),
+        (fit_mgia, sessions.mgia, (MGIA_STATIC, MGIA_WASSERSTEIN, MGIA_UNIFORM)),
     )
-    blocks(GAG_STATIC, lambda b: _score(asked[b], block(b), _gag_scorer(gag, stream), k))
-    for method, selection in ((GAG_WASSERSTEIN, WASSERSTEIN), (GAG_UNIFORM, UNIFORM)):
-        updating(
-            method,
-            gag,
-            lambda model: _gag_scorer(model, stream),
-            lambda model, new, reservoir, random, selection=selection: update_gag(
+    for fit, settings, (static, wasserstein, uniform) in graph_models:
+        model = fit(stream.take(pretrain), n_items, len(data.users), settings, sessions.max_length)
+        blocks(static, lambda b, m=model: _score(asked[b], block(b), _gag_scorer(m, stream), k))
+        for method, selection in ((wasserstein, WASSERSTEIN), (uniform, UNIFORM)):
+            updating(
+                method,
                 model,
-                new,
-                reservoir,
-                sessions.gag,
-                selection=selection,
-                sample_size=sessions.update_sample,
-                steps=sessions.update_steps,
-                random=random,
-            ),
-            sessions.gag.random_state,
-        )
+                lambda m: _gag_scorer(m, stream),
+                lambda m, new, reservoir, random, selection=selection, settings=settings: (
+                    update_gag(
+                        m,
+                        new,
+                        reservoir,
+                        settings,
+                        selection=selection,
+                        sample_size=sessions.update_sample,
+                        steps=sessions.update_steps,
+                        random=random,
+                    )
+                ),
+                settings.random_state,
+            )
     progress.close()
     return result
 

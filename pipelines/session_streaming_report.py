@@ -17,6 +17,9 @@ from pipelines.session_streaming import (
     GAG_STATIC,
     GAG_UNIFORM,
     GAG_WASSERSTEIN,
+    MGIA_STATIC,
+    MGIA_UNIFORM,
+    MGIA_WASSERSTEIN,
     SSRM_ACTIVE,
     SSRM_STATIC,
     SSRM_UNIFORM,
@@ -62,14 +65,19 @@ def format_session_report(results: Sequence[SessionStreamResult]) -> str:
         static, active, uniform = (
             result.mean_recall(m) for m in (SSRM_STATIC, SSRM_ACTIVE, SSRM_UNIFORM)
         )
-        gag, wasserstein, gag_uniform = (
-            result.mean_recall(m) for m in (GAG_STATIC, GAG_WASSERSTEIN, GAG_UNIFORM)
-        )
         lines += [
             "",
             f"SSRM updates: Recall@{k} {static:.4f} without, {active:.4f} with active "
-            f"sampling, {uniform:.4f} with uniform sampling. GAG: {gag:.4f} without, "
-            f"{wasserstein:.4f} with Wasserstein selection, {gag_uniform:.4f} with uniform.",
+            f"sampling, {uniform:.4f} with uniform sampling. "
+            + " ".join(
+                f"{name}: {result.mean_recall(none):.4f} without, "
+                f"{result.mean_recall(by_distance):.4f} with Wasserstein selection, "
+                f"{result.mean_recall(alike):.4f} with uniform."
+                for name, (none, by_distance, alike) in (
+                    ("GAG", (GAG_STATIC, GAG_WASSERSTEIN, GAG_UNIFORM)),
+                    ("MGIA", (MGIA_STATIC, MGIA_WASSERSTEIN, MGIA_UNIFORM)),
+                )
+            ),
         ]
     return "\n".join(lines) + "\n"
 

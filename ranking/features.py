@@ -27,7 +27,7 @@ norms as popularity / "hotness" proxies; seed 004 "Когда и какой ALS 
   within short windows of users' sequences: items met close together);
 - ease_score: x_u B of EASE over the user's seen and session items (NaN without EASE);
 - <model>_score for each session model whose generator "session_<model>" is served (ssrm,
-  gag): its score of the candidate for the live session (NaN without a session).
+  gag, mgia): its score of the candidate for the live session (NaN without a session).
 Sparse features (DLRM embedding tables; 0 = unknown): user, item, category (the item's
 first), region (the request's).
 """

@@ -298,22 +298,37 @@ class GAGConfig:
 
 
 @dataclass(frozen=True)
+class MGIAConfig:
+    """seed 003 §IV: MGIA, GAG's session graph plus a global item-transition graph
+    (candidates/session/mgia_net.py): one GGNN step over the global graph, one BA-GCN layer
+    over the session's."""
+
+    embedding_dim: int
+    dropout: float
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    random_state: int
+
+
+@dataclass(frozen=True)
 class SessionsConfig:
     """seed 003: sessions and the streaming session recommenders trained on them."""
 
     timeout_seconds: int  # a gap longer than this between a user's events starts a session
     min_length: int  # shorter sessions are left out of training (the seed: 1-item sessions)
     max_length: int  # longer ones too (the seed: more than 20); serving reads this many items
-    models: tuple[str, ...]  # the session models nightly trains: "ssrm", "gag"
+    models: tuple[str, ...]  # the session models nightly trains: "ssrm", "gag", "mgia"
     reservoir_size: int  # past sessions an online update may revisit (§II.D.2)
     update_sample: int  # sessions drawn for each mini-batch step of an update (§II.D.3)
     update_steps: int  # mini-batch steps per update: the seed's bounded update period
     update_seconds: float  # `recsys session-updater` updates and publishes this often
     ssrm: SSRMConfig
     gag: GAGConfig
+    mgia: MGIAConfig
 
 
-SESSION_MODELS = ("ssrm", "gag")
+SESSION_MODELS = ("ssrm", "gag", "mgia")
 # Business rules (serving/rules.py), and which must run before which: "diversity" (MMR and
 # the caps) picks the list, so the steps that shape its pool run first; the freshness
 # quota edits the picks.

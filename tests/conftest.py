@@ -105,10 +105,11 @@ def shop_bundle(shop_dir, tmp_path_factory):
     config = shop_config(tmp_path_factory.mktemp("contracts"), shop_dir).replace(
         ranking={"stages": []},
         sessions={
-            "models": ["ssrm", "gag"],
+            "models": ["ssrm", "gag", "mgia"],
             "timeout_seconds": 86400,
             "ssrm": {"epochs": 2},
             "gag": {"epochs": 2},
+            "mgia": {"epochs": 2},
         },
     )
     dataset = load_dataset_dir(shop_dir)

@@ -65,6 +65,7 @@ def test_every_generator_keeps_the_contract(shop_bundle):
         "business",
         "session_ssrm",
         "session_gag",
+        "session_mgia",
     } <= set(names)
     n_items = len(bundle.items)
     for name in names:

@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,25 @@ class GAGModel:
     @property
     def n_items(self) -> int:
         return len(self.known_items)
+
+    # What GAG and MGIA (candidates/session/mgia.py) differ in, for the fitting and the
+    # online updates below: MGIA also keeps the global transition graph.
+
+    def absorb(self, sessions: list[np.ndarray]) -> None:
+        """Sessions (item arrays) arriving: nothing for GAG."""
+
+    def copy(self) -> GAGModel:
+        """A copy to train, leaving this one (perhaps in service) as it is."""
+        return dataclasses.replace(
+            self,
+            net=copy.deepcopy(self.net),
+            known_items=self.known_items.copy(),
+            known_users=self.known_users.copy(),
+        )
+
+    def item_vectors(self) -> np.ndarray:
+        """(n_items, d): the vectors that score the items (the Wasserstein ground space)."""
+        return self.net.items.weight[1:].detach().numpy()
 
     def scores(self, prefixes: list[np.ndarray], users: np.ndarray) -> np.ndarray:
         """(B, n_items) scores for each prefix (items oldest first) and its user (-1 or one
@@ -150,14 +170,29 @@ def fit_gag(
 ) -> GAGModel:
     """Train on these sessions (in time order); the latest tenth picks the epoch kept (by
     the next item's mean reciprocal rank)."""
+
+    def fresh() -> GAGModel:
+        net = GAGNet(n_items, n_users, config.embedding_dim, config.layers, config.dropout)
+        return GAGModel(net, np.zeros(n_items, bool), np.zeros(n_users, bool), max_length)
+
+    return fit_graph_model(fresh, sessions, config, "gag")
+
+
+def fit_graph_model(
+    fresh: Callable[[], GAGModel], sessions: Sessions, config: GAGConfig, name: str
+) -> GAGModel:
+    """Train a fresh GAG or MGIA model (`fresh()`, made under the seed) on these sessions
+    (in time order), as §III.C and §IV.C do; the latest tenth picks the epoch kept (by the
+    next item's mean reciprocal rank), and joins the model (MGIA's global graph) only then."""
     cut = len(sessions) - len(sessions) // 10
     with seeded(config.random_state):
-        net = GAGNet(n_items, n_users, config.embedding_dim, config.layers, config.dropout)
-        model = GAGModel(net, np.zeros(n_items, bool), np.zeros(n_users, bool), max_length)
+        model = fresh()
+        net = model.net
         model.known_items[sessions.items[: sessions.offsets[cut]]] = True
         model.known_users[sessions.users[:cut]] = True
-        train, users = samples_of(sessions.take(np.arange(cut)), max_length)
-        valid = samples_of(sessions.take(np.arange(cut, len(sessions))), max_length)
+        model.absorb([sessions[s] for s in range(cut)])
+        train, users = samples_of(sessions.take(np.arange(cut)), model.max_length)
+        valid = samples_of(sessions.take(np.arange(cut, len(sessions))), model.max_length)
         optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
         random = np.random.default_rng(config.random_state)
         best, best_state = -1.0, None
@@ -166,13 +201,15 @@ def fit_gag(
             for start in range(0, len(order), config.batch_size):
                 _step(model, optimizer, train, users, order[start : start + config.batch_size])
             mrr = _mrr(model, *valid) if len(valid[0]) else 0.0
-            log.info("gag epoch %d: validation MRR %.4f", epoch + 1, mrr)
+            log.info("%s epoch %d: validation MRR %.4f", name, epoch + 1, mrr)
             if mrr > best:
                 best, best_state = mrr, copy.deepcopy(net.state_dict())
         if best_state is not None:
             net.load_state_dict(best_state)
     model.known_items[sessions.items] = True
     model.known_users[sessions.users] = True
+    model.absorb([sessions[s] for s in range(cut, len(sessions))])
+    net.eval()
     return model
 
 
@@ -203,12 +240,8 @@ def update_gag(
     ones. The model given is not changed."""
     if selection not in GAG_SELECTIONS:
         raise ValueError(f"selection {selection!r} unknown; known: {', '.join(GAG_SELECTIONS)}")
-    model = dataclasses.replace(
-        model,
-        net=copy.deepcopy(model.net),
-        known_items=model.known_items.copy(),
-        known_users=model.known_users.copy(),
-    )
+    model = model.copy()
+    model.absorb([s.items for s in new])  # MGIA: new sessions join the global graph first
     pool = [*new, *reservoir.held]
     if pool and steps > 0:
         draws = _draws(model, pool, selection, sample_size, steps, random)
@@ -250,7 +283,7 @@ def _draws(
     scores = model.scores([s.items[:-1] for s in pool], np.array([s.user for s in pool]))
     probabilities = np.exp(scores - scores.max(axis=1, keepdims=True))
     probabilities /= probabilities.sum(axis=1, keepdims=True)
-    item_vectors = model.net.items.weight[1:].detach().numpy()
+    item_vectors = model.item_vectors()
     targets = np.array([s.items[-1] for s in pool])
     distances = wasserstein_to_items(probabilities, targets, item_vectors)
     new = random.permutation(np.flatnonzero(is_new))

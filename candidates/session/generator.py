@@ -20,6 +20,7 @@ import numpy as np
 from candidates.base import register_generator
 from candidates.session.gag import GAGModel, fit_gag_on
 from candidates.session.live import LiveSSRM
+from candidates.session.mgia import MGIAModel, fit_mgia_on
 from candidates.session.ssrm import SSRMModel, fit_ssrm
 from recsys.arrays import NO_ITEMS, top_k
 from recsys.components import Component, FitInputs, register_component
@@ -86,20 +87,26 @@ def ssrm_generator(bundle: Any, name: str = PREFIX + "ssrm") -> SessionGenerator
     return SessionGenerator(name, lambda: live.model, score)
 
 
+def _graph_model_score(ctx: RequestContext, model: GAGModel) -> np.ndarray | None:
+    session = _session_of(ctx, model)
+    return None if session is None else model.session_scores(session, ctx.user_index)
+
+
 def gag_generator(bundle: Any, name: str = PREFIX + "gag") -> SessionGenerator:
     model = bundle.gag
+    return SessionGenerator(name, lambda: model, _graph_model_score)
 
-    def score(ctx: RequestContext, model: GAGModel) -> np.ndarray | None:
-        session = _session_of(ctx, model)
-        return None if session is None else model.session_scores(session, ctx.user_index)
 
-    return SessionGenerator(name, lambda: model, score)
+def mgia_generator(bundle: Any, name: str = PREFIX + "mgia") -> SessionGenerator:
+    model = bundle.mgia
+    return SessionGenerator(name, lambda: model, _graph_model_score)
 
 
 # model name -> its generator over a loaded bundle ("session_<model>")
 SESSION_GENERATORS: dict[str, Callable[[Any], SessionGenerator]] = {
     "ssrm": ssrm_generator,
     "gag": gag_generator,
+    "mgia": mgia_generator,
 }
 
 
@@ -131,6 +138,12 @@ def _fit_gag(given: FitInputs) -> GAGModel | None:
     return fit_gag_on(given.data, given.config.sessions)
 
 
+def _fit_mgia(given: FitInputs) -> MGIAModel | None:
+    if "mgia" not in given.config.sessions.models:
+        return None
+    return fit_mgia_on(given.data, given.config.sessions)
+
+
 def _make(bundle: Any, config: Config, name: str) -> SessionGenerator:
     model = name.removeprefix(PREFIX)
     generator = SESSION_GENERATORS[model](bundle, name)
@@ -155,6 +168,14 @@ register_component(
         "gag",
         fit=_fit_gag,
         load=lambda directory, config: GAGModel.load(directory),
+        absent=lambda: None,  # bundles from before it
+    )
+)
+register_component(
+    Component(
+        "mgia",
+        fit=_fit_mgia,
+        load=lambda directory, config: MGIAModel.load(directory),
         absent=lambda: None,  # bundles from before it
     )
 )

@@ -1,0 +1,150 @@
+"""MGIA SSRS's model, fitting and online update (seed 003 §IV.C-D) over
+candidates.session.mgia_net: trained like GAG (§IV.C: "одинаково с моделями GAG и SSRM"),
+updated "полностью аналогично GAG" (§IV.C) by candidates.session.gag.update_gag, with one
+addition: every session that arrives joins the global transition graph first, and the
+items' global embeddings are recomputed over it (§IV.B.1.b-c).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from candidates.session.gag import NET, GAGModel, fit_graph_model
+from candidates.session.gag_net import Graphs
+from candidates.session.mgia_net import GlobalGraph, MGIANet, numpy_forward
+from candidates.session.sessions import Sessions
+from candidates.session.ssrm import training_sessions
+from recsys.config import MGIAConfig, SessionsConfig
+from recsys.interactions import TrainingData
+
+log = logging.getLogger(__name__)
+
+FILE = "mgia.npz"
+
+
+@dataclass
+class MGIAModel(GAGModel):
+    net: MGIANet
+    graph: GlobalGraph = field(default=None)  # type: ignore[assignment]  # set by of()
+
+    @classmethod
+    def of(cls, net: MGIANet, n_users: int, max_length: int) -> MGIAModel:
+        n_items = net.items.weight.shape[0]
+        model = cls(net, np.zeros(n_items, bool), np.zeros(n_users, bool), max_length)
+        model.graph = GlobalGraph(n_items)
+        net.set_graph(model.graph)
+        return model
+
+    def absorb(self, sessions: list[np.ndarray]) -> None:
+        """§IV.B.1.b: the sessions join the global graph; global embeddings follow it."""
+        self.graph.add(sessions)
+        self.net.set_graph(self.graph)
+
+    def copy(self) -> MGIAModel:
+        model = dataclasses.replace(
+            self,
+            net=copy.deepcopy(self.net),
+            known_items=self.known_items.copy(),
+            known_users=self.known_users.copy(),
+            graph=self.graph.copy(),
+        )
+        model.net.set_graph(model.graph)
+        return model
+
+    def item_vectors(self) -> np.ndarray:
+        return self.net.item_vectors()
+
+    def session_scores(self, session: np.ndarray, user: int) -> np.ndarray:
+        """(n_items,) float32 scores of one live session (items oldest first, the latest
+        max_length kept) for its user: the net's forward pass in numpy, as GAG's (tests
+        hold it to torch's scores), over the global embeddings computed once."""
+        session = np.asarray(session[-self.max_length :], dtype=np.int64)
+        row = user + 1 if 0 <= user < len(self.known_users) and self.known_users[user] else 0
+        global_items, scoring_items = self._item_tables
+        return numpy_forward(self._weights, global_items, scoring_items, Graphs.of([session]), row)
+
+    @functools.cached_property
+    def _item_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """(global embeddings, local + global): fixed while the model serves (updates train
+        a copy)."""
+        self.net.eval()
+        with torch.no_grad():
+            global_items = self.net.global_embeddings().numpy()
+        return global_items, self.net.item_vectors()
+
+    def save(self, directory: Path) -> None:
+        """Plain arrays (no pickle), the global graph's edges among them."""
+        state = {f"{NET}{name}": value.numpy() for name, value in self.net.state_dict().items()}
+        np.savez(
+            directory / FILE,
+            **state,
+            **self.graph.arrays(),
+            known_items=self.known_items,
+            known_users=self.known_users,
+            max_length=np.int64(self.max_length),
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> MGIAModel | None:
+        if not (directory / FILE).exists():
+            return None  # none trained: sessions.models did not name it
+        with np.load(directory / FILE) as saved:
+            arrays = {name: saved[name] for name in saved.files}
+        needed = {"known_items", "known_users", "max_length"} | set(GlobalGraph(0).arrays())
+        missing = needed - set(arrays)
+        if missing:
+            raise ValueError(f"{directory / FILE}: missing arrays {sorted(missing)}")
+        state = {k[len(NET) :]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith(NET)}
+        known_items, known_users = arrays["known_items"], arrays["known_users"]
+        local, users = state.get("local.weight"), state.get("users.weight")
+        if local is None or users is None:
+            raise ValueError(f"{directory / FILE}: no item or user table")
+        if local.shape[0] != len(known_items) + 1 or users.shape[0] != len(known_users) + 1:
+            raise ValueError(
+                f"{directory / FILE}: tables of {local.shape[0]} items and {users.shape[0]} "
+                f"users for {len(known_items)} and {len(known_users)} known"
+            )
+        n_items = len(known_items)
+        edges = np.concatenate([arrays["graph_from"], arrays["graph_to"]])
+        if len(edges) and (edges.min() < 0 or edges.max() >= n_items):
+            raise ValueError(f"{directory / FILE}: graph edges outside the {n_items} items")
+        net = MGIANet(n_items, len(known_users), local.shape[1], dropout=0.0)
+        net.load_state_dict(state)  # refuses missing, extra or misshapen weights
+        net.eval()
+        model = cls(
+            net, known_items.astype(bool), known_users.astype(bool), int(arrays["max_length"])
+        )
+        model.graph = GlobalGraph.of_arrays(n_items, arrays)
+        net.set_graph(model.graph)
+        return model
+
+
+def fit_mgia(
+    sessions: Sessions, n_items: int, n_users: int, config: MGIAConfig, max_length: int
+) -> MGIAModel:
+    """Train on these sessions (in time order) as GAG is trained (fit_graph_model)."""
+
+    def fresh() -> MGIAModel:
+        return MGIAModel.of(
+            MGIANet(n_items, n_users, config.embedding_dim, config.dropout), n_users, max_length
+        )
+
+    return fit_graph_model(fresh, sessions, config, "mgia")
+
+
+def fit_mgia_on(data: TrainingData, config: SessionsConfig) -> MGIAModel | None:
+    """MGIA trained on the data's sessions (as the nightly cuts them); None, with a log
+    line, if there are too few."""
+    sessions = training_sessions(data, config)
+    if len(sessions) < 2:
+        log.warning("mgia: %d training sessions; none trained (see [sessions])", len(sessions))
+        return None
+    return fit_mgia(sessions, len(data.items), len(data.users), config.mgia, config.max_length)
