@@ -1,6 +1,6 @@
 """What the session models cost: SSRM's training, one online update, and the serving CPU
 the session_ssrm generator (and its ranking feature, the same memoised scores) adds to a
-request with a 50-item session; then GAG's training and its session_gag generator's CPU.
+request with a 50-item session; then GAG's and MGIA's training and their generators' CPU.
 
 .venv/bin/python bench/bench_sessions.py                    # MovieLens-100k (1682 items)
 .venv/bin/python bench/bench_sessions.py --items 100000     # scoring a larger catalogue
@@ -17,12 +17,15 @@ import time
 from types import SimpleNamespace
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from candidates.als import ALSModel
 from candidates.session.gag import fit_gag_on
-from candidates.session.generator import gag_generator, ssrm_generator
+from candidates.session.generator import gag_generator, mgia_generator, ssrm_generator
 from candidates.session.live import LiveSSRM
+from candidates.session.mgia import MGIAModel, fit_mgia_on
+from candidates.session.mgia_net import GlobalGraph, MGIANet
 from candidates.session.reservoir import Reservoir
 from candidates.session.ssrm import fit_ssrm, training_sessions, user_vectors_at_starts
 from candidates.session.updates import ACTIVE, SeenSession, update_ssrm
@@ -110,6 +113,37 @@ def main() -> None:
         gag = dataclasses.replace(gag, known_items=np.ones(args.items, bool))
     generator = gag_generator(SimpleNamespace(gag=gag))
     serving_cost("session_gag", generator, gag.n_items, len(als.user_factors), args, config)
+
+    started = time.perf_counter()
+    mgia = fit_mgia_on(data, config.sessions)
+    print(
+        f"MGIA training: {time.perf_counter() - started:.1f} s wall, "
+        f"{config.sessions.mgia.epochs} epochs"
+    )
+    if args.items > mgia.n_items:
+        mgia = widened_mgia(mgia, args.items)
+    generator = mgia_generator(SimpleNamespace(mgia=mgia))
+    serving_cost("session_mgia", generator, mgia.n_items, len(als.user_factors), args, config)
+
+
+def widened_mgia(model: MGIAModel, n_items: int) -> MGIAModel:
+    """The model over a wider catalogue: random local and starting global rows for the
+    added items, the same global graph's edges (its GGNN runs over every item)."""
+    state = model.net.state_dict()
+    random = np.random.default_rng(5)
+    for name in ("local.weight", "items.weight"):
+        extra = n_items - model.n_items
+        grow = random.standard_normal((extra, state[name].shape[1])) * 0.1
+        state[name] = torch.cat([state[name], torch.as_tensor(grow, dtype=torch.float32)])
+    net = MGIANet(n_items, len(model.known_users), state["local.weight"].shape[1], dropout=0.0)
+    net.load_state_dict(state)
+    graph = GlobalGraph(n_items)
+    weights = model.graph.weights.tocoo()
+    graph.weights = sp.csr_matrix((weights.data, (weights.row, weights.col)), shape=(n_items,) * 2)
+    wide = MGIAModel(net, np.ones(n_items, bool), model.known_users, model.max_length, graph)
+    net.set_graph(graph)
+    net.eval()
+    return wide
 
 
 def serving_cost(name, generator, n_items: int, n_users: int, args, config) -> None:
