@@ -22,7 +22,7 @@ import torch
 
 from candidates.als import ALSModel
 from candidates.session.gag import fit_gag_on
-from candidates.session.generator import gag_generator, mgia_generator, ssrm_generator
+from candidates.session.generator import SESSION_GENERATORS, ssrm_generator
 from candidates.session.live import LiveSSRM
 from candidates.session.mgia import MGIAModel, fit_mgia_on
 from candidates.session.mgia_net import GlobalGraph, MGIANet
@@ -111,7 +111,7 @@ def main() -> None:
         )
         gag.net.items.weight = torch.nn.Parameter(torch.cat([gag.net.items.weight.detach(), grow]))
         gag = dataclasses.replace(gag, known_items=np.ones(args.items, bool))
-    generator = gag_generator(SimpleNamespace(gag=gag))
+    generator = SESSION_GENERATORS["gag"](SimpleNamespace(gag=gag))
     serving_cost("session_gag", generator, gag.n_items, len(als.user_factors), args, config)
 
     started = time.perf_counter()
@@ -122,7 +122,7 @@ def main() -> None:
     )
     if args.items > mgia.n_items:
         mgia = widened_mgia(mgia, args.items)
-    generator = mgia_generator(SimpleNamespace(mgia=mgia))
+    generator = SESSION_GENERATORS["mgia"](SimpleNamespace(mgia=mgia))
     serving_cost("session_mgia", generator, mgia.n_items, len(als.user_factors), args, config)
 
 

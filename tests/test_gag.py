@@ -79,36 +79,47 @@ def next_item_hits(model, stride: int, n_items: int = 20) -> int:
 
 
 def test_gag_learns_a_pattern_and_an_update_learns_a_new_one() -> None:
-    model = fit_gag(walks(20, 300, 1, 0), 20, 7, CONFIG, max_length=20)
+    learns_a_pattern_and_updates_learn_a_new_one(fit_gag, CONFIG)
+
+
+def learns_a_pattern_and_updates_learn_a_new_one(fit, config) -> tuple:
+    """GAG's and MGIA's shared check: trained on walks of stride 1 it predicts them; an
+    update on walks of stride 3, by either selection, learns those; the model given is not
+    changed. Returns the model and the updated ones."""
+    model = fit(walks(20, 300, 1, 0), 20, 7, config, max_length=20)
     assert next_item_hits(model, stride=1) >= 16  # chance: 1 in 20
     before = next_item_hits(model, stride=3)
     new = [
         SeenSession(s, np.zeros(4, np.float32), user=1)
         for s in walks(20, 100, 3, 1).items.reshape(-1, 5)
     ]
+    updated = []
     for selection in GAG_SELECTIONS:
         reservoir: Reservoir[SeenSession] = Reservoir(50, seed=0)
-        updated = update_gag(
-            model, new, reservoir, CONFIG, selection=selection, sample_size=64, steps=60,
+        step = update_gag(
+            model, new, reservoir, config, selection=selection, sample_size=64, steps=60,
             random=np.random.default_rng(0),
         )  # fmt: skip
-        assert next_item_hits(updated, stride=3) >= before + 8, selection
+        updated.append(step)
+        assert next_item_hits(updated[-1], stride=3) >= before + 8, selection
         assert reservoir.seen == 100  # the reservoir took the new sessions after the update
     assert next_item_hits(model, stride=3) == before  # the model given is unchanged
     with pytest.raises(ValueError, match="selection"):
-        update_gag(model, new, Reservoir(5), CONFIG, selection="best", sample_size=1, steps=1,
+        update_gag(model, new, Reservoir(5), config, selection="best", sample_size=1, steps=1,
                    random=np.random.default_rng(0))  # fmt: skip
     assert WASSERSTEIN in GAG_SELECTIONS
+    return model, updated
 
 
-def test_the_session_gag_generator_serves_the_bundles_gag_on_the_live_session(shop_bundle):
-    """The bundle's GAG (trained by the nightly's component) scores the live session with the
-    net it trained (serving's numpy forward pass gives torch's scores); its score of each
-    candidate is the ranking feature gag_score."""
+@pytest.mark.parametrize("name", ["gag", "mgia"])
+def test_a_graph_models_generator_serves_the_bundles_model_on_the_live_session(shop_bundle, name):
+    """The bundle's GAG or MGIA (trained by the nightly's component) scores the live session
+    with the net it trained (serving's numpy forward pass gives torch's scores); its score
+    of each candidate is the ranking feature <name>_score."""
     bundle, config, dataset = shop_bundle
-    model = bundle.gag
-    assert isinstance(model, GAGModel)
-    generator = make_generator("session_gag", bundle, config)
+    model = getattr(bundle, name)
+    assert isinstance(model, GAGModel)  # MGIAModel is one
+    generator = make_generator(f"session_{name}", bundle, config)
     pipeline = RecommendPipeline.candidate_stage(bundle, config)
     user = str(dataset.events["user_id"].iloc[-1])
     plain = pipeline.context(RecommendRequest(user_id=user, k=10))
@@ -123,10 +134,10 @@ def test_the_session_gag_generator_serves_the_bundles_gag_on_the_live_session(sh
     )
     moved = generator.generate(with_session, 40)
     assert moved.item_ids.tolist() != found.item_ids.tolist()
-    features = FeatureBuilder(bundle, ("session_gag",), config.sequence)
+    features = FeatureBuilder(bundle, (f"session_{name}",), config.sequence)
     frame = features.build(with_session, union([moved]))
     assert "ssrm_score" not in frame.dense_names  # only the served session models
-    column = frame.dense[:, frame.dense_names.index("gag_score")]
+    column = frame.dense[:, frame.dense_names.index(f"{name}_score")]
     np.testing.assert_allclose(column, generator.session_scores(with_session)[union([moved]).items])
     nobody = pipeline.context(RecommendRequest(user_id="never-seen", k=10))
     assert len(generator.generate(nobody, 40)) == 0

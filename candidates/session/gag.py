@@ -94,47 +94,88 @@ class GAGModel:
         return {name: value.detach().numpy() for name, value in self.net.state_dict().items()}
 
     def save(self, directory: Path) -> None:
-        """Plain arrays (no pickle): a damaged file is refused with a message, never run."""
-        state = {f"{NET}{name}": value.numpy() for name, value in self.net.state_dict().items()}
-        np.savez(
-            directory / FILE,
-            **state,
-            known_items=self.known_items,
-            known_users=self.known_users,
-            max_length=np.int64(self.max_length),
-        )
+        save_graph_model(self, directory / FILE)
 
     @classmethod
     def load(cls, directory: Path) -> GAGModel | None:
-        if not (directory / FILE).exists():
+        saved = read_graph_model(directory / FILE, "items.weight")
+        if saved is None:
             return None  # none trained: sessions.models did not name it
-        with np.load(directory / FILE) as saved:
-            arrays = {name: saved[name] for name in saved.files}
-        missing = {"known_items", "known_users", "max_length"} - set(arrays)
-        if missing:
-            raise ValueError(f"{directory / FILE}: missing arrays {sorted(missing)}")
-        state = {k[len(NET) :]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith(NET)}
-        known_items, known_users = arrays["known_items"], arrays["known_users"]
-        items, users = state.get("items.weight"), state.get("users.weight")
-        if items is None or users is None:
-            raise ValueError(f"{directory / FILE}: no item or user table")
-        if items.shape[0] != len(known_items) + 1 or users.shape[0] != len(known_users) + 1:
-            raise ValueError(
-                f"{directory / FILE}: tables of {items.shape[0]} items and {users.shape[0]} "
-                f"users for {len(known_items)} and {len(known_users)} known"
-            )
-        layers = len({k.split(".")[1] for k in state if k.startswith("layers.")})
-        net = GAGNet(len(known_items), len(known_users), items.shape[1], layers, dropout=0.0)
-        net.load_state_dict(state)  # refuses missing, extra or misshapen weights
+        items = saved.state["items.weight"]
+        layers = len({k.split(".")[1] for k in saved.state if k.startswith("layers.")})
+        net = GAGNet(saved.n_items, saved.n_users, items.shape[1], layers, dropout=0.0)
+        net.load_state_dict(saved.state)  # refuses missing, extra or misshapen weights
         net.eval()
-        return cls(
-            net, known_items.astype(bool), known_users.astype(bool), int(arrays["max_length"])
-        )
+        return cls(net, saved.known_items, saved.known_users, saved.max_length)
 
     def _user_rows(self, users: np.ndarray) -> torch.Tensor:
         users = np.asarray(users, dtype=np.int64)
         known = (users >= 0) & self.known_users[np.maximum(users, 0)]
         return torch.as_tensor(np.where(known, users + 1, 0))
+
+
+@dataclass(frozen=True)
+class SavedGraphModel:
+    """A GAG or MGIA file's arrays, checked: the net's weights and what the model knows."""
+
+    arrays: dict[str, np.ndarray]
+    state: dict[str, torch.Tensor]  # the net's state dict
+    known_items: np.ndarray
+    known_users: np.ndarray
+    max_length: int
+
+    @property
+    def n_items(self) -> int:
+        return len(self.known_items)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.known_users)
+
+
+def save_graph_model(model: GAGModel, path: Path, **extra: np.ndarray) -> None:
+    """Plain arrays (no pickle): a damaged file is refused with a message, never run."""
+    state = {f"{NET}{name}": value.numpy() for name, value in model.net.state_dict().items()}
+    np.savez(
+        path,
+        **state,
+        **extra,
+        known_items=model.known_items,
+        known_users=model.known_users,
+        max_length=np.int64(model.max_length),
+    )
+
+
+def read_graph_model(
+    path: Path, item_table: str, needed: tuple[str, ...] = ()
+) -> SavedGraphModel | None:
+    """What save_graph_model wrote, or None if there is no file; ValueError naming what is
+    missing or misshapen (`item_table`: the weight with a row per item + 1, `needed`: the
+    model's own arrays)."""
+    if not path.exists():
+        return None
+    with np.load(path) as saved:
+        arrays = {name: saved[name] for name in saved.files}
+    missing = {"known_items", "known_users", "max_length", *needed} - set(arrays)
+    if missing:
+        raise ValueError(f"{path}: missing arrays {sorted(missing)}")
+    state = {k[len(NET) :]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith(NET)}
+    known_items, known_users = arrays["known_items"], arrays["known_users"]
+    items, users = state.get(item_table), state.get("users.weight")
+    if items is None or users is None:
+        raise ValueError(f"{path}: no item or user table")
+    if items.shape[0] != len(known_items) + 1 or users.shape[0] != len(known_users) + 1:
+        raise ValueError(
+            f"{path}: tables of {items.shape[0]} items and {users.shape[0]} users for "
+            f"{len(known_items)} and {len(known_users)} known"
+        )
+    return SavedGraphModel(
+        arrays,
+        state,
+        known_items.astype(bool),
+        known_users.astype(bool),
+        int(arrays["max_length"]),
+    )
 
 
 def fit_gag_on(data: TrainingData, config: SessionsConfig) -> GAGModel | None:

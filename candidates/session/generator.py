@@ -92,21 +92,22 @@ def _graph_model_score(ctx: RequestContext, model: GAGModel) -> np.ndarray | Non
     return None if session is None else model.session_scores(session, ctx.user_index)
 
 
-def gag_generator(bundle: Any, name: str = PREFIX + "gag") -> SessionGenerator:
-    model = bundle.gag
-    return SessionGenerator(name, lambda: model, _graph_model_score)
+def graph_generator(model_name: str) -> Callable[..., SessionGenerator]:
+    """The generator of a GAG or MGIA bundle component."""
+
+    def make(bundle: Any, name: str = PREFIX + model_name) -> SessionGenerator:
+        model = getattr(bundle, model_name)
+        return SessionGenerator(name, lambda: model, _graph_model_score)
+
+    return make
 
 
-def mgia_generator(bundle: Any, name: str = PREFIX + "mgia") -> SessionGenerator:
-    model = bundle.mgia
-    return SessionGenerator(name, lambda: model, _graph_model_score)
-
-
+# the graph models: component name -> (fitting from the nightly's data, the model's class)
+GRAPH_MODELS = {"gag": (fit_gag_on, GAGModel), "mgia": (fit_mgia_on, MGIAModel)}
 # model name -> its generator over a loaded bundle ("session_<model>")
-SESSION_GENERATORS: dict[str, Callable[[Any], SessionGenerator]] = {
+SESSION_GENERATORS: dict[str, Callable[..., SessionGenerator]] = {
     "ssrm": ssrm_generator,
-    "gag": gag_generator,
-    "mgia": mgia_generator,
+    **{name: graph_generator(name) for name in GRAPH_MODELS},
 }
 
 
@@ -132,16 +133,20 @@ def _fit_ssrm(given: FitInputs) -> LiveSSRM:
     return LiveSSRM(model, reservoir)
 
 
-def _fit_gag(given: FitInputs) -> GAGModel | None:
-    if "gag" not in given.config.sessions.models:
-        return None
-    return fit_gag_on(given.data, given.config.sessions)
+def _graph_component(name: str, fit_on: Callable, model_class: type[GAGModel]) -> Component:
+    """A graph model as a bundle component: trained when sessions.models names it."""
 
+    def fit(given: FitInputs) -> GAGModel | None:
+        if name not in given.config.sessions.models:
+            return None
+        return fit_on(given.data, given.config.sessions)
 
-def _fit_mgia(given: FitInputs) -> MGIAModel | None:
-    if "mgia" not in given.config.sessions.models:
-        return None
-    return fit_mgia_on(given.data, given.config.sessions)
+    return Component(
+        name,
+        fit=fit,
+        load=lambda directory, config: model_class.load(directory),
+        absent=lambda: None,  # bundles from before it
+    )
 
 
 def _make(bundle: Any, config: Config, name: str) -> SessionGenerator:
@@ -163,21 +168,7 @@ register_component(
         absent=lambda: LiveSSRM(None),  # bundles from before session models
     )
 )
-register_component(
-    Component(
-        "gag",
-        fit=_fit_gag,
-        load=lambda directory, config: GAGModel.load(directory),
-        absent=lambda: None,  # bundles from before it
-    )
-)
-register_component(
-    Component(
-        "mgia",
-        fit=_fit_mgia,
-        load=lambda directory, config: MGIAModel.load(directory),
-        absent=lambda: None,  # bundles from before it
-    )
-)
+for _name, (_fit_on, _model_class) in GRAPH_MODELS.items():
+    register_component(_graph_component(_name, _fit_on, _model_class))
 for _model in SESSION_GENERATORS:
     register_generator(PREFIX + _model, _make)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from candidates.session.gag import NET, GAGModel, fit_graph_model
+from candidates.session.gag import GAGModel, fit_graph_model, read_graph_model, save_graph_model
 from candidates.session.gag_net import Graphs
 from candidates.session.mgia_net import GlobalGraph, MGIANet, numpy_forward
 from candidates.session.sessions import Sessions
@@ -81,47 +81,24 @@ class MGIAModel(GAGModel):
         return global_items, self.net.item_vectors()
 
     def save(self, directory: Path) -> None:
-        """Plain arrays (no pickle), the global graph's edges among them."""
-        state = {f"{NET}{name}": value.numpy() for name, value in self.net.state_dict().items()}
-        np.savez(
-            directory / FILE,
-            **state,
-            **self.graph.arrays(),
-            known_items=self.known_items,
-            known_users=self.known_users,
-            max_length=np.int64(self.max_length),
-        )
+        """The net's arrays and the global graph's edges (gag.save_graph_model)."""
+        save_graph_model(self, directory / FILE, **self.graph.arrays())
 
     @classmethod
     def load(cls, directory: Path) -> MGIAModel | None:
-        if not (directory / FILE).exists():
+        graph_arrays = tuple(GlobalGraph(0).arrays())
+        saved = read_graph_model(directory / FILE, "local.weight", graph_arrays)
+        if saved is None:
             return None  # none trained: sessions.models did not name it
-        with np.load(directory / FILE) as saved:
-            arrays = {name: saved[name] for name in saved.files}
-        needed = {"known_items", "known_users", "max_length"} | set(GlobalGraph(0).arrays())
-        missing = needed - set(arrays)
-        if missing:
-            raise ValueError(f"{directory / FILE}: missing arrays {sorted(missing)}")
-        state = {k[len(NET) :]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith(NET)}
-        known_items, known_users = arrays["known_items"], arrays["known_users"]
-        local, users = state.get("local.weight"), state.get("users.weight")
-        if local is None or users is None:
-            raise ValueError(f"{directory / FILE}: no item or user table")
-        if local.shape[0] != len(known_items) + 1 or users.shape[0] != len(known_users) + 1:
-            raise ValueError(
-                f"{directory / FILE}: tables of {local.shape[0]} items and {users.shape[0]} "
-                f"users for {len(known_items)} and {len(known_users)} known"
-            )
-        n_items = len(known_items)
+        n_items, arrays = saved.n_items, saved.arrays
         edges = np.concatenate([arrays["graph_from"], arrays["graph_to"]])
         if len(edges) and (edges.min() < 0 or edges.max() >= n_items):
             raise ValueError(f"{directory / FILE}: graph edges outside the {n_items} items")
-        net = MGIANet(n_items, len(known_users), local.shape[1], dropout=0.0)
-        net.load_state_dict(state)  # refuses missing, extra or misshapen weights
+        dim = saved.state["local.weight"].shape[1]
+        net = MGIANet(n_items, saved.n_users, dim, dropout=0.0)
+        net.load_state_dict(saved.state)  # refuses missing, extra or misshapen weights
         net.eval()
-        model = cls(
-            net, known_items.astype(bool), known_users.astype(bool), int(arrays["max_length"])
-        )
+        model = cls(net, saved.known_items, saved.known_users, saved.max_length)
         model.graph = GlobalGraph.of_arrays(n_items, arrays)
         net.set_graph(model.graph)
         return model
