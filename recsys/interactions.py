@@ -25,23 +25,38 @@ OUTLIER_GAP_SECONDS = 7 * 86400
 
 def event_weights(events: pd.DataFrame, config: Config) -> np.ndarray:
     """Each event's contribution to R (config [als.event_weights]); weak ratings count less."""
-    by_type = np.array(
-        [getattr(config.als.event_weights, t) for t in EVENT_TYPES], dtype=np.float32
-    )
-    weights = by_type[events["event_type"].cat.codes.to_numpy()]
-    is_weak_rating = (events["event_type"] == "rating").to_numpy() & (
-        events["value"].to_numpy() < config.data.positive_rating
-    )
-    weights[is_weak_rating] = config.als.negative_rating_weight
-    return weights
+    return weights_of_types(_type_codes(events), events["value"].to_numpy(), config)
 
 
 def is_positive(events: pd.DataFrame, config: Config) -> np.ndarray:
     """Events that count as relevant in evaluation (config [data].positive_events)."""
+    return positives_of_types(_type_codes(events), events["value"].to_numpy(), config)
+
+
+def weights_of_types(codes: np.ndarray, values: np.ndarray, config: Config) -> np.ndarray:
+    """`event_weights` over arrays: each event's type (an index into EVENT_TYPES) and value."""
+    by_type = np.array(
+        [getattr(config.als.event_weights, t) for t in EVENT_TYPES], dtype=np.float32
+    )
+    weights = by_type[codes]
+    is_weak_rating = (codes == EVENT_TYPES.index("rating")) & (values < config.data.positive_rating)
+    weights[is_weak_rating] = config.als.negative_rating_weight
+    return weights
+
+
+def positives_of_types(codes: np.ndarray, values: np.ndarray, config: Config) -> np.ndarray:
+    """`is_positive` over arrays: each event's type (an index into EVENT_TYPES) and value."""
+    positive = np.isin(codes, [EVENT_TYPES.index(t) for t in config.data.positive_events])
+    is_rating = codes == EVENT_TYPES.index("rating")
+    return positive & (~is_rating | (values >= config.data.positive_rating))
+
+
+def _type_codes(events: pd.DataFrame) -> np.ndarray:
+    """Event types as indices into EVENT_TYPES (the categories recsys.dataset gives them)."""
     kinds = events["event_type"]
-    positive = kinds.isin(config.data.positive_events).to_numpy()
-    is_rating = (kinds == "rating").to_numpy()
-    return positive & (~is_rating | (events["value"].to_numpy() >= config.data.positive_rating))
+    if list(kinds.cat.categories) != list(EVENT_TYPES):
+        raise ValueError(f"event types {list(kinds.cat.categories)}, expected {EVENT_TYPES}")
+    return kinds.cat.codes.to_numpy()
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from candidates.live_tops import LiveTops
-from recsys.config import Config
-from recsys.interactions import event_weights, is_positive
+from recsys.config import EVENT_TYPES, Config
+from recsys.interactions import positives_of_types, weights_of_types
 from recsys.loaded_bundle import LoadedBundle
-from serving.events import Event, events_frame
+from serving.events import Event
 
 
 class TopsFeed:
@@ -42,14 +44,15 @@ def count_into(
     live: LiveTops, bundle: LoadedBundle, events: Sequence[Event], config: Config
 ) -> None:
     """Events as the arrays `LiveTops.add` counts: the bundle's item indices, and each
-    event's positivity and weight as the nightly would give them."""
-    frame = events_frame(events)
-    kinds = frame["event_type"].astype(str).to_numpy()
+    event's positivity and weight as the nightly gives them. Plain arrays, no data frame: a
+    request that catches up with a few events pays microseconds, not milliseconds."""
+    codes = np.array([EVENT_TYPES.index(e.event_type) for e in events], dtype=np.int64)
+    values = np.array([e.value for e in events], dtype=np.float64)
     live.add(
-        users=frame["user_id"].astype(str).to_numpy(),
-        items=bundle.items.to_index(frame["item_id"].astype(str).to_numpy()),
-        positive=is_positive(frame, config),
-        weights=event_weights(frame, config),
-        is_view=kinds == "view",
-        is_purchase=kinds == "purchase",
+        users=np.array([e.user_id for e in events], dtype=object),
+        items=bundle.items.to_index([e.item_id for e in events]),
+        positive=positives_of_types(codes, values, config),
+        weights=weights_of_types(codes, values, config),
+        is_view=codes == EVENT_TYPES.index("view"),
+        is_purchase=codes == EVENT_TYPES.index("purchase"),
     )
