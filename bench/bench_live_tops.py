@@ -5,16 +5,18 @@ request after it re-merging a list (later requests read the cached list).
 .venv/bin/python bench/bench_live_tops.py --batch 50      # events per catch-up
 
 The stream replays the shop's own events (popular items come up often, as in a real day)
-by users new to the bundle, in batches of --batch; after each batch the lists a default
-config asks for are merged once (top_clicks_7d, popularity's weighted list, one category),
-then read again from the cache. Figures are printed per stage of the day (how many items
-have been touched since the bundle), as percentiles in ms.
+by users new to the bundle, as the log tail delivers them (Event objects), in batches of
+--batch, each counted as serving counts it (serving.tops_feed.count_into); after each batch
+the lists a default config asks for are merged once (top_clicks_7d, popularity's weighted
+list, one category), then read again from the cache. Figures are printed per stage of the
+day (how many items have been touched since the bundle), as percentiles in ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from types import SimpleNamespace
 
 import numpy as np
 from shop_scale import add_shop_size_arguments
@@ -24,6 +26,8 @@ from candidates.tops import TopsModel
 from pipelines.synthetic import generate_synthetic
 from pipelines.training_data import build_training_data
 from recsys.config import EVENT_TYPES, load_config
+from serving.events import Event
+from serving.tops_feed import count_into
 
 LISTS = (("clicks", 7, "global"), ("weighted", 0, "global"), ("clicks", 7, "category"))
 
@@ -56,26 +60,19 @@ def main() -> None:
     live = LiveTops(model, config.tops)
     rng = np.random.default_rng(args.seed)
     replay = rng.integers(0, len(data.event_items), size=args.batch * args.batches)
-    weights = data.event_weights[replay]
-    kinds = data.event_types[replay]
-    positive = data.event_positive[replay]
-    view, purchase = EVENT_TYPES.index("view"), EVENT_TYPES.index("purchase")
-    users = np.array([f"new-{i}" for i in rng.integers(0, args.users, size=len(replay))])
+    users = rng.integers(0, args.users, size=len(replay))
+    events = [  # as the log tail delivers them: what serving counts from
+        Event(f"new-{u}", str(data.items.ids[i]), EVENT_TYPES[t], 5.0, int(data.newest_time) + 1)
+        for u, i, t in zip(users, data.event_items[replay], data.event_types[replay], strict=True)
+    ]
+    bundle = SimpleNamespace(items=data.items)
     category = int(np.bincount(model.item_category_indices).argmax())
 
     stages = {args.batches // 10: [], args.batches // 2: [], args.batches: []}
     add_ms, merge_ms, hit_ms = [], {name: [] for name in LISTS}, []
     for b in range(args.batches):
-        chunk = slice(b * args.batch, (b + 1) * args.batch)
         start = time.perf_counter()
-        live.add(
-            users[chunk],
-            data.event_items[replay[chunk]],
-            positive[chunk],
-            weights[chunk],
-            kinds[chunk] == view,
-            kinds[chunk] == purchase,
-        )
+        count_into(live, bundle, events[b * args.batch : (b + 1) * args.batch], config)
         add_ms.append((time.perf_counter() - start) * 1000)
         for key in LISTS:
             metric, window, scope = key
@@ -90,7 +87,7 @@ def main() -> None:
             touched = len(live.touched)
             print(
                 f"after {b + 1} batches ({(b + 1) * args.batch} events, {touched} items "
-                f"touched): add {percentiles(add_ms)} ms per batch of {args.batch}; "
+                f"touched): counting {percentiles(add_ms)} ms per batch of {args.batch}; "
                 + "; ".join(
                     f"merge {m}_{w}d {s} {percentiles(ms)}" for (m, w, s), ms in merge_ms.items()
                 )

@@ -50,7 +50,7 @@ def count_into(
     values = np.array([e.value for e in events], dtype=np.float64)
     live.add(
         users=np.array([e.user_id for e in events], dtype=object),
-        items=bundle.items.to_index([e.item_id for e in events]),
+        items=np.array([bundle.items.index_of(e.item_id) for e in events], dtype=np.int64),
         positive=positives_of_types(codes, values, config),
         weights=weights_of_types(codes, values, config),
         is_view=codes == EVENT_TYPES.index("view"),
