@@ -3,6 +3,7 @@ it serves (candidates/live_tops.py), and re-counts them into the next bundle's o
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -13,6 +14,8 @@ from recsys.config import EVENT_TYPES, Config
 from recsys.interactions import positives_of_types, weights_of_types
 from recsys.loaded_bundle import LoadedBundle
 from serving.events import Event
+
+log = logging.getLogger(__name__)
 
 
 class TopsFeed:
@@ -26,6 +29,7 @@ class TopsFeed:
         self.config = config
         self.kept: deque[Event] = deque(maxlen=config.tops.live_events_kept)
         self._fed: LiveTops | None = None
+        self._failed: LiveTops | None = None  # the bundle whose counting failed, logged once
 
     def __call__(self, events: Sequence[Event]) -> None:
         self.kept.extend(events)
@@ -36,8 +40,14 @@ class TopsFeed:
         if live is not self._fed:  # a new bundle: its nightly read the log up to its "now"
             self._fed = live
             events = [event for event in self.kept if event.timestamp > live.model.now]
-        if events:
+        if not events:
+            return
+        try:
             count_into(live, bundle, events, self.config)
+        except Exception:  # live tops are a refinement: never fail the request catching up
+            if live is not self._failed:  # once per bundle, not per request
+                self._failed = live
+                log.exception("live tops: could not count %d events; the lists stay", len(events))
 
 
 def count_into(

@@ -23,7 +23,7 @@ from serving.filters import apply_filters
 from serving.grpc.client import RecommenderClient
 from serving.grpc.server import start_server
 from serving.pipeline import RecommendRequest
-from serving.tops_feed import count_into
+from serving.tops_feed import TopsFeed, count_into
 from tests.conftest import shop_config
 from tests.test_tops import DAY, T0, TOPS, fit, shop
 
@@ -205,3 +205,21 @@ def test_a_process_remembers_the_latest_pairs_only():
     live.add(users, item_d, np.zeros(n, bool), np.ones(n), np.ones(n, bool), np.zeros(n, bool))
     impressions = live.counts[:, 0, 3] - live.model.item_counts[:, 0, 3]  # COUNTS[0]: users
     assert impressions.tolist() == [4.0, 4.0]
+
+
+def test_a_failure_to_count_never_fails_the_request_catching_up(caplog, monkeypatch):
+    config = load_config().replace(tops=TOPS)
+    model = fit()
+    live = LiveTops(model, config.tops)
+    model.serve_from(live)
+    bundle = SimpleNamespace(tops=model, items=build_training_data(shop(), config).items)
+    feed = TopsFeed(lambda: bundle, config)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a counting bug")
+
+    monkeypatch.setattr("serving.tops_feed.count_into", broken)
+    feed(later_events())  # no exception reaches the caller
+    feed(later_events())
+    assert caplog.text.count("live tops: could not count") == 1  # logged once per bundle
+    assert live.events == 0 and len(feed.kept) == 2 * len(LATER)
