@@ -29,6 +29,8 @@ GGNN, which it names, and scaled dot-product attention, which its "√d" suggest
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -247,7 +249,7 @@ def numpy_forward(
     for k, edges in enumerate((graph.incoming[0], graph.outgoing[0])):  # g)
         edges = edges[:size, :size]
         has = edges > 0
-        scores = linear(f"query.{k}", e) @ linear(f"key.{k}", e).T / np.sqrt(e.shape[1])
+        scores = linear(f"query.{k}", e) @ linear(f"key.{k}", e).T / math.sqrt(e.shape[1])
         scores = np.where(has, scores + np.log(np.maximum(edges, 1e-12)), -np.inf)
         top = np.where(has.any(axis=1, keepdims=True), scores.max(axis=1, keepdims=True), 0.0)
         attention = np.where(has, np.exp(scores - top), 0.0)
@@ -263,4 +265,5 @@ def numpy_forward(
     beta = np.exp(beta - beta.max())
     pooled = (beta / beta.sum()) @ h
     session = np.tanh(linear("session", np.concatenate([pooled, h_last, u])))
-    return (scoring_items @ session).astype(np.float32)
+    # in the tables' float32: a float64 session would copy the whole item table per request
+    return scoring_items @ session.astype(scoring_items.dtype)
