@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
@@ -37,6 +38,7 @@ from candidates.tops import (
     COUNTS,
     NO_VALUE,
     PRIOR_COUNTS,
+    WINDOWED_METRICS,
     TopsModel,
     best_per_item,
     window_scores,
@@ -50,17 +52,24 @@ IMPRESSIONS, CLICKS, WEIGHTED_CLICKS, PURCHASES, WEIGHTED = (
 )
 
 
-# the counts each metric reads: a re-score gathers only these
-NEEDS = {
-    "clicks": ("clicks",),
-    "purchases": ("purchases",),
-    "weighted": ("weighted",),
-    "ctr": ("clicks", "impressions"),
-    "pctr": ("clicks", "impressions"),
-    "wctr": ("weighted_clicks", "impressions"),
-    "wpctr": ("weighted_clicks", "impressions"),
-    "trending": ("impressions", "previous"),
-}
+class _Gathered(Mapping[str, np.ndarray]):
+    """One window's counts of some items, each gathered when a formula first reads it: a
+    re-score gathers only the counts its metric reads (window_scores says which)."""
+
+    def __init__(self, counts: np.ndarray, items: np.ndarray) -> None:
+        self.counts, self.items = counts, items  # (len(COUNTS), n_items) and the items
+        self.read: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.read:
+            self.read[name] = self.counts[COUNTS.index(name), self.items].astype(np.float64)
+        return self.read[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(COUNTS)
+
+    def __len__(self) -> int:
+        return len(COUNTS)
 
 
 class LiveTops:
@@ -158,7 +167,7 @@ class LiveTops:
         """`TopsModel.top`, with the events since the bundle counted in where they are live."""
         model = self.model
         if (
-            metric not in NEEDS
+            metric not in WINDOWED_METRICS
             or scope == "region"
             or window_days not in self.windows
             or (metric == "trending" and not window_days)
@@ -201,11 +210,8 @@ class LiveTops:
         found = self._rescored.get(key)
         if found is not None:
             return found
-        touched, w = self.touched, self.windows[window_days]
-        named = {
-            name: self.counts[w, COUNTS.index(name), touched].astype(np.float64)
-            for name in NEEDS[metric]
-        }
+        w = self.windows[window_days]
+        named = _Gathered(self.counts[w], self.touched)
         totals = self.totals[w]
         impressions = totals[IMPRESSIONS]
         priors = {  # the global CTR, as the bundle's global and category lists use

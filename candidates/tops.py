@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -50,7 +51,7 @@ from typing import Protocol
 import numpy as np
 
 from candidates.base import Generator, register_generator
-from recsys.arrays import NO_ITEMS, first_positions
+from recsys.arrays import NO_ITEMS, first_positions, run_positions
 from recsys.components import Component, register_component
 from recsys.config import EVENT_TYPES, Config, TopsConfig
 from recsys.context import Candidates, RequestContext
@@ -193,7 +194,7 @@ def _window_counts(
 
 
 def window_scores(
-    counts: dict[str, np.ndarray],
+    counts: Mapping[str, np.ndarray],
     priors: dict[str, np.ndarray | float],
     config: TopsConfig,
     window: int,
@@ -518,8 +519,7 @@ class TopsModel:
         positions = np.flatnonzero((items >= 0) & (items < len(self.item_category_indptr) - 1))
         starts = self.item_category_indptr[items[positions]]
         sizes = self.item_category_indptr[items[positions] + 1] - starts
-        within = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-        codes = self.item_category_indices[np.repeat(starts, sizes) + within]
+        codes = self.item_category_indices[run_positions(starts, sizes)]
         return np.repeat(positions, sizes), codes
 
     # -- runtime generators --------------------------------------------------------------------

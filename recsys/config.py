@@ -284,12 +284,11 @@ class SSRMConfig:
 
 
 @dataclass(frozen=True)
-class GAGConfig:
-    """seed 003 §III: GAG, a graph network over the session graph with the user as its
-    global attribute (candidates/session/gag_net.py)."""
+class GraphModelConfig:
+    """How a graph session model (GAG, MGIA) is trained and updated (candidates.session.gag:
+    fit_graph_model, update_gag)."""
 
     embedding_dim: int
-    layers: int  # graph network layers
     dropout: float
     epochs: int
     batch_size: int
@@ -298,17 +297,18 @@ class GAGConfig:
 
 
 @dataclass(frozen=True)
-class MGIAConfig:
+class GAGConfig(GraphModelConfig):
+    """seed 003 §III: GAG, a graph network over the session graph with the user as its
+    global attribute (candidates/session/gag_net.py)."""
+
+    layers: int  # graph network layers
+
+
+@dataclass(frozen=True)
+class MGIAConfig(GraphModelConfig):
     """seed 003 §IV: MGIA, GAG's session graph plus a global item-transition graph
     (candidates/session/mgia_net.py): one GGNN step over the global graph, one BA-GCN layer
     over the session's."""
-
-    embedding_dim: int
-    dropout: float
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    random_state: int
 
 
 @dataclass(frozen=True)

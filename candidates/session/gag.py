@@ -29,7 +29,7 @@ from candidates.session.sessions import Sessions, target_ranks
 from candidates.session.ssrm import training_sessions
 from candidates.session.ssrm_net import Samples
 from candidates.session.updates import UNIFORM, SeenSession
-from recsys.config import GAGConfig, SessionsConfig
+from recsys.config import GAGConfig, GraphModelConfig, SessionsConfig
 from recsys.interactions import TrainingData
 from recsys.torch_runs import seeded
 
@@ -220,7 +220,7 @@ def fit_gag(
 
 
 def fit_graph_model(
-    fresh: Callable[[], GAGModel], sessions: Sessions, config: GAGConfig, name: str
+    fresh: Callable[[], GAGModel], sessions: Sessions, config: GraphModelConfig, name: str
 ) -> GAGModel:
     """Train a fresh GAG or MGIA model (`fresh()`, made under the seed) on these sessions
     (in time order), as §III.C and §IV.C do; the latest tenth picks the epoch kept (by the
@@ -269,7 +269,7 @@ def update_gag(
     model: GAGModel,
     new: list[SeenSession],
     reservoir: Reservoir[SeenSession],
-    config: GAGConfig,
+    config: GraphModelConfig,
     *,
     selection: str,
     sample_size: int,
