@@ -1,6 +1,7 @@
-"""What the session models cost: SSRM's training, one online update, and the serving CPU
-the session_ssrm generator (and its ranking feature, the same memoised scores) adds to a
-request with a 50-item session; then GAG's and MGIA's training and their generators' CPU.
+"""What the session models cost: SSRM's, GAG's and MGIA's training, one online update of each
+(as `recsys session-updater` runs it, by the model's own selection rule), and the serving CPU
+each generator (and its ranking feature, the same memoised scores) adds to a request with a
+50-item session.
 
 .venv/bin/python bench/bench_sessions.py                    # MovieLens-100k (1682 items)
 .venv/bin/python bench/bench_sessions.py --items 100000     # scoring a larger catalogue
@@ -21,9 +22,9 @@ import scipy.sparse as sp
 import torch
 
 from candidates.als import ALSModel
-from candidates.session.gag import fit_gag_on
-from candidates.session.generator import SESSION_GENERATORS, ssrm_generator
-from candidates.session.live import LiveSSRM
+from candidates.session.gag import WASSERSTEIN, fit_gag_on, update_gag
+from candidates.session.generator import MODEL_LOADERS, SESSION_GENERATORS, ssrm_generator
+from candidates.session.live import LiveModel
 from candidates.session.mgia import MGIAModel, fit_mgia_on
 from candidates.session.mgia_net import GlobalGraph, MGIANet
 from candidates.session.reservoir import Reservoir
@@ -54,32 +55,23 @@ def main() -> None:
     data = build_training_data(load_movielens_100k(config.data.cache_dir), config)
     als = ALSModel.fit(data.interactions, config.als)
     started = time.perf_counter()
-    model, _ = fit_ssrm(data, als.item_factors, config.sessions, config.als)
+    model = fit_ssrm(data, als.item_factors, config.sessions, config.als)
     print(f"training: {time.perf_counter() - started:.1f} s wall for {len(model.history)} epochs")
 
     sessions = training_sessions(data, config.sessions)
     users = user_vectors_at_starts(data, sessions, als.item_factors, config.als)
-    seen = [SeenSession(sessions[s], users[s]) for s in range(len(sessions))]
-    random = np.random.default_rng(0)
-    reservoir: Reservoir[SeenSession] = Reservoir(config.sessions.reservoir_size, seed=0)
-    reservoir.extend(seen[: len(seen) // 2])
-    block = len(seen) // 2 // args.updates
-    costs = []
-    for u in range(args.updates):
-        new = seen[len(seen) // 2 + u * block : len(seen) // 2 + (u + 1) * block]
-        clock = time.process_time()
-        update_ssrm(
-            model, new, reservoir, als.item_factors, config.sessions.ssrm, selection=ACTIVE,
-            sample_size=config.sessions.update_sample, steps=config.sessions.update_steps,
-            random=random,
+    seen = [
+        SeenSession(sessions[s], users[s], int(sessions.users[s])) for s in range(len(sessions))
+    ]
+    budget = {"sample_size": config.sessions.update_sample, "steps": config.sessions.update_steps}
+
+    def ssrm_update(new, held, random):
+        return update_ssrm(
+            model, new, held, als.item_factors, config.sessions.ssrm, selection=ACTIVE,
+            random=random, **budget,
         )  # fmt: skip
-        costs.append(time.process_time() - clock)
-    print(
-        f"online update ({config.sessions.update_steps} steps of {config.sessions.update_sample} "
-        f"sessions, {block} new + {len(reservoir)} in the reservoir): CPU "
-        + ", ".join(f"{c:.2f}" for c in costs)
-        + " s"
-    )
+
+    update_costs("SSRM", ssrm_update, seen, args.updates, config)
 
     item_factors = als.item_factors
     if args.items > model.n_items:  # a wider catalogue: random rows beside the trained ones
@@ -91,7 +83,8 @@ def main() -> None:
         more = np.random.default_rng(2).standard_normal((extra, item_factors.shape[1]))
         item_factors = np.vstack([item_factors, more * 0.1]).astype(np.float32)
     bundle = SimpleNamespace(
-        ssrm=LiveSSRM(model), als=SimpleNamespace(model=ALSModel(als.user_factors, item_factors))
+        ssrm=LiveModel("ssrm", model, MODEL_LOADERS["ssrm"]),
+        als=SimpleNamespace(model=ALSModel(als.user_factors, item_factors)),
     )
     serving_cost(
         "session_ssrm", ssrm_generator(bundle), model.n_items, len(als.user_factors), args, config
@@ -103,6 +96,7 @@ def main() -> None:
         f"GAG training: {time.perf_counter() - started:.1f} s wall, "
         f"{config.sessions.gag.epochs} epochs"
     )
+    update_costs("GAG", graph_update(gag, config.sessions.gag, budget), seen, args.updates, config)
     if args.items > gag.n_items:  # the same widening of its item table
         extra = args.items - gag.n_items
         grow = torch.as_tensor(
@@ -111,7 +105,7 @@ def main() -> None:
         )
         gag.net.items.weight = torch.nn.Parameter(torch.cat([gag.net.items.weight.detach(), grow]))
         gag = dataclasses.replace(gag, known_items=np.ones(args.items, bool))
-    generator = SESSION_GENERATORS["gag"](SimpleNamespace(gag=gag))
+    generator = SESSION_GENERATORS["gag"](SimpleNamespace(gag=LiveModel("gag", gag, None)))
     serving_cost("session_gag", generator, gag.n_items, len(als.user_factors), args, config)
 
     started = time.perf_counter()
@@ -120,10 +114,44 @@ def main() -> None:
         f"MGIA training: {time.perf_counter() - started:.1f} s wall, "
         f"{config.sessions.mgia.epochs} epochs"
     )
+    mgia_update = graph_update(mgia, config.sessions.mgia, budget)
+    update_costs("MGIA", mgia_update, seen, args.updates, config)
     if args.items > mgia.n_items:
         mgia = widened_mgia(mgia, args.items)
-    generator = SESSION_GENERATORS["mgia"](SimpleNamespace(mgia=mgia))
+    generator = SESSION_GENERATORS["mgia"](SimpleNamespace(mgia=LiveModel("mgia", mgia, None)))
     serving_cost("session_mgia", generator, mgia.n_items, len(als.user_factors), args, config)
+
+
+def update_costs(name: str, update, seen: list[SeenSession], updates: int, config) -> None:
+    """CPU of `updates` online updates, each on the next block of the later half of the
+    sessions, with a reservoir of the earlier half (as the updater holds one)."""
+    random = np.random.default_rng(0)
+    reservoir: Reservoir[SeenSession] = Reservoir(config.sessions.reservoir_size, seed=0)
+    reservoir.extend(seen[: len(seen) // 2])
+    block = len(seen) // 2 // updates
+    costs = []
+    for u in range(updates):
+        new = seen[len(seen) // 2 + u * block : len(seen) // 2 + (u + 1) * block]
+        clock = time.process_time()
+        update(new, list(reservoir.held), random)
+        costs.append(time.process_time() - clock)
+        reservoir.extend(new)
+    print(
+        f"{name} online update ({config.sessions.update_steps} steps of "
+        f"{config.sessions.update_sample} sessions, {block} new + {len(reservoir)} in the "
+        "reservoir): CPU " + ", ".join(f"{c:.2f}" for c in costs) + " s"
+    )
+
+
+def graph_update(model, settings, budget: dict):
+    """GAG's or MGIA's update as the updater runs it (the Wasserstein selection)."""
+
+    def update(new, held, random):
+        return update_gag(
+            model, new, held, settings, selection=WASSERSTEIN, random=random, **budget
+        )
+
+    return update
 
 
 def widened_mgia(model: MGIAModel, n_items: int) -> MGIAModel:

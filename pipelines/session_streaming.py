@@ -185,7 +185,9 @@ def evaluate_session_streaming(
             if b == n_blocks - 1:
                 break
             clock = time.process_time()
-            model = update(model, _seen(stream, users, block(b)), reservoir, random)
+            new = _seen(stream, users, block(b))
+            model = update(model, new, reservoir.held, random)
+            reservoir.extend(new)  # after the update (its pool has the new ones already)
             cost = time.process_time() - clock
         result.scores[method] = rows
 
@@ -197,10 +199,10 @@ def evaluate_session_streaming(
             method,
             ssrm,
             ssrm_scorer,
-            lambda model, new, reservoir, random, selection=selection: update_ssrm(
+            lambda model, new, held, random, selection=selection: update_ssrm(
                 model,
                 new,
-                reservoir,
+                held,
                 ials.item_factors,
                 sessions.ssrm,
                 selection=selection,
@@ -223,11 +225,11 @@ def evaluate_session_streaming(
                 method,
                 model,
                 lambda m: _gag_scorer(m, stream),
-                lambda m, new, reservoir, random, selection=selection, settings=settings: (
+                lambda m, new, held, random, selection=selection, settings=settings: (
                     update_gag(
                         m,
                         new,
-                        reservoir,
+                        held,
                         settings,
                         selection=selection,
                         sample_size=sessions.update_sample,

@@ -356,9 +356,9 @@ def _session_updater(args: argparse.Namespace, config: Config) -> int:
 
     def progress(report: UpdateReport) -> None:
         print(
-            f"session-updater: bundle {report.bundle}: published {report.published} after "
-            f"learning {report.sessions} new sessions (reservoir {report.reservoir}) in "
-            f"{report.seconds:.1f} s",
+            f"session-updater: bundle {report.bundle}: published {report.published} "
+            f"({', '.join(report.models)}) after learning {report.sessions} new sessions "
+            f"(reservoir {report.reservoir}) in {report.seconds:.1f} s",
             flush=True,
         )
 

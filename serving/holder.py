@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from candidates.live_tops import attach_live_tops
+from candidates.session.live import LiveModel
 from recsys.bundle import BundleError, current_version, list_versions, verify_bundle
 from recsys.config import Config
 from recsys.loaded_bundle import LoadedBundle
@@ -130,12 +131,15 @@ class BundleHolder:
             return self._load(version) or self._fall_back(version)
 
     def _refresh_session_weights(self) -> None:
-        """The session updater's newest weights for the bundle in service, if any
-        (candidates.session.live: verified, and refused with a log line when damaged)."""
+        """The session updater's newest weights for the bundle in service, if any, for each
+        session model (candidates.session.live: verified, and refused with a log line when
+        damaged)."""
         pipeline = self._pipeline
-        live = getattr(pipeline.bundle, "ssrm", None) if pipeline is not None else None
-        if live is not None:
-            live.refresh(self.root, pipeline.version)
+        if pipeline is None:
+            return
+        for part in pipeline.bundle.parts.values():
+            if isinstance(part, LiveModel):
+                part.refresh(self.root, pipeline.version)
 
     def _fall_back(self, refused: str | None) -> bool:
         """With no bundle in service yet, the newest bundle published before the refused

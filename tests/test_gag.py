@@ -9,7 +9,6 @@ import pytest
 from candidates.base import make_generator
 from candidates.session.gag import GAG_SELECTIONS, WASSERSTEIN, GAGModel, fit_gag, update_gag
 from candidates.session.gag_net import Graphs
-from candidates.session.reservoir import Reservoir
 from candidates.session.sampling import wasserstein_selection, wasserstein_to_items
 from candidates.session.sessions import Sessions
 from candidates.session.updates import SeenSession
@@ -95,17 +94,15 @@ def learns_a_pattern_and_updates_learn_a_new_one(fit, config) -> tuple:
     ]
     updated = []
     for selection in GAG_SELECTIONS:
-        reservoir: Reservoir[SeenSession] = Reservoir(50, seed=0)
         step = update_gag(
-            model, new, reservoir, config, selection=selection, sample_size=64, steps=60,
+            model, new, [], config, selection=selection, sample_size=64, steps=60,
             random=np.random.default_rng(0),
         )  # fmt: skip
         updated.append(step)
         assert next_item_hits(updated[-1], stride=3) >= before + 8, selection
-        assert reservoir.seen == 100  # the reservoir took the new sessions after the update
     assert next_item_hits(model, stride=3) == before  # the model given is unchanged
     with pytest.raises(ValueError, match="selection"):
-        update_gag(model, new, Reservoir(5), config, selection="best", sample_size=1, steps=1,
+        update_gag(model, new, [], config, selection="best", sample_size=1, steps=1,
                    random=np.random.default_rng(0))  # fmt: skip
     assert WASSERSTEIN in GAG_SELECTIONS
     return model, updated
@@ -117,7 +114,7 @@ def test_a_graph_models_generator_serves_the_bundles_model_on_the_live_session(s
     with the net it trained (serving's numpy forward pass gives torch's scores); its score
     of each candidate is the ranking feature <name>_score."""
     bundle, config, dataset = shop_bundle
-    model = getattr(bundle, name)
+    model = getattr(bundle, name).model
     assert isinstance(model, GAGModel)  # MGIAModel is one
     generator = make_generator(f"session_{name}", bundle, config)
     pipeline = RecommendPipeline.candidate_stage(bundle, config)
@@ -145,7 +142,7 @@ def test_a_graph_models_generator_serves_the_bundles_model_on_the_live_session(s
 
 def test_a_saved_gag_loads_to_the_same_scores_and_bad_files_are_refused(shop_bundle, tmp_path):
     bundle, _, _ = shop_bundle
-    model = bundle.gag
+    model = bundle.gag.model
     model.save(tmp_path)
     loaded = GAGModel.load(tmp_path)
     session = np.array([3, 5, 8, 5])

@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 from candidates.session.gag_net import GAGNet, Graphs, numpy_forward
-from candidates.session.reservoir import Reservoir
 from candidates.session.sampling import wasserstein_selection, wasserstein_to_items
 from candidates.session.sessions import Sessions, target_ranks
 from candidates.session.ssrm import training_sessions
@@ -268,7 +267,7 @@ def _mrr(model: GAGModel, samples: Samples, users: np.ndarray) -> float:
 def update_gag(
     model: GAGModel,
     new: list[SeenSession],
-    reservoir: Reservoir[SeenSession],
+    held: list[SeenSession],
     config: GraphModelConfig,
     *,
     selection: str,
@@ -277,13 +276,14 @@ def update_gag(
     random: np.random.Generator,
 ) -> GAGModel:
     """§III.D's update: `steps` mini-batch steps of `sample_size` sessions chosen from the
-    new ones and the reservoir's (_draws), then the reservoir takes its share of the new
-    ones. The model given is not changed."""
+    new ones and those the reservoir holds (`held`; _draws). The caller offers the new ones
+    to the reservoir after the update (§III.D: "после, а не до, как в SSRM"). The model
+    given is not changed."""
     if selection not in GAG_SELECTIONS:
         raise ValueError(f"selection {selection!r} unknown; known: {', '.join(GAG_SELECTIONS)}")
     model = model.copy()
     model.absorb([s.items for s in new])  # MGIA: new sessions join the global graph first
-    pool = [*new, *reservoir.held]
+    pool = [*new, *held]
     if pool and steps > 0:
         draws = _draws(model, pool, selection, sample_size, steps, random)
         for chosen in draws:  # what the update learns from is learnt: it has vectors now
@@ -300,7 +300,6 @@ def update_gag(
                 samples, users = samples_of(sessions.take(chosen), model.max_length)
                 _step(model, optimizer, samples, users, np.arange(len(samples)))
         model.net.eval()
-    reservoir.extend(new)  # after the update (§III.D: "после, а не до, как в SSRM")
     return model
 
 
@@ -309,8 +308,9 @@ def _draws(
 ) -> list[np.ndarray]:
     """The sessions of each of the update's `steps` mini-batches, `size` each, as SSRM's
     updates draw them (so both learn from the same budget). "wasserstein": every session
-    with a user or item the model has not learnt goes into one of the batches, the rest of
-    each batch is drawn by the distance (wasserstein_selection); "uniform": all alike."""
+    with a user or item the model has not learnt goes into every batch (as many as a batch
+    holds, in turn), the rest of each batch is drawn by the distance (wasserstein_selection);
+    "uniform": all alike."""
     if selection == UNIFORM:
         return [
             random.choice(len(pool), size=min(size, len(pool)), replace=False) for _ in range(steps)
@@ -328,9 +328,15 @@ def _draws(
     targets = np.array([s.items[-1] for s in pool])
     distances = wasserstein_to_items(probabilities, targets, item_vectors)
     new = random.permutation(np.flatnonzero(is_new))
-    chunks = np.array_split(new, steps)
+    # "сразу включаются в выборку": every batch takes the new ones; where there are more
+    # than a batch holds, each takes the next `size` of them, round the list
+    if len(new) <= size:
+        chunks = [new] * steps
+    else:
+        windows = np.arange(steps)[:, None] * size + np.arange(size)
+        chunks = list(np.take(new, windows, mode="wrap"))
     draws = []
-    for chunk in chunks:  # this step's share of the new ones, the rest by distance
+    for chunk in chunks:  # this step's new ones, the rest by distance
         taken = np.zeros(len(pool), dtype=bool)
         taken[chunk] = True
         quota = max(size - len(chunk), 0)

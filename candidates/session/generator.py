@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from candidates.base import register_generator
 from candidates.session.gag import GAGModel, fit_gag_on
-from candidates.session.live import LiveSSRM
+from candidates.session.live import LiveModel
 from candidates.session.mgia import MGIAModel, fit_mgia_on
-from candidates.session.ssrm import SSRMModel, fit_ssrm
+from candidates.session.reservoir import SavedReservoir
+from candidates.session.ssrm import SSRMModel, draw_reservoir, fit_ssrm
 from recsys.arrays import NO_ITEMS, top_k
 from recsys.components import Component, FitInputs, register_component
 from recsys.config import Config
@@ -30,6 +32,7 @@ from recsys.context import Candidates, RequestContext
 log = logging.getLogger(__name__)
 
 PREFIX = "session_"
+RESERVOIR = "session_reservoir"  # the bundle component every session model's updates start from
 
 
 class SessionGenerator:
@@ -96,14 +99,19 @@ def graph_generator(model_name: str) -> Callable[..., SessionGenerator]:
     """The generator of a GAG or MGIA bundle component."""
 
     def make(bundle: Any, name: str = PREFIX + model_name) -> SessionGenerator:
-        model = getattr(bundle, model_name)
-        return SessionGenerator(name, lambda: model, _graph_model_score)
+        live: LiveModel = getattr(bundle, model_name)
+        return SessionGenerator(name, lambda: live.model, _graph_model_score)
 
     return make
 
 
 # the graph models: component name -> (fitting from the nightly's data, the model's class)
 GRAPH_MODELS = {"gag": (fit_gag_on, GAGModel), "mgia": (fit_mgia_on, MGIAModel)}
+# model name -> how its weights load from a directory (None where none were saved)
+MODEL_LOADERS: dict[str, Callable[[Path], Any]] = {
+    "ssrm": SSRMModel.load,
+    **{name: model_class.load for name, (_, model_class) in GRAPH_MODELS.items()},
+}
 # model name -> its generator over a loaded bundle ("session_<model>")
 SESSION_GENERATORS: dict[str, Callable[..., SessionGenerator]] = {
     "ssrm": ssrm_generator,
@@ -123,30 +131,39 @@ def served_session_generators(
     }
 
 
-def _fit_ssrm(given: FitInputs) -> LiveSSRM:
-    if "ssrm" not in given.config.sessions.models:
-        return LiveSSRM(None)
-    als = given.built["ials"]
-    model, reservoir = fit_ssrm(
-        given.data, als.item_factors, given.config.sessions, given.config.als
-    )
-    return LiveSSRM(model, reservoir)
+def _live_component(name: str, fit: Callable[[FitInputs], Any], after=()) -> Component:
+    """A session model as a bundle component, trained when sessions.models names it and
+    loaded as a LiveModel (the updater's publications replace it in serving)."""
+    load = MODEL_LOADERS[name]
 
-
-def _graph_component(name: str, fit_on: Callable, model_class: type[GAGModel]) -> Component:
-    """A graph model as a bundle component: trained when sessions.models names it."""
-
-    def fit(given: FitInputs) -> GAGModel | None:
-        if name not in given.config.sessions.models:
-            return None
-        return fit_on(given.data, given.config.sessions)
+    def fit_live(given: FitInputs) -> LiveModel:
+        trained = fit(given) if name in given.config.sessions.models else None
+        return LiveModel(name, trained, load)
 
     return Component(
         name,
-        fit=fit,
-        load=lambda directory, config: model_class.load(directory),
-        absent=lambda: None,  # bundles from before it
+        fit=fit_live,
+        load=lambda directory, config: LiveModel(name, load(directory), load),
+        after=after,
+        absent=lambda: LiveModel(name, None, load),  # bundles from before session models
     )
+
+
+def _fit_ssrm(given: FitInputs) -> SSRMModel | None:
+    sessions, als = given.config.sessions, given.config.als
+    return fit_ssrm(given.data, given.built["ials"].item_factors, sessions, als)
+
+
+def _draw_reservoir(given: FitInputs) -> SavedReservoir | None:
+    if not given.config.sessions.models:
+        return None  # no session model to update
+    sessions, als = given.config.sessions, given.config.als
+    return draw_reservoir(given.data, given.built["ials"].item_factors, sessions, als)
+
+
+def _graph_fit(name: str) -> Callable[[FitInputs], Any]:
+    fit_on = GRAPH_MODELS[name][0]
+    return lambda given: fit_on(given.data, given.config.sessions)
 
 
 def _make(bundle: Any, config: Config, name: str) -> SessionGenerator:
@@ -159,16 +176,17 @@ def _make(bundle: Any, config: Config, name: str) -> SessionGenerator:
     return generator
 
 
+register_component(_live_component("ssrm", _fit_ssrm, after=("ials",)))
+for _name in GRAPH_MODELS:
+    register_component(_live_component(_name, _graph_fit(_name)))
 register_component(
     Component(
-        "ssrm",
-        fit=_fit_ssrm,
-        load=lambda directory, config: LiveSSRM.load(directory),
+        RESERVOIR,
+        fit=_draw_reservoir,
+        load=lambda directory, config: SavedReservoir.load(directory),
         after=("ials",),
-        absent=lambda: LiveSSRM(None),  # bundles from before session models
+        absent=lambda: None,  # bundles from before it: updates start with an empty reservoir
     )
 )
-for _name, (_fit_on, _model_class) in GRAPH_MODELS.items():
-    register_component(_graph_component(_name, _fit_on, _model_class))
 for _model in SESSION_GENERATORS:
     register_generator(PREFIX + _model, _make)

@@ -1,55 +1,61 @@
 """Session model weights that move between nightlies (issue "Streaming session
 recommenders", §V.A: "offline + online training").
 
-The nightly's bundle holds SSRM as trained, with a reservoir sample of its training sessions.
-The session updater (pipelines.session_updater) trains further on new sessions and
-publishes each new set of weights the way bundles are published, in a root of its own per
-bundle version, `<artifacts>/session_models/<bundle version>/`: a staged directory with a
-manifest of checksums, renamed into place, then the `current` pointer moved atomically.
-Serving processes poll that pointer with the bundle's and swap the weights in (`LiveSSRM`):
-plain numpy arrays, so a damaged file is refused with a message, never a crash, and the
-weights in service stay.
+The nightly's bundle holds each session model (SSRM, GAG, MGIA) as trained, and a reservoir
+sample of its training sessions. The session updater (pipelines.session_updater) trains
+every one of them further on new sessions and publishes each new set of weights the way
+bundles are published, in a root of its own per bundle version,
+`<artifacts>/session_models/<bundle version>/`: a staged directory (one sub-directory per
+model, and the reservoir) with a manifest of checksums, renamed into place, then the
+`current` pointer moved atomically. Serving processes poll that pointer with the bundle's
+and swap the weights in (`LiveModel`): plain numpy arrays, so a damaged file is refused
+with a message, never a crash, and the weights in service stay.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from candidates.session.reservoir import SavedReservoir
-from candidates.session.ssrm import SSRMModel
 from recsys.bundle import BundleError, Manifest, current_version, verify_bundle
 
 log = logging.getLogger(__name__)
 
 SESSION_MODELS_DIR = "session_models"
-MODEL_DIR = "ssrm"  # inside a published version
 
 
 def session_models_root(artifacts_root: str | Path, bundle_version: str) -> Path:
     return Path(artifacts_root) / SESSION_MODELS_DIR / bundle_version
 
 
-def read_published(directory: Path, n_items: int) -> tuple[Manifest, SSRMModel]:
-    """A publication's manifest and weights, verified against its checksums and the bundle's
-    catalogue (`n_items`); BundleError or ValueError naming what is wrong."""
+def read_published(
+    directory: Path, name: str, load: Callable[[Path], Any], n_items: int
+) -> tuple[Manifest, Any]:
+    """A publication's manifest and the weights of model `name` (None if the publication has
+    none), verified against its checksums and the bundle's catalogue (`n_items`);
+    BundleError or ValueError naming what is wrong."""
     manifest = verify_bundle(directory)
-    model = SSRMModel.load(directory / MODEL_DIR)
+    if not (directory / name).is_dir():
+        return manifest, None
+    model = load(directory / name)
     if model is None or model.n_items != n_items:
         raise BundleError(
-            f"{directory}: weights for {model.n_items if model else 0} items, the bundle has "
-            f"{n_items}"
+            f"{directory}: {name} weights for {model.n_items if model else 0} items, the "
+            f"bundle has {n_items}"
         )
     return manifest, model
 
 
-class LiveSSRM:
-    """The bundle's SSRM, replaced by the updater's newest published weights. Readers take
-    `.model` once per use (a reference swap: a request never sees half a model)."""
+class LiveModel:
+    """A bundle's session model, replaced by the updater's newest published weights. Readers
+    take `.model` once per use (a reference swap: a request never sees half a model)."""
 
-    def __init__(self, model: SSRMModel | None, reservoir: SavedReservoir | None = None) -> None:
+    def __init__(self, name: str, model: Any, load: Callable[[Path], Any]) -> None:
+        self.name = name  # the model's sub-directory in a publication
         self.model = model
-        self.reservoir = reservoir
+        self.load_model = load  # directory -> model, or None where there is no file
         self.published: str | None = None  # the published version in service; None: the bundle's
         self._refused: set[str] = set()
         self._bad_pointer: str | None = None  # the last unusable `current`, logged once
@@ -57,12 +63,6 @@ class LiveSSRM:
     def save(self, directory: Path) -> None:
         if self.model is not None:
             self.model.save(directory)
-        if self.reservoir is not None:
-            self.reservoir.save(directory)
-
-    @classmethod
-    def load(cls, directory: Path) -> LiveSSRM:
-        return cls(SSRMModel.load(directory), SavedReservoir.load(directory))
 
     def refresh(self, artifacts_root: str | Path, bundle_version: str) -> bool:
         """Swap in the newest weights published for this bundle, if new and sound. True if
@@ -80,11 +80,22 @@ class LiveSSRM:
         if version is None or version == self.published or version in self._refused:
             return False
         try:
-            _, model = read_published(root / version, self.model.n_items)
+            _, model = read_published(
+                root / version, self.name, self.load_model, self.model.n_items
+            )
         except Exception as err:  # whatever is wrong with the files: keep the weights in service
             self._refused.add(version)
-            log.error("refusing session weights %s, keeping %s: %s", version, self.published, err)
+            log.error(
+                "refusing %s session weights %s, keeping %s: %s",
+                self.name,
+                version,
+                self.published,
+                err,
+            )
+            return False
+        if model is None:  # an updater that does not update this model
+            self._refused.add(version)
             return False
         self.model, self.published = model, version
-        log.info("serving session weights %s of bundle %s", version, bundle_version)
+        log.info("serving %s session weights %s of bundle %s", self.name, version, bundle_version)
         return True

@@ -51,8 +51,9 @@ class Reservoir(Generic[T]):
 
 class SavedReservoir:
     """A reservoir as stored (the bundle's, drawn from its training sessions, and each
-    publication's): its sessions, their users' MF vectors, and how many sessions the stream
-    it was drawn from had."""
+    publication's): its sessions with their users (`sessions.users`: the bundle's user
+    indices, -1 for a user it does not know), their users' MF vectors, and how many sessions
+    the stream it was drawn from had."""
 
     def __init__(self, sessions: Sessions, user_vectors: np.ndarray, seen: int = 0) -> None:
         if len(user_vectors) != len(sessions):
@@ -66,6 +67,7 @@ class SavedReservoir:
             directory / RESERVOIR_FILE,
             items=self.sessions.items,
             offsets=self.sessions.offsets,
+            users=self.sessions.users,
             user_vectors=self.user_vectors,
             seen=self.seen,
         )
@@ -78,9 +80,15 @@ class SavedReservoir:
         with np.load(path) as saved:
             items, offsets, vectors = saved["items"], saved["offsets"], saved["user_vectors"]
             seen = int(saved["seen"])
+            # reservoirs saved before the users were kept: users unknown
+            users = saved["users"] if "users" in saved.files else np.full(len(vectors), -1)
         if offsets[0] != 0 or offsets[-1] != len(items) or np.any(np.diff(offsets) < 0):
             raise ValueError(f"{path}: session offsets do not fit {len(items)} items")
         n = len(offsets) - 1
+        if len(users) != n:
+            raise ValueError(f"{path}: {len(users)} users for {n} sessions")
         zeros = np.zeros(n, np.int64)
-        sessions = Sessions(items.astype(np.int64), offsets.astype(np.int64), zeros, zeros, zeros)
+        sessions = Sessions(
+            items.astype(np.int64), offsets.astype(np.int64), users.astype(np.int64), zeros, zeros
+        )
         return cls(sessions, vectors, seen)

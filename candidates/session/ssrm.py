@@ -202,20 +202,30 @@ def user_vectors_at_starts(
 
 def fit_ssrm(
     data: TrainingData, item_factors: np.ndarray, config: SessionsConfig, als: ALSConfig
-) -> tuple[SSRMModel | None, SavedReservoir | None]:
-    """Train SSRM on the data's sessions, and draw the reservoir online updates start from
-    (Algorithm R over the sessions in time order); (None, None), with a log line, if there
-    are too few sessions."""
+) -> SSRMModel | None:
+    """Train SSRM on the data's sessions; None, with a log line, if there are too few."""
     sessions = training_sessions(data, config)
     if len(sessions) < 2:
         log.warning("ssrm: %d training sessions; none trained (see [sessions])", len(sessions))
-        return None, None
+        return None
     users = user_vectors_at_starts(data, sessions, item_factors, als)
+    return fit_ssrm_on(sessions, users, item_factors, config)
+
+
+def draw_reservoir(
+    data: TrainingData, item_factors: np.ndarray, config: SessionsConfig, als: ALSConfig
+) -> SavedReservoir | None:
+    """The reservoir online updates of every session model start from: Algorithm R over the
+    data's sessions in time order (§II.D.2), each held session with its user and the user's
+    MF vector at its start; None if there are no sessions."""
+    sessions = training_sessions(data, config)
+    if not len(sessions):
+        return None
     reservoir: Reservoir[int] = Reservoir(config.reservoir_size, seed=config.ssrm.random_state)
     reservoir.extend(range(len(sessions)))
-    held = np.sort(np.asarray(reservoir.held, dtype=np.int64))
-    saved = SavedReservoir(sessions.take(held), users[held], seen=len(sessions))
-    return fit_ssrm_on(sessions, users, item_factors, config), saved
+    held = sessions.take(np.sort(np.asarray(reservoir.held, dtype=np.int64)))
+    users = user_vectors_at_starts(data, held, item_factors, als)
+    return SavedReservoir(held, users, seen=len(sessions))
 
 
 def fit_ssrm_on(

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from candidates.session.reservoir import Reservoir
 from candidates.session.sampling import active_sample, prediction_scores
 from candidates.session.sessions import Sessions
 from candidates.session.ssrm import SSRMModel, net_of
@@ -46,7 +45,7 @@ class SeenSession:
 def update_ssrm(
     model: SSRMModel,
     new: list[SeenSession],
-    reservoir: Reservoir[SeenSession],
+    held: list[SeenSession],
     mf_items: np.ndarray,
     config: SSRMConfig,
     *,
@@ -55,11 +54,12 @@ def update_ssrm(
     steps: int,
     random: np.random.Generator,
 ) -> SSRMModel:
-    """The model after one update on the new sessions and the reservoir's; the reservoir
-    then holds its share of the new ones. The model given is not changed."""
+    """The model after one update on the new sessions and those the reservoir holds
+    (`held`); the caller offers the new ones to the reservoir after it (one reservoir may
+    serve several models). The model given is not changed."""
     if selection not in SELECTIONS:
         raise ValueError(f"selection {selection!r} unknown; known: {', '.join(SELECTIONS)}")
-    pool = [*new, *reservoir.held]
+    pool = [*new, *held]
     if pool and steps > 0:
         sessions = Sessions.of(
             [s.items for s in pool], np.arange(len(pool)), np.zeros(len(pool), np.int64)
@@ -82,5 +82,4 @@ def update_ssrm(
                 gradient_step(net, optimizer, samples, user_rows, np.arange(len(samples)))
         net.eval()
         model = SSRMModel.of(net, model.max_length, list(model.history))
-    reservoir.extend(new)
     return model
