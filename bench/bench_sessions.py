@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 import scipy.sparse as sp
 import torch
+from threadpoolctl import threadpool_limits
 
 from candidates.als import ALSModel
 from candidates.session.gag import WASSERSTEIN, fit_gag_on, update_gag
@@ -176,17 +177,18 @@ def widened_mgia(model: MGIAModel, n_items: int) -> MGIAModel:
 
 def serving_cost(name, generator, n_items: int, n_users: int, args, config) -> None:
     """CPU of the generator's answer and its ranking feature (the same memoised scores), on
-    one torch thread as a serving worker runs (serving/grpc/server.py)."""
+    one torch and one BLAS thread as a serving worker runs (serving/grpc/server.py)."""
     torch.set_num_threads(1)
     random = np.random.default_rng(4)
     cpu = np.empty(args.requests)
-    for r in range(args.requests):
-        session = random.choice(n_items, args.session, replace=False).astype(np.int64)
-        ctx = RequestContext(user_index=int(random.integers(n_users)), sequence=session)
-        clock = time.thread_time()
-        generator.generate(ctx, config.serving.candidate_budget)
-        generator.session_scores(ctx)  # the ranking feature: memoised, as in serving
-        cpu[r] = (time.thread_time() - clock) * 1000
+    with threadpool_limits(1):
+        for r in range(args.requests):
+            session = random.choice(n_items, args.session, replace=False).astype(np.int64)
+            ctx = RequestContext(user_index=int(random.integers(n_users)), sequence=session)
+            clock = time.thread_time()
+            generator.generate(ctx, config.serving.candidate_budget)
+            generator.session_scores(ctx)  # the ranking feature: memoised, as in serving
+            cpu[r] = (time.thread_time() - clock) * 1000
     p99 = np.percentile(cpu, 99)
     print(
         f"{name} serving CPU per request ({args.session}-item sessions, {n_items} items, "

@@ -121,8 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     updater = sub.add_parser(
         "session-updater",
         parents=[common],
-        help="train the bundle's session model (SSRM) further on the sessions LogEvents "
-        "brings and publish it to serving every sessions.update_seconds, until SIGTERM",
+        help="train the bundle's session models (SSRM, GAG, MGIA) further on the sessions "
+        "LogEvents brings and publish them to serving every sessions.update_seconds, until "
+        "SIGTERM",
     )
     updater.set_defaults(run=_session_updater)
 

@@ -41,6 +41,18 @@ def test_a_session_is_a_weighted_graph_of_its_transitions() -> None:
     np.testing.assert_allclose(repeated[0], [0, 2 / 3, 1 / 3])
 
 
+def test_one_session_makes_the_graph_a_batch_of_one_makes() -> None:
+    """Serving's single-session path (Graphs.one) and the batch path agree on every prefix,
+    repeated items and one-item prefixes included."""
+    random = np.random.default_rng(0)
+    prefixes = [np.array([5]), np.array([1, 2, 1, 2, 1, 3]), np.array([7, 3, 7, 5])]
+    prefixes += [random.integers(0, 12, size=random.integers(1, 21)) for _ in range(200)]
+    for prefix in prefixes:
+        one, batch = Graphs.one(prefix), Graphs.of([prefix])
+        for field in ("nodes", "incoming", "outgoing", "last"):
+            np.testing.assert_array_equal(getattr(one, field), getattr(batch, field), field)
+
+
 def test_the_wasserstein_distance_to_the_real_next_item() -> None:
     vectors = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     # all mass on the target: 0; on an orthogonal item: 1; on the 45° item: 1 - cos 45°

@@ -84,7 +84,7 @@ class GAGModel:
         (1.1 ms against 0.1); tests hold the two to the same scores."""
         session = np.asarray(session[-self.max_length :], dtype=np.int64)
         row = user + 1 if 0 <= user < len(self.known_users) and self.known_users[user] else 0
-        return numpy_forward(self._weights, Graphs.of([session]), row)
+        return numpy_forward(self._weights, Graphs.one(session), row)
 
     @functools.cached_property
     def _weights(self) -> dict[str, np.ndarray]:

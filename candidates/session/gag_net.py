@@ -77,6 +77,32 @@ class Graphs:
         incoming_t = np.divide(weights, in_degree, out=np.zeros_like(weights), where=in_degree > 0)
         return cls(nodes, np.ascontiguousarray(incoming_t.transpose(0, 2, 1)), outgoing, last)
 
+    @classmethod
+    def one(cls, prefix: np.ndarray) -> Graphs:
+        """Graphs.of([prefix]) for a single prefix, as serving asks per request: the batch
+        path's sorts and padding cost a fifth of a request's forward pass."""
+        items = np.asarray(prefix, np.int64)
+        if not len(items):
+            return cls.of([items])
+        unique, first, inverse = np.unique(items, return_index=True, return_inverse=True)
+        by_appearance = np.argsort(first)
+        node_of_unique = np.empty(len(unique), np.int64)
+        node_of_unique[by_appearance] = np.arange(len(unique))
+        node_at = node_of_unique[inverse.reshape(-1)]
+        size = len(unique)
+        edges = np.bincount(node_at[:-1] * size + node_at[1:], minlength=size * size)
+        weights = edges.reshape(size, size).astype(np.float32)  # [s, r]
+        out_degree = weights.sum(axis=1, keepdims=True)
+        in_degree = weights.sum(axis=0, keepdims=True)
+        outgoing = np.divide(weights, out_degree, out=np.zeros_like(weights), where=out_degree > 0)
+        incoming_t = np.divide(weights, in_degree, out=np.zeros_like(weights), where=in_degree > 0)
+        return cls(
+            (unique[by_appearance] + 1)[None],
+            np.ascontiguousarray(incoming_t.T)[None],
+            outgoing[None],
+            np.array([node_at[-1]], np.int64),
+        )
+
 
 class GAGLayer(nn.Module):
     def __init__(self, dim: int) -> None:

@@ -19,7 +19,7 @@ import torch
 
 from candidates.session.gag import GAGModel, fit_graph_model, read_graph_model, save_graph_model
 from candidates.session.gag_net import Graphs
-from candidates.session.mgia_net import GlobalGraph, MGIANet, numpy_forward
+from candidates.session.mgia_net import GlobalGraph, MGIANet, numpy_forward, serving_weights
 from candidates.session.sessions import Sessions
 from candidates.session.ssrm import training_sessions
 from recsys.config import MGIAConfig, SessionsConfig
@@ -69,7 +69,12 @@ class MGIAModel(GAGModel):
         session = np.asarray(session[-self.max_length :], dtype=np.int64)
         row = user + 1 if 0 <= user < len(self.known_users) and self.known_users[user] else 0
         global_items, scoring_items = self._item_tables
-        return numpy_forward(self._weights, global_items, scoring_items, Graphs.of([session]), row)
+        graph = Graphs.one(session)
+        return numpy_forward(self._served_weights, global_items, scoring_items, graph, row)
+
+    @functools.cached_property
+    def _served_weights(self) -> dict[str, np.ndarray]:
+        return serving_weights(self._weights)
 
     @functools.cached_property
     def _item_tables(self) -> tuple[np.ndarray, np.ndarray]:

@@ -218,6 +218,22 @@ class MGIANet(nn.Module):
             return (self.local.weight[1:] + self.global_embeddings()).numpy()
 
 
+def serving_weights(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The net's state dict as arrays, with the products numpy_forward runs per request
+    fused: the queries, keys and values of both directions as one matrix, and each user gate
+    split into its h and u halves (per request the u half is one vector product)."""
+    served = dict(weights)
+    dim = weights["local.weight"].shape[1]
+    served["qkv.weight"] = np.concatenate(
+        [weights[f"{name}.{k}.weight"] for k in range(2) for name in ("query", "key", "value")]
+    )
+    for k in range(2):
+        gate = weights[f"user_gate.{k}.weight"]
+        served[f"user_gate.{k}.h"] = np.ascontiguousarray(gate[:, :dim].T)
+        served[f"user_gate.{k}.u"] = np.ascontiguousarray(gate[:, dim:].T)
+    return served
+
+
 def numpy_forward(
     weights: dict[str, np.ndarray],
     global_items: np.ndarray,
@@ -226,9 +242,9 @@ def numpy_forward(
     user_row: int,
 ) -> np.ndarray:
     """MGIANet.forward in eval mode (no dropout) for one graph, in numpy: `weights` is the
-    net's state dict as arrays, `global_items` its global_embeddings() (n_items, d),
-    `scoring_items` local + global (n_items, d), `user_row` the user's row (0: none).
-    (n_items,) float32."""
+    net's state dict as arrays through serving_weights, `global_items` its
+    global_embeddings() (n_items, d), `scoring_items` local + global (n_items, d), `user_row`
+    the user's row (0: none). (n_items,) float32."""
 
     def linear(name: str, inputs: np.ndarray) -> np.ndarray:
         out = inputs @ weights[f"{name}.weight"].T
@@ -245,18 +261,23 @@ def numpy_forward(
     hidden = linear("importance_item", g) + linear("importance_user", u)
     alpha = sigmoid(linear("importance", np.where(hidden > 0, hidden, 0.01 * hidden)))  # e)
     e = weights["local.weight"][nodes] + alpha * g  # f)
+    dim = e.shape[1]
+    qkv = e @ weights["qkv.weight"].T  # (size, 6d): query, key, value of each direction
     directions = []
     for k, edges in enumerate((graph.incoming[0], graph.outgoing[0])):  # g)
         edges = edges[:size, :size]
         has = edges > 0
-        scores = linear(f"query.{k}", e) @ linear(f"key.{k}", e).T / math.sqrt(e.shape[1])
+        query, key, value = (qkv[:, (3 * k + j) * dim : (3 * k + j + 1) * dim] for j in range(3))
+        scores = query @ key.T / math.sqrt(dim)
         scores = np.where(has, scores + np.log(np.maximum(edges, 1e-12)), -np.inf)
         top = np.where(has.any(axis=1, keepdims=True), scores.max(axis=1, keepdims=True), 0.0)
         attention = np.where(has, np.exp(scores - top), 0.0)
         total = attention.sum(axis=1, keepdims=True)
         attention = np.divide(attention, total, out=np.zeros_like(attention), where=total > 0)
-        h = attention @ linear(f"value.{k}", e)
-        gate = linear(f"user_gate.{k}", np.concatenate([h, np.broadcast_to(u, h.shape)], axis=1))
+        h = attention @ value
+        gate = h @ weights[f"user_gate.{k}.h"] + (
+            u @ weights[f"user_gate.{k}.u"] + weights[f"user_gate.{k}.bias"]
+        )
         directions.append(h + u * sigmoid(gate))
     h = np.tanh(linear("node", np.concatenate([e, *directions], axis=1)))
     h_last = h[int(graph.last[0])]

@@ -118,12 +118,24 @@ class SSRMModel:
     def scores(
         self, session: np.ndarray, user: np.ndarray | None, mf_items: np.ndarray
     ) -> np.ndarray:
-        """(n_items,) float32: r_i = w (B c)ᵀ e_i + (1 - w) τ ⟨u, v_i⟩ (§II.B.3)."""
+        """(n_items,) float32: r_i = w (B c)ᵀ e_i + (1 - w) τ ⟨u, v_i⟩ (§II.B.3), as one
+        product of [e_i; v_i] with [w B c; (1 - w) τ u]: one pass over the catalogue's rows,
+        which is most of a request's cost on a large catalogue."""
         session = np.asarray(session[-self.max_length :], dtype=np.int64)
-        scores = self.embedding[1:] @ self.query(session, user, mf_items) * self.mix
-        if user is not None:
-            scores += (1 - self.mix) * self.mf_scale * (mf_items[: self.n_items] @ user)
-        return scores.astype(np.float32)
+        query = self.query(session, user, mf_items) * np.float32(self.mix)
+        if user is None:
+            return self.embedding[1:] @ query
+        mf = np.asarray(user, np.float32) * np.float32((1 - self.mix) * self.mf_scale)
+        return self._joined(mf_items) @ np.concatenate([query, mf])
+
+    def _joined(self, mf_items: np.ndarray) -> np.ndarray:
+        """[e_i; v_i] per item (n_items, d + f), kept for the MF table last asked with."""
+        kept = self.__dict__.get("_joined_table")  # frozen: the cache lives beside the fields
+        if kept is None or kept[0] is not mf_items:
+            table = np.hstack([self.embedding[1:], mf_items[: self.n_items]]).astype(np.float32)
+            kept = (mf_items, table)
+            self.__dict__["_joined_table"] = kept
+        return kept[1]
 
     def save(self, directory: Path) -> None:
         np.savez(directory / FILE, **{name: getattr(self, name) for name in NET_STATE})
