@@ -225,17 +225,15 @@ def evaluate_session_streaming(
                 method,
                 model,
                 lambda m: _gag_scorer(m, stream),
-                lambda m, new, held, random, selection=selection, settings=settings: (
-                    update_gag(
-                        m,
-                        new,
-                        held,
-                        settings,
-                        selection=selection,
-                        sample_size=sessions.update_sample,
-                        steps=sessions.update_steps,
-                        random=random,
-                    )
+                lambda m, new, held, random, selection=selection, settings=settings: update_gag(
+                    m,
+                    new,
+                    held,
+                    settings,
+                    selection=selection,
+                    sample_size=sessions.update_sample,
+                    steps=sessions.update_steps,
+                    random=random,
                 ),
                 settings.random_state,
             )
