@@ -294,6 +294,8 @@ class GraphModelConfig:
     batch_size: int
     learning_rate: float
     random_state: int
+    # an online update's batches: the share kept for sessions with new users or items
+    update_new_share: float
 
 
 @dataclass(frozen=True)
@@ -628,6 +630,10 @@ def _validate(config: Any, where: str) -> None:
             raise ConfigError("sessions.ssrm: mix must be in [0, 1] and dropout in [0, 1)")
         if config.learning_rate <= 0:
             raise ConfigError("sessions.ssrm.learning_rate must be positive")
+    if isinstance(config, GraphModelConfig) and not 0.0 < config.update_new_share <= 1.0:
+        raise ConfigError(
+            f"sessions: update_new_share must be in (0, 1], got {config.update_new_share}"
+        )
     if isinstance(config, ANNConfig) and config.backend not in ANN_BACKENDS:
         raise ConfigError(
             f"ann.backend {config.backend!r} unknown; known: {', '.join(ANN_BACKENDS)}"

@@ -285,7 +285,7 @@ def update_gag(
     model.absorb([s.items for s in new])  # MGIA: new sessions join the global graph first
     pool = [*new, *held]
     if pool and steps > 0:
-        draws = _draws(model, pool, selection, sample_size, steps, random)
+        draws = _draws(model, pool, selection, sample_size, steps, config.update_new_share, random)
         for chosen in draws:  # what the update learns from is learnt: it has vectors now
             for c in chosen:
                 model.known_items[pool[c].items] = True
@@ -304,12 +304,18 @@ def update_gag(
 
 
 def _draws(
-    model: GAGModel, pool: list[SeenSession], selection: str, size: int, steps: int, random
+    model: GAGModel,
+    pool: list[SeenSession],
+    selection: str,
+    size: int,
+    steps: int,
+    new_share: float,
+    random: np.random.Generator,
 ) -> list[np.ndarray]:
     """The sessions of each of the update's `steps` mini-batches, `size` each, as SSRM's
     updates draw them (so both learn from the same budget). "wasserstein": every session
-    with a user or item the model has not learnt goes into every batch (as many as a batch
-    holds, in turn), the rest of each batch is drawn by the distance (wasserstein_selection);
+    with a user or item the model has not learnt goes into every batch (up to `new_share` of
+    it, in turn), the rest of each batch is drawn by the distance (wasserstein_selection);
     "uniform": all alike."""
     if selection == UNIFORM:
         return [
@@ -328,12 +334,14 @@ def _draws(
     targets = np.array([s.items[-1] for s in pool])
     distances = wasserstein_to_items(probabilities, targets, item_vectors)
     new = random.permutation(np.flatnonzero(is_new))
-    # "сразу включаются в выборку": every batch takes the new ones; where there are more
-    # than a batch holds, each takes the next `size` of them, round the list
-    if len(new) <= size:
+    # "сразу включаются в выборку": every batch takes the new ones, up to its share of new
+    # ones; where there are more, each takes the next share of them, round the list (a
+    # batch of new ones only would forget what the reservoir holds)
+    share = max(int(size * new_share), 1)
+    if len(new) <= share:
         chunks = [new] * steps
     else:
-        windows = np.arange(steps)[:, None] * size + np.arange(size)
+        windows = np.arange(steps)[:, None] * share + np.arange(share)
         chunks = list(np.take(new, windows, mode="wrap"))
     draws = []
     for chunk in chunks:  # this step's new ones, the rest by distance
