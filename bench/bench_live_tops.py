@@ -5,10 +5,11 @@ request after it re-merging a list (later requests read the cached list).
 .venv/bin/python bench/bench_live_tops.py --batch 50      # events per catch-up
 
 The stream replays the shop's own events (popular items come up often, as in a real day)
-by users new to the bundle, as the log tail delivers them (Event objects), in batches of
---batch, each counted as serving counts it (serving.tops_feed.count_into); after each batch
-the lists a default config asks for are merged once (top_clicks_7d, popularity's weighted
-list, one category), then read again from the cache. Figures are printed per stage of the
+by the shop's users (each counted in its home region too), as the log tail delivers them
+(Event objects), in batches of --batch, each counted as serving counts it
+(serving.tops_feed.count_into); after each batch the lists a default config asks for are
+merged once (top_clicks_7d, popularity's weighted list, one category, one region), then
+read again from the cache. Figures are printed per stage of the
 day (how many items have been touched since the bundle), as percentiles in ms.
 """
 
@@ -26,10 +27,16 @@ from candidates.tops import TopsModel
 from pipelines.synthetic import generate_synthetic
 from pipelines.training_data import build_training_data
 from recsys.config import EVENT_TYPES, load_config
+from serving.catalog import UserProfiles
 from serving.events import Event
 from serving.tops_feed import count_into
 
-LISTS = (("clicks", 7, "global"), ("weighted", 0, "global"), ("clicks", 7, "category"))
+LISTS = (
+    ("clicks", 7, "global"),
+    ("weighted", 0, "global"),
+    ("clicks", 7, "category"),
+    ("clicks", 30, "region"),
+)
 
 
 def percentiles(ms: list[float]) -> str:
@@ -60,13 +67,16 @@ def main() -> None:
     live = LiveTops(model, config.tops)
     rng = np.random.default_rng(args.seed)
     replay = rng.integers(0, len(data.event_items), size=args.batch * args.batches)
-    users = rng.integers(0, args.users, size=len(replay))
+    users = rng.integers(0, len(data.users), size=len(replay))
+    user_ids, newest = data.users.ids, int(data.newest_time)
     events = [  # as the log tail delivers them: what serving counts from
-        Event(f"new-{u}", str(data.items.ids[i]), EVENT_TYPES[t], 5.0, int(data.newest_time) + 1)
+        Event(str(user_ids[u]), str(data.items.ids[i]), EVENT_TYPES[t], 5.0, newest + 1)
         for u, i, t in zip(users, data.event_items[replay], data.event_types[replay], strict=True)
     ]
-    bundle = SimpleNamespace(items=data.items)
+    profiles = UserProfiles.build(dataset, data, config.i2i.recent)
+    bundle = SimpleNamespace(items=data.items, profiles=profiles)
     category = int(np.bincount(model.item_category_indices).argmax())
+    region = int(np.bincount(model.region_keys // len(data.items)).argmax())
 
     stages = {args.batches // 10: [], args.batches // 2: [], args.batches: []}
     add_ms, merge_ms, hit_ms = [], {name: [] for name in LISTS}, []
@@ -76,7 +86,7 @@ def main() -> None:
         add_ms.append((time.perf_counter() - start) * 1000)
         for key in LISTS:
             metric, window, scope = key
-            value = category if scope == "category" else -1
+            value = {"category": category, "region": region}.get(scope, -1)
             start = time.perf_counter()
             live.top(metric, window, scope, value)
             merge_ms[key].append((time.perf_counter() - start) * 1000)
@@ -86,8 +96,9 @@ def main() -> None:
         if b + 1 in stages:
             touched = len(live.touched)
             print(
-                f"after {b + 1} batches ({(b + 1) * args.batch} events, {touched} items "
-                f"touched): counting {percentiles(add_ms)} ms per batch of {args.batch}; "
+                f"after {b + 1} batches ({(b + 1) * args.batch} events, {touched} items, "
+                f"{len(live.regions.slot_of)} (region, item) groups touched): counting "
+                f"{percentiles(add_ms)} ms per batch of {args.batch}; "
                 + "; ".join(
                     f"merge {m}_{w}d {s} {percentiles(ms)}" for (m, w, s), ms in merge_ms.items()
                 )

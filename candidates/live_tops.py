@@ -8,9 +8,11 @@ re-scores the items it touched with the same formulas (`window_scores`): an item
 hundred times this morning climbs `top_purchases_7d` for the next request in every process.
 
 What is live, and how far:
-- The global and per-category lists of every windowed metric (clicks, purchases, CTR, pCTR,
-  wCTR, wpCTR, weighted, trending). A window is read as "since its start at the bundle's
-  now": it grows until the next nightly slides it (by a day, with a nightly a day).
+- The global, per-category and per-region lists of every windowed metric (clicks,
+  purchases, CTR, pCTR, wCTR, wpCTR, weighted, trending). A window is read as "since its
+  start at the bundle's now": it grows until the next nightly slides it (by a day, with a
+  nightly a day). An event counts in its user's home region, as at the nightly (the
+  bundle's profiles: a user the bundle does not know counts in no region).
 - Impressions and clicks count distinct users, among the events since the bundle: a user's
   second view of an item today counts once, but one who also viewed it within the window
   before the bundle counts again (the bundle keeps counts, not pairs). A process remembers
@@ -20,10 +22,9 @@ What is live, and how far:
   every event; the pCTR lists of touched items use the moved prior.
 - The `popularity` generator answers from the live "weighted" list of its window (the same
   sums, cut at tops.depth) when tops.windows_days has popularity.window_days.
-- Region lists, "new" lists, the popularity backfill and the ranking features (the rankers
-  learnt them at the bundle's time) move at the nightly. Items only the event log
-  knows have no index in the bundle and join at the nightly (or through the nearline's
-  fresh slots).
+- "New" lists, the popularity backfill and the ranking features (the rankers learnt them at
+  the bundle's time) move at the nightly. Items only the event log knows have no index in
+  the bundle and join at the nightly (or through the nearline's fresh slots).
 """
 
 from __future__ import annotations
@@ -53,16 +54,17 @@ IMPRESSIONS, CLICKS, WEIGHTED_CLICKS, PURCHASES, WEIGHTED = (
 
 
 class _Gathered(Mapping[str, np.ndarray]):
-    """One window's counts of some items, each gathered when a formula first reads it: a
-    re-score gathers only the counts its metric reads (window_scores says which)."""
+    """One window's counts of some items (or region groups), each gathered when a formula
+    first reads it: a re-score gathers only the counts its metric reads (window_scores says
+    which)."""
 
-    def __init__(self, counts: np.ndarray, items: np.ndarray) -> None:
-        self.counts, self.items = counts, items  # (len(COUNTS), n_items) and the items
+    def __init__(self, counts: np.ndarray, columns: np.ndarray) -> None:
+        self.counts, self.columns = counts, columns  # (len(COUNTS), n) and which of the n
         self.read: dict[str, np.ndarray] = {}
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self.read:
-            self.read[name] = self.counts[COUNTS.index(name), self.items].astype(np.float64)
+            self.read[name] = self.counts[COUNTS.index(name), self.columns].astype(np.float64)
         return self.read[name]
 
     def __iter__(self) -> Iterator[str]:
@@ -70,6 +72,60 @@ class _Gathered(Mapping[str, np.ndarray]):
 
     def __len__(self) -> int:
         return len(COUNTS)
+
+
+class _RegionCounts:
+    """The bundle's counts per (region, item) with events (read-only), and the counts now of
+    the (region, item) groups touched since: a region's list moves without a writable copy
+    of every group's counts in every serving process."""
+
+    def __init__(self, keys: np.ndarray, counts: np.ndarray, n_items: int, n_regions: int):
+        self.keys, self.base, self.n_items = keys, counts, n_items
+        regions = keys // n_items
+        # Σ per region, window and count: each region's pCTR prior (its users' CTR)
+        self.totals = np.zeros((counts.shape[0], len(COUNTS), n_regions), dtype=np.float64)
+        for w in range(counts.shape[0]):
+            for c in range(len(COUNTS)):
+                self.totals[w, c] = np.bincount(regions, counts[w, c], minlength=n_regions)
+        self.slot_of: dict[int, int] = {}  # touched group key -> its slot, in order of first
+        self.item = np.empty(0, dtype=np.int64)  # per slot
+        self.counts = np.zeros((counts.shape[0], len(COUNTS), 0), dtype=np.float32)  # per slot
+        self.touched = np.zeros((n_regions, n_items), dtype=bool)  # (region, item) has a slot
+        self._slots = [np.empty(0, dtype=np.int64) for _ in range(n_regions)]  # per region
+        self._n_slots = np.zeros(n_regions, dtype=np.int64)
+
+    def add(self, region: int, item: int, step: np.ndarray) -> None:
+        key = region * self.n_items + item
+        slot = self.slot_of.get(key)
+        if slot is None:
+            slot = self._new_slot(key, region, item)
+        self.counts[:, :, slot] += step
+        self.totals[:, :, region] += step
+
+    def slots_in(self, region: int) -> np.ndarray:
+        """The slots of one region's touched groups (a view: no copy)."""
+        return self._slots[region][: self._n_slots[region]]
+
+    def _new_slot(self, key: int, region: int, item: int) -> int:
+        slot = len(self.slot_of)
+        if slot == len(self.item):  # grow by doubling: amortised O(1) per new group
+            size = max(2 * slot, 64)
+            grown = np.zeros((*self.counts.shape[:2], size), dtype=np.float32)
+            grown[:, :, :slot] = self.counts[:, :, :slot]
+            self.counts = grown
+            self.item = np.concatenate([self.item, np.full(size - slot, -1, np.int64)])
+        at = int(np.searchsorted(self.keys, key))
+        if at < len(self.keys) and self.keys[at] == key:  # the bundle's counts to start from
+            self.counts[:, :, slot] = self.base[:, :, at]
+        self.item[slot] = item
+        self.slot_of[key] = slot
+        self.touched[region, item] = True
+        mine, n = self._slots[region], self._n_slots[region]
+        if n == len(mine):
+            self._slots[region] = mine = np.concatenate([mine, np.empty(max(n, 64), np.int64)])
+        mine[n] = slot
+        self._n_slots[region] = n + 1
+        return slot
 
 
 class LiveTops:
@@ -103,6 +159,13 @@ class LiveTops:
         self._lists: dict[tuple[str, int, str, int], tuple[np.ndarray, np.ndarray]] = {}
         self._rescored: dict[tuple[str, int], np.ndarray] = {}  # scores of the touched items
         self._members: dict[int, tuple[int, np.ndarray]] = {}  # category -> (n seen, positions)
+        self.regions = (
+            None
+            if model.region_keys is None
+            else _RegionCounts(
+                model.region_keys, model.region_counts, n_items, len(model.region_names)
+            )
+        )
         self._lock = threading.Lock()
         self.events = 0
 
@@ -119,21 +182,25 @@ class LiveTops:
         weights: np.ndarray,  # float per event: its weight in R (als.event_weights)
         is_view: np.ndarray,  # bool per event
         is_purchase: np.ndarray,  # bool per event
+        regions: np.ndarray | None = None,  # int64 per event: the user's home region, -1 none
     ) -> None:
         """Count events, in log order, into every window."""
         known = items >= 0
         if not known.any():
             return
+        if regions is None or self.regions is None:
+            regions = np.full(len(items), -1, dtype=np.int64)
         with self._lock:
             counts, totals = self.counts, self.totals
             step = np.zeros(len(COUNTS), dtype=np.float32)
-            for user, item, pos, weight, view, purchase in zip(
+            for user, item, pos, weight, view, purchase, region in zip(
                 users[known].tolist(),
                 items[known].tolist(),
                 positive[known].tolist(),
                 weights[known].tolist(),
                 is_view[known].tolist(),
                 is_purchase[known].tolist(),
+                regions[known].tolist(),
                 strict=True,
             ):
                 pair = (user, item)
@@ -144,6 +211,8 @@ class LiveTops:
                 step[WEIGHTED] = weight
                 counts[:, :, item] += step  # every window: each grows from its bundle start
                 totals += step
+                if region >= 0:  # the same (user, item) firsts: a user has one home region
+                    self.regions.add(region, item, step)
                 if not self._is_touched[item]:
                     self._is_touched[item] = True
                     self._touched_buffer[self._n_touched] = item
@@ -168,10 +237,10 @@ class LiveTops:
         model = self.model
         if (
             metric not in WINDOWED_METRICS
-            or scope == "region"
             or window_days not in self.windows
             or (metric == "trending" and not window_days)
             or not self._n_touched
+            or (scope == "region" and (self.regions is None or not self.regions.slot_of))
         ):
             return model.top(metric, window_days, scope, value)
         key = (metric, window_days, scope, value)
@@ -190,17 +259,23 @@ class LiveTops:
         ids, scores = self.model.top(metric, window_days, scope, value)
         if scope == "category" and not len(ids):
             return ids, scores  # a category without a list in the bundle: nothing to move
-        touched, live = self.touched, self._touched_scores(metric, window_days)
-        if scope == "category":
-            mine = self._members_of(value)
-            touched, live = touched[mine], live[mine]
+        if scope == "region":
+            slots = self.regions.slots_in(value)
+            touched = self.regions.item[slots]
+            live = self._region_scores(metric, window_days, value, slots)
+            untouched = ~self.regions.touched[value, ids]
+        else:
+            touched, live = self.touched, self._touched_scores(metric, window_days)
+            if scope == "category":
+                mine = self._members_of(value)
+                touched, live = touched[mine], live[mine]
+            untouched = ~self._is_touched[ids]
         keep = live > 0
         if keep.sum() > self.depth:  # only the best `depth` can make the list
             keep[keep] = live[keep] >= np.partition(live[keep], -self.depth)[-self.depth]
-        fresh = ~self._is_touched[ids]
         merged_ids, merged_scores = best_per_item(
-            np.concatenate([ids[fresh], touched[keep]]),
-            np.concatenate([scores[fresh], live[keep]]),
+            np.concatenate([ids[untouched], touched[keep]]),
+            np.concatenate([scores[untouched], live[keep]]),
         )
         return merged_ids[: self.depth], merged_scores[: self.depth]
 
@@ -221,6 +296,21 @@ class LiveTops:
         live = window_scores(named, priors, self.config, window_days, (metric,))[metric]
         found = self._rescored[key] = live.astype(np.float32)
         return found
+
+    def _region_scores(
+        self, metric: str, window_days: int, region: int, slots: np.ndarray
+    ) -> np.ndarray:
+        """`metric` now, per touched (region, item) group of one region, with the region's
+        prior (its users' CTR, as the bundle's region lists use)."""
+        regions, w = self.regions, self.windows[window_days]
+        totals = regions.totals[w][:, region]
+        impressions = totals[IMPRESSIONS]
+        priors = {
+            name: totals[COUNTS.index(name)] / impressions if impressions else 0.0
+            for name in PRIOR_COUNTS
+        }
+        named = _Gathered(regions.counts[w], slots)
+        return window_scores(named, priors, self.config, window_days, (metric,))[metric]
 
     def _members_of(self, category: int) -> np.ndarray:
         """Positions in `touched` of the items in `category`, extended as items are touched."""

@@ -83,7 +83,7 @@ ARRAYS = (
     "item_category_indices",
     "item_stats",
 )
-OPTIONAL_ARRAYS = ("item_counts",)  # absent from older bundles
+OPTIONAL_ARRAYS = ("item_counts", "region_keys", "region_counts")  # absent from older bundles
 COUNTS = ("impressions", "clicks", "weighted_clicks", "purchases", "weighted", "previous")
 PRIOR_COUNTS = ("clicks", "weighted_clicks")  # the numerators smoothed towards a prior
 _NO_SCORES = np.empty(0, dtype=np.float32)
@@ -359,6 +359,10 @@ class TopsModel:
     # that serving can move them with the events logged since (serving/live_tops.py); None in
     # bundles from before them
     item_counts: np.ndarray | None
+    # the same per (region, item) with events, for the region lists: int64 keys
+    # region * n_items + item, sorted, and float32 (n_windows, len(COUNTS), n_keys) counts
+    region_keys: np.ndarray | None
+    region_counts: np.ndarray | None
     windows_days: tuple[int, ...]
     category_names: tuple[str, ...]
     region_names: tuple[str, ...]
@@ -381,6 +385,11 @@ class TopsModel:
         key_columns = (self.key_metric, self.key_window, self.key_scope, self.key_value)
         if any(len(column) != n_lists for column in key_columns):
             raise ValueError(f"tops: key table rows differ from the {n_lists} lists")
+        if (self.region_keys is None) != (self.region_counts is None) or (
+            self.region_counts is not None
+            and self.region_counts.shape[::2] != (len(self.windows_days), len(self.region_keys))
+        ):
+            raise ValueError("tops: region counts do not fit their keys and windows")
         for array in (*key_columns, self.ids, self.scores, self.offsets):
             array.flags.writeable = False  # runtime state is immutable
         keys = zip(*(column.tolist() for column in key_columns), strict=True)
@@ -411,10 +420,11 @@ class TopsModel:
         n_items = len(data.items)
         is_item_row = counter.row == 0
         windows = tuple(dict.fromkeys(tops.windows_days))  # deduplicated, config order
-        stats, counts = [], []
+        stats, counts, region_counts = [], [], []
         for window in windows:
             window_counts = _window_counts(data, counter, window)
             counts.append(np.stack([window_counts[name][:n_items] for name in COUNTS]))
+            region_counts.append(np.stack([window_counts[name][n_items:] for name in COUNTS]))
             impressions = counter.per_row(window_counts["impressions"])
             priors = {  # each scope's own CTR: global, or the region's users'
                 name: _ratio(counter.per_row(window_counts[name]), impressions)[counter.row]
@@ -441,6 +451,12 @@ class TopsModel:
                 np.stack(counts).astype(np.float32)
                 if counts
                 else np.empty((0, len(COUNTS), n_items), np.float32)
+            ),
+            region_keys=(counter.row[~is_item_row] - 1) * n_items + counter.item[~is_item_row],
+            region_counts=(
+                np.stack(region_counts).astype(np.float32)
+                if region_counts
+                else np.empty((0, len(COUNTS), counter.n_groups), np.float32)
             ),
             windows_days=windows,
             category_names=tuple(data.category_names),
@@ -636,7 +652,7 @@ class RegionTop:
         region = self.model.region_index(ctx.region)
         if region < 0:
             return empty_answer(self.name)
-        ids, scores = self.model.top(self.metric, self.window, "region", region)
+        ids, scores = self.model.current_top(self.metric, self.window, "region", region)
         return Candidates(ids[:budget].copy(), scores[:budget].copy(), self.name)
 
 

@@ -58,6 +58,7 @@ def count_into(
     request that catches up with a few events pays microseconds, not milliseconds."""
     codes = np.array([EVENT_TYPES.index(e.event_type) for e in events], dtype=np.int64)
     values = np.array([e.value for e in events], dtype=np.float64)
+    region_of, region_index = bundle.profiles.region_of, live.model.region_index
     live.add(
         users=np.array([e.user_id for e in events], dtype=object),
         items=np.array([bundle.items.index_of(e.item_id) for e in events], dtype=np.int64),
@@ -65,4 +66,5 @@ def count_into(
         weights=weights_of_types(codes, values, config),
         is_view=codes == EVENT_TYPES.index("view"),
         is_purchase=codes == EVENT_TYPES.index("purchase"),
+        regions=np.array([region_index(region_of(e.user_id)) for e in events], dtype=np.int64),
     )

@@ -1,5 +1,5 @@
-"""Live tops: the events logged since the bundle move its windowed global and category lists,
-in every serving process, and a new bundle does not count them twice."""
+"""Live tops: the events logged since the bundle move its windowed global, category and region
+lists, in every serving process, and a new bundle does not count them twice."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pipelines.training_data import build_training_data
 from recsys.config import load_config
 from recsys.context import RequestContext
 from recsys.dataset import normalize_events
+from serving.catalog import UserProfiles
 from serving.events import Event
 from serving.filters import apply_filters
 from serving.grpc.client import RecommenderClient
@@ -66,12 +67,18 @@ def refit_events() -> pd.DataFrame:
     return normalize_events(pd.concat([dataset.events, later], ignore_index=True))
 
 
+def shop_view(config, **parts):
+    """What count_into reads of a serving bundle: the item ids and the users' home regions."""
+    data = build_training_data(shop(), config)
+    profiles = UserProfiles.build(shop(), data, recent_limit=10)
+    return SimpleNamespace(items=data.items, profiles=profiles, **parts)
+
+
 @pytest.fixture
 def live():
     config = load_config().replace(tops=TOPS)
     live = LiveTops(fit(), config.tops)
-    bundle = SimpleNamespace(items=build_training_data(shop(), config).items)
-    count_into(live, bundle, later_events(), config)
+    count_into(live, shop_view(config), later_events(), config)
     return live
 
 
@@ -85,6 +92,16 @@ def test_counts_since_the_bundle_give_the_lists_of_a_refit_over_all_history(live
                 refit.top(metric, 0, "category", category),
                 f"{metric} in category {category}",
             )
+        for region in range(len(refit.region_names)):  # each event in its user's home region
+            assert_same_list(
+                live.top(metric, 0, "region", region),
+                refit.top(metric, 0, "region", region),
+                f"{metric} in region {refit.region_names[region]}",
+            )
+    south = refit.region_index("south")
+    assert live.top("purchases", 0, "region", south)[0].tolist() != (
+        live.model.top("purchases", 0, "region", south)[0].tolist()
+    )  # u4 (south) bought B: the region's list moved
     # pCTR: touched items get a refit's score (the moved prior included); untouched keep theirs
     ids, scores = live.top("pctr", 0)
     refit_ids, refit_scores = refit.top("pctr", 0)
@@ -98,7 +115,7 @@ def assert_same_list(got, want, what):
     np.testing.assert_allclose(got[1], want[1], rtol=1e-6, err_msg=what)
 
 
-def test_windows_grow_from_the_bundle_while_regions_and_new_stay(live):
+def test_windows_grow_from_the_bundle_while_new_stays(live):
     model = live.model
     # D had no event at all: now it tops the 3-day clicks list (u4) and purchases (u5)
     assert 3 not in model.top("clicks", 3)[0] and live.top("clicks", 3)[0][0] in (0, 3)
@@ -107,7 +124,13 @@ def test_windows_grow_from_the_bundle_while_regions_and_new_stay(live):
     before = dict(zip(*(a.tolist() for a in model.top("trending", 3)), strict=True))
     after = dict(zip(*(a.tolist() for a in live.top("trending", 3)), strict=True))
     assert after[1] > before.get(1, 0.0)
-    for key in (("clicks", 3, "region", 0), ("new", 0), ("clicks", 7)):  # 7d: not built
+    # the 3-day clicks of u4's region (south) grew; u5 has no home region: no region moves
+    south = live.model.region_index("south")
+    assert 3 in live.top("clicks", 3, "region", south)[0]
+    assert 3 not in live.model.top("clicks", 3, "region", south)[0]
+    for key in (("clicks", 3, "region", live.model.region_index("north")), ("new", 0)):
+        assert_same_list(live.top(*key), live.model.top(*key), key)
+    for key in (("clicks", 7),):  # 7d: not built
         assert_same_list(live.top(*key), model.top(*key), key)
 
 
@@ -178,9 +201,7 @@ def test_old_bundles_without_counts_are_refused_a_live_view():
 def test_the_popularity_generator_follows_the_live_weighted_list_of_its_window():
     config = load_config().replace(tops=TOPS, popularity={"window_days": 0})
     data = build_training_data(shop(), config)
-    bundle = SimpleNamespace(
-        tops=fit(), popularity=PopularityTop.fit(data, config.popularity), items=data.items
-    )
+    bundle = shop_view(config, tops=fit(), popularity=PopularityTop.fit(data, config.popularity))
     live = attach_live_tops(bundle, config)
     count_into(live, bundle, later_events(), config)
     served = bundle.popularity.generate(RequestContext(0), 4)
