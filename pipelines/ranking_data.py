@@ -188,11 +188,17 @@ class SessionBuilder:
         if not len(rows):
             return None
         latest: dict[str, bool] = {}  # item -> never again, newest first
+        times: dict[str, int] = {}  # item -> its latest event's time
         for row in rows[::-1]:
             item = self.items[row]
             latest[item] = latest.get(item, False) or bool(self.never[row])
+            times.setdefault(item, int(self.times[row]))
         recent = tuple(latest)[: self.items_per_user]
-        return Session(recent=recent, never_again=tuple(i for i in recent if latest[i]))
+        return Session(
+            recent=recent,
+            never_again=tuple(i for i in recent if latest[i]),
+            times=tuple(times[i] for i in recent),
+        )
 
 
 def with_random_negatives(

@@ -157,9 +157,12 @@ class FeatureBuilder:
         bundle: LoadedBundle,
         generator_names: tuple[str, ...],
         sequence_config: SequenceConfig | None = None,
+        session_timeout_seconds: int = 0,
     ) -> None:
         """`sequence_config` ([sequence]) sets the decay and depth of the sequence features;
-        None: no sequence features beyond the cosines (they stay NaN)."""
+        None: no sequence features beyond the cosines (they stay NaN).
+        `session_timeout_seconds` (sessions.timeout_seconds) cuts the session the session
+        models' scores read, as their generators do."""
         self.bundle = bundle
         self.sequence_config = sequence_config
         self.has_cosine_lists = "cosine" in bundle.i2i.kinds
@@ -171,7 +174,9 @@ class FeatureBuilder:
         )
         # each session model's score of every candidate, where the funnel serves its
         # generator (the config picks them); bundles from before session models have none
-        self.session_models = served_session_generators(bundle, generator_names)
+        self.session_models = served_session_generators(
+            bundle, generator_names, session_timeout_seconds
+        )
         self.generator_names = generator_names
         self.stats: UserItemStats = bundle.stats
         als = bundle.als.model

@@ -36,6 +36,9 @@ class RequestContext:
     favorites: np.ndarray = field(default_factory=lambda: NO_ITEMS)
     history: np.ndarray = field(default_factory=lambda: NO_ITEMS)
     sequence: np.ndarray = field(default_factory=lambda: NO_ITEMS)
+    # int64 per sequence item: Unix seconds of its latest event; None: not known (the session
+    # models then read the latest items, whatever their gaps)
+    sequence_times: np.ndarray | None = field(default=None, compare=False, repr=False)
     request_id: str = ""
     # the user's iALS vector from the nearline store (serving.user_vectors), fresher than
     # the bundle's; None: the bundle's row, if the bundle knows the user

@@ -112,29 +112,31 @@ class TrainingData:
 def recent_positives(data: TrainingData, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """Each user's last `limit` distinct positive items, most recent first, as CSR arrays
     (indptr over data.users, item indices). Vectorised: one sort, no loop over users."""
-    return recent_items(data, limit, data.event_positive)
+    return recent_items(data, limit, data.event_positive)[:2]
 
 
 def recent_items(
     data: TrainingData, limit: int, counted: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each user's last `limit` distinct items among the `counted` events (bool per event;
-    None: every event), most recent first, as CSR arrays like `recent_positives`."""
+    None: every event), most recent first, as CSR arrays like `recent_positives`, with the
+    time of each item's latest event (int64, aligned with the items)."""
     counted = np.ones(len(data.event_items), bool) if counted is None else counted
     chosen = np.flatnonzero(counted)[::-1]  # newest first (events are in time order)
     users, items = data.event_users[chosen], data.event_items[chosen]
+    times = data.event_times[chosen]
     # first occurrence of a (user, item) pair in newest-first order = its latest positive
     _, first = np.unique(users * len(data.items) + items, return_index=True)
     first.sort()  # back to newest-first order
-    users, items = users[first], items[first]
+    users, items, times = users[first], items[first], times[first]
     order = np.argsort(users, kind="stable")  # by user, newest first within a user
-    users, items = users[order], items[order]
+    users, items, times = users[order], items[order], times[order]
     starts = np.searchsorted(users, np.arange(len(data.users) + 1))
     rank = np.arange(len(users)) - starts[users]
     keep = rank < limit
     counts = np.bincount(users[keep], minlength=len(data.users))
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return indptr, items[keep].astype(np.int64)
+    return indptr, items[keep].astype(np.int64), times[keep].astype(np.int64)
 
 
 def _utc(seconds: int) -> str:

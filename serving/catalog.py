@@ -146,6 +146,9 @@ class UserProfiles:
     recent_items: np.ndarray  # int64 item indices, most recent first within each user
     sequence_indptr: np.ndarray  # int64 (n_model_users + 1,): CSR offsets into sequence_items
     sequence_items: np.ndarray  # int64: latest distinct items of any event, newest first
+    # int64 per sequence item: Unix seconds of its latest event (where live sessions are cut);
+    # None in bundles from before them
+    sequence_times: np.ndarray | None = None
 
     @classmethod
     def build(
@@ -157,7 +160,7 @@ class UserProfiles:
         )
         seen = data.interactions.astype(bool).tocsr()
         indptr, recent = recent_positives(data, recent_limit)
-        sequence_indptr, sequence = recent_items(data, sequence_limit)
+        sequence_indptr, sequence, sequence_times = recent_items(data, sequence_limit)
         return cls(
             users=users,
             home_region=regions,
@@ -166,6 +169,7 @@ class UserProfiles:
             recent_items=recent,
             sequence_indptr=sequence_indptr,
             sequence_items=sequence,
+            sequence_times=sequence_times,
         )
 
     def recent_of(self, user_index: int) -> np.ndarray:
@@ -181,6 +185,16 @@ class UserProfiles:
         if user_index < 0 or user_index + 1 >= len(self.sequence_indptr):
             return np.empty(0, dtype=np.int64)
         return self.sequence_items[
+            self.sequence_indptr[user_index] : self.sequence_indptr[user_index + 1]
+        ]
+
+    def sequence_times_of(self, user_index: int) -> np.ndarray | None:
+        """The times of `sequence_of(user_index)`'s items; None where the bundle has none."""
+        if self.sequence_times is None:
+            return None
+        if user_index < 0 or user_index + 1 >= len(self.sequence_indptr):
+            return np.empty(0, dtype=np.int64)
+        return self.sequence_times[
             self.sequence_indptr[user_index] : self.sequence_indptr[user_index + 1]
         ]
 
@@ -204,6 +218,7 @@ class UserProfiles:
             items=self.recent_items,
             sequence_indptr=self.sequence_indptr,
             sequence_items=self.sequence_items,
+            **({} if self.sequence_times is None else {"sequence_times": self.sequence_times}),
         )
 
     @classmethod
@@ -216,6 +231,9 @@ class UserProfiles:
                 )
             indptr, items = recent["indptr"], recent["items"]
             sequence_indptr, sequence = recent["sequence_indptr"], recent["sequence_items"]
+            times = recent["sequence_times"] if "sequence_times" in recent.files else None
+            if times is not None and len(times) != len(sequence):
+                raise ValueError(f"{directory / RECENT_FILE}: sequence times do not fit")
         return cls(
             users=IdMap.load(directory / PROFILE_IDS_FILE),
             home_region=np.load(directory / "home_region.npy").astype(object),
@@ -224,6 +242,7 @@ class UserProfiles:
             recent_items=items,
             sequence_indptr=sequence_indptr,
             sequence_items=sequence,
+            sequence_times=times,
         )
 
 

@@ -112,7 +112,10 @@ class RecommendPipeline:
         self.ranker = DotProductRanker(bundle.als.model, bundle.popularity)
         self.titles = bundle.catalog.titles
         self.features = FeatureBuilder(
-            bundle, tuple(g.name for g in self.generators), config.sequence
+            bundle,
+            tuple(g.name for g in self.generators),
+            config.sequence,
+            config.sessions.timeout_seconds,
         )
         self.cascade = (
             Cascade(bundle.rankers, config.ranking, Path(config.data.cache_dir) / "compiled")
@@ -384,13 +387,20 @@ class RecommendPipeline:
 
         history = self.bundle.profiles.recent_of(user_index)
         sequence = self.bundle.profiles.sequence_of(user_index)
+        times = self.bundle.profiles.sequence_times_of(user_index)
         exclude = known(request.exclude_item_ids)
         if request.session is not None:  # the session's items are the most recent of all
-            session = known(request.session.recent)
+            session = items.to_index(request.session.recent)
+            timed = len(request.session.times) == len(session) and times is not None
+            session_times = np.asarray(request.session.times, np.int64) if timed else None
+            session_times = session_times[session >= 0] if timed else None
+            session = session[session >= 0]  # unknown items cannot be recommended anyway
             history = np.concatenate([session, history])
             history = history[first_positions(history)]
             sequence = np.concatenate([session, sequence])
-            sequence = sequence[first_positions(sequence)]
+            kept = first_positions(sequence)
+            sequence = sequence[kept]
+            times = np.concatenate([session_times, times])[kept] if timed else None
             exclude = np.concatenate([exclude, known(request.session.never_again)])
         return RequestContext(
             user_index=user_index,
@@ -400,6 +410,7 @@ class RecommendPipeline:
             favorites=known(request.favorite_item_ids),
             history=history,
             sequence=sequence,
+            sequence_times=times,
             request_id=request.request_id,
             user_vector=checked_vector(
                 self.user_vectors, request.user_id, self.bundle.als.model.user_factors.shape[1]

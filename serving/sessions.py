@@ -26,6 +26,9 @@ MAX_USERS = 200_000  # least recently active users are forgotten past this (memo
 class Session:
     recent: tuple[str, ...]  # item ids, most recently logged first: i2i seeds
     never_again: tuple[str, ...]  # item ids not to recommend in this session
+    # Unix seconds of each recent item's latest event (the session models cut the user's
+    # latest session at gaps longer than sessions.timeout_seconds); () where not known
+    times: tuple[int, ...] = ()
 
 
 class SessionStore:
@@ -44,8 +47,8 @@ class SessionStore:
         self.items_per_user = items_per_user
         self.exclude_viewed = exclude_viewed
         self.max_users = max_users
-        # user -> item -> "never again" flag, both in least-recent-first order
-        self._users: OrderedDict[str, OrderedDict[str, bool]] = OrderedDict()
+        # user -> item -> ("never again" flag, latest event time), both least recent first
+        self._users: OrderedDict[str, OrderedDict[str, tuple[bool, int]]] = OrderedDict()
         self._lock = threading.Lock()
 
     def catch_up(self) -> int:
@@ -64,8 +67,9 @@ class SessionStore:
             if not items:
                 return None
             recent = tuple(reversed(items))
-            never = tuple(item for item in recent if items[item])
-            return Session(recent=recent, never_again=never)
+            never = tuple(item for item in recent if items[item][0])
+            times = tuple(items[item][1] for item in recent)
+            return Session(recent=recent, never_again=never, times=times)
 
     def __len__(self) -> int:
         return len(self._users)
@@ -76,7 +80,8 @@ class SessionStore:
             items = self._users[event.user_id] = OrderedDict()
         self._users.move_to_end(event.user_id)
         never = self.exclude_viewed or event.event_type in NEVER_AGAIN
-        items[event.item_id] = items.get(event.item_id, False) or never
+        was_never, last = items.get(event.item_id, (False, event.timestamp))
+        items[event.item_id] = (was_never or never, max(last, event.timestamp))
         items.move_to_end(event.item_id)
         while len(items) > self.items_per_user:
             items.popitem(last=False)

@@ -109,10 +109,17 @@ def test_sessions_see_events_of_another_process_log(tmp_path) -> None:
 def test_a_viewed_item_seen_again_moves_to_the_front_and_keeps_its_flag(tmp_path) -> None:
     log = EventLog(tmp_path, 1 << 20)
     store = SessionStore(EventLogTail(tmp_path), items_per_user=10, exclude_viewed=False)
-    log.append([event(item="a", kind="purchase"), event(item="b"), event(item="a")])
+    log.append(
+        [
+            event(item="a", kind="purchase", ts=NOW),
+            event(item="b", ts=NOW + 5),
+            event(item="a", ts=NOW + 9),
+        ]
+    )
     store.catch_up()
     assert store.session_of("u1").recent == ("a", "b")
     assert store.session_of("u1").never_again == ("a",)
+    assert store.session_of("u1").times == (NOW + 9, NOW + 5)  # each item's latest event
 
 
 def test_exclude_viewed_keeps_every_session_item_out(tmp_path) -> None:

@@ -127,6 +127,9 @@ def test_no_leakage_a_request_sees_only_what_came_before_it(shop):
         mine = events.iloc[: request.row]
         mine = mine[(mine["user_id"] == request.user) & (mine["timestamp"] >= start)]
         assert set(session.recent) <= set(mine["item_id"].astype(str))
+        # each item's time is its latest event's before the request, as the store keeps it
+        latest = mine.groupby(mine["item_id"].astype(str))["timestamp"].max()
+        assert list(session.times) == [int(latest[item]) for item in session.recent]
 
 
 def test_training_population_covers_long_inactive_users(shop):

@@ -9,12 +9,13 @@ import pytest
 from candidates.base import make_generator
 from candidates.session.gag import GAG_SELECTIONS, WASSERSTEIN, GAGModel, fit_gag, update_gag
 from candidates.session.gag_net import Graphs
+from candidates.session.generator import live_session
 from candidates.session.sampling import wasserstein_selection, wasserstein_to_items
 from candidates.session.sessions import Sessions
 from candidates.session.updates import SeenSession
 from ranking.features import FeatureBuilder
 from recsys.config import load_config
-from recsys.context import union
+from recsys.context import RequestContext, union
 from serving.pipeline import RecommendPipeline, RecommendRequest
 from serving.sessions import Session
 
@@ -120,6 +121,17 @@ def learns_a_pattern_and_updates_learn_a_new_one(fit, config) -> tuple:
     return model, updated
 
 
+def latest_session(ctx, bundle, max_length: int, timeout: int) -> np.ndarray:
+    """The user's latest session as the bundle's profile holds it, oldest first: back from
+    the newest item to a gap longer than the timeout (a loop, beside live_session's arrays)."""
+    times, session = bundle.profiles.sequence_times_of(ctx.user_index), [ctx.sequence[0]]
+    for r in range(1, min(len(ctx.sequence), max_length)):
+        if times[r - 1] - times[r] > timeout:
+            break
+        session.append(ctx.sequence[r])
+    return np.array(session[::-1])
+
+
 @pytest.mark.parametrize("name", ["gag", "mgia"])
 def test_a_graph_models_generator_serves_the_bundles_model_on_the_live_session(shop_bundle, name):
     """The bundle's GAG or MGIA (trained by the nightly's component) scores the live session
@@ -134,7 +146,7 @@ def test_a_graph_models_generator_serves_the_bundles_model_on_the_live_session(s
     plain = pipeline.context(RecommendRequest(user_id=user, k=10))
     found = generator.generate(plain, 40)
     assert len(found) == 40 and not set(found.item_ids) & set(plain.sequence.tolist())
-    session = plain.sequence[: model.max_length][::-1]
+    session = latest_session(plain, bundle, model.max_length, config.sessions.timeout_seconds)
     expected = model.scores([session], np.array([plain.user_index]))[0]
     np.testing.assert_allclose(found.scores, expected[found.item_ids], rtol=1e-5)
     live = tuple(str(i) for i in bundle.items.ids[found.item_ids[:3]])
@@ -143,7 +155,17 @@ def test_a_graph_models_generator_serves_the_bundles_model_on_the_live_session(s
     )
     moved = generator.generate(with_session, 40)
     assert moved.item_ids.tolist() != found.item_ids.tolist()
-    features = FeatureBuilder(bundle, (f"session_{name}",), config.sequence)
+    # logged ten days after the bundle's newest event: the live session is those three alone
+    now = int(bundle.profiles.sequence_times.max()) + 10 * 86_400
+    timed = Session(recent=live, never_again=(), times=(now, now - 10, now - 20))
+    ctx = pipeline.context(RecommendRequest(user_id=user, k=10, session=timed))
+    alone = bundle.items.to_index(live)[::-1]  # oldest first
+    np.testing.assert_allclose(
+        generator.session_scores(ctx), model.session_scores(alone, ctx.user_index), rtol=1e-5
+    )
+    features = FeatureBuilder(
+        bundle, (f"session_{name}",), config.sequence, config.sessions.timeout_seconds
+    )
     frame = features.build(with_session, union([moved]))
     assert "ssrm_score" not in frame.dense_names  # only the served session models
     column = frame.dense[:, frame.dense_names.index(f"{name}_score")]
@@ -173,3 +195,18 @@ def test_a_saved_gag_loads_to_the_same_scores_and_bad_files_are_refused(shop_bun
     np.savez(tmp_path / "gag.npz", **arrays)
     with pytest.raises(ValueError, match="missing arrays"):
         GAGModel.load(tmp_path)
+
+
+def test_the_live_session_is_the_users_latest_session() -> None:
+    """Items newest first with their times: the session models read back to the first gap
+    longer than the timeout, oldest first, at most max_length, only items the model knows."""
+    sequence = np.array([5, 4, 3, 2, 1, 0])
+    times = np.array([1000, 990, 950, 300, 290, 280])  # a 650 s gap after item 3
+    ctx = RequestContext(0, sequence=sequence, sequence_times=times)
+    assert live_session(ctx, 20, 10, timeout_seconds=60).tolist() == [3, 4, 5]
+    assert live_session(ctx, 20, 10, timeout_seconds=1000).tolist() == [0, 1, 2, 3, 4, 5]
+    assert live_session(ctx, 2, 10, timeout_seconds=60).tolist() == [4, 5]  # max_length
+    assert live_session(ctx, 20, 5, timeout_seconds=60).tolist() == [3, 4]  # 5 is unknown
+    untimed = RequestContext(0, sequence=sequence)  # a bundle from before the times
+    assert live_session(untimed, 20, 10, timeout_seconds=60).tolist() == [0, 1, 2, 3, 4, 5]
+    assert live_session(RequestContext(0), 20, 10, 60) is None

@@ -29,6 +29,7 @@ from recsys.context import union
 from recsys.torch_runs import seeded
 from serving.pipeline import RecommendPipeline, RecommendRequest
 from serving.sessions import Session
+from tests.test_gag import latest_session
 
 CONFIG = load_config().replace(
     sessions={"ssrm": {"epochs": 8, "dropout": 0.0, "learning_rate": 0.01}}
@@ -161,7 +162,7 @@ def test_the_session_generator_reads_the_live_session(shop_bundle) -> None:
     found = generator.generate(plain, 40)
     assert len(found) == 40 and not set(found.item_ids) & set(plain.sequence.tolist())
     expected = model.scores(
-        plain.sequence[: model.max_length][::-1],
+        latest_session(plain, bundle, model.max_length, config.sessions.timeout_seconds),
         bundle.als.model.vector_of(plain),
         bundle.als.model.item_factors,
     )
@@ -173,7 +174,9 @@ def test_the_session_generator_reads_the_live_session(shop_bundle) -> None:
     assert with_session.sequence[:3].tolist() == found.item_ids[:3].tolist()
     moved = generator.generate(with_session, 40)
     assert moved.item_ids.tolist() != found.item_ids.tolist()
-    features = FeatureBuilder(bundle, ("session_ssrm",), config.sequence)
+    features = FeatureBuilder(
+        bundle, ("session_ssrm",), config.sequence, config.sessions.timeout_seconds
+    )
     frame = features.build(with_session, union([moved]))
     column = frame.dense[:, frame.dense_names.index("ssrm_score")]
     np.testing.assert_allclose(column, generator.session_scores(with_session)[union([moved]).items])

@@ -1,6 +1,10 @@
 """Session models as candidate generators (issue "Streaming session recommenders"): the
-request's live session, the user's latest items oldest first (`RequestContext.sequence`:
-what LogEvents brought, then the bundle's), scored over the catalogue by the model.
+request's live session, scored over the catalogue by the model. The session is the user's
+latest session: their latest items (`RequestContext.sequence`: what LogEvents brought, then
+the bundle's), newest back to the first gap longer than sessions.timeout_seconds between
+two of them (seed 003 §II: a session is one user's events with short gaps), at most the
+model's max_length, oldest first. Without times (bundles from before them) the latest items
+whatever their gaps.
 
 Each model named in sessions.models is a bundle component and the model of the generator
 "session_<model>"; the ranking features score every candidate with the same memoised scores
@@ -43,11 +47,13 @@ class SessionGenerator:
         self,
         name: str,
         model_of: Callable[[], Any],
-        score: Callable[[RequestContext, Any], np.ndarray | None],
+        score: Callable[[np.ndarray, RequestContext, Any], np.ndarray],
+        timeout_seconds: int = 0,
     ) -> None:
         self.name = name
         self.model_of = model_of
-        self.score = score
+        self.score = score  # (session, request, model) -> (n_items,) scores
+        self.timeout_seconds = timeout_seconds  # 0: the latest items, whatever their gaps
 
     def session_scores(self, ctx: RequestContext) -> np.ndarray | None:
         """(n_items,) scores of every catalogue item for this request, or None (no model,
@@ -55,7 +61,11 @@ class SessionGenerator:
         model = self.model_of()  # one reference for the request, whatever a swap does
         if model is None or not len(ctx.sequence):
             return None
-        return ctx.remember((self.name, id(model)), lambda: self.score(ctx, model))
+        return ctx.remember((self.name, id(model)), lambda: self._scores(ctx, model))
+
+    def _scores(self, ctx: RequestContext, model: Any) -> np.ndarray | None:
+        session = live_session(ctx, model.max_length, model.n_items, self.timeout_seconds)
+        return None if session is None else self.score(session, ctx, model)
 
     def generate(self, ctx: RequestContext, budget: int) -> Candidates:
         if budget < 0:
@@ -70,37 +80,47 @@ class SessionGenerator:
         return Candidates(best, scores[best], self.name)
 
 
-def _session_of(ctx: RequestContext, model: Any) -> np.ndarray | None:
-    """The live session for `model`: the latest max_length items, oldest first, those the
-    model knows (items newer than it are unseen); None if none is left."""
-    session = ctx.sequence[: model.max_length][::-1]
-    session = session[session < model.n_items]
+def live_session(
+    ctx: RequestContext, max_length: int, n_items: int, timeout_seconds: int
+) -> np.ndarray | None:
+    """The request's latest session, oldest first: its newest items back to the first gap
+    longer than `timeout_seconds` (0, or no times: no cut), at most `max_length`, those a
+    model of `n_items` items knows (items newer than it are unseen); None if none is left."""
+    session = ctx.sequence[:max_length]
+    times = ctx.sequence_times
+    if timeout_seconds > 0 and times is not None and len(times) >= len(session) > 1:
+        newest_first = times[: len(session)]
+        gaps = np.flatnonzero(newest_first[:-1] - newest_first[1:] > timeout_seconds)
+        if len(gaps):
+            session = session[: gaps[0] + 1]
+    session = session[::-1]
+    session = session[session < n_items]
     return session if len(session) else None
 
 
-def ssrm_generator(bundle: Any, name: str = PREFIX + "ssrm") -> SessionGenerator:
+def ssrm_generator(
+    bundle: Any, name: str = PREFIX + "ssrm", timeout_seconds: int = 0
+) -> SessionGenerator:
     live, als = bundle.ssrm, bundle.als.model
 
-    def score(ctx: RequestContext, model: SSRMModel) -> np.ndarray | None:
-        session = _session_of(ctx, model)
-        if session is None:
-            return None
+    def score(session: np.ndarray, ctx: RequestContext, model: SSRMModel) -> np.ndarray:
         return model.scores(session, als.vector_of(ctx), als.item_factors)
 
-    return SessionGenerator(name, lambda: live.model, score)
+    return SessionGenerator(name, lambda: live.model, score, timeout_seconds)
 
 
-def _graph_model_score(ctx: RequestContext, model: GAGModel) -> np.ndarray | None:
-    session = _session_of(ctx, model)
-    return None if session is None else model.session_scores(session, ctx.user_index)
+def _graph_model_score(session: np.ndarray, ctx: RequestContext, model: GAGModel) -> np.ndarray:
+    return model.session_scores(session, ctx.user_index)
 
 
 def graph_generator(model_name: str) -> Callable[..., SessionGenerator]:
     """The generator of a GAG or MGIA bundle component."""
 
-    def make(bundle: Any, name: str = PREFIX + model_name) -> SessionGenerator:
+    def make(
+        bundle: Any, name: str = PREFIX + model_name, timeout_seconds: int = 0
+    ) -> SessionGenerator:
         live: LiveModel = getattr(bundle, model_name)
-        return SessionGenerator(name, lambda: live.model, _graph_model_score)
+        return SessionGenerator(name, lambda: live.model, _graph_model_score, timeout_seconds)
 
     return make
 
@@ -120,12 +140,12 @@ SESSION_GENERATORS: dict[str, Callable[..., SessionGenerator]] = {
 
 
 def served_session_generators(
-    bundle: Any, generator_names: tuple[str, ...]
+    bundle: Any, generator_names: tuple[str, ...], timeout_seconds: int = 0
 ) -> dict[str, SessionGenerator]:
     """Model name -> generator, for the session generators the funnel serves and the bundle
     holds (bundles from before session models have none)."""
     return {
-        model: make(bundle)
+        model: make(bundle, timeout_seconds=timeout_seconds)
         for model, make in SESSION_GENERATORS.items()
         if PREFIX + model in generator_names and model in bundle.parts
     }
@@ -168,7 +188,7 @@ def _graph_fit(name: str) -> Callable[[FitInputs], Any]:
 
 def _make(bundle: Any, config: Config, name: str) -> SessionGenerator:
     model = name.removeprefix(PREFIX)
-    generator = SESSION_GENERATORS[model](bundle, name)
+    generator = SESSION_GENERATORS[model](bundle, name, config.sessions.timeout_seconds)
     if generator.model_of() is None:
         log.warning(
             "%s: the bundle has no %s model (sessions.models); it answers nothing", name, model
