@@ -74,6 +74,15 @@ class _Gathered(Mapping[str, np.ndarray]):
         return len(COUNTS)
 
 
+def _priors(totals: np.ndarray) -> dict[str, float]:
+    """Each pCTR numerator's prior p0 from one scope's sums (len(COUNTS),): Σnum / Σimpr."""
+    impressions = totals[IMPRESSIONS]
+    return {
+        name: totals[COUNTS.index(name)] / impressions if impressions else 0.0
+        for name in PRIOR_COUNTS
+    }
+
+
 class _RegionCounts:
     """The bundle's counts per (region, item) with events (read-only), and the counts now of
     the (region, item) groups touched since: a region's list moves without a writable copy
@@ -287,12 +296,7 @@ class LiveTops:
             return found
         w = self.windows[window_days]
         named = _Gathered(self.counts[w], self.touched)
-        totals = self.totals[w]
-        impressions = totals[IMPRESSIONS]
-        priors = {  # the global CTR, as the bundle's global and category lists use
-            name: totals[COUNTS.index(name)] / impressions if impressions else 0.0
-            for name in PRIOR_COUNTS
-        }
+        priors = _priors(self.totals[w])  # the global CTR, as the global and category lists use
         live = window_scores(named, priors, self.config, window_days, (metric,))[metric]
         found = self._rescored[key] = live.astype(np.float32)
         return found
@@ -303,12 +307,7 @@ class LiveTops:
         """`metric` now, per touched (region, item) group of one region, with the region's
         prior (its users' CTR, as the bundle's region lists use)."""
         regions, w = self.regions, self.windows[window_days]
-        totals = regions.totals[w][:, region]
-        impressions = totals[IMPRESSIONS]
-        priors = {
-            name: totals[COUNTS.index(name)] / impressions if impressions else 0.0
-            for name in PRIOR_COUNTS
-        }
+        priors = _priors(regions.totals[w][:, region])
         named = _Gathered(regions.counts[w], slots)
         return window_scores(named, priors, self.config, window_days, (metric,))[metric]
 

@@ -34,7 +34,12 @@ import numpy as np
 from candidates.als import ALSModel
 from candidates.session.gag import WASSERSTEIN, update_gag
 from candidates.session.generator import MODEL_LOADERS, RESERVOIR
-from candidates.session.live import SESSION_MODELS_DIR, read_published, session_models_root
+from candidates.session.live import (
+    SESSION_MODELS_DIR,
+    read_published,
+    session_models_root,
+    verified_publication,
+)
 from candidates.session.reservoir import Reservoir, SavedReservoir
 from candidates.session.sessions import Sessions
 from candidates.session.updates import ACTIVE, SeenSession, update_ssrm
@@ -230,7 +235,7 @@ class SessionUpdater:
 
     def _resume(self, published: str) -> dict[str, int]:
         directory = self.publications / published
-        manifest = verify_bundle(directory)
+        manifest = verified_publication(directory)
         for name in self.models:
             _, model = read_published(directory, name, MODEL_LOADERS[name], self.n_items)
             if model is not None:  # else the publication predates this model: the bundle's

@@ -391,10 +391,11 @@ class RecommendPipeline:
         exclude = known(request.exclude_item_ids)
         if request.session is not None:  # the session's items are the most recent of all
             session = items.to_index(request.session.recent)
+            known_items = session >= 0  # unknown items cannot be recommended anyway
             timed = len(request.session.times) == len(session) and times is not None
-            session_times = np.asarray(request.session.times, np.int64) if timed else None
-            session_times = session_times[session >= 0] if timed else None
-            session = session[session >= 0]  # unknown items cannot be recommended anyway
+            if timed:
+                session_times = np.asarray(request.session.times, np.int64)[known_items]
+            session = session[known_items]
             history = np.concatenate([session, history])
             history = history[first_positions(history)]
             sequence = np.concatenate([session, sequence])

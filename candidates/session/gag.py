@@ -82,9 +82,14 @@ class GAGModel:
         max_length kept) for its user: what serving asks. The net's forward pass in numpy
         (gag_net.numpy_forward): torch's per-call overhead is most of a request this small
         (1.1 ms against 0.1); tests hold the two to the same scores."""
+        return numpy_forward(self._weights, *self._served_input(session, user))
+
+    def _served_input(self, session: np.ndarray, user: int) -> tuple[Graphs, int]:
+        """One live session's graph (its latest max_length items) and its user's row in the
+        user table (0: none, or a user the model has not learnt)."""
         session = np.asarray(session[-self.max_length :], dtype=np.int64)
         row = user + 1 if 0 <= user < len(self.known_users) and self.known_users[user] else 0
-        return numpy_forward(self._weights, Graphs.one(session), row)
+        return Graphs.one(session), row
 
     @functools.cached_property
     def _weights(self) -> dict[str, np.ndarray]:

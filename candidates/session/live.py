@@ -14,6 +14,7 @@ with a message, never a crash, and the weights in service stay.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -30,13 +31,22 @@ def session_models_root(artifacts_root: str | Path, bundle_version: str) -> Path
     return Path(artifacts_root) / SESSION_MODELS_DIR / bundle_version
 
 
+@functools.lru_cache(maxsize=8)
+def verified_publication(directory: Path) -> Manifest:
+    """A publication's manifest, its files checked against their checksums once per process
+    (BundleError naming what is wrong, raised again on every call): a publication never
+    changes once in place (staged, then renamed), so each session model of a serving
+    process, and a resuming updater, read it without hashing every model's files again."""
+    return verify_bundle(directory)
+
+
 def read_published(
     directory: Path, name: str, load: Callable[[Path], Any], n_items: int
 ) -> tuple[Manifest, Any]:
     """A publication's manifest and the weights of model `name` (None if the publication has
     none), verified against its checksums and the bundle's catalogue (`n_items`);
     BundleError or ValueError naming what is wrong."""
-    manifest = verify_bundle(directory)
+    manifest = verified_publication(directory)
     if not (directory / name).is_dir():
         return manifest, None
     model = load(directory / name)

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from candidates.session.gag import GAGModel, fit_graph_model, read_graph_model, save_graph_model
-from candidates.session.gag_net import Graphs
 from candidates.session.mgia_net import GlobalGraph, MGIANet, numpy_forward, serving_weights
 from candidates.session.sessions import Sessions
 from candidates.session.ssrm import training_sessions
@@ -66,10 +65,8 @@ class MGIAModel(GAGModel):
         """(n_items,) float32 scores of one live session (items oldest first, the latest
         max_length kept) for its user: the net's forward pass in numpy, as GAG's (tests
         hold it to torch's scores), over the global embeddings computed once."""
-        session = np.asarray(session[-self.max_length :], dtype=np.int64)
-        row = user + 1 if 0 <= user < len(self.known_users) and self.known_users[user] else 0
         global_items, scoring_items = self._item_tables
-        graph = Graphs.one(session)
+        graph, row = self._served_input(session, user)
         return numpy_forward(self._served_weights, global_items, scoring_items, graph, row)
 
     @functools.cached_property
