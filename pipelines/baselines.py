@@ -1,7 +1,8 @@
 """Reference models every served figure stands beside, on the same split (issue "Ranking
-that earns its place"): most popular, iALS, EASE, item-kNN, last-item kNN and
-EASE + last-item kNN. Each scores every item for a block of users; evaluation masks what the
-user already touched, exactly as serving's `already_interacted` filter does.
+that earns its place"): most popular, iALS, EASE, item-kNN, last-item kNN, EASE + last-item
+kNN and recent EASE (EASE over the user's latest items, weighted by recency). Each scores
+every item for a block of users; evaluation masks what the user already touched, exactly as
+serving's `already_interacted` filter does.
 
 They are computed from the served bundle's own parts where it has them (its popularity,
 iALS and EASE), and from full-length cosine lists otherwise, so that a baseline is never
@@ -27,6 +28,7 @@ from recsys.loaded_bundle import LoadedBundle
 LIST_LENGTH = 300  # cosine neighbours per item kept for the kNN baselines
 LAST_ITEMS, LAST_DECAY = 3, 0.7  # the reference last-item kNN: 3 latest items, decay 0.7
 EASE_LAST_WEIGHT = 2.0  # EASE + 2 x last-item kNN
+RECENT_ITEMS, RECENT_DECAY = 50, 0.9  # recent EASE: the 50 latest distinct items, decay 0.9
 
 Scorer = Callable[[np.ndarray], np.ndarray]  # user indices -> (n, n_items) float32 scores
 
@@ -64,6 +66,8 @@ def baseline_scorers(bundle: LoadedBundle, data: TrainingData, config: Config) -
             seeds[row, latest] = weights[: len(latest)]
         return np.asarray((seeds.tocsr() @ similarity).todense())
 
+    recent = recency_weights(data, RECENT_ITEMS, RECENT_DECAY)
+
     scorers: dict[str, Scorer] = {
         "most popular": lambda users: np.tile(popularity, (len(users), 1)),
         "iALS": lambda users: known(users, lambda u: als.user_factors[u] @ als.item_factors.T),
@@ -80,5 +84,27 @@ def baseline_scorers(bundle: LoadedBundle, data: TrainingData, config: Config) -
                 + EASE_LAST_WEIGHT * last_items(u)
             ),
         ),
+        "recent EASE": lambda users: known(users, lambda u: ease.score_rows(recent[u])),
     }
     return scorers
+
+
+def recency_weights(data: TrainingData, latest: int, decay: float) -> sp.csr_matrix:
+    """(n_users, n_items): decay ** r on each user's r-th newest distinct item (events of any
+    type, ties in log order), for the `latest` newest; taken from the whole history, never
+    cut to the bundle's sequence.length, so the baseline is not weakened by a serving setting."""
+    n = len(data.event_users)
+    newest_first = np.lexsort((-np.arange(n), -data.event_times, data.event_users))
+    users, items = data.event_users[newest_first], data.event_items[newest_first]
+    pair = users * np.int64(len(data.items)) + items
+    _, first = np.unique(pair, return_index=True)
+    first = np.sort(first)  # each (user, item)'s newest event, still newest first per user
+    users, items = users[first], items[first]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    rank = np.arange(len(users)) - np.repeat(starts, np.diff(np.r_[starts, len(users)]))
+    keep = rank < latest
+    return sp.csr_matrix(
+        (decay ** rank[keep].astype(np.float32), (users[keep], items[keep])),
+        shape=(len(data.users), len(data.items)),
+        dtype=np.float32,
+    )

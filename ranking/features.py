@@ -26,6 +26,9 @@ norms as popularity / "hotness" proxies; seed 004 "Когда и какой ALS 
   seq_covisit_1 and seq_decayed_covisit: the same from the "covisit" lists (co-occurrence
   within short windows of users' sequences: items met close together);
 - ease_score: x_u B of EASE over the user's seen and session items (NaN without EASE);
+  seq_decayed_ease (with sequence.ease_features): Σ_r ease_decay^r · B[r-th newest item]
+  over the sequence (the "recent_ease" generator's score for every candidate; NaN without a
+  sequence);
 - <model>_score for each session model whose generator "session_<model>" is served (ssrm,
   gag, mgia): its score of the candidate for the live session (NaN without a session).
 Sparse features (DLRM embedding tables; 0 = unknown): user, item, category (the item's
@@ -40,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from candidates.ease import EASEGenerator
+from candidates.ease import EASEGenerator, RecentEASEGenerator
 from candidates.sequence import decayed_neighbors, sequence_weights, similarity_to_sequence
 from candidates.session.generator import served_session_generators
 from ranking.frame import RankingFrame
@@ -172,6 +175,13 @@ class FeatureBuilder:
             if getattr(bundle, "ease", None) is not None
             else None
         )
+        self.recent_ease = (
+            RecentEASEGenerator(bundle.ease, bundle.profiles.seen_items, sequence_config.ease_decay)
+            if self.ease is not None
+            and sequence_config is not None
+            and sequence_config.ease_features
+            else None
+        )
         # each session model's score of every candidate, where the funnel serves its
         # generator (the config picks them); bundles from before session models have none
         self.session_models = served_session_generators(
@@ -216,6 +226,7 @@ class FeatureBuilder:
             "seq_decayed_covisit",
             "seq_length",
             "ease_score",
+            *(("seq_decayed_ease",) if self.recent_ease is not None else ()),
             *(f"{model}_score" for model in self.session_models),
         )
         self.column = {name: i for i, name in enumerate(self.dense_names)}
@@ -263,6 +274,10 @@ class FeatureBuilder:
             dense[:, column["ease_score"]] = self.ease.user_scores(ctx)[0][items]
         else:
             dense[:, column["ease_score"]] = np.nan
+        if self.recent_ease is not None:
+            dense[:, column["seq_decayed_ease"]] = (
+                self.recent_ease.sequence_scores(ctx)[items] if len(ctx.sequence) else np.nan
+            )
         for model, generator in self.session_models.items():
             name = f"{model}_score"
             dense[:, column[name]] = np.nan

@@ -131,6 +131,8 @@ class SequenceConfig:
     decay: float  # weight of the r-th newest item: decay ** r
     lists: tuple[str, ...]  # i2i kinds whose lists the last_items generator sums
     covisit_features: bool  # rank with seq_covisit_1 / seq_decayed_covisit (else NaN)
+    ease_decay: float  # recent_ease and seq_decayed_ease: Σ_r ease_decay^r · B[r-th newest]
+    ease_features: bool  # rank with seq_decayed_ease (else NaN)
 
 
 @dataclass(frozen=True)
@@ -686,6 +688,8 @@ def _validate(config: Any, where: str) -> None:
     if isinstance(config, SequenceConfig):
         if not 0.0 < config.decay <= 1.0:
             raise ConfigError(f"sequence.decay must be in (0, 1], got {config.decay}")
+        if not 0.0 < config.ease_decay <= 1.0:
+            raise ConfigError(f"sequence.ease_decay must be in (0, 1], got {config.ease_decay}")
         unknown = [kind for kind in config.lists if kind not in I2I_KINDS]
         if unknown or not config.lists:
             raise ConfigError(

@@ -14,7 +14,9 @@ from tests.conftest import shop_config
 @pytest.fixture(scope="module")
 def shop(shop_dir, tmp_path_factory):
     config = shop_config(tmp_path_factory.mktemp("features"), shop_dir)
-    config = config.replace(ranking={"random_negatives": 10, "max_requests": 300})
+    config = config.replace(
+        ranking={"random_negatives": 10, "max_requests": 300}, sequence={"ease_features": True}
+    )
     dataset = load_dataset_dir(shop_dir)
     data = build_ranking_data(dataset, config)
     return dataset, config, data
@@ -23,6 +25,7 @@ def shop(shop_dir, tmp_path_factory):
 def test_training_rows_equal_what_serving_computes(shop):
     _, _, data = shop
     frame = data.frame
+    with_sequence = 0
     for group, request in list(enumerate(data.requests))[:10]:
         pipeline = data.pipelines[request.period]
         session = data.sessions[group]
@@ -38,6 +41,17 @@ def test_training_rows_equal_what_serving_computes(shop):
         position = np.searchsorted(served_candidates.items, trained_items[proposed])
         np.testing.assert_array_equal(frame.dense[rows][proposed], served.dense[position])
         np.testing.assert_array_equal(frame.sparse[rows][proposed], served.sparse[position])
+        # seq_decayed_ease by hand: the sequence's rows of EASE's B, the r-th newest x 0.9^r
+        decayed = served.dense[:, served.dense_names.index("seq_decayed_ease")]
+        ease, sequence = pipeline.bundle.ease, ctx.sequence
+        assert len(ease.items) == ease.n_items  # the shop's EASE models every item
+        if not len(sequence):  # a user new to the period's bundle, with no session
+            assert np.isnan(decayed).all()
+            continue
+        with_sequence += 1
+        expected = sum(0.9**r * ease.weights[item] for r, item in enumerate(sequence))
+        np.testing.assert_allclose(decayed, expected[served_candidates.items], rtol=1e-4)
+    assert with_sequence >= 5
 
 
 def test_feature_values_by_hand(shop):

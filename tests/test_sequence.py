@@ -2,15 +2,17 @@
 
 import dataclasses
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from candidates.ease import EASEGenerator, EASEModel
+from candidates.ease import EASEGenerator, EASEModel, RecentEASEGenerator
 from candidates.i2i.builders import sequence_windows
 from candidates.i2i.model import I2IModel
 from candidates.sequence import LastItemsGenerator, last_items_scores, similarity_to_sequence
+from pipelines.baselines import recency_weights
 from recsys.config import EASEConfig, SequenceConfig
 from recsys.context import RequestContext
 from recsys.ids import IdMap
@@ -61,7 +63,13 @@ def test_covisit_lists_count_only_items_met_close_together():
     newest = similarity_to_sequence(model, sequence, np.array([B, D, A]), 1, "covisit")[:, 0]
     np.testing.assert_allclose(newest, [1 / math.sqrt(8), 1 / 2, 0.0], rtol=1e-6)
     config = SequenceConfig(
-        length=20, last_items=2, decay=0.5, lists=("cosine",), covisit_features=False
+        length=20,
+        last_items=2,
+        decay=0.5,
+        lists=("cosine",),
+        covisit_features=False,
+        ease_decay=0.9,
+        ease_features=True,
     )
     items, decayed = last_items_scores(model, sequence, config, "covisit")
     assert items.tolist() == [B, D]  # the sequence's own C and A are left out
@@ -93,7 +101,13 @@ def test_covisit_lists_count_only_items_met_close_together():
 def test_last_items_weights_the_newest_item_most():
     model = cosine_model()
     config = SequenceConfig(
-        length=20, last_items=2, decay=0.5, lists=("cosine",), covisit_features=False
+        length=20,
+        last_items=2,
+        decay=0.5,
+        lists=("cosine",),
+        covisit_features=False,
+        ease_decay=0.9,
+        ease_features=True,
     )
     ctx = RequestContext(user_index=-1, sequence=np.array([C, A]))  # C newest
     answer = LastItemsGenerator(model, config).generate(ctx, 10)
@@ -161,6 +175,41 @@ def test_ease_generator_leaves_out_what_the_user_touched(tmp_path):
     # a user with nothing seen and no session gets nothing from EASE
     assert len(generator.generate(RequestContext(user_index=5), 10)) == 0
     assert CONFIG.ease.max_items >= 1682  # MovieLens-100k gets EASE by default
+
+
+def test_recent_ease_weights_the_newest_items_most():
+    x = np.array([[1, 0, 1, 1, 0, 1], [1, 1, 0, 1, 0, 0], [0, 1, 1, 1, 1, 1], [1, 0, 0, 0, 1, 1]])
+    model = EASEModel.fit(sp.csr_matrix(x.astype(float)), EASEConfig(2.0, max_items=5))
+    assert model.items.tolist() == [0, 1, 2, 3, 5]  # item 4 (2 users) is not modelled
+    sequence = np.array([3, 4, 0])  # newest first; 4 adds nothing but keeps its place
+    scores = model.score_sequence(sequence, 0.5)
+    rows = {item: row for row, item in enumerate(model.items)}
+    expected = model.weights[rows[3]] + 0.25 * model.weights[rows[0]]
+    np.testing.assert_allclose(scores[model.items], expected, rtol=1e-6)
+    assert np.isnan(scores[4])
+    generator = RecentEASEGenerator(model, lambda u: np.array([1]), decay=0.5)
+    answer = generator.generate(RequestContext(user_index=0, sequence=sequence), 10)
+    # neither the seen item 1 nor the sequence's items, nor the unmodelled 4
+    assert sorted(answer.item_ids.tolist()) == [2, 5]
+    np.testing.assert_allclose(answer.scores, scores[answer.item_ids], rtol=1e-6)
+    # the decay weighs the order: reversed, the same items score differently
+    reversed_scores = model.score_sequence(sequence[::-1], 0.5)
+    assert not np.allclose(reversed_scores[[2, 5]], scores[[2, 5]])
+    assert len(generator.generate(RequestContext(user_index=0), 10)) == 0  # no sequence
+
+
+def test_recent_ease_baseline_weighs_each_users_distinct_items_newest_first():
+    # user 0: items 2, 1, 2 (2 again, newest), 3 at the same time as that 2 but logged later
+    data = SimpleNamespace(
+        users=range(2),
+        items=range(4),
+        event_users=np.array([0, 0, 1, 0, 0]),
+        event_items=np.array([2, 1, 0, 2, 3]),
+        event_times=np.array([10, 20, 5, 30, 30]),
+    )
+    weights = recency_weights(data, latest=2, decay=0.5).toarray()
+    # newest first: 3 (log order breaks the tie), 2, then 1 is past the latest 2
+    np.testing.assert_allclose(weights, [[0, 0, 0.5, 1], [1, 0, 0, 0]])
 
 
 def test_profiles_of_an_older_bundle_are_refused_clearly(tmp_path):
