@@ -24,6 +24,18 @@ HISTORIES = {"u1": "ABC", "u2": "AB", "u3": "BC"}
 A, B, C, D = range(4)
 
 
+# the newest 2 items of the cosine lists, the second weighted 0.5
+LAST_TWO = SequenceConfig(
+    length=20,
+    last_items=2,
+    decay=0.5,
+    lists=("cosine",),
+    covisit_features=False,
+    ease_decay=0.9,
+    ease_features=False,
+)
+
+
 def cosine_model():
     data = shop(baskets(HISTORIES), list("ABCD"))
     return I2IModel.build(data, None, i2i_config(neighbors=3), kinds=("cosine",))
@@ -62,15 +74,7 @@ def test_covisit_lists_count_only_items_met_close_together():
     sequence = np.array([C, A])
     newest = similarity_to_sequence(model, sequence, np.array([B, D, A]), 1, "covisit")[:, 0]
     np.testing.assert_allclose(newest, [1 / math.sqrt(8), 1 / 2, 0.0], rtol=1e-6)
-    config = SequenceConfig(
-        length=20,
-        last_items=2,
-        decay=0.5,
-        lists=("cosine",),
-        covisit_features=False,
-        ease_decay=0.9,
-        ease_features=True,
-    )
+    config = LAST_TWO
     items, decayed = last_items_scores(model, sequence, config, "covisit")
     assert items.tolist() == [B, D]  # the sequence's own C and A are left out
     np.testing.assert_allclose(decayed, [1 / math.sqrt(8) + 0.5 * 2 / 4, 1 / 2], rtol=1e-6)
@@ -100,15 +104,7 @@ def test_covisit_lists_count_only_items_met_close_together():
 
 def test_last_items_weights_the_newest_item_most():
     model = cosine_model()
-    config = SequenceConfig(
-        length=20,
-        last_items=2,
-        decay=0.5,
-        lists=("cosine",),
-        covisit_features=False,
-        ease_decay=0.9,
-        ease_features=True,
-    )
+    config = LAST_TWO
     ctx = RequestContext(user_index=-1, sequence=np.array([C, A]))  # C newest
     answer = LastItemsGenerator(model, config).generate(ctx, 10)
     # the sequence's own items are not proposed; B = cos(B, C) + 0.5 cos(B, A)
