@@ -253,6 +253,8 @@ class EventsConfig:
     segment_bytes: int  # a log file is closed and a new one begun past this size
     session_items: int  # recent items remembered per user for the next requests
     exclude_viewed: bool  # also keep just-viewed items out of the next answers
+    request_catch_up: int  # logged events a request applies before answering (0: all)
+    follow_seconds: float  # a thread of each server process applies new events this often (0: none)
 
 
 @dataclass(frozen=True)
@@ -574,6 +576,7 @@ def _validate(config: Any, where: str) -> None:
         "update_sample",
     }
     non_negative = {
+        "request_catch_up",
         "hnsw_build_threads",
         "max_queued_calls",
         "pctr_prior_strength",
@@ -683,6 +686,8 @@ def _validate(config: Any, where: str) -> None:
             )
         if config.live_events_kept < 0:
             raise ConfigError(f"tops.live_events_kept must be >= 0, got {config.live_events_kept}")
+    if isinstance(config, EventsConfig) and not config.follow_seconds >= 0:
+        raise ConfigError(f"events.follow_seconds must be >= 0, got {config.follow_seconds}")
     if isinstance(config, EALSConfig) and config.factors < 0:
         raise ConfigError(f"eals.factors must be >= 0, got {config.factors}")
     if isinstance(config, SequenceConfig):

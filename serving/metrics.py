@@ -61,6 +61,10 @@ STAGE_CANDIDATES = Histogram(
     buckets=CANDIDATES,
 )
 EVENTS_LOGGED = Counter("recsys_events_logged", "Events durably appended by LogEvents")
+SESSION_CATCH_UP_CUT = Counter(
+    "recsys_session_catch_up_cut",
+    "Requests that answered with logged events still to apply (events.request_catch_up)",
+)
 BUNDLE = Gauge(
     "recsys_bundle_info",
     "1 for the model bundle version a process serves",

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
+import serving.events as events_module
 from serving.errors import RequestError
 from serving.events import Event, EventLog, EventLogTail, validate_events
 from serving.sessions import SessionStore
@@ -79,6 +83,20 @@ def test_a_tail_in_fixed_batches_resumes_from_its_offsets(tmp_path) -> None:
     assert resumed.read_new(max_events=3) == []
 
 
+def test_batches_read_across_block_boundaries_and_leave_a_partial_line(tmp_path, monkeypatch):
+    """A batched reader reads blocks until it holds its lines (here 7 bytes at a time, lines
+    of ~100): the same batches as reading everything, a half-written line left waiting."""
+    monkeypatch.setattr(events_module, "READ_BLOCK_BYTES", 7)
+    EventLog(tmp_path, segment_bytes=1 << 20).append([event(item=str(i)) for i in range(10)])
+    with open(next(tmp_path.glob("*.jsonl")), "ab") as f:
+        f.write(b'{"user_id": "u1", "item_id": "hal')
+    tail = EventLogTail(tmp_path)
+    batches = [[e.item_id for e in tail.read_new(max_events=4)] for _ in range(4)]
+    assert batches == [["0", "1", "2", "3"], ["4", "5", "6", "7"], ["8", "9"], []]
+    segment = next(tmp_path.glob("*.jsonl"))
+    assert tail.offsets[segment.name] == segment.read_bytes().rfind(b"\n") + 1
+
+
 def test_an_incomplete_last_line_waits_and_a_garbled_line_is_skipped(tmp_path) -> None:
     """What a kill in the middle of a write leaves behind never becomes an event."""
     EventLog(tmp_path, segment_bytes=1 << 20).append([event(item="a")])
@@ -104,6 +122,41 @@ def test_sessions_see_events_of_another_process_log(tmp_path) -> None:
     assert session.recent == ("d", "c", "b")  # the oldest, "a", fell out (3 per user)
     assert session.never_again == ("d", "b")
     assert store.session_of("nobody") is None
+
+
+def test_a_flood_is_taken_in_bounded_catch_ups_and_the_follower_each_event_once(tmp_path):
+    """A request applies at most its share of a backlog; while no request comes, the
+    follower thread applies the rest; together they hand the listener (live tops) every
+    event once, in log order, and the sessions end as one full catch-up leaves them."""
+    log = EventLog(tmp_path, segment_bytes=1 << 16)  # the flood spans several segments
+    flood = [event(user=f"u{i % 50}", item=f"i{i}", ts=NOW + i) for i in range(8000)]
+    for start in range(0, 5000, 1000):
+        log.append(flood[start : start + 1000])
+    heard: list[str] = []
+    store = SessionStore(
+        EventLogTail(tmp_path), 5, False, listener=lambda got: heard.extend(e.item_id for e in got)
+    )
+    assert store.catch_up(100) == 100  # a request meeting the flood: its share, no more
+    assert heard == [f"i{i}" for i in range(100)]
+    stop = threading.Event()
+    follower = store.follow(stop, poll_seconds=0.01, batch=700)
+    deadline = time.monotonic() + 30
+    while len(heard) < 5000:  # no request comes: the follower takes the backlog
+        assert time.monotonic() < deadline, f"the follower applied {len(heard)} of 5000"
+        stop.wait(0.005)
+    for start in range(5000, 8000, 1000):
+        log.append(flood[start : start + 1000])
+    while len(heard) < len(flood):  # requests again, beside the follower
+        store.catch_up(100)
+    stop.set()
+    follower.join(5)
+    assert not follower.is_alive()
+    assert heard == [e.item_id for e in flood]
+    reference = SessionStore(EventLogTail(tmp_path), 5, False)
+    reference.catch_up()
+    for user in ("u0", "u7", "u49"):
+        assert store.session_of(user) == reference.session_of(user)
+    assert store.catch_up(100) == 0
 
 
 def test_a_viewed_item_seen_again_moves_to_the_front_and_keeps_its_flag(tmp_path) -> None:

@@ -27,6 +27,8 @@ from serving.grpc.server import start_server
 from tests.conftest import shop_config
 from tests.serving_harness import Load
 
+NOW_S = 1_700_000_000
+
 
 def counter(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
@@ -145,6 +147,40 @@ def test_logged_events_shape_the_very_next_request(stub) -> None:
     assert bought not in ids  # just bought: not offered again
     sources = {s for item in after.items for s in item.sources}
     assert {"i2i_als", "business"} & sources  # the viewed item seeds the item-to-item lists
+
+
+def test_a_flood_of_logged_events_is_applied_a_share_per_request(ml_config, ml_nightly, tmp_path):
+    """A bulk import of 5,000 events lands in the log (another process's segment): each
+    request applies at most events.request_catch_up of them before answering, and counts
+    itself cut while more wait. The follower thread, which would take the rest between
+    requests, only wakes once an hour here, so every share is the requests' own."""
+    from serving.events import Event, EventLog
+
+    config = ml_config.replace(
+        events={
+            "log_dir": str(tmp_path / "events"),
+            "request_catch_up": 2000,
+            "follow_seconds": 3600,
+        }
+    )
+    running = start_server(config, watch=False)
+    try:
+        EventLog(config.events.log_dir, 1 << 20).append(
+            [
+                Event(f"flood{i % 300}", str(1 + i % 1682), "view", 1.0, NOW_S + i)
+                for i in range(5000)
+            ]
+        )
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = pb_grpc.RecommenderStub(channel)
+            cut = counter("recsys_session_catch_up_cut_total")
+            for expected_cut in (1, 2, 2):  # 2,000, 2,000, then the last 1,000: not cut
+                reply = stub.Recommend(pb.RecommendRequest(user_id="flood7", k=10), timeout=10)
+                assert len(reply.items) == 10
+                assert counter("recsys_session_catch_up_cut_total") - cut == expected_cut
+            assert len(running.servicer.sessions) == 300  # every flooded user's session
+    finally:
+        running.stop()
 
 
 def test_a_batch_with_one_bad_event_is_refused_whole(stub, server) -> None:

@@ -198,8 +198,11 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         self, user_id: str, context: grpc.ServicerContext
     ) -> tuple[Session | None, float]:
         """The user's session, after catching up with every event any process acknowledged
-        before this call, and the monotonic time by which to answer."""
-        self.sessions.catch_up()
+        before this call (up to events.request_catch_up of them: the follower thread has
+        the rest of a flood), and the monotonic time by which to answer."""
+        limit = self.config.events.request_catch_up  # 0: every event logged so far
+        if self.sessions.catch_up(limit) >= limit > 0:  # more wait: the follower has them
+            metrics.SESSION_CATCH_UP_CUT.inc()
         return self.sessions.session_of(user_id), _deadline(
             context, self.config.serving.deadline_ms
         )
@@ -458,6 +461,8 @@ def start_server(
     server.start()
     stop_watching = threading.Event()
     watcher = holder.watch(stop_watching) if watch else None
+    if config.events.follow_seconds:
+        sessions.follow(stop_watching, config.events.follow_seconds)
     log.info("listening on %s:%d, bundle %s", config.serving.host, port, holder.version)
     return RunningServer(
         server, port, health_servicer, holder, stop_watching, event_log, fanout, servicer, watcher
