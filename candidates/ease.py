@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from candidates.base import register_generator
+from candidates.sequence import sequence_weights
 from recsys.arrays import NO_ITEMS, top_k
 from recsys.components import Component, register_component
 from recsys.config import EASEConfig
@@ -72,7 +73,7 @@ class EASEModel:
         validation, the latest 50 items at decay 0.9 reach NDCG@10 0.126 against 0.083 for
         the unweighted x_u B). Unmodelled items add nothing; NaN for items EASE does not model."""
         sequence = np.asarray(sequence, dtype=np.int64)
-        weights = (decay ** np.arange(len(sequence))).astype(np.float32)
+        weights = sequence_weights(len(sequence), decay)
         at = np.clip(np.searchsorted(self.items, sequence), 0, max(len(self.items) - 1, 0))
         modelled = (self.items[at] == sequence) if len(self.items) else sequence < 0
         rows = weights[modelled] @ self.weights[at[modelled]]
@@ -168,15 +169,15 @@ class EASEGenerator:
         return Candidates(best, scores[best], self.name)
 
 
-class RecentEASEGenerator:
+class RecentEASEGenerator(EASEGenerator):
     """EASE over the user's latest items (`RequestContext.sequence`, newest first), each
-    weighted decay ** r: the order-blind x_u B made sequence-aware. Seen items excluded."""
+    weighted decay ** r: the order-blind x_u B made sequence-aware. Seen items excluded;
+    nothing without a sequence."""
 
     name = "recent_ease"
 
     def __init__(self, model: EASEModel, seen_of, decay: float) -> None:
-        self.model = model
-        self.seen_of = seen_of
+        super().__init__(model, seen_of)
         self.decay = decay
 
     @classmethod
@@ -188,26 +189,16 @@ class RecentEASEGenerator:
             )
         return cls(model, profiles.seen_items, decay)
 
-    def sequence_scores(self, ctx: RequestContext) -> np.ndarray:
-        """Scores over every item (NaN: not modelled; zeros for an empty sequence), memoised
-        per request so the ranking feature reads the same vector."""
+    def user_scores(self, ctx: RequestContext) -> tuple[np.ndarray, np.ndarray]:
         return ctx.remember(
-            ("recent_ease", id(self.model), self.decay),
-            lambda: self.model.score_sequence(ctx.sequence, self.decay),
+            ("recent_ease", id(self.model), self.decay), lambda: self._recent_scores(ctx)
         )
 
-    def generate(self, ctx: RequestContext, budget: int) -> Candidates:
-        if budget < 0:
-            raise ValueError(f"{self.name}: budget must be >= 0, got {budget}")
+    def _recent_scores(self, ctx: RequestContext) -> tuple[np.ndarray, np.ndarray]:
         if not len(ctx.sequence):
-            return Candidates(NO_ITEMS, np.empty(0, np.float32), self.name)
-        scores = self.sequence_scores(ctx)
-        scores = np.where(np.isnan(scores), -np.inf, scores)
+            return np.zeros(self.model.n_items, np.float32), NO_ITEMS
         touched = np.concatenate([self.seen_of(ctx.user_index), ctx.sequence]).astype(np.int64)
-        scores[touched] = -np.inf
-        best = top_k(scores, budget)
-        best = best[np.isfinite(scores[best])]
-        return Candidates(best, scores[best], self.name)
+        return self.model.score_sequence(ctx.sequence, self.decay), np.unique(touched)
 
 
 register_component(

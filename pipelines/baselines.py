@@ -22,7 +22,7 @@ from candidates.i2i.builders import cosine_neighbors, item_popularity
 from candidates.i2i.lists import TieOrder
 from candidates.sequence import sequence_weights
 from recsys.config import Config
-from recsys.interactions import TrainingData
+from recsys.interactions import TrainingData, recent_items
 from recsys.loaded_bundle import LoadedBundle
 
 LIST_LENGTH = 300  # cosine neighbours per item kept for the kNN baselines
@@ -93,18 +93,10 @@ def recency_weights(data: TrainingData, latest: int, decay: float) -> sp.csr_mat
     """(n_users, n_items): decay ** r on each user's r-th newest distinct item (events of any
     type, ties in log order), for the `latest` newest; taken from the whole history, never
     cut to the bundle's sequence.length, so the baseline is not weakened by a serving setting."""
-    n = len(data.event_users)
-    newest_first = np.lexsort((-np.arange(n), -data.event_times, data.event_users))
-    users, items = data.event_users[newest_first], data.event_items[newest_first]
-    pair = users * np.int64(len(data.items)) + items
-    _, first = np.unique(pair, return_index=True)
-    first = np.sort(first)  # each (user, item)'s newest event, still newest first per user
-    users, items = users[first], items[first]
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-    rank = np.arange(len(users)) - np.repeat(starts, np.diff(np.r_[starts, len(users)]))
-    keep = rank < latest
+    indptr, items, _ = recent_items(data, latest)
+    rank = np.arange(len(items)) - np.repeat(indptr[:-1], np.diff(indptr))
     return sp.csr_matrix(
-        (decay ** rank[keep].astype(np.float32), (users[keep], items[keep])),
+        (decay ** rank.astype(np.float32), items, indptr),
         shape=(len(data.users), len(data.items)),
         dtype=np.float32,
     )

@@ -176,7 +176,7 @@ class FeatureBuilder:
             else None
         )
         self.recent_ease = (
-            RecentEASEGenerator(bundle.ease, bundle.profiles.seen_items, sequence_config.ease_decay)
+            RecentEASEGenerator.of(bundle.ease, bundle.profiles, sequence_config.ease_decay)
             if self.ease is not None
             and sequence_config is not None
             and sequence_config.ease_features
@@ -276,7 +276,7 @@ class FeatureBuilder:
             dense[:, column["ease_score"]] = np.nan
         if self.recent_ease is not None:
             dense[:, column["seq_decayed_ease"]] = (
-                self.recent_ease.sequence_scores(ctx)[items] if len(ctx.sequence) else np.nan
+                self.recent_ease.user_scores(ctx)[0][items] if len(ctx.sequence) else np.nan
             )
         for model, generator in self.session_models.items():
             name = f"{model}_score"
