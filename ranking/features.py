@@ -279,12 +279,7 @@ class FeatureBuilder:
                 self.recent_ease.user_scores(ctx)[0][items] if len(ctx.sequence) else np.nan
             )
         for model, generator in self.session_models.items():
-            name = f"{model}_score"
-            dense[:, column[name]] = np.nan
-            session_scores = generator.session_scores(ctx)
-            if session_scores is not None:  # items newer than the model keep NaN
-                known = items < len(session_scores)
-                dense[known, column[name]] = session_scores[items[known]]
+            dense[:, column[f"{model}_score"]] = generator.scores_of(ctx, items)
         region = self.bundle.tops.region_code(ctx.region)
         sparse = np.empty((n, len(SPARSE_NAMES)), dtype=np.int64)
         sparse[:, 0] = user + 1

@@ -160,8 +160,9 @@ def test_a_graph_models_generator_serves_the_bundles_model_on_the_live_session(s
     timed = Session(recent=live, never_again=(), times=(now, now - 10, now - 20))
     ctx = pipeline.context(RecommendRequest(user_id=user, k=10, session=timed))
     alone = bundle.items.to_index(live)[::-1]  # oldest first
+    every = np.arange(model.n_items)
     np.testing.assert_allclose(
-        generator.session_scores(ctx), model.session_scores(alone, ctx.user_index), rtol=1e-5
+        generator.scores_of(ctx, every), model.session_scores(alone, ctx.user_index), rtol=1e-5
     )
     features = FeatureBuilder(
         bundle, (f"session_{name}",), config.sequence, config.sessions.timeout_seconds
@@ -169,7 +170,8 @@ def test_a_graph_models_generator_serves_the_bundles_model_on_the_live_session(s
     frame = features.build(with_session, union([moved]))
     assert "ssrm_score" not in frame.dense_names  # only the served session models
     column = frame.dense[:, frame.dense_names.index(f"{name}_score")]
-    np.testing.assert_allclose(column, generator.session_scores(with_session)[union([moved]).items])
+    items = union([moved]).items
+    np.testing.assert_allclose(column, generator.scores_of(with_session, items))
     nobody = pipeline.context(RecommendRequest(user_id="never-seen", k=10))
     assert len(generator.generate(nobody, 40)) == 0
 

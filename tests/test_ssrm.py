@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from candidates.als import ALSModel
 from candidates.base import make_generator
+from candidates.session.generator import ssrm_generator
+from candidates.session.live import LiveModel
 from candidates.session.reservoir import Reservoir
 from candidates.session.sessions import split_sessions
 from candidates.session.ssrm import (
@@ -25,7 +28,7 @@ from pipelines.synthetic import generate_synthetic
 from pipelines.training_data import build_training_data
 from ranking.features import FeatureBuilder
 from recsys.config import load_config
-from recsys.context import union
+from recsys.context import RequestContext, union
 from recsys.torch_runs import seeded
 from serving.pipeline import RecommendPipeline, RecommendRequest
 from serving.sessions import Session
@@ -78,7 +81,7 @@ def trained_net(n_items: int = 20, seed: int = 0) -> tuple[SSRMNet, np.ndarray]:
 
 def test_ssrm_learns_what_follows_in_a_session() -> None:
     net, mf_items = trained_net()
-    model = SSRMModel.of(net, max_length=20, history=[])
+    model = SSRMModel.of(net, max_length=20, history=[], known_items=np.ones(20, bool))
     hits = 0
     for start in range(20):
         session = (start + np.arange(4)) % 20
@@ -89,7 +92,7 @@ def test_ssrm_learns_what_follows_in_a_session() -> None:
 
 def test_the_numpy_serving_path_scores_as_the_torch_net() -> None:
     net, mf_items = trained_net(seed=3)
-    model = SSRMModel.of(net, max_length=20, history=[])
+    model = SSRMModel.of(net, max_length=20, history=[], known_items=np.ones(20, bool))
     user = np.array([0.5, -0.2, 0.1, 0.3], np.float32)
     for session in (np.array([3]), np.array([1, 2, 3, 4, 5]), np.array([7, 7, 2])):
         np.testing.assert_allclose(
@@ -109,14 +112,22 @@ def test_the_numpy_serving_path_scores_as_the_torch_net() -> None:
 
 def test_a_saved_model_loads_the_same_and_a_damaged_one_is_refused(tmp_path) -> None:
     net, mf_items = trained_net(seed=5)
-    model = SSRMModel.of(net, max_length=20, history=[{"epoch": 1}])
+    model = SSRMModel.of(
+        net, max_length=20, history=[{"epoch": 1}], known_items=np.arange(20) % 3 > 0
+    )
     model.save(tmp_path)
     loaded = SSRMModel.load(tmp_path)
     session = np.array([4, 5, 6])
     np.testing.assert_array_equal(
         loaded.scores(session, None, mf_items), model.scores(session, None, mf_items)
     )
+    np.testing.assert_array_equal(loaded.known_items, model.known_items)
     assert SSRMModel.load(tmp_path / "nothing") is None
+    # a model saved before known_items was kept learnt, as far as anyone knows, every item
+    with np.load(tmp_path / "ssrm.npz") as saved:
+        older = {name: saved[name] for name in saved.files if name != "known_items"}
+    np.savez(tmp_path / "ssrm.npz", **older)
+    assert SSRMModel.load(tmp_path).known_items.all()
     broken = dataclasses.replace(model, transform=model.transform[:, :3])
     broken.save(tmp_path)
     with pytest.raises(ValueError, match="transform"):
@@ -179,10 +190,48 @@ def test_the_session_generator_reads_the_live_session(shop_bundle) -> None:
     )
     frame = features.build(with_session, union([moved]))
     column = frame.dense[:, frame.dense_names.index("ssrm_score")]
-    np.testing.assert_allclose(column, generator.session_scores(with_session)[union([moved]).items])
+    items = union([moved]).items
+    np.testing.assert_allclose(column, generator.scoring(with_session).scores_of(items))
     # a user with no items at all: no session, no candidates, NaN features
     nobody = pipeline.context(RecommendRequest(user_id="never-seen", k=10))
     assert len(generator.generate(nobody, 40)) == 0
+
+
+def test_the_generator_proposes_only_items_a_session_taught_the_model() -> None:
+    """Items no session showed the model are not proposed, however they score (their rows
+    learnt nothing but the softmax's push down); the ranking feature still scores every
+    item; an update that learns from a session holding them makes them proposable."""
+    net, mf_items = trained_net(seed=7)
+    known = np.arange(20) >= 10
+    model = SSRMModel.of(net, max_length=20, history=[], known_items=known)
+    live = LiveModel("ssrm", model, None)
+    als = ALSModel(np.zeros((1, 4), np.float32), mf_items)
+    generator = ssrm_generator(SimpleNamespace(ssrm=live, als=SimpleNamespace(model=als)))
+    ctx = RequestContext(user_index=-1, sequence=np.array([12, 3, 11], np.int64))  # newest first
+    session = np.array([11, 3, 12])  # oldest first
+    scores = model.scores(session, None, mf_items)
+    found = generator.generate(ctx, 20)
+    assert set(found.item_ids) == set(range(10, 20)) - {11, 12}
+    assert scores[~known].max() > found.scores.min()  # not for want of a score
+    np.testing.assert_allclose(found.scores, scores[found.item_ids], rtol=1e-6)
+    assert found.scores.tolist() == sorted(found.scores, reverse=True)
+    np.testing.assert_allclose(generator.scores_of(ctx, np.arange(20)), scores, rtol=1e-6)
+    assert np.isnan(generator.scores_of(ctx, np.array([20, 25]))).all()  # newer than the model
+    updated = update_ssrm(
+        model,
+        [SeenSession(np.array([2, 4, 6]), np.zeros(4, np.float32))],
+        [],
+        mf_items,
+        CONFIG.sessions.ssrm,
+        selection=SELECTIONS[0],
+        sample_size=1,
+        steps=1,
+        random=np.random.default_rng(0),
+    )
+    assert set(np.flatnonzero(updated.known_items)) == {2, 4, 6, *range(10, 20)}
+    assert not model.known_items[[2, 4, 6]].any()  # the served model is not changed
+    live.model = updated
+    assert {2, 4, 6} <= set(generator.generate(ctx, 20).item_ids)
 
 
 def stride_sessions(stride: int, count: int, n_items: int, seed: int) -> list[SeenSession]:
@@ -207,7 +256,7 @@ def test_an_online_update_learns_a_drifted_pattern() -> None:
     """Pre-trained on sessions that step by 1, updated on sessions that step by 3 and a
     reservoir of the old ones: the update learns the new pattern."""
     net, mf_items = trained_net()
-    model = SSRMModel.of(net, max_length=20, history=[])
+    model = SSRMModel.of(net, max_length=20, history=[], known_items=np.ones(20, bool))
     before = next_item_hits(model, mf_items, stride=3)
     reservoir: Reservoir[SeenSession] = Reservoir(50, seed=0)
     reservoir.extend(stride_sessions(1, 50, 20, seed=1))

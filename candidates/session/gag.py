@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from candidates.session.gag_net import GAGNet, Graphs, numpy_forward
+from candidates.session.gag_net import GAGNet, Graphs, numpy_session_vector
 from candidates.session.sampling import wasserstein_selection, wasserstein_to_items
 from candidates.session.sessions import Sessions, target_ranks
 from candidates.session.ssrm import training_sessions
@@ -79,10 +79,17 @@ class GAGModel:
 
     def session_scores(self, session: np.ndarray, user: int) -> np.ndarray:
         """(n_items,) float32 scores of one live session (items oldest first, the latest
-        max_length kept) for its user: what serving asks. The net's forward pass in numpy
-        (gag_net.numpy_forward): torch's per-call overhead is most of a request this small
-        (1.1 ms against 0.1); tests hold the two to the same scores."""
-        return numpy_forward(self._weights, *self._served_input(session, user))
+        max_length kept) for its user: what serving asks, as `scoring` gives it."""
+        table, vector = self.scoring(session, user)
+        return table @ vector
+
+    def scoring(self, session: np.ndarray, user: int) -> tuple[np.ndarray, np.ndarray]:
+        """(the item table (n_items, d), the session's vector (d,)): item i scores
+        table[i] · vector. The net's forward pass in numpy (gag_net.numpy_session_vector):
+        torch's per-call overhead is most of a request this small (1.1 ms against 0.1);
+        tests hold the two to the same scores."""
+        vector = numpy_session_vector(self._weights, *self._served_input(session, user))
+        return self._weights["items.weight"][1:], vector
 
     def _served_input(self, session: np.ndarray, user: int) -> tuple[Graphs, int]:
         """One live session's graph (its latest max_length items) and its user's row in the

@@ -162,10 +162,12 @@ class GAGNet(nn.Module):
         return self.dropout(attribute) @ self.items.weight[1:].T
 
 
-def numpy_forward(weights: dict[str, np.ndarray], graph: Graphs, user_row: int) -> np.ndarray:
-    """GAGNet.forward in eval mode (no dropout) for one graph (a batch of one), in numpy:
-    `weights` is the net's state dict as arrays, `user_row` the user's row (0: none).
-    (n_items,) float32."""
+def numpy_session_vector(
+    weights: dict[str, np.ndarray], graph: Graphs, user_row: int
+) -> np.ndarray:
+    """GAGNet.forward in eval mode (no dropout) for one graph (a batch of one), in numpy, up
+    to the session's vector: the items' scores are `items.weight[1:]` times it. `weights` is
+    the net's state dict as arrays, `user_row` the user's row (0: none). (d,) float32."""
     size = int((graph.nodes[0] != PAD).sum())
     x = weights["items.weight"][graph.nodes[0, :size]]
     incoming, outgoing = graph.incoming[0, :size, :size], graph.outgoing[0, :size, :size]
@@ -192,4 +194,4 @@ def numpy_forward(weights: dict[str, np.ndarray], graph: Graphs, user_row: int) 
         pooled = (attention / attention.sum()) @ x  # step 5
         attribute = np.tanh(linear("pool", np.concatenate([pooled, last_x, attribute])))
         attribute = attribute + user  # step 6
-    return (weights["items.weight"][1:] @ attribute).astype(np.float32)
+    return attribute.astype(np.float32)

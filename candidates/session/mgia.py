@@ -18,7 +18,12 @@ import numpy as np
 import torch
 
 from candidates.session.gag import GAGModel, fit_graph_model, read_graph_model, save_graph_model
-from candidates.session.mgia_net import GlobalGraph, MGIANet, numpy_forward, serving_weights
+from candidates.session.mgia_net import (
+    GlobalGraph,
+    MGIANet,
+    numpy_session_vector,
+    serving_weights,
+)
 from candidates.session.sessions import Sessions
 from candidates.session.ssrm import training_sessions
 from recsys.config import MGIAConfig, SessionsConfig
@@ -61,13 +66,13 @@ class MGIAModel(GAGModel):
     def item_vectors(self) -> np.ndarray:
         return self.net.item_vectors()
 
-    def session_scores(self, session: np.ndarray, user: int) -> np.ndarray:
-        """(n_items,) float32 scores of one live session (items oldest first, the latest
-        max_length kept) for its user: the net's forward pass in numpy, as GAG's (tests
-        hold it to torch's scores), over the global embeddings computed once."""
+    def scoring(self, session: np.ndarray, user: int) -> tuple[np.ndarray, np.ndarray]:
+        """As GAG's (session_scores is the product): the net's forward pass in numpy (tests
+        hold it to torch's scores), over the global embeddings computed once; the table is
+        local + global."""
         global_items, scoring_items = self._item_tables
         graph, row = self._served_input(session, user)
-        return numpy_forward(self._served_weights, global_items, scoring_items, graph, row)
+        return scoring_items, numpy_session_vector(self._served_weights, global_items, graph, row)
 
     @functools.cached_property
     def _served_weights(self) -> dict[str, np.ndarray]:

@@ -219,7 +219,7 @@ class MGIANet(nn.Module):
 
 
 def serving_weights(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The net's state dict as arrays, with the products numpy_forward runs per request
+    """The net's state dict as arrays, with the products numpy_session_vector runs per request
     fused: the queries, keys and values of both directions as one matrix, and each user gate
     split into its h and u halves (per request the u half is one vector product)."""
     served = dict(weights)
@@ -234,17 +234,13 @@ def serving_weights(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return served
 
 
-def numpy_forward(
-    weights: dict[str, np.ndarray],
-    global_items: np.ndarray,
-    scoring_items: np.ndarray,
-    graph: Graphs,
-    user_row: int,
+def numpy_session_vector(
+    weights: dict[str, np.ndarray], global_items: np.ndarray, graph: Graphs, user_row: int
 ) -> np.ndarray:
-    """MGIANet.forward in eval mode (no dropout) for one graph, in numpy: `weights` is the
-    net's state dict as arrays through serving_weights, `global_items` its
-    global_embeddings() (n_items, d), `scoring_items` local + global (n_items, d), `user_row`
-    the user's row (0: none). (n_items,) float32."""
+    """MGIANet.forward in eval mode (no dropout) for one graph, in numpy, up to the session's
+    vector: the items' scores are the scoring table (local + global, item_vectors()) times
+    it. `weights` is the net's state dict as arrays through serving_weights, `global_items`
+    its global_embeddings() (n_items, d), `user_row` the user's row (0: none). (d,) float32."""
 
     def linear(name: str, inputs: np.ndarray) -> np.ndarray:
         out = inputs @ weights[f"{name}.weight"].T
@@ -286,5 +282,5 @@ def numpy_forward(
     beta = np.exp(beta - beta.max())
     pooled = (beta / beta.sum()) @ h
     session = np.tanh(linear("session", np.concatenate([pooled, h_last, u])))
-    # in the tables' float32: a float64 session would copy the whole item table per request
-    return scoring_items @ session.astype(scoring_items.dtype)
+    # in the tables' float32: a float64 vector would copy the whole item table per request
+    return session.astype(np.float32)

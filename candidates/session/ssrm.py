@@ -61,6 +61,10 @@ class SSRMModel:
     mf_scale: float  # τ
     mix: float  # w
     max_length: int  # the session's newest items read
+    # bool per item: in a session the model learnt from (every item for models saved before
+    # this was kept). The generator proposes only these: the other rows learnt nothing but
+    # the softmax's push down.
+    known_items: np.ndarray
     history: tuple[dict, ...] = ()  # per training epoch: loss, validation recall
 
     @functools.cached_property
@@ -75,7 +79,9 @@ class SSRMModel:
         return len(self.embedding) - 1
 
     @classmethod
-    def of(cls, net: SSRMNet, max_length: int, history: list[dict]) -> SSRMModel:
+    def of(
+        cls, net: SSRMNet, max_length: int, history: list[dict], known_items: np.ndarray
+    ) -> SSRMModel:
         arrays = {
             k: v.detach().cpu().numpy().astype(np.float32) for k, v in net.state_dict().items()
         }
@@ -85,6 +91,7 @@ class SSRMModel:
             mix=float(net.mix),
             max_length=max_length,
             history=tuple(history),
+            known_items=known_items,
         )
 
     def query(
@@ -118,15 +125,23 @@ class SSRMModel:
     def scores(
         self, session: np.ndarray, user: np.ndarray | None, mf_items: np.ndarray
     ) -> np.ndarray:
-        """(n_items,) float32: r_i = w (B c)ᵀ e_i + (1 - w) τ ⟨u, v_i⟩ (§II.B.3), as one
-        product of [e_i; v_i] with [w B c; (1 - w) τ u]: one pass over the catalogue's rows,
-        which is most of a request's cost on a large catalogue."""
+        """(n_items,) float32: r_i = w (B c)ᵀ e_i + (1 - w) τ ⟨u, v_i⟩ (§II.B.3)."""
+        table, vector = self.scoring(session, user, mf_items)
+        return table @ vector
+
+    def scoring(
+        self, session: np.ndarray, user: np.ndarray | None, mf_items: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(the item table, the session's vector): §II.B.3's score as one product of
+        [e_i; v_i] with [w B c; (1 - w) τ u], one pass over the catalogue's rows, which is
+        most of a request's cost on a large catalogue. An unknown user (None) has u = 0."""
         session = np.asarray(session[-self.max_length :], dtype=np.int64)
         query = self.query(session, user, mf_items) * np.float32(self.mix)
         if user is None:
-            return self.embedding[1:] @ query
-        mf = np.asarray(user, np.float32) * np.float32((1 - self.mix) * self.mf_scale)
-        return self._joined(mf_items) @ np.concatenate([query, mf])
+            mf = np.zeros(mf_items.shape[1], np.float32)
+        else:
+            mf = np.asarray(user, np.float32) * np.float32((1 - self.mix) * self.mf_scale)
+        return self._joined(mf_items), np.concatenate([query, mf])
 
     def _joined(self, mf_items: np.ndarray) -> np.ndarray:
         """[e_i; v_i] per item (n_items, d + f), kept for the MF table last asked with."""
@@ -138,7 +153,8 @@ class SSRMModel:
         return kept[1]
 
     def save(self, directory: Path) -> None:
-        np.savez(directory / FILE, **{name: getattr(self, name) for name in NET_STATE})
+        arrays = {name: getattr(self, name) for name in NET_STATE}
+        np.savez(directory / FILE, **arrays, known_items=self.known_items)
         meta = {
             "mf_scale": self.mf_scale,
             "mix": self.mix,
@@ -154,6 +170,8 @@ class SSRMModel:
         meta = json.loads((directory / META_FILE).read_text())
         with np.load(directory / FILE) as saved:
             arrays = {name: saved[name] for name in saved.files}
+        if "embedding" in arrays:  # models saved before known_items was kept knew every item
+            arrays.setdefault("known_items", np.ones(len(arrays["embedding"]) - 1, bool))
         model = cls(
             **arrays,
             mf_scale=float(meta["mf_scale"]),
@@ -168,6 +186,7 @@ class SSRMModel:
             "input_bias": (3 * h,),
             "hidden_bias": (3 * h,),
             "transform": (d, 2 * h),
+            "known_items": (model.n_items,),
         }
         for name, shape in shapes.items():
             if arrays[name].shape != shape:
@@ -270,7 +289,9 @@ def fit_ssrm_on(
             valid=valid,
             seed=ssrm.random_state,
         )
-    return SSRMModel.of(net, config.max_length, history)
+    known = np.zeros(len(item_factors), bool)
+    known[sessions.items] = True  # validation sessions too: updates will learn from them
+    return SSRMModel.of(net, config.max_length, history, known)
 
 
 def torch_scores(net: SSRMNet, session: np.ndarray, user: np.ndarray) -> np.ndarray:

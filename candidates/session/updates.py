@@ -69,6 +69,7 @@ def update_ssrm(
         net = net_of(model, mf_items, config)
         optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
         user_rows = torch.as_tensor(users)
+        known = model.known_items.copy()
         with seeded(int(random.integers(1 << 31))):  # dropout too: the same update every run
             for _ in range(steps):
                 if selection == ACTIVE:
@@ -80,6 +81,7 @@ def update_ssrm(
                 # each sample's row of `users`: its session's place in the pool
                 samples = dataclasses.replace(samples, session=chosen[samples.session])
                 gradient_step(net, optimizer, samples, user_rows, np.arange(len(samples)))
+                known[sessions.take(chosen).items] = True  # learnt from: proposed from now on
         net.eval()
-        model = SSRMModel.of(net, model.max_length, list(model.history))
+        model = SSRMModel.of(net, model.max_length, list(model.history), known)
     return model
