@@ -153,8 +153,10 @@ def test_a_graph_models_generator_serves_the_bundles_model_on_the_live_session(s
     with_session = pipeline.context(
         RecommendRequest(user_id=user, k=10, session=Session(recent=live, never_again=()))
     )
+    proposable = generator._proposable  # the learnt rows, copied once per model
     moved = generator.generate(with_session, 40)
     assert moved.item_ids.tolist() != found.item_ids.tolist()
+    assert generator._proposable is proposable
     # logged ten days after the bundle's newest event: the live session is those three alone
     now = int(bundle.profiles.sequence_times.max()) + 10 * 86_400
     timed = Session(recent=live, never_again=(), times=(now, now - 10, now - 20))

@@ -211,6 +211,9 @@ def test_the_generator_proposes_only_items_a_session_taught_the_model() -> None:
     session = np.array([11, 3, 12])  # oldest first
     scores = model.scores(session, None, mf_items)
     found = generator.generate(ctx, 20)
+    proposable = generator._proposable  # the learnt rows, copied once per model
+    assert generator.generate(RequestContext(-1, sequence=np.array([5])), 5)
+    assert generator._proposable is proposable
     assert set(found.item_ids) == set(range(10, 20)) - {11, 12}
     assert scores[~known].max() > found.scores.min()  # not for want of a score
     np.testing.assert_allclose(found.scores, scores[found.item_ids], rtol=1e-6)
