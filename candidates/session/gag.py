@@ -320,6 +320,25 @@ def update_gag(
     return model
 
 
+def _distances(model: GAGModel, pool: list[SeenSession], block: int = 1024) -> np.ndarray:
+    """Each session's Wasserstein distance between the model's recommendation distribution
+    for its prefix and its last item, `block` sessions at a time: a pool of 16k sessions
+    over 100k items would otherwise hold three 6.5 GB matrices at once (MGIA's net steps its
+    global graph once per call, so not much smaller)."""
+    item_vectors = model.item_vectors()
+    distances = np.empty(len(pool))
+    for start in range(0, len(pool), block):
+        part = pool[start : start + block]
+        scores = model.scores([s.items[:-1] for s in part], np.array([s.user for s in part]))
+        probabilities = np.exp(scores - scores.max(axis=1, keepdims=True))
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        targets = np.array([s.items[-1] for s in part])
+        distances[start : start + len(part)] = wasserstein_to_items(
+            probabilities, targets, item_vectors
+        )
+    return distances
+
+
 def _draws(
     model: GAGModel,
     pool: list[SeenSession],
@@ -344,12 +363,7 @@ def _draws(
             for s in pool
         ]
     )
-    scores = model.scores([s.items[:-1] for s in pool], np.array([s.user for s in pool]))
-    probabilities = np.exp(scores - scores.max(axis=1, keepdims=True))
-    probabilities /= probabilities.sum(axis=1, keepdims=True)
-    item_vectors = model.item_vectors()
-    targets = np.array([s.items[-1] for s in pool])
-    distances = wasserstein_to_items(probabilities, targets, item_vectors)
+    distances = _distances(model, pool)
     new = random.permutation(np.flatnonzero(is_new))
     # "сразу включаются в выборку": every batch takes the new ones, up to its share of new
     # ones; where there are more, each takes the next share of them, round the list (a
