@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--shop", type=int, default=0, help="train on a shop of this many items")
     parser.add_argument("--epochs", type=int, default=0, help="0: the config's")
     parser.add_argument("--updates", type=int, default=5)
+    parser.add_argument("--models", default="ssrm,gag,mgia", help="which, comma-separated")
     args = parser.parse_args()
 
     config = load_config()
@@ -77,16 +78,27 @@ def main() -> None:
         dataset = load_movielens_100k(config.data.cache_dir)
     data = build_training_data(dataset, config)
     als = ALSModel.fit(data.interactions, config.als)
-    started = time.perf_counter()
-    model = fit_ssrm(data, als.item_factors, config.sessions, config.als)
-    print(f"training: {time.perf_counter() - started:.1f} s wall for {len(model.history)} epochs")
-
     sessions = training_sessions(data, config.sessions)
     users = user_vectors_at_starts(data, sessions, als.item_factors, config.als)
     seen = [
         SeenSession(sessions[s], users[s], int(sessions.users[s])) for s in range(len(sessions))
     ]
     budget = {"sample_size": config.sessions.update_sample, "steps": config.sessions.update_steps}
+
+    run = SimpleNamespace(
+        data=data, als=als, sessions=sessions, users=users, seen=seen, budget=budget,
+        config=config, args=args,
+    )  # fmt: skip
+    for name in args.models.split(","):
+        BENCHES[name](run)
+
+
+def bench_ssrm(run: SimpleNamespace) -> None:
+    data, als, config, args = run.data, run.als, run.config, run.args
+    sessions, users, seen, budget = run.sessions, run.users, run.seen, run.budget
+    started = time.perf_counter()
+    model = fit_ssrm(data, als.item_factors, config.sessions, config.als)
+    print(f"training: {time.perf_counter() - started:.1f} s wall for {len(model.history)} epochs")
 
     def ssrm_update(new, held, random):
         return update_ssrm(
@@ -118,6 +130,10 @@ def main() -> None:
     if args.shop:
         proposal_quality("session_ssrm", ssrm_generator(bundle), sessions, users, als)
 
+
+def bench_gag(run: SimpleNamespace) -> None:
+    data, als, config, args = run.data, run.als, run.config, run.args
+    sessions, users, seen, budget = run.sessions, run.users, run.seen, run.budget
     started = time.perf_counter()
     gag = fit_gag_on(data, config.sessions)
     print(
@@ -140,6 +156,10 @@ def main() -> None:
     if args.shop:
         proposal_quality("session_gag", generator, sessions, users, als)
 
+
+def bench_mgia(run: SimpleNamespace) -> None:
+    data, als, config, args = run.data, run.als, run.config, run.args
+    sessions, users, seen, budget = run.sessions, run.users, run.seen, run.budget
     started = time.perf_counter()
     mgia = fit_mgia_on(data, config.sessions)
     print(
@@ -155,6 +175,9 @@ def main() -> None:
     serving_cost("session_mgia", generator, mgia.n_items, len(als.user_factors), args, config)
     if args.shop:
         proposal_quality("session_mgia", generator, sessions, users, als)
+
+
+BENCHES = {"ssrm": bench_ssrm, "gag": bench_gag, "mgia": bench_mgia}
 
 
 def widened_known(known: np.ndarray, n_items: int, share: float) -> np.ndarray:

@@ -25,7 +25,7 @@ from pipelines.event_archive import retire_segments
 from pipelines.protocols import holdout
 from pipelines.ranker_training import train_rankers
 from pipelines.sources import fingerprint, load_training_source
-from pipelines.stage_gate import GateResult, gate_stages
+from pipelines.stage_gate import RANK_PROTOCOL, GateResult, gate_stages
 from recsys.bundle import (
     BundleError,
     Manifest,
@@ -63,11 +63,18 @@ def train_bundle(dataset: Dataset, config: Config, *, show_progress: bool = Fals
     """Everything nightly trains: the stage gate on a validation split of `dataset`, then
     every component and the kept rankers on all of `dataset`."""
     valid = holdout(dataset, config.evaluation.protocol, config, seed=1)
+    # Rank's own pass rides on leave-last-out's split (the same users, the same bundle)
+    rank_valid = (
+        holdout(dataset, RANK_PROTOCOL, config, seed=1)
+        if config.evaluation.protocol == "leave_last_out"
+        else None
+    )
     trial = bundle_with_rankers(valid.train, config, config.ranking.stages, show_progress)
-    gate = gate_stages(trial.bundle, config, valid, show_progress=show_progress)
+    gate = gate_stages(trial.bundle, config, valid, rank_valid, show_progress=show_progress)
     final = bundle_with_rankers(dataset, config, gate.kept, show_progress)
-    rankers = dataclasses.replace(final.bundle.rankers, dropped=gate.dropped)
-    gated = dataclasses.replace(trial.bundle.rankers, dropped=gate.dropped)
+    decided = {"dropped": gate.dropped, "rank_dropped": gate.rank_dropped}
+    rankers = dataclasses.replace(final.bundle.rankers, **decided)
+    gated = dataclasses.replace(trial.bundle.rankers, **decided)
     return dataclasses.replace(
         final,
         bundle=final.bundle.replaced(rankers=rankers),

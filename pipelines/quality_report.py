@@ -117,6 +117,9 @@ def format_quality_report(result: QualityResult, title: str) -> str:
         for decision in gate.decisions:
             state = "kept" if decision.kept else "dropped"
             lines.append(f"  - {decision.stage} {state}: {decision.reason}")
+        for decision in gate.rank_decisions:  # Rank's own pass, on held-out + 99 sampled
+            state = "kept" if decision.kept else "left out"
+            lines.append(f"  - {decision.stage} {state} by `Rank`: {decision.reason}")
     return "\n".join(lines) + "\n"
 
 

@@ -5,13 +5,21 @@ user), each configured stage is added in turn to the stages kept so far and serv
 the real pipeline; it is kept only if its final list beats its input's on NDCG@10 (a mean
 over the same users; a tie is not a gain). A dropped stage is recorded in the bundle
 (`TrainedRankers.dropped`) and in the manifest, with the figures, and serving skips it.
+
+`Rank` orders items the caller chose, which may include items the user touched before (a
+shop's next event is often the purchase of an item viewed): the rankers learn from first
+touches (serving never offers a touched item), so a stage can order Recommend's candidates
+better and a caller's items worse. A second pass decides for `Rank` alone, over the stages
+the first kept, on the held-out item + 99 sampled split of the same validation users
+(`rank_held`), served through `Rank`; what it leaves out goes to
+`TrainedRankers.rank_dropped`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipelines.protocols import Holdout
 from pipelines.served_evaluation import UNION, ServedEvaluation, evaluate_served, stage_label
@@ -23,6 +31,7 @@ log = logging.getLogger(__name__)
 
 GATE_METRIC = "NDCG@10"
 UNION_METRIC = "HR@50"  # the candidate union's recall of the held-out item, in iALS order
+RANK_PROTOCOL = "sampled"  # what Rank's own pass is decided on
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,8 @@ class GateResult:
     dropped: dict[str, str]  # stage -> reason
     decisions: tuple[StageDecision, ...]
     evaluation: ServedEvaluation  # the kept cascade on validation, with the baselines
+    rank_dropped: dict[str, str] = field(default_factory=dict)  # Rank's own: stage -> reason
+    rank_decisions: tuple[StageDecision, ...] = ()  # () where there was no second pass
 
     def guarded(self) -> dict[str, float]:
         """What the nightly's regression gate compares: the final list's NDCG@10 and the
@@ -58,6 +69,11 @@ class GateResult:
             "kept": list(self.kept),
             "dropped": self.dropped,
             "decisions": [dataclasses.asdict(d) for d in self.decisions],
+            "rank": {
+                "protocol": RANK_PROTOCOL if self.rank_decisions else None,
+                "dropped": self.rank_dropped,
+                "decisions": [dataclasses.asdict(d) for d in self.rank_decisions],
+            },
             "guarded": self.guarded(),
             "validation": {
                 model: {name: list(value) for name, value in values.items()}
@@ -70,17 +86,73 @@ def gate_stages(
     bundle: LoadedBundle,
     config: Config,
     held: Holdout,
+    rank_held: Holdout | None = None,
     *,
     show_progress: bool = False,
 ) -> GateResult:
-    """Decide which configured stages `bundle` (trained on held.train) keeps."""
+    """Decide which configured stages `bundle` (trained on held.train) keeps, and of those
+    which `Rank` keeps, on `rank_held` (the "sampled" protocol on held's split; None: Rank
+    serves what Recommend does)."""
+    kept, dropped, decisions = _gate(
+        bundle, config, held, config.ranking.stages, show_progress=show_progress
+    )
+    rank_dropped, rank_decisions = {}, ()
+    if rank_held is not None:
+        if rank_held.users != held.users:
+            raise ValueError("Rank's gate needs the sampled protocol on the same split")
+        rank_dropped, rank_decisions = gate_rank(
+            bundle, config, rank_held, kept, show_progress=show_progress
+        )
+    final = bundle.replaced(
+        rankers=dataclasses.replace(
+            bundle.rankers, dropped=_dropped_all(config, kept), rank_dropped=rank_dropped
+        )
+    )
+    evaluation = evaluate_served(
+        final, config, held, "validation", max_users=config.evaluation.max_users,
+        show_progress=show_progress,
+    )  # fmt: skip
+    return GateResult(tuple(kept), dropped, decisions, evaluation, rank_dropped, rank_decisions)
+
+
+def gate_rank(
+    bundle: LoadedBundle,
+    config: Config,
+    rank_held: Holdout,
+    stages: tuple[str, ...],
+    *,
+    show_progress: bool = False,
+) -> tuple[dict[str, str], tuple[StageDecision, ...]]:
+    """The second pass: which of `stages` (those Recommend kept) `Rank` leaves out, each
+    kept only if it beats the stages Rank kept before it on `rank_held`."""
+    if rank_held.protocol != RANK_PROTOCOL:
+        raise ValueError(
+            f"Rank's gate runs on the {RANK_PROTOCOL} protocol, not {rank_held.protocol}"
+        )
+    if not stages:
+        return {}, ()
+    _, dropped, decisions = _gate(bundle, config, rank_held, stages, show_progress=show_progress)
+    for stage, reason in dropped.items():
+        log.info("stage gate: Rank leaves %s out: %s", stage, reason)
+    return dropped, decisions
+
+
+def _gate(
+    bundle: LoadedBundle,
+    config: Config,
+    held: Holdout,
+    stages: tuple[str, ...],
+    *,
+    show_progress: bool,
+) -> tuple[tuple[str, ...], dict[str, str], tuple[StageDecision, ...]]:
+    """Each of `stages` in turn, kept if it beats the stages kept before it on `held`."""
     max_users = config.evaluation.max_users
     kept: list[str] = []
     dropped: dict[str, str] = {}
     decisions = []
     current = _served(bundle, config, held, (), max_users, show_progress)
     input_value = current.metrics[UNION][GATE_METRIC][0]
-    for stage in config.ranking.stages:
+    for stage in stages:
         reads = stage_read_by(bundle.rankers.models[stage])
         if reads and reads not in kept:
             reason = f"it re-orders {reads}'s head, and {reads} was left out"
@@ -104,13 +176,7 @@ def gate_stages(
             dropped[stage] = reason
         log.info("stage gate: %s %s: %s", stage, "kept" if stage in kept else "dropped", reason)
         decisions.append(StageDecision(stage, stage in kept, value, input_value, reason))
-    final = bundle.replaced(
-        rankers=dataclasses.replace(bundle.rankers, dropped=_dropped_all(config, kept))
-    )
-    evaluation = evaluate_served(
-        final, config, held, "validation", max_users=max_users, show_progress=show_progress
-    )
-    return GateResult(tuple(kept), dropped, tuple(decisions), evaluation)
+    return tuple(kept), dropped, tuple(decisions)
 
 
 def _dropped_all(config: Config, kept) -> dict[str, str]:
@@ -118,8 +184,11 @@ def _dropped_all(config: Config, kept) -> dict[str, str]:
 
 
 def _served(bundle, config, held, stages, max_users, show_progress) -> ServedEvaluation:
-    """`stages` served on `bundle` (every other configured stage marked dropped)."""
-    rankers = dataclasses.replace(bundle.rankers, dropped=_dropped_all(config, stages))
+    """`stages` served on `bundle` (every other configured stage marked dropped), by
+    Recommend and Rank alike."""
+    rankers = dataclasses.replace(
+        bundle.rankers, dropped=_dropped_all(config, stages), rank_dropped={}
+    )
     trial = bundle.replaced(rankers=rankers)
     return evaluate_served(
         trial,

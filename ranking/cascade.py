@@ -24,39 +24,58 @@ from recsys.config import RankingConfig
 log = logging.getLogger(__name__)
 
 DROPPED_FILE = "dropped.json"
+RANK_DROPPED_FILE = "rank_dropped.json"
 
 
 @dataclass(frozen=True)
 class TrainedRankers:
     """The rankers nightly trained into a bundle, by stage name. `dropped` names the
     configured stages the nightly's stage gate left out, and why: the cascade skips them
-    (their input's order is served)."""
+    (their input's order is served). `rank_dropped` names those `Rank` alone leaves out:
+    stages that order Recommend's candidates better than their input but a caller's items
+    worse (the gate's second pass, on held-out item + 99 sampled)."""
 
     models: Mapping[str, Ranker] = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)
+    rank_dropped: dict[str, str] = field(default_factory=dict)
 
     def save(self, directory: Path) -> None:
         for name, ranker in self.models.items():
             (directory / name).mkdir()
             ranker.save(directory / name)
         (directory / DROPPED_FILE).write_text(json.dumps(self.dropped, indent=2))
+        (directory / RANK_DROPPED_FILE).write_text(json.dumps(self.rank_dropped, indent=2))
 
     @classmethod
     def load(cls, directory: Path) -> TrainedRankers:
-        dropped_file = directory / DROPPED_FILE
-        dropped = json.loads(dropped_file.read_text()) if dropped_file.exists() else {}
-        if not isinstance(dropped, dict) or not all(isinstance(v, str) for v in dropped.values()):
-            raise ValueError(f"{dropped_file}: expected an object of stage -> reason")
         models = {
             sub.name: ranker_kind(sub.name).load(sub)
             for sub in sorted(directory.iterdir())
             if sub.is_dir()
         }
-        return cls(models=models, dropped=dropped)
+        return cls(
+            models=models,
+            dropped=_read_reasons(directory / DROPPED_FILE),
+            rank_dropped=_read_reasons(directory / RANK_DROPPED_FILE),
+        )
 
     def served_stages(self, configured: tuple[str, ...]) -> tuple[str, ...]:
         """The configured stages this bundle serves: those its stage gate kept."""
         return tuple(stage for stage in configured if stage not in self.dropped)
+
+    def for_rank(self) -> TrainedRankers:
+        """The rankers as `Rank` serves them: the stages it leaves out are dropped too."""
+        return dataclasses.replace(
+            self, dropped={**self.dropped, **self.rank_dropped}, rank_dropped={}
+        )
+
+
+def _read_reasons(path: Path) -> dict[str, str]:
+    """A stage -> reason file; absent (bundles from before it was written): none."""
+    reasons = json.loads(path.read_text()) if path.exists() else {}
+    if not isinstance(reasons, dict) or not all(isinstance(v, str) for v in reasons.values()):
+        raise ValueError(f"{path}: expected an object of stage -> reason")
+    return reasons
 
 
 @dataclass(frozen=True)

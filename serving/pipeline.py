@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ranking.cascade import Cascade
+from ranking.cascade import Cascade, TrainedRankers
 from ranking.dot import DotProductRanker
 from ranking.features import FeatureBuilder
 from recsys.arrays import first_positions, is_member, top_k, unit_rows
@@ -117,10 +117,13 @@ class RecommendPipeline:
             config.sequence,
             config.sessions.timeout_seconds,
         )
-        self.cascade = (
-            Cascade(bundle.rankers, config.ranking, Path(config.data.cache_dir) / "compiled")
-            if bundle.rankers.served_stages(config.ranking.stages)
-            else None
+        self.cascade = _cascade(bundle.rankers, config)
+        # Rank's: the same unless the stage gate left a stage out of Rank alone
+        rank_rankers = bundle.rankers.for_rank()
+        self.rank_cascade = (
+            self.cascade
+            if rank_rankers.dropped == bundle.rankers.dropped
+            else _cascade(rank_rankers, config)
         )
         # Unit item vectors for SimilarItems and MMR: the bundle's i2i model already holds them.
         self.unit_item_vectors = (
@@ -159,6 +162,9 @@ class RecommendPipeline:
             # with a deadline like live traffic: a hung generator must not hold the swap
             deadline = time.monotonic() + self.config.deadline_ms / 1000
             self.recommend(RecommendRequest(user_id=str(users[i]), k=10, deadline=deadline))
+            if self.rank_cascade is not self.cascade:  # Rank's own stages: warm them too
+                items = tuple(str(item) for item in self.bundle.items.ids[:20])
+                self.rank(str(users[i]), items, deadline=deadline)
 
     def recommend(self, request: RecommendRequest) -> Recommendation:
         self._check_k(request.k)
@@ -318,9 +324,9 @@ class RecommendPipeline:
         indices = self.bundle.items.to_index(item_ids)
         known = np.flatnonzero(indices >= 0)
         ctx = self.context(RecommendRequest(user_id=user_id, k=1, session=session))
-        if self.cascade is not None and len(known):
+        if self.rank_cascade is not None and len(known):
             given = _restrict(self._generate(ctx, deadline), indices[known])
-            ranked = self.cascade.rank(self.features.build(ctx, given))
+            ranked = self.rank_cascade.rank(self.features.build(ctx, given))
             rows = known[ranked.order]  # given row j is the caller's item known[j]
             placed = [
                 ScoredItem(
@@ -450,6 +456,13 @@ class RecommendPipeline:
                 self.bundle.items.to_external(fill), scores, self.titles[fill], strict=True
             )
         ]
+
+
+def _cascade(rankers: TrainedRankers, config: Config) -> Cascade | None:
+    """The stages these rankers serve, or None where the gate left none."""
+    if not rankers.served_stages(config.ranking.stages):
+        return None
+    return Cascade(rankers, config.ranking, Path(config.data.cache_dir) / "compiled")
 
 
 def _restrict(found: CandidateSet, items: np.ndarray) -> CandidateSet:

@@ -76,3 +76,18 @@ def test_single_stage_and_unknown_ids():
 def test_a_configured_stage_the_bundle_lacks_is_refused():
     with pytest.raises(ValueError, match="no trained dlrm ranker"):
         Cascade(TrainedRankers({"lightgbm": ByColumn(0)}), config(["lightgbm", "dlrm"]))
+
+
+def test_the_gates_decisions_are_saved_with_the_rankers(tmp_path) -> None:
+    decided = TrainedRankers(dropped={"dlrm": "worse"}, rank_dropped={"lightgbm": "worse by Rank"})
+    decided.save(tmp_path)
+    loaded = TrainedRankers.load(tmp_path)
+    assert loaded.dropped == decided.dropped and loaded.rank_dropped == decided.rank_dropped
+    assert loaded.for_rank().dropped == {"dlrm": "worse", "lightgbm": "worse by Rank"}
+    assert loaded.served_stages(("lightgbm", "dlrm")) == ("lightgbm",)
+    assert loaded.for_rank().served_stages(("lightgbm", "dlrm")) == ()
+    (tmp_path / "rank_dropped.json").unlink()  # a bundle from before Rank's own pass
+    assert TrainedRankers.load(tmp_path).rank_dropped == {}
+    (tmp_path / "rank_dropped.json").write_text('["lightgbm"]')
+    with pytest.raises(ValueError, match="rank_dropped.json"):
+        TrainedRankers.load(tmp_path)

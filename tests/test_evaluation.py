@@ -13,11 +13,11 @@ from pipelines.nightly import _same_protocol, run_nightly, train_bundle
 from pipelines.protocols import holdout
 from pipelines.quality_report import evaluate_quality, write_quality_report
 from pipelines.served_evaluation import UNION, _served_lists, evaluate_served
-from pipelines.stage_gate import gate_stages
+from pipelines.stage_gate import gate_rank, gate_stages
 from ranking.frame import RankingFrame
 from ranking.gbdt import GBDTRanker
 from serving.grpc.client import RecommenderClient
-from serving.pipeline import RecommendPipeline
+from serving.pipeline import RecommendPipeline, RecommendRequest
 from tests.conftest import shop_config
 
 
@@ -33,6 +33,11 @@ def test_nightly_records_the_stage_gate_in_the_manifest(ml_nightly):
     # the served final list (every stage: this session's config turns the gate off)
     assert final == "served: + dlrm" and validation["kept"] == ["lightgbm", "dlrm"]
     assert figures[final]["NDCG@10"][0] > figures["most popular"]["NDCG@10"][0]
+    # Rank's own pass on held-out + 99 sampled, over the stages Recommend kept
+    rank = validation["rank"]
+    assert rank["protocol"] == "sampled"
+    assert [d["stage"] for d in rank["decisions"]] == validation["kept"]
+    assert set(rank["dropped"]) <= set(validation["kept"])
     assert ml_nightly.manifest.metrics["ranker_training"]["training requests"] > 100
 
 
@@ -75,6 +80,38 @@ def test_a_ranker_trained_on_shuffled_labels_is_dropped(shop):
         _served_lists(RecommendPipeline(served, config), users, None, "gated", False),
         _served_lists(RecommendPipeline(served, union_config), users, None, "union", False),
     )
+
+
+def test_rank_leaves_out_a_stage_that_orders_a_callers_items_worse(shop):
+    """Rank's own pass (held-out item + 99 sampled, served through Rank) leaves out a ranker
+    that orders them no better than its input; Rank then serves its input's order (the iALS
+    dot product) while Recommend keeps the ranker."""
+    dataset, config = shop
+    config = config.replace(ranking={"stages": ["lightgbm"], "lightgbm_serving": "booster"})
+    held = holdout(dataset, "leave_last_out", config)
+    bundle = train_bundle(held.train, config).validation_bundle
+    noise = GBDTRanker.fit(_noise_frame(bundle), _noise_frame(bundle), config.lightgbm)
+    rankers = dataclasses.replace(
+        bundle.rankers, models={"lightgbm": noise}, dropped={}, rank_dropped={}
+    )
+    shuffled = bundle.replaced(rankers=rankers)
+    rank_valid = holdout(held.train, "sampled", config, seed=1)
+    dropped, decisions = gate_rank(shuffled, config, rank_valid, ("lightgbm",))
+    assert list(dropped) == ["lightgbm"] and "does not beat its input" in dropped["lightgbm"]
+    assert decisions[0].value <= decisions[0].input_value
+    with pytest.raises(ValueError, match="sampled"):
+        gate_rank(shuffled, config, holdout(held.train, "leave_last_out", config, seed=1), ())
+    left_out = shuffled.replaced(rankers=dataclasses.replace(rankers, rank_dropped=dropped))
+    served = RecommendPipeline(left_out, config)
+    plain = RecommendPipeline(left_out, config.replace(ranking={"stages": []}))
+    ranked = RecommendPipeline(shuffled, config)
+    user, items = rank_valid.users[0], rank_valid.candidates[0]
+    by_rank = [item.item_id for item in served.rank(user, items)]
+    assert by_rank == [item.item_id for item in plain.rank(user, items)]
+    assert by_rank != [item.item_id for item in ranked.rank(user, items)]
+    assert {item.stage for item in served.rank(user, items)} == {"als_dot"}
+    request = RecommendRequest(user_id=user, k=20)
+    assert served.recommend(request).items == ranked.recommend(request).items
 
 
 def _noise_frame(bundle) -> RankingFrame:
