@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from pipelines.build import build_bundle
 from pipelines.event_archive import retire_segments
-from pipelines.protocols import holdout
+from pipelines.protocols import Holdout, holdout
 from pipelines.ranker_training import train_rankers
 from pipelines.sources import fingerprint, load_training_source
 from pipelines.stage_gate import RANK_PROTOCOL, GateResult, gate_stages
@@ -63,12 +63,7 @@ def train_bundle(dataset: Dataset, config: Config, *, show_progress: bool = Fals
     """Everything nightly trains: the stage gate on a validation split of `dataset`, then
     every component and the kept rankers on all of `dataset`."""
     valid = holdout(dataset, config.evaluation.protocol, config, seed=1)
-    # Rank's own pass rides on leave-last-out's split (the same users, the same bundle)
-    rank_valid = (
-        holdout(dataset, RANK_PROTOCOL, config, seed=1)
-        if config.evaluation.protocol == "leave_last_out"
-        else None
-    )
+    rank_valid = _rank_validation(dataset, config)
     trial = bundle_with_rankers(valid.train, config, config.ranking.stages, show_progress)
     gate = gate_stages(trial.bundle, config, valid, rank_valid, show_progress=show_progress)
     final = bundle_with_rankers(dataset, config, gate.kept, show_progress)
@@ -81,6 +76,18 @@ def train_bundle(dataset: Dataset, config: Config, *, show_progress: bool = Fals
         gate=gate,
         validation_bundle=trial.bundle.replaced(rankers=gated),
     )
+
+
+def _rank_validation(dataset: Dataset, config: Config) -> Holdout | None:
+    """Rank's own pass rides on leave-last-out's split (the same users, the same bundle);
+    None where there is none, and Rank serves what Recommend does."""
+    if config.evaluation.protocol != "leave_last_out":
+        return None
+    try:
+        return holdout(dataset, RANK_PROTOCOL, config, seed=1)
+    except ValueError as error:  # a catalogue too small for 99 never-touched items, say
+        log.warning("stage gate: no pass of Rank's own: %s", error)
+        return None
 
 
 def bundle_with_rankers(
