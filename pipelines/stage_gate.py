@@ -131,9 +131,9 @@ def gate_rank(
         )
     if not stages:
         return {}, ()
-    _, dropped, decisions = _gate(bundle, config, rank_held, stages, show_progress=show_progress)
-    for stage, reason in dropped.items():
-        log.info("stage gate: Rank leaves %s out: %s", stage, reason)
+    _, dropped, decisions = _gate(
+        bundle, config, rank_held, stages, show_progress=show_progress, label="Rank's stage gate"
+    )
     return dropped, decisions
 
 
@@ -144,6 +144,7 @@ def _gate(
     stages: tuple[str, ...],
     *,
     show_progress: bool,
+    label: str = "stage gate",
 ) -> tuple[tuple[str, ...], dict[str, str], tuple[StageDecision, ...]]:
     """Each of `stages` in turn, kept if it beats the stages kept before it on `held`."""
     max_users = config.evaluation.max_users
@@ -157,7 +158,7 @@ def _gate(
         if reads and reads not in kept:
             reason = f"it re-orders {reads}'s head, and {reads} was left out"
             dropped[stage] = reason
-            log.info("stage gate: %s dropped: %s", stage, reason)
+            log.info("%s: %s dropped: %s", label, stage, reason)
             decisions.append(StageDecision(stage, False, float("nan"), input_value, reason))
             continue
         trial = _served(bundle, config, held, (*kept, stage), max_users, show_progress)
@@ -174,7 +175,7 @@ def _gate(
                 f"on {held.protocol} validation ({trial.users} users)"
             )
             dropped[stage] = reason
-        log.info("stage gate: %s %s: %s", stage, "kept" if stage in kept else "dropped", reason)
+        log.info("%s: %s %s: %s", label, stage, "kept" if stage in kept else "dropped", reason)
         decisions.append(StageDecision(stage, stage in kept, value, input_value, reason))
     return tuple(kept), dropped, tuple(decisions)
 
