@@ -77,11 +77,12 @@ def update_ssrm(
                 else:
                     size = min(sample_size, len(pool))
                     chosen = np.sort(random.choice(len(pool), size=size, replace=False))
-                samples = Samples.of(sessions.take(chosen), model.max_length - 1)
+                batch = sessions.take(chosen)
+                samples = Samples.of(batch, model.max_length - 1)
                 # each sample's row of `users`: its session's place in the pool
                 samples = dataclasses.replace(samples, session=chosen[samples.session])
                 gradient_step(net, optimizer, samples, user_rows, np.arange(len(samples)))
-                known[sessions.take(chosen).items] = True  # learnt from: proposed from now on
+                known[batch.items] = True  # learnt from: proposed from now on
         net.eval()
         model = SSRMModel.of(net, model.max_length, list(model.history), known)
     return model
