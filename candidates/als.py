@@ -23,9 +23,10 @@ from candidates.ann import AnnIndex, build_index, load_index
 from candidates.base import register_generator
 from candidates.content_step import fill_cold_items
 from recsys.arrays import NO_ITEMS, top_k_batch
-from recsys.components import Component, FitInputs, register_component
+from recsys.components import Component, FitInputs, holds_no_items, register_component
 from recsys.config import ALSConfig, ANNConfig
 from recsys.context import Candidates, RequestContext
+from recsys.new_items import NewItems
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,13 @@ class ALSGenerator:
         found = ids[0] >= 0
         return Candidates(ids[0][found], scores[0][found], self.name)
 
+    def grown(self, new: NewItems) -> ALSGenerator:
+        """New items' vectors in the model and in a copy of the index (`with_items`: the
+        index in service is never written while requests search it)."""
+        model = ALSModel(self.model.user_factors, new.rows(self.model.item_factors, 0.0))
+        model.item_factors[new.first :] = new.vectors
+        return ALSGenerator(model, self.index.with_items(new.vectors))
+
     def save(self, directory: Path) -> None:
         self.model.save(directory)
         (directory / ANN_DIR).mkdir()
@@ -172,6 +180,7 @@ register_component(
         load=lambda directory, config: ALSGenerator.load(directory, config.ann),
         after=("ials",),
         step="ann index",
+        grow=ALSGenerator.grown,
     )
 )
 register_component(
@@ -179,6 +188,7 @@ register_component(
         "interactions",
         fit=lambda given: SavedInteractions(matrix=given.data.interactions),
         load=lambda directory, config: SavedInteractions(path=directory / INTERACTIONS_FILE),
+        grow=holds_no_items,  # serving never reads R; the nightly folds the log in
     )
 )
 register_generator("als", lambda bundle, config, name: bundle.als)

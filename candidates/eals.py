@@ -25,6 +25,7 @@ Its prediction μ + b_u + b_i + p_u·q_i is a ranking feature, not a candidate g
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -427,5 +428,11 @@ register_component(
             given.config.eals,
         ),
         load=lambda directory, config: EALSModel.load(directory),
+        # no bias or factors for items no rating has taught (as for `predict`'s unknown item)
+        grow=lambda model, new: dataclasses.replace(
+            model,
+            item_bias=new.rows(model.item_bias, 0.0),
+            item_factors=new.rows(model.item_factors, 0.0),
+        ),
     )
 )

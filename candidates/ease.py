@@ -9,6 +9,7 @@ own large-catalogue runs prune to the popular items); the others get no EASE sco
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,6 +207,8 @@ register_component(
         "ease",
         fit=lambda given: EASEModel.fit(given.data.interactions, given.config.ease),
         load=lambda directory, config: EASEModel.load(directory),  # None: none was built
+        # a new item is one EASE does not model: NaN, like the catalogue's beyond max_items
+        grow=lambda model, new: dataclasses.replace(model, n_catalogue=new.end),
     )
 )
 register_generator(

@@ -96,6 +96,11 @@ register_component(
         "popularity",
         fit=lambda given: PopularityTop.fit(given.data, given.config.popularity),
         load=lambda directory, config: PopularityTop.load(directory),
+        # no weight before they joined; the live tops count them from then
+        grow=lambda top, new: PopularityTop(
+            new.rows(top.scores, 0.0),
+            np.concatenate([top.ranked, np.arange(new.first, new.end, dtype=np.int64)]),
+        ),
     )
 )
 register_generator("popularity", lambda bundle, config, name: bundle.popularity)

@@ -27,6 +27,7 @@ category's TF top, the union scored by the full sum over ALL the user's categori
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -385,6 +386,10 @@ register_component(
         fit=lambda given: QuorumModel.fit(given.data, given.config.quorum),
         load=lambda directory, config: QuorumModel.load(directory),
         step="quorums",
+        # no categories known for them: no TF, no place in a category's top
+        grow=lambda model, new: dataclasses.replace(
+            model, tf=new.csr_rows(model.tf), item_categories=new.csr_rows(model.item_categories)
+        ),
     )
 )
 register_generator(

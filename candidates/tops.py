@@ -40,6 +40,7 @@ plus top_new and top_new_by_category.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -56,6 +57,7 @@ from recsys.components import Component, register_component
 from recsys.config import EVENT_TYPES, Config, TopsConfig
 from recsys.context import Candidates, RequestContext
 from recsys.interactions import TrainingData
+from recsys.new_items import NewItems
 
 log = logging.getLogger(__name__)
 
@@ -558,6 +560,23 @@ class TopsModel:
             return RegionTop(name, self, metric, window)
         return GlobalTop(name, self, metric, window)
 
+    def grown(self, new: NewItems) -> TopsModel:
+        """New items with no categories and nothing counted before they joined: the lists
+        stay, and the live tops count their events from then (candidates/live_tops.py).
+        The region groups' keys (region * n_items + item) are renumbered for the larger
+        catalogue, in the same order."""
+        region_keys = self.region_keys
+        if region_keys is not None:
+            region_keys = region_keys // new.first * new.end + region_keys % new.first
+        indptr = self.item_category_indptr
+        return dataclasses.replace(
+            self,
+            item_category_indptr=np.concatenate([indptr, np.full(len(new), indptr[-1])]),
+            item_stats=new.rows(self.item_stats, 0.0, axis=1),
+            item_counts=None if self.item_counts is None else new.rows(self.item_counts, 0.0, 2),
+            region_keys=region_keys,
+        )
+
     # -- persistence ---------------------------------------------------------------------------
 
     def save(self, directory: Path) -> None:
@@ -707,6 +726,7 @@ register_component(
         "tops",
         fit=lambda given: TopsModel.fit(given.data, given.config),
         load=lambda directory, config: TopsModel.load(directory),
+        grow=lambda model, new: model.grown(new),
     )
 )
 # a family: top_<metric>_<window>[_<scope>], each name parsed (and refused) by the model

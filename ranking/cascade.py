@@ -18,7 +18,7 @@ import numpy as np
 
 from ranking.frame import RankingFrame
 from ranking.rankers import Ranker, ranker_kind, stage_read_by, with_stage_score
-from recsys.components import Component, register_component
+from recsys.components import Component, holds_no_items, register_component
 from recsys.config import RankingConfig
 
 log = logging.getLogger(__name__)
@@ -169,5 +169,7 @@ register_component(
         "rankers",
         fit=lambda given: TrainedRankers(),
         load=lambda directory, config: TrainedRankers.load(directory),
+        # they score features, not item ids; DLRM maps ids newer than its table to unknown
+        grow=holds_no_items,
     )
 )

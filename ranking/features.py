@@ -37,6 +37,7 @@ first), region (the request's).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -391,5 +392,11 @@ register_component(
         load=lambda directory, config: UserItemStats.load(directory),
         directory="ranking_stats",
         step="ranking stats",
+        # price unknown (NaN, as in minimal item files); created when it joined
+        grow=lambda stats, new: dataclasses.replace(
+            stats,
+            item_price=new.rows(stats.item_price, np.nan),
+            item_created=new.rows(stats.item_created, new.joined),
+        ),
     )
 )

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from recsys.config import Config
 from recsys.dataset import Dataset
 from recsys.interactions import TrainingData
+from recsys.new_items import NewItems
 
 T = TypeVar("T")
 
@@ -34,6 +35,11 @@ class FitInputs:
     data: TrainingData
     config: Config
     built: Mapping[str, Any]
+
+
+def holds_no_items(value: T, new: NewItems) -> T:
+    """`Component.grow` of a component with nothing to append for new items."""
+    return value
 
 
 def _save(value: Any, directory: Path) -> None:
@@ -57,6 +63,10 @@ class Component:
     # what a bundle built before this component existed holds instead (an optional model,
     # e.g. a session model nobody asked for); None: such a bundle is refused, rebuild it
     absent: Callable[[], Any] | None = None
+    # the value with the items the event log brought since the bundle appended (serving grows
+    # a bundle between nightlies: recsys.new_items); None: the component cannot, and a
+    # bundle holding it is not grown. `holds_no_items` for those with nothing per item
+    grow: Callable[[Any, NewItems], Any] | None = None
 
     @property
     def subdirectory(self) -> str:

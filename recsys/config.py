@@ -271,6 +271,9 @@ class NearlineConfig:
     metrics_port: int  # Prometheus metrics of the worker on serving.metrics_host; 0 = off
     fresh_slots: int  # serving: items new since the bundle joining a list; 0 = off
     fresh_position: int  # 1-based slot the first of them takes
+    # serving: items only the event log knows join the bundle in service (the whole cascade
+    # serves them) at most this often, once the worker has their vectors; 0 = never
+    join_seconds: float
 
 
 @dataclass(frozen=True)
@@ -618,6 +621,8 @@ def _validate(config: Any, where: str) -> None:
             raise ConfigError(f"nearline.metrics_port {config.metrics_port} out of range")
         if config.fresh_slots < 0 or config.fresh_position < 1:
             raise ConfigError("nearline.fresh_slots must be >= 0 and fresh_position >= 1")
+        if not config.join_seconds >= 0:  # NaN too
+            raise ConfigError(f"nearline.join_seconds must be >= 0, got {config.join_seconds}")
         if config.poll_seconds <= 0:
             raise ConfigError(f"nearline.poll_seconds must be positive, got {config.poll_seconds}")
     if isinstance(config, SessionsConfig):

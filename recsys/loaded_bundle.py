@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from recsys.components import Component, saved_components
+from recsys.components import COMPONENTS, Component, saved_components
 from recsys.config import Config
 from recsys.ids import IdMap
+from recsys.new_items import NewItems
 
 IDS_DIR = "ids"
 USERS_FILE = "users.parquet"
@@ -29,6 +30,9 @@ class LoadedBundle:
     users: IdMap  # the models' users
     items: IdMap
     parts: Mapping[str, Any]  # component name -> its fitted value
+    # the items the nightly built it with, where serving has grown it since by items the
+    # event log brought (`grown`); None: `items` are the nightly's
+    nightly_items: IdMap | None = None
 
     def __getattr__(self, name: str) -> Any:
         parts = self.__dict__.get("parts", {})  # absent while pickle rebuilds an instance
@@ -41,7 +45,30 @@ class LoadedBundle:
         unknown = sorted(set(parts) - set(self.parts))
         if unknown:
             raise ValueError(f"the bundle has no component {unknown[0]!r} to replace")
-        return LoadedBundle(self.version, self.users, self.items, {**self.parts, **parts})
+        return LoadedBundle(
+            self.version, self.users, self.items, {**self.parts, **parts}, self.nightly_items
+        )
+
+    @property
+    def items_at_nightly(self) -> IdMap:
+        return self.nightly_items if self.nightly_items is not None else self.items
+
+    def grown(self, new: NewItems) -> LoadedBundle:
+        """A copy that knows `new` items as indices new.first.. (recsys.new_items): every
+        component appends what it holds per item. A ValueError names a component that
+        cannot, or ids the bundle already knows; this bundle is left as it was."""
+        if new.first != len(self.items):
+            raise ValueError(f"new items start at {new.first}; the bundle has {len(self.items)}")
+        items = IdMap.from_values(new.ids, base=self.items)
+        if len(items) != new.end:
+            raise ValueError("new items: ids repeat each other or items the bundle knows")
+        parts = {}
+        for name, value in self.parts.items():
+            component = COMPONENTS.get(name)
+            if component is None or component.grow is None:
+                raise ValueError(f"the bundle component {name!r} cannot take new items")
+            parts[name] = None if value is None else component.grow(value, new)
+        return LoadedBundle(self.version, self.users, items, parts, self.items_at_nightly)
 
     @classmethod
     def load(cls, directory: Path, version: str, config: Config) -> LoadedBundle:

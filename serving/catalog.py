@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from recsys.components import Component, register_component
 from recsys.dataset import ALL_REGIONS, ITEM_GROUP, Dataset, list_membership
 from recsys.ids import IdMap
 from recsys.interactions import TrainingData, recent_items, recent_positives
+from recsys.new_items import NewItems
 from serving.rules import NO_GROUP
 
 CATALOG_FILE = "catalog.npz"
@@ -75,6 +77,19 @@ class ItemCatalog:
         except ValueError:
             return everywhere
         return everywhere | self.sold_in_region[row, items]
+
+    def grown(self, new: NewItems) -> ItemCatalog:
+        """New items as minimal item files give them: in stock, sold everywhere, no
+        categories, no product group, no title."""
+        return dataclasses.replace(
+            self,
+            in_stock=new.rows(self.in_stock, True),
+            sold_everywhere=new.rows(self.sold_everywhere, True),
+            sold_in_region=new.rows(self.sold_in_region, False, axis=1),
+            item_categories=new.csr_rows(self.item_categories),
+            group=new.rows(self.group, NO_GROUP),
+            titles=new.rows(self.titles, ""),
+        )
 
     def save(self, directory: Path) -> None:
         np.savez(
@@ -251,6 +266,7 @@ register_component(
         "catalog",
         fit=lambda given: ItemCatalog.build(given.dataset, given.data),
         load=lambda directory, config: ItemCatalog.load(directory),
+        grow=ItemCatalog.grown,
     )
 )
 register_component(
@@ -261,6 +277,10 @@ register_component(
             given.data,
             max(given.config.i2i.recent, given.config.business.history_items),
             given.config.sequence.length,
+        ),
+        # what the bundle saw its users do: none of it with a new item
+        grow=lambda profiles, new: dataclasses.replace(
+            profiles, seen=new.csr_columns(profiles.seen)
         ),
         load=lambda directory, config: UserProfiles.load(directory),
     )

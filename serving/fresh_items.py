@@ -1,16 +1,20 @@
-"""Items new since the bundle, recommendable before the next nightly (`nearline.fresh_slots`).
+"""Items new since the nightly's bundle, recommendable before the next nightly.
 
 The nearline worker gives an item that only the event log knows a vector from its first
-users (seed 004, "Пошагаем": the item step). The bundle's catalogue, ANN index and rankers
-do not know the item until the next nightly, so it cannot go through the cascade; instead
-up to `fresh_slots` of them join a list after ranking, at `fresh_position`: the fresh items
-with the best iALS score u·v for the request's user vector, among those it scores above 0
-(iALS does not think the user would rather not). Items the request or the session excludes
-are skipped. What a shopper sees is marked: stage "fresh", source "nearline".
+users (seed 004, "Пошагаем": the item step). Two ways serve it:
 
-A reserved slot, like `rules.fresh_quota`, rather than a contest with the ranked items: a
-new item's vector comes from a handful of users, so its norm (in iALS, popularity) is
-small, and by u·v it would lose to any established item (measured: new items bought by a
+- Every `nearline.join_seconds` the items the worker has vectors for join the bundle in
+  service (`new_items_of` here, `LoadedBundle.grown`, serving/holder.py): the ANN index finds
+  them and the whole cascade ranks them with the catalogue's items.
+- `nearline.fresh_slots` reserves slots of each list, from `fresh_position`, for items new
+  since the nightly (joined or not yet): the fresh items with the best iALS score u·v for the
+  request's user vector, among those it scores above 0 (iALS does not think the user would
+  rather not), and not already in the list. Items the request or the session excludes are
+  skipped. What a shopper sees is marked: stage "fresh", source "nearline".
+
+A reserved slot, like `rules.fresh_quota`, rather than only the contest with the ranked
+items: a new item's vector comes from a handful of users, so its norm (in iALS, popularity)
+is small, and by u·v it loses to most established items (measured: new items bought by a
 user's five nearest neighbours scored below the 50th item of every list). Like any business
 rule this trades the rankers' order for a goal (new items get seen), so it is off by
 default.
@@ -23,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.ids import IdMap
+from recsys.loaded_bundle import LoadedBundle
+from recsys.new_items import NewItems
 from serving.user_vectors import UserVectors
 
 
@@ -64,19 +70,37 @@ class FreshItems:
         changed, vectors = self.source.item_vectors()
         if changed == self._seen:
             return self._fresh
-        snapshot = dict(vectors)  # one C call: atomic against the store's updates
-        fresh = [
-            (item, vector)
-            for item, vector in snapshot.items()
-            if vector.shape == (self.factors,)
-            and np.isfinite(vector).all()
-            and self.known.index_of(item) < 0
-        ]
-        self._fresh = (
-            np.array([item for item, _ in fresh], dtype=object),
-            np.array([vector for _, vector in fresh], np.float32)
-            if fresh
-            else np.empty((0, self.factors), np.float32),
-        )
+        self._fresh = unknown_items(vectors, self.known, self.factors)
         self._seen = changed
         return self._fresh
+
+
+def unknown_items(
+    vectors: dict[str, np.ndarray], known: IdMap, factors: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, (n, factors) float32 vectors) of the store's items that `known` does not hold,
+    in the store's order; vectors of another width, or not finite, are ignored (a store
+    written for another model must not break serving)."""
+    snapshot = dict(vectors)  # one C call: atomic against the store's updates
+    fresh = [
+        (item, vector)
+        for item, vector in snapshot.items()
+        if vector.shape == (factors,) and np.isfinite(vector).all() and known.index_of(item) < 0
+    ]
+    return (
+        np.array([item for item, _ in fresh], dtype=object),
+        np.array([vector for _, vector in fresh], np.float32)
+        if fresh
+        else np.empty((0, factors), np.float32),
+    )
+
+
+def new_items_of(source: UserVectors, bundle: LoadedBundle, joined: int) -> NewItems | None:
+    """The store's items the bundle does not know, as the items that join it next
+    (recsys/new_items.py); None if there are none."""
+    ids, vectors = unknown_items(
+        source.item_vectors()[1], bundle.items, bundle.als.model.item_factors.shape[1]
+    )
+    if not len(ids):
+        return None
+    return NewItems(ids, vectors, first=len(bundle.items), joined=joined)

@@ -13,11 +13,12 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from candidates.live_tops import attach_live_tops
+from candidates.live_tops import LiveTops, attach_live_tops
 from candidates.session.live import LiveModel
 from recsys.bundle import BundleError, current_version, list_versions, verify_bundle
 from recsys.config import Config
@@ -25,6 +26,7 @@ from recsys.loaded_bundle import LoadedBundle
 from serving.bundle_probe import probe_bundle
 from serving.errors import UnavailableError
 from serving.fanout import GeneratorFanout
+from serving.fresh_items import new_items_of
 from serving.pipeline import RecommendPipeline
 from serving.runtime import load_bundle
 from serving.user_vectors import open_user_vectors
@@ -93,6 +95,10 @@ class BundleHolder:
         self._refused: set[str] = set()  # versions that failed to load
         self._bad_pointer: str | None = None  # the last unusable `current`, logged once
         self._lock = threading.Lock()  # one loader at a time; readers never wait
+        # counts the logged events into a grown bundle's live tops before its swap
+        # (TopsFeed.prime); None: the first request after the swap counts them
+        self.prime_live_tops: Callable[[LiveTops, LoadedBundle], None] | None = None
+        self._join_refused: tuple[str, ...] = ()  # the new items whose join failed, logged once
 
     def pipeline(self) -> RecommendPipeline:
         pipeline = self._pipeline
@@ -182,6 +188,43 @@ class BundleHolder:
         log.info("serving bundle %s (was %s)", version, previous)
         return True
 
+    def join_new_items(self) -> int:
+        """Swap in the bundle in service grown by the items the nearline worker has vectors
+        for and the bundle does not know (recsys/new_items.py): from then the whole cascade
+        serves them. How many joined; 0 when none are new, or when growing failed (logged
+        once per set of items; the bundle in service stays)."""
+        with self._lock:
+            pipeline = self._pipeline
+            if pipeline is None or pipeline.user_vectors is None:
+                return 0
+            new = new_items_of(pipeline.user_vectors, pipeline.bundle, int(time.time()))
+            if new is None or tuple(new.ids) == self._join_refused:
+                return 0
+            try:
+                with _loading():
+                    bundle = pipeline.bundle.grown(new)
+                    live = attach_live_tops(bundle, self.config)
+                    if live is not None and self.prime_live_tops is not None:
+                        self.prime_live_tops(live, bundle)
+                    grown = RecommendPipeline(
+                        bundle, self.config, self.fanout, pipeline.user_vectors
+                    )
+                    grown.warm_up()
+            except Exception as err:  # the bundle in service serves on without them
+                self._join_refused = tuple(new.ids)
+                log.error("bundle %s: %d new items could not join: %s", self.version, len(new), err)
+                return 0
+            self._pipeline = grown  # atomic reference swap; the version stays
+            _freeze_heap(first=False)
+            log.info(
+                "bundle %s: %d new items joined (%d items now, %d at the nightly)",
+                grown.version,
+                len(new),
+                len(bundle.items),
+                len(bundle.items_at_nightly),
+            )
+            return len(new)
+
     def watch(self, stop: threading.Event) -> threading.Thread:
         """Poll `current` every serving.bundle_poll_seconds until `stop` is set."""
 
@@ -191,5 +234,17 @@ class BundleHolder:
                 self.refresh()
 
         thread = threading.Thread(target=loop, name="bundle-watcher", daemon=True)
+        thread.start()
+        return thread
+
+    def join_every(self, seconds: float, stop: threading.Event) -> threading.Thread:
+        """`join_new_items` every `seconds` until `stop` is set, at the watcher's priority."""
+
+        def loop() -> None:
+            _lower_this_thread_priority()
+            while not stop.wait(seconds):
+                self.join_new_items()
+
+        thread = threading.Thread(target=loop, name="item-joiner", daemon=True)
         thread.start()
         return thread

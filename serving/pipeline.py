@@ -97,7 +97,9 @@ class RecommendPipeline:
         self.user_vectors = user_vectors  # the nearline's fresh iALS vectors; None: bundle's
         self.nearline = config.nearline
         self.fresh = (
-            FreshItems(user_vectors, bundle.items, bundle.als.model.item_factors.shape[1])
+            FreshItems(
+                user_vectors, bundle.items_at_nightly, bundle.als.model.item_factors.shape[1]
+            )
             if user_vectors is not None and config.nearline.fresh_slots
             else None
         )
@@ -210,7 +212,9 @@ class RecommendPipeline:
         vector = model.vector_of(ctx)
         if vector is None:
             return chosen
+        # items the cascade placed already (new ones join the bundle: serving/holder.py)
         excluded = {*request.exclude_item_ids, *request.basket_item_ids}
+        excluded.update(item.item_id for item in chosen)
         if request.session is not None:
             excluded.update(request.session.never_again)
         at = min(self.nearline.fresh_position, len(chosen) + 1) - 1

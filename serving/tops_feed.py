@@ -4,6 +4,7 @@ it serves (candidates/live_tops.py), and re-counts them into the next bundle's o
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -28,18 +29,47 @@ class TopsFeed:
         self.bundle_in_service = bundle_in_service
         self.config = config
         self.kept: deque[Event] = deque(maxlen=config.tops.live_events_kept)
+        self.delivered = 0  # events handed to this feed so far
         self._fed: LiveTops | None = None
         self._failed: LiveTops | None = None  # the bundle whose counting failed, logged once
+        # live tops counted ahead of their swap (`prime`), and `delivered` when they were
+        self._primed: tuple[LiveTops, int] | None = None
+        self._lock = threading.Lock()  # `prime` runs on another thread than the calls
 
     def __call__(self, events: Sequence[Event]) -> None:
-        self.kept.extend(events)
-        bundle = self.bundle_in_service()
-        live = bundle.tops.live if bundle is not None else None
-        if not isinstance(live, LiveTops):
-            return
-        if live is not self._fed:  # a new bundle: its nightly read the log up to its "now"
-            self._fed = live
+        with self._lock:
+            self.kept.extend(events)
+            self.delivered += len(events)
+            bundle = self.bundle_in_service()
+            live = bundle.tops.live if bundle is not None else None
+            if not isinstance(live, LiveTops):
+                return
+            if live is not self._fed:  # a new bundle: count what it has not
+                self._fed, events = live, self._not_counted_in(live)
+            if events:
+                self._count(live, bundle, events)
+
+    def prime(self, live: LiveTops, bundle: LoadedBundle) -> None:
+        """Count the kept events into the live tops of a bundle about to be swapped in (a
+        bundle grown by new items: serving/holder.py), on the caller's thread: the first
+        request after the swap then counts only what arrived since, not the whole day."""
+        with self._lock:
             events = [event for event in self.kept if event.timestamp > live.model.now]
+            delivered = self.delivered
+        self._count(live, bundle, events)  # requests go on counting into the bundle in service
+        with self._lock:
+            self._primed = (live, delivered)
+
+    def _not_counted_in(self, live: LiveTops) -> list[Event]:
+        """What a bundle's live tops have not counted yet: the events since `prime` counted
+        them, or those after the bundle's "now" (its nightly read the log up to there)."""
+        primed, self._primed = self._primed, None
+        if primed is None or primed[0] is not live:
+            return [event for event in self.kept if event.timestamp > live.model.now]
+        since = min(self.delivered - primed[1], len(self.kept))
+        return list(self.kept)[len(self.kept) - since :]
+
+    def _count(self, live: LiveTops, bundle: LoadedBundle, events: Sequence[Event]) -> None:
         if not events:
             return
         try:

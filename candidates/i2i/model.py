@@ -30,6 +30,7 @@ from recsys.arrays import (
 from recsys.components import Component, register_component
 from recsys.config import I2I_KINDS, I2IConfig
 from recsys.interactions import TrainingData
+from recsys.new_items import NewItems
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,19 @@ class I2IModel:
         union = size[:, None] + size[None, :] - inter
         return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
+    def grown(self, new: NewItems) -> I2IModel:
+        """New items with empty neighbour lists (no one's co-occurrence is known yet) and
+        their unit vectors for seed diversity (none of their categories are known)."""
+        lists = {
+            kind: NeighborLists(new.rows(lists.ids, -1), new.rows(lists.scores, -np.inf))
+            for kind, lists in self.lists.items()
+        }
+        if self.unit_factors is None:
+            return I2IModel(lists, item_categories=new.csr_rows(self.item_categories))
+        unit = new.rows(self.unit_factors, 0.0)
+        unit[new.first :] = unit_rows(new.vectors.astype(unit.dtype))
+        return I2IModel(lists, unit_factors=unit)
+
     def save(self, directory: Path) -> None:
         meta = {"kinds": list(self.kinds), "n_items": self.n_items}
         (directory / META_FILE).write_text(json.dumps(meta))
@@ -199,5 +213,6 @@ register_component(
         load=lambda directory, config: I2IModel.load(directory),
         after=("ials",),
         step="i2i lists",
+        grow=I2IModel.grown,
     )
 )

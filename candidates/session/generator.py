@@ -30,7 +30,7 @@ from candidates.session.mgia import MGIAModel, fit_mgia_on
 from candidates.session.reservoir import SavedReservoir
 from candidates.session.ssrm import SSRMModel, draw_reservoir, fit_ssrm
 from recsys.arrays import NO_ITEMS, top_k
-from recsys.components import Component, FitInputs, register_component
+from recsys.components import Component, FitInputs, holds_no_items, register_component
 from recsys.config import Config
 from recsys.context import Candidates, RequestContext
 
@@ -224,6 +224,9 @@ def _live_component(name: str, fit: Callable[[FitInputs], Any], after=()) -> Com
         load=lambda directory, config: LiveModel(name, load(directory), load),
         after=after,
         absent=lambda: LiveModel(name, None, load),  # bundles from before session models
+        # an item newer than the model is one it never saw: `live_session` leaves it out of a
+        # session, `scores_of` gives it NaN, and the generator proposes only learnt items
+        grow=holds_no_items,
     )
 
 
@@ -264,6 +267,7 @@ register_component(
         load=lambda directory, config: SavedReservoir.load(directory),
         after=("ials",),
         absent=lambda: None,  # bundles from before it: updates start with an empty reservoir
+        grow=holds_no_items,  # the updater's, which learns from sessions, not from serving
     )
 )
 for _model in SESSION_GENERATORS:

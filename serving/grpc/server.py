@@ -421,13 +421,16 @@ def start_server(
     event_log = EventLog(config.events.log_dir, config.events.segment_bytes)
     # Sessions survive a restart: the log is replayed, from where the nightly of the bundle
     # being served stopped reading it (what came before is in the bundle's own history).
+    feed = TopsFeed(holder.bundle_in_service, config) if config.tops.live else None
+    if feed is not None:
+        holder.prime_live_tops = feed.prime
     sessions = SessionStore(
         EventLogTail(
             config.events.log_dir, folded_log_offsets(config.artifacts.root, holder.version)
         ),
         config.events.session_items,
         config.events.exclude_viewed,
-        listener=TopsFeed(holder.bundle_in_service, config) if config.tops.live else None,
+        listener=feed,
     )
     sessions.catch_up()
     server = grpc.server(
@@ -461,6 +464,8 @@ def start_server(
     server.start()
     stop_watching = threading.Event()
     watcher = holder.watch(stop_watching) if watch else None
+    if watch and config.nearline.join_seconds:
+        holder.join_every(config.nearline.join_seconds, stop_watching)
     if config.events.follow_seconds:
         sessions.follow(stop_watching, config.events.follow_seconds)
     log.info("listening on %s:%d, bundle %s", config.serving.host, port, holder.version)
