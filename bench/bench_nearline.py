@@ -15,6 +15,10 @@ vectors) buy an item id no bundle has seen; from the acknowledgement, `Recommend
 for the chosen user is repeated until the item is in the list, placed by
 `nearline.fresh_slots` (the server runs with 3 fresh slots, from 48; every probe's item
 stays fresh for the rest of the run, so later probes' items compete with earlier ones).
+From the same acknowledgement, `Rank` of the item for that user is asked until every
+worker ranks it with the cascade (a stage, not the unknown item's ""): the item joined the
+bundle in service (`nearline.join_seconds`, `--join-seconds`), so the ANN index, the
+features and the rankers know it (`--join-timeout` bounds the wait).
 
     python bench/bench_nearline.py                 # MovieLens-100k, 100 RPS, 40 probes
     python bench/bench_nearline.py --rps 200 --probes 100
@@ -56,6 +60,8 @@ def main() -> None:
     parser.add_argument("--poll-ms", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds a probe may wait")
     parser.add_argument("--artifacts", help="reuse the bundle here (built if empty)")
+    parser.add_argument("--join-seconds", type=float, default=None, help="nearline.join_seconds")
+    parser.add_argument("--join-timeout", type=float, default=30.0)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-nearline-"))
@@ -74,7 +80,12 @@ def main() -> None:
     vectors = ALSModel.load(root / current_version(root) / COMPONENTS["als"].subdirectory)
     args.neighbours = _neighbours(vectors.user_factors, users)
 
-    overrides = {"ranking": {"stages": []}, "nearline": {"fresh_slots": 3, "fresh_position": 48}}
+    join = config.nearline.join_seconds if args.join_seconds is None else args.join_seconds
+    args.join_seconds = join
+    overrides = {
+        "ranking": {"stages": []},
+        "nearline": {"fresh_slots": 3, "fresh_position": 48, "join_seconds": join},
+    }
     shutil.rmtree(root / "nearline", ignore_errors=True)  # a reused root: no earlier journal
     server, shared, workers, _ = _start_server(config, 0, overrides, work)
     nearline_toml = work / "nearline.toml"
@@ -117,16 +128,20 @@ async def _run(address: str, users: list[str], items: list[str], args) -> dict:
         else:
             latencies.append(latency)
         await asyncio.sleep(0.2)
-    new_item, new_misses = [], 0
+    new_item, new_misses, joined, join_misses = [], 0, [], 0
     for n in range(args.new_item_probes):
         chosen = rng.choice(users)
         fans = args.neighbours[chosen]
         item = f"bench-new-{n}-{rng.getrandbits(32):08x}"
-        latency = await _new_item_probe(stubs, chosen, fans, item, args)
-        if latency is None:
+        listed, ranked = await _new_item_probe(stubs, chosen, fans, item, args)
+        if listed is None:
             new_misses += 1
         else:
-            new_item.append(latency)
+            new_item.append(listed)
+        if ranked is None:
+            join_misses += 1
+        else:
+            joined.append(ranked)
         await asyncio.sleep(0.2)
     seconds = time.perf_counter() - started
     stop.set()
@@ -138,6 +153,8 @@ async def _run(address: str, users: list[str], items: list[str], args) -> dict:
         "misses": misses,
         "new_item": new_item,
         "new_item_misses": new_misses,
+        "joined": joined,
+        "join_misses": join_misses,
         "load": load_latencies,
         "achieved_rps": sent / (seconds + 2.0),
     }
@@ -216,11 +233,38 @@ def _neighbours(vectors: np.ndarray, users: list[str], n: int = 5) -> dict[str, 
     return {user: [users[j] for j in best[i]] for i, user in enumerate(users)}
 
 
-async def _new_item_probe(stubs, chosen: str, fans: list[str], item: str, args) -> float | None:
-    async def listed(worker: int) -> bool:
-        return item in await _scores(stubs[worker], chosen)
-
-    return await _until(stubs, _purchases(fans, [item] * len(fans)), listed, args)
+async def _new_item_probe(
+    stubs, chosen: str, fans: list[str], item: str, args
+) -> tuple[float | None, float | None]:
+    """Seconds from the acknowledgement to the item in the chosen user's list (fresh slots,
+    any worker), and to every worker's cascade ranking it (joined); None: not within the
+    timeout (`--timeout`, `--join-timeout`)."""
+    await stubs[0].LogEvents(pb.LogEventsRequest(events=_purchases(fans, [item] * len(fans))))
+    acknowledged = time.perf_counter()
+    listed = joined = None
+    ranking: set[int] = set()  # workers whose cascade ranks it
+    turn = 0
+    while time.perf_counter() - acknowledged < max(args.timeout, args.join_timeout):
+        worker, elapsed = turn % len(stubs), time.perf_counter() - acknowledged
+        if (
+            listed is None
+            and elapsed < args.timeout
+            and item in await _scores(stubs[worker], chosen)
+        ):
+            listed = time.perf_counter() - acknowledged
+        if joined is None and worker not in ranking:
+            answer = await stubs[worker].Rank(
+                pb.RankRequest(user_id=chosen, item_ids=[item]), timeout=2.0
+            )
+            if answer.items[0].stage:
+                ranking.add(worker)
+                if len(ranking) == len(stubs):
+                    joined = time.perf_counter() - acknowledged
+        if joined is not None and (listed is not None or elapsed >= args.timeout):
+            break
+        turn += 1
+        await asyncio.sleep(args.poll_ms / 1000)
+    return listed, joined
 
 
 def _report(result: dict, args) -> None:
@@ -228,6 +272,17 @@ def _report(result: dict, args) -> None:
     _print_latencies(
         "a new item in the user's list", result["new_item"], result["new_item_misses"], args
     )
+    joined = np.array(result["joined"])
+    print(
+        f"LogEvents ack -> a new item ranked by every worker's cascade ({len(joined)} probes, "
+        f"{result['join_misses']} not within {args.join_timeout:.0f} s; "
+        f"nearline.join_seconds = {args.join_seconds:g}):"
+    )
+    if len(joined):
+        p50, p99 = np.percentile(joined, [50, 99])
+        print(
+            f"  p50 {p50 * 1000:.0f} ms  p99 {p99 * 1000:.0f} ms  max {joined.max() * 1000:.0f} ms"
+        )
     load = np.array(result["load"])
     ok = load[np.isfinite(load)]
     print(

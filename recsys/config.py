@@ -274,6 +274,7 @@ class NearlineConfig:
     # serving: items only the event log knows join the bundle in service (the whole cascade
     # serves them) at most this often, once the worker has their vectors; 0 = never
     join_seconds: float
+    join_max_items: int  # at most this many join one nightly's bundle (the largest vectors)
 
 
 @dataclass(frozen=True)
@@ -623,6 +624,8 @@ def _validate(config: Any, where: str) -> None:
             raise ConfigError("nearline.fresh_slots must be >= 0 and fresh_position >= 1")
         if not config.join_seconds >= 0:  # NaN too
             raise ConfigError(f"nearline.join_seconds must be >= 0, got {config.join_seconds}")
+        if config.join_max_items < 0:
+            raise ConfigError(f"nearline.join_max_items must be >= 0, got {config.join_max_items}")
         if config.poll_seconds <= 0:
             raise ConfigError(f"nearline.poll_seconds must be positive, got {config.poll_seconds}")
     if isinstance(config, SessionsConfig):

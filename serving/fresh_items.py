@@ -95,12 +95,19 @@ def unknown_items(
     )
 
 
-def new_items_of(source: UserVectors, bundle: LoadedBundle, joined: int) -> NewItems | None:
+def new_items_of(
+    source: UserVectors, bundle: LoadedBundle, joined: int, limit: int
+) -> NewItems | None:
     """The store's items the bundle does not know, as the items that join it next
-    (recsys/new_items.py); None if there are none."""
+    (recsys/new_items.py), at most `limit` of them: those with the largest vectors (in iALS
+    the norm grows with an item's users), so that ids logged by the million cannot grow a
+    serving process without bound before the nightly. None if none are to join."""
     ids, vectors = unknown_items(
         source.item_vectors()[1], bundle.items, bundle.als.model.item_factors.shape[1]
     )
+    if len(ids) > limit:
+        kept = np.sort(np.argsort(-np.linalg.norm(vectors, axis=1), kind="stable")[:limit])
+        ids, vectors = ids[kept], vectors[kept]
     if not len(ids):
         return None
     return NewItems(ids, vectors, first=len(bundle.items), joined=joined)

@@ -197,9 +197,14 @@ class BundleHolder:
             pipeline = self._pipeline
             if pipeline is None or pipeline.user_vectors is None:
                 return 0
-            new = new_items_of(pipeline.user_vectors, pipeline.bundle, int(time.time()))
+            bundle = pipeline.bundle
+            room = self.config.nearline.join_max_items - (
+                len(bundle.items) - len(bundle.items_at_nightly)
+            )
+            new = new_items_of(pipeline.user_vectors, bundle, int(time.time()), max(room, 0))
             if new is None or tuple(new.ids) == self._join_refused:
                 return 0
+            started = time.perf_counter()
             try:
                 with _loading():
                     bundle = pipeline.bundle.grown(new)
@@ -217,11 +222,16 @@ class BundleHolder:
             self._pipeline = grown  # atomic reference swap; the version stays
             _freeze_heap(first=False)
             log.info(
-                "bundle %s: %d new items joined (%d items now, %d at the nightly)",
+                "bundle %s: %d new items joined in %.2f s (%d items now, %d at the nightly%s)",
                 grown.version,
                 len(new),
+                time.perf_counter() - started,
                 len(bundle.items),
                 len(bundle.items_at_nightly),
+                "; nearline.join_max_items reached: others wait for the nightly"
+                if len(bundle.items) - len(bundle.items_at_nightly)
+                >= self.config.nearline.join_max_items
+                else "",
             )
             return len(new)
 

@@ -3,6 +3,7 @@ reach several serving processes through Redis (issue "Near-realtime ALS steps").
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ from pipelines.nearline import NearlineModel, run_nearline
 from pipelines.nightly import run_nightly
 from recsys.bundle import BundleError, run_lock
 from recsys.context import RequestContext
+from recsys.loaded_bundle import LoadedBundle
 from serving.events import Event, EventLog
 from serving.grpc.client import RecommenderClient
 from serving.holder import BundleHolder
@@ -164,6 +166,91 @@ def test_a_new_item_is_recommendable_before_the_next_nightly(config):
     assert non_fans.min() < 0
     coldest = str(model.users.known.ids[int(np.argmin(non_fans))])
     assert "brand-new" not in {i.item_id for i in on.recommend(RecommendRequest(coldest, 10)).items}
+
+
+def test_new_items_join_the_bundle_in_service_and_the_cascade_ranks_them(config, caplog):
+    """`BundleHolder.join_new_items`: the items the worker has vectors for and the bundle
+    does not know join it (same version), once; a join that fails leaves the bundle."""
+    config, version = config
+    fans = [f"u{i}" for i in range(20)]
+    _log(config, [Event(user, "brand-new", "purchase", 1.0, NOW) for user in fans])
+    NearlineModel(Path(config.artifacts.root), version, config).step_once()
+    holder = BundleHolder(config)
+    assert holder.refresh()
+    before = holder.pipeline()
+    assert before.rank("u30", ("brand-new",))[0].stage == ""  # unknown: echoed, score 0
+    assert holder.join_new_items() == 1
+    after = holder.pipeline()
+    assert after is not before and after.version == before.version == version
+    assert after.bundle.items.index_of("brand-new") == len(before.bundle.items)
+    placed = after.rank("u30", ("brand-new", "i3"))
+    assert {item.stage for item in placed} == {after.ranker.name}  # the iALS order ranks it
+    assert after.similar_items("brand-new", 3)  # its iALS neighbours
+    assert holder.join_new_items() == 0  # nothing new since
+    assert holder.pipeline() is after
+
+    # a join that fails: logged once, the bundle in service stays
+    _log(config, [Event(user, "second-new", "purchase", 1.0, NOW + 1) for user in fans])
+    NearlineModel(Path(config.artifacts.root), version, config).step_once()
+
+    def broken(self, new):
+        raise ValueError("no room")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LoadedBundle, "grown", broken)
+        assert holder.join_new_items() == 0 and holder.join_new_items() == 0
+    assert holder.pipeline() is after
+    assert caplog.text.count("new items could not join: no room") == 1
+    assert holder.join_new_items() == 0  # the same items are not tried again and again
+    _log(config, [Event(user, "third-new", "purchase", 1.0, NOW + 2) for user in fans])
+    NearlineModel(Path(config.artifacts.root), version, config).step_once()
+    holder.pipeline().user_vectors.refresh()  # serving reads the journal every 50 ms
+    assert holder.join_new_items() == 2  # a new set of new items is
+
+    # at most nearline.join_max_items join one nightly's bundle
+    capped = BundleHolder(config.replace(nearline={"join_max_items": 1}))
+    assert capped.refresh()
+    with caplog.at_level(logging.INFO, logger="serving.holder"):
+        assert capped.join_new_items() == 1 and capped.join_new_items() == 0
+    assert len(capped.pipeline().bundle.items) == len(before.bundle.items) + 1
+    assert "join_max_items reached" in caplog.text
+
+
+def test_a_logged_new_item_reaches_the_cascade_of_a_running_server(config, tmp_path):
+    """Through `recsys serve` and the worker: purchases of an item no bundle has seen,
+    logged over gRPC, make it an item `Rank` ranks and `SimilarItems` knows."""
+    config, _ = config
+    server = ServerProcess(
+        tmp_path,
+        {
+            "data": {"source": config.data.source, "cache_dir": config.data.cache_dir},
+            "artifacts": {"root": config.artifacts.root},
+            "ranking": {"stages": []},
+            "serving": {"port": 0, "metrics_port": 0},
+            "events": {"log_dir": config.events.log_dir},
+            "nearline": {"metrics_port": 0, "join_seconds": 0.1},
+        },
+    ).start()
+    stop = threading.Event()
+    worker = threading.Thread(target=run_nearline, args=(config, stop), daemon=True)
+    try:
+        with RecommenderClient(server.address) as client:
+            assert client.rank("u30", ["served-new"])[0].stage == ""
+            client.log_events(
+                [Event(f"u{i}", "served-new", "purchase", 1.0, NOW) for i in range(20)]
+            )
+            worker.start()
+
+            def ranked() -> bool:
+                return client.rank("u30", ["served-new"])[0].stage != ""
+
+            _wait_for(ranked, 60, "the new item to be ranked")
+            assert client.similar_items("served-new", 3)
+    finally:
+        stop.set()
+        server.stop()
+        if worker.is_alive():
+            worker.join(30)
 
 
 def test_one_worker_per_artifacts_root(config):

@@ -50,15 +50,12 @@ def test_a_grown_bundle_serves_a_new_item_through_the_whole_cascade(ml_pipeline,
     assert "als" in found.sources[row]
     frame = pipeline.features.build(ctx, found)
     values = dict(zip(frame.dense_names, frame.dense[row], strict=True))
-    favourite = dict(
-        zip(frame.dense_names, frame.dense[int(np.flatnonzero(found.items == best)[0])])
-    )
+    best_row = int(np.flatnonzero(found.items == best)[0])
+    favourite = dict(zip(frame.dense_names, frame.dense[best_row], strict=True))
     # what it is: the favourite's iALS vector; what it is not: anything else learnt
     assert values["als_dot"] == pytest.approx(favourite["als_dot"])
     assert np.isnan(values["item_price"]) and np.isnan(values["ease_score"])
-    assert values["item_age_days"] == pytest.approx(
-        (bundle.stats.now - JOINED) / 86_400, abs=1e-3
-    )
+    assert values["item_age_days"] == pytest.approx((bundle.stats.now - JOINED) / 86_400, abs=1e-3)
     assert values["item_clicks_7d"] == 0
     ranked = pipeline.cascade.rank(frame)
     assert np.isfinite(ranked.scores).all()
