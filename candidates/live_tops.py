@@ -23,13 +23,15 @@ What is live, and how far:
 - The `popularity` generator answers from the live "weighted" list of its window (the same
   sums, cut at tops.depth) when tops.windows_days has popularity.window_days.
 - "New" lists, the popularity backfill and the ranking features (the rankers learnt them at
-  the bundle's time) move at the nightly. Items only the event log knows have no index in
-  the bundle and join at the nightly (or through the nearline's fresh slots).
+  the bundle's time) move at the nightly. Items only the event log knows are counted from
+  when they join the bundle in service (recsys/new_items.py), their earlier events with
+  them (serving/tops_feed.py counts the kept events into the grown bundle's tops).
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 
@@ -138,7 +140,8 @@ class _RegionCounts:
 
 
 class LiveTops:
-    """One bundle's global and category tops plus the events since it; thread-safe.
+    """One bundle's global and category tops plus the events since it; thread-safe. The
+    model owns them (`attach_live_tops`), so it must outlive them: they keep a weak proxy.
 
     Costs (bench/bench_live_tops.py): counting is per event; the first read of a list after
     a batch re-scores the items touched since the bundle (their scores are kept per metric
@@ -149,7 +152,11 @@ class LiveTops:
     def __init__(self, model: TopsModel, config: TopsConfig) -> None:
         if model.item_counts is None:
             raise ValueError("tops: this bundle keeps no item counts (built before live tops)")
-        self.model = model
+        # A proxy: the model holds these live tops (`serve_from`), and a strong reference
+        # back would make a cycle, which serving's frozen heap never collects (a bundle must
+        # die by reference counting alone: serving/holder.py `_freeze_heap`); every swap or
+        # join of new items then kept the old tops and their counts alive.
+        self.model = weakref.proxy(model)
         self.depth = config.depth
         self.config = config
         self.windows = {window: k for k, window in enumerate(model.windows_days)}

@@ -77,9 +77,10 @@ def shop_view(config, **parts):
 @pytest.fixture
 def live():
     config = load_config().replace(tops=TOPS)
-    live = LiveTops(fit(), config.tops)
+    model = fit()  # the model outlives its live tops, as a bundle's does
+    live = LiveTops(model, config.tops)
     count_into(live, shop_view(config), later_events(), config)
-    return live
+    yield live
 
 
 def test_counts_since_the_bundle_give_the_lists_of_a_refit_over_all_history(live):
@@ -218,7 +219,8 @@ def test_the_popularity_generator_follows_the_live_weighted_list_of_its_window()
 
 def test_a_process_remembers_the_latest_pairs_only():
     config = load_config().replace(tops={**TOPS, "live_events_kept": 2})
-    live = LiveTops(fit(), config.tops)
+    model = fit()
+    live = LiveTops(model, config.tops)
     # new3 pushes new1 out, so new1 counts again (and pushes new2 out); new3 is remembered
     users = np.array(["new1", "new2", "new3", "new1", "new3"])
     n = len(users)

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import gc
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -145,3 +147,21 @@ def test_primed_live_tops_count_every_event_once(shop_bundle, tmp_path):
     window = live.windows[7]
     purchases = live.counts[window, COUNTS.index("purchases"), new.first]
     assert purchases == 30
+
+
+def test_a_grown_bundle_with_live_tops_dies_by_reference_counting(shop_bundle):
+    """Serving freezes its heap (serving/holder.py): a reference cycle is never collected,
+    so a bundle swapped out by a join (every few seconds) must die by reference counting,
+    its live tops with it."""
+    bundle, config, _ = shop_bundle
+    _, new = _clone_of_best_item(bundle, str(bundle.users.ids[0]))
+    grown = bundle.grown(new)
+    live = attach_live_tops(grown, config.replace(tops={"live": True}))
+    assert live is not None and grown.tops.live is live
+    gone = [weakref.ref(grown), weakref.ref(grown.tops), weakref.ref(live)]
+    gc.disable()
+    try:
+        del grown, live
+        assert [ref() for ref in gone] == [None, None, None]
+    finally:
+        gc.enable()
