@@ -8,9 +8,11 @@ With `--stages none` the bundle is built in memory, with no nightly (no stage ga
 rankers: the iALS order), which is what a large catalogue's run can afford here.
 The main thread sends `Recommend` for random users at `--rps` (open loop, in-process: the
 GIL a join holds is what a request waits for); first `--seconds` without joins, then the
-same with a join every `--every` seconds on the holder's own joiner thread (nice 10, as
-in serving). Prints the join times, the resident memory each join left, and both request
-latency percentiles.
+same with a join every `--every` seconds on a thread at the priority of serving's joiner
+(nice 10). Prints the join times, the resident memory each join left, and both request
+latency percentiles. Resident memory grows by the copy a join builds beside the bundle in
+service and by what the allocator keeps for reuse; the bundles swapped out must be gone
+(counted through weak references).
 
     python bench/bench_join.py                          # MovieLens-100k
     python bench/bench_join.py --data DIR --stages none # a shop of your own, iALS order only
@@ -23,6 +25,7 @@ import resource
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +36,7 @@ from pipelines.nightly import run_nightly
 from pipelines.sources import load_training_source
 from recsys.bundle import current_version
 from recsys.config import load_config
-from serving.holder import BundleHolder
+from serving.holder import BundleHolder, _lower_this_thread_priority
 from serving.pipeline import RecommendPipeline, RecommendRequest
 
 
@@ -97,6 +100,7 @@ def main() -> None:
     quiet = _load(holder, users, args.rps, args.seconds, None)
     joins: list[float] = []
     memory: list[float] = []
+    replaced: list[weakref.ref] = []  # the bundles each join swapped out: they must go
     stop = threading.Event()
     rng = np.random.default_rng(0)
 
@@ -104,12 +108,14 @@ def main() -> None:
         base = rng.integers(0, len(factors), size=(args.new_items, 3))
         mixed = factors[base].mean(axis=1).astype(np.float32)
         store.add({f"joined-{len(joins)}-{i}": mixed[i] for i in range(args.new_items)})
+        replaced.append(weakref.ref(holder.pipeline().bundle))
         started = time.perf_counter()
         assert holder.join_new_items() == args.new_items
         joins.append(time.perf_counter() - started)
         memory.append(_rss_mb())
 
     def joiner() -> None:
+        _lower_this_thread_priority()  # as serving's joiner thread runs
         while not stop.wait(args.every):
             join_now()
 
@@ -125,6 +131,9 @@ def main() -> None:
         f"{_ms(joins)}; resident memory {before:.0f} -> {memory[-1] if memory else before:.0f} MB "
         f"(peak {_peak_mb():.0f} MB)"
     )
+    del bundle
+    alive = sum(ref() is not None for ref in replaced)
+    print(f"bundles swapped out by a join and still alive: {alive} of {len(replaced)}")
     print(f"Recommend without joins: {_ms(quiet)}")
     print(f"Recommend with a join every {args.every:g} s: {_ms(busy)}")
 

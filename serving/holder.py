@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # to that, and a shop request has dozens of them).
 LOADING_SWITCH_INTERVAL_S = 0.0002
 LOADER_NICENESS = 10  # the watcher thread's nice value: below the threads answering calls
+JOIN_WARM_UP_REQUESTS = 3  # a join's pipeline shares the bundle's warmed models and code
 
 
 def _freeze_heap(first: bool) -> None:
@@ -214,13 +215,17 @@ class BundleHolder:
                     grown = RecommendPipeline(
                         bundle, self.config, self.fanout, pipeline.user_vectors
                     )
-                    grown.warm_up()
+                    # the process is warm: a few requests pay the new pipeline's first calls
+                    grown.warm_up(requests=JOIN_WARM_UP_REQUESTS)
             except Exception as err:  # the bundle in service serves on without them
                 self._join_refused = tuple(new.ids)
                 log.error("bundle %s: %d new items could not join: %s", self.version, len(new), err)
                 return 0
-            self._pipeline = grown  # atomic reference swap; the version stays
-            _freeze_heap(first=False)
+            # An atomic reference swap; the version stays. No heap freeze, unlike a bundle's
+            # load: a join makes few long-lived objects (the arrays are one object each),
+            # and a freeze every few seconds would also freeze the garbage cycles of the
+            # requests in flight, which then never go, with whatever bundle arrays they hold.
+            self._pipeline = grown
             log.info(
                 "bundle %s: %d new items joined in %.2f s (%d items now, %d at the nightly%s)",
                 grown.version,
