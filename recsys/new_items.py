@@ -10,8 +10,9 @@ rankers score them, the live tops count them.
 
 What a new item is given is what minimal item files give an item (README, "Bring your own
 data"): in stock, sold everywhere, no categories, no title, unknown price, created when it
-joined; and nothing learnt beyond its vector: no neighbour lists, no counts before it
-joined, no eALS or EASE rows. The next nightly learns it properly.
+joined (after the bundle's "now": the features give it a negative age, newer than any item
+the rankers learnt from); and nothing learnt beyond its vector: no neighbour lists, no
+counts before it joined, no eALS or EASE rows. The next nightly learns it properly.
 """
 
 from __future__ import annotations

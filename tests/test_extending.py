@@ -6,11 +6,13 @@ from __future__ import annotations
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from candidates.base import GENERATORS
 from pipelines.nightly import run_nightly
 from recsys.components import COMPONENTS
+from recsys.new_items import NewItems
 from serving.holder import BundleHolder
 from serving.pipeline import RecommendRequest
 from tests.conftest import shop_config
@@ -44,13 +46,17 @@ NEWEST = textwrap.dedent(
         def load(directory: Path, config) -> "Newest":
             return Newest(np.load(directory / "order.npy"))
 
+        def grow(self, new) -> "Newest":  # items joining between nightlies are the newest
+            joined = np.arange(new.end - 1, new.first - 1, -1, dtype=np.int64)
+            return Newest(np.concatenate([joined, self.order]))
+
         def generate(self, ctx, budget: int) -> Candidates:
             items = self.order[:budget]
             scores = -np.arange(len(items), dtype=np.float32)  # best first
             return Candidates(items, scores, self.name)
 
 
-    register_component(Component("newest", fit=Newest.fit, load=Newest.load))
+    register_component(Component("newest", fit=Newest.fit, load=Newest.load, grow=Newest.grow))
     register_generator("newest", lambda bundle, config, name: bundle.newest)
     '''
 )
@@ -90,6 +96,11 @@ def test_a_generator_in_one_new_file_is_trained_saved_and_served(
     by_newest = {item.item_id for item in answer.items if "newest" in item.sources}
     assert by_newest, "the toy generator's items reached the served list"
     assert by_newest <= proposed
+    # items that join between nightlies: the toy says they are the newest
+    factors = pipeline.bundle.als.model.item_factors
+    first = len(pipeline.bundle.items)
+    grown = pipeline.bundle.grown(NewItems(np.array(["a", "b"], object), factors[:2], first, 0))
+    assert list(grown.newest.order[:3]) == [first + 1, first, pipeline.bundle.newest.order[0]]
 
 
 def test_an_extension_that_cannot_be_imported_is_a_clear_error(tmp_path, shop_dir):
