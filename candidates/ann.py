@@ -64,6 +64,12 @@ class AnnIndex(Protocol):
 
     def with_items(self, vectors: np.ndarray) -> AnnIndex: ...
 
+    def with_vectors(self, items: np.ndarray, vectors: np.ndarray) -> AnnIndex:
+        """A copy in which `items` (distinct, in the index) have new `vectors` (the nearline's
+        steps of hot items); faiss HNSW cannot replace a vector in its graph, and returns
+        itself (its search goes by the old vectors, as before the step)."""
+        ...
+
     def with_search_params(self, *, ef: int | None = None, nprobe: int | None = None) -> AnnIndex:
         """A copy searching with other settings: `ef` for the HNSW backends (hnswlib ef,
         faiss efSearch; both search max(ef, k)), `nprobe` for faiss-ivf. A setting the backend
@@ -139,6 +145,12 @@ class ExactIndex:
     def with_items(self, vectors: np.ndarray) -> ExactIndex:
         vectors = _as_matrix(vectors, "vectors", self.vectors.shape[1])
         return ExactIndex(np.concatenate([self.vectors, vectors]))
+
+    def with_vectors(self, items: np.ndarray, vectors: np.ndarray) -> ExactIndex:
+        items, vectors = _replaced(items, vectors, self.size, self.vectors.shape[1])
+        replaced = self.vectors.copy()
+        replaced[items] = vectors
+        return ExactIndex(replaced)
 
     def with_search_params(self, *, ef: int | None = None, nprobe: int | None = None) -> ExactIndex:
         _check_params(self.backend, (), ef=ef, nprobe=nprobe)
@@ -232,6 +244,15 @@ class HnswIndex:
         if len(vectors):
             grown.add_items(vectors, np.arange(self.size, self.size + len(vectors)))
         return HnswIndex(grown)
+
+    def with_vectors(self, items: np.ndarray, vectors: np.ndarray) -> HnswIndex:
+        """hnswlib's update: add_items of a label it holds moves that element (and repairs
+        its links) in a copy of the graph."""
+        items, vectors = _replaced(items, vectors, self.size, self.index.dim)
+        updated = hnswlib.Index(self.index)
+        if len(items):
+            updated.add_items(vectors, items)
+        return HnswIndex(updated)
 
     def with_search_params(self, *, ef: int | None = None, nprobe: int | None = None) -> HnswIndex:
         params = _check_params(self.backend, ("ef",), ef=ef, nprobe=nprobe)
@@ -341,6 +362,30 @@ class FaissIndex:
         gpu = _gpu_copy(grown) if self.gpu is not None else None
         return FaissIndex(grown, self.backend, self.params, gpu)
 
+    def with_vectors(self, items: np.ndarray, vectors: np.ndarray) -> FaissIndex:
+        """Flat: a copy with the rows replaced; IVF: the items removed and added again
+        under their ids (into the lists of the existing centroids); HNSW: faiss cannot
+        move an element of its graph, so the index stays as it is (logged)."""
+        items, vectors = _replaced(items, vectors, self.size, self.index.d)
+        if not len(items):
+            return self
+        if self.backend == "faiss-hnsw":
+            log.info(
+                "faiss-hnsw cannot replace %d stepped vectors; it searches by the old", len(items)
+            )
+            return self
+        if self.backend == "faiss-flat":
+            rows = self.index.reconstruct_n(0, self.size)
+            rows[items] = vectors
+            updated = faiss.IndexFlatIP(self.index.d)
+            updated.add(rows)
+        else:
+            updated = faiss.clone_index(self.index)
+            updated.remove_ids(faiss.IDSelectorBatch(items))
+            updated.add_with_ids(vectors, items)
+        gpu = _gpu_copy(updated) if self.gpu is not None else None
+        return FaissIndex(updated, self.backend, self.params, gpu)
+
     def with_search_params(self, *, ef: int | None = None, nprobe: int | None = None) -> FaissIndex:
         params = _check_params(self.backend, tuple(self.params), ef=ef, nprobe=nprobe)
         # Shares the faiss index (and GPU copy and its lock): only per-call parameters differ.
@@ -438,6 +483,21 @@ def _as_matrix(values: np.ndarray, what: str, dim: int | None = None) -> np.ndar
     if not np.isfinite(values).all():
         raise ValueError(f"{what} contain NaN or infinity")
     return values
+
+
+def _replaced(
+    items: np.ndarray, vectors: np.ndarray, size: int, dim: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`with_vectors`' arguments checked: distinct items of the index, one vector each."""
+    items = np.asarray(items, dtype=np.int64)
+    vectors = _as_matrix(vectors, "vectors", dim)
+    if items.ndim != 1 or len(items) != len(vectors):
+        raise ValueError(f"{len(vectors)} vectors for items of shape {items.shape}")
+    if len(items) and (
+        items.min() < 0 or items.max() >= size or len(np.unique(items)) < len(items)
+    ):
+        raise ValueError(f"items to replace must be distinct items of the index [0, {size})")
+    return items, vectors
 
 
 def _check_k(k: int) -> int:

@@ -272,7 +272,7 @@ class NearlineConfig:
     fresh_slots: int  # serving: items new since the bundle joining a list; 0 = off
     fresh_position: int  # 1-based slot the first of them takes
     # serving: items only the event log knows join the bundle in service (the whole cascade
-    # serves them) at most this often, once the worker has their vectors; 0 = never
+    # serves them), and hot items take their stepped vectors, at most this often; 0 = never
     join_seconds: float
     join_max_items: int  # at most this many join one nightly's bundle (the largest vectors)
 

@@ -53,6 +53,14 @@ class LoadedBundle:
     def items_at_nightly(self) -> IdMap:
         return self.nightly_items if self.nightly_items is not None else self.items
 
+    def cannot_grow(self) -> str | None:
+        """The first component that cannot take new items (it registers no `grow`)."""
+        for name in self.parts:
+            component = COMPONENTS.get(name)
+            if component is None or component.grow is None:
+                return name
+        return None
+
     def grown(self, new: NewItems) -> LoadedBundle:
         """A copy that knows `new` items as indices new.first.. (recsys.new_items): every
         component appends what it holds per item. A ValueError names a component that
@@ -62,12 +70,13 @@ class LoadedBundle:
         items = IdMap.from_values(new.ids, base=self.items)
         if len(items) != new.end:
             raise ValueError("new items: ids repeat each other or items the bundle knows")
-        parts = {}
-        for name, value in self.parts.items():
-            component = COMPONENTS.get(name)
-            if component is None or component.grow is None:
-                raise ValueError(f"the bundle component {name!r} cannot take new items")
-            parts[name] = None if value is None else component.grow(value, new)
+        unable = self.cannot_grow()
+        if unable is not None:
+            raise ValueError(f"the bundle component {unable!r} cannot take new items")
+        parts = {
+            name: None if value is None else COMPONENTS[name].grow(value, new)
+            for name, value in self.parts.items()
+        }
         return LoadedBundle(self.version, self.users, items, parts, self.items_at_nightly)
 
     @classmethod

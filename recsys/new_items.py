@@ -17,7 +17,7 @@ counts before it joined, no eALS or EASE rows. The next nightly learns it proper
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -25,17 +25,36 @@ import scipy.sparse as sp
 
 @dataclass(frozen=True)
 class NewItems:
+    """The items that join, and the vectors the worker stepped again for items the bundle
+    knows (hot ones: seed 004, "Пошагаем"; `nearline.item_step_events`), which serving
+    takes at the same time: the users' fresh vectors were solved against them."""
+
     ids: np.ndarray  # object (str): their external ids, in the order they get indices
     vectors: np.ndarray  # (n, f) float32: their iALS vectors (the nearline's item step)
     first: int  # the index of the first one: the catalogue's size before them
     joined: int  # Unix seconds they joined: their "created at"
+    stepped: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # known items
+    stepped_vectors: np.ndarray | None = None  # (len(stepped), f) float32; None: none
 
     def __post_init__(self) -> None:
         if self.vectors.ndim != 2 or len(self.vectors) != len(self.ids):
             raise ValueError(
                 f"new items: {len(self.ids)} ids but vectors of shape {self.vectors.shape}"
             )
-        if not np.isfinite(self.vectors).all():
+        stepped = self.stepped_vectors
+        if stepped is None:
+            object.__setattr__(self, "stepped_vectors", np.empty((0, self.vectors.shape[1])))
+        elif stepped.shape != (len(self.stepped), self.vectors.shape[1]):
+            raise ValueError(
+                f"new items: {len(self.stepped)} stepped items, vectors {stepped.shape}"
+            )
+        if len(self.stepped) and (
+            self.stepped.min() < 0
+            or self.stepped.max() >= self.first
+            or len(np.unique(self.stepped)) != len(self.stepped)
+        ):
+            raise ValueError("new items: stepped items must be distinct items the bundle knows")
+        if not (np.isfinite(self.vectors).all() and np.isfinite(self.stepped_vectors).all()):
             raise ValueError("new items: vectors must be finite")
 
     def __len__(self) -> int:

@@ -85,7 +85,7 @@ def unknown_items(
     fresh = [
         (item, vector)
         for item, vector in snapshot.items()
-        if vector.shape == (factors,) and np.isfinite(vector).all() and known.index_of(item) < 0
+        if _fits(vector, factors) and known.index_of(item) < 0
     ]
     return (
         np.array([item for item, _ in fresh], dtype=object),
@@ -98,16 +98,40 @@ def unknown_items(
 def new_items_of(
     source: UserVectors, bundle: LoadedBundle, joined: int, limit: int
 ) -> NewItems | None:
-    """The store's items the bundle does not know, as the items that join it next
-    (recsys/new_items.py), at most `limit` of them: those with the largest vectors (in iALS
-    the norm grows with an item's users), so that ids logged by the million cannot grow a
-    serving process without bound before the nightly. None if none are to join."""
-    ids, vectors = unknown_items(
-        source.item_vectors()[1], bundle.items, bundle.als.model.item_factors.shape[1]
-    )
+    """What joins the bundle next (recsys/new_items.py): the store's items the bundle does
+    not know, at most `limit` of them, those with the largest vectors (in iALS the norm
+    grows with an item's users), so that ids logged by the million cannot grow a serving
+    process without bound before the nightly; and the items it knows whose vector the
+    worker stepped since. None if nothing is new."""
+    store = dict(source.item_vectors()[1])  # one C call: atomic against the store's updates
+    factors = bundle.als.model.item_factors
+    ids, vectors = unknown_items(store, bundle.items, factors.shape[1])
     if len(ids) > limit:
         kept = np.sort(np.argsort(-np.linalg.norm(vectors, axis=1), kind="stable")[:limit])
         ids, vectors = ids[kept], vectors[kept]
-    if not len(ids):
+    stepped, stepped_vectors = _stepped(store, bundle.items, factors)
+    if not len(ids) and not len(stepped):
         return None
-    return NewItems(ids, vectors, first=len(bundle.items), joined=joined)
+    return NewItems(ids, vectors, len(bundle.items), joined, stepped, stepped_vectors)
+
+
+def _stepped(
+    store: dict[str, np.ndarray], known: IdMap, factors: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, vectors) of the known items whose store vector differs from `factors`'."""
+    names = np.array(list(store), dtype=object)
+    indices = known.to_index(names) if len(names) else np.empty(0, np.int64)
+    width = factors.shape[1]
+    chosen = [i for i in np.flatnonzero(indices >= 0) if _fits(store[names[i]], width)]
+    if not chosen:
+        return np.empty(0, np.int64), np.empty((0, width), np.float32)
+    items = indices[chosen].astype(np.int64)
+    matrix = np.stack([store[names[i]] for i in chosen]).astype(np.float32)
+    changed = (matrix != factors[items]).any(axis=1)
+    return items[changed], matrix[changed]
+
+
+def _fits(vector: np.ndarray, width: int) -> bool:
+    """A vector of the bundle's width with finite entries (a store written for another
+    model, or damaged, must not break serving: such vectors are ignored)."""
+    return vector.shape == (width,) and bool(np.isfinite(vector).all())

@@ -99,7 +99,9 @@ class BundleHolder:
         # counts the logged events into a grown bundle's live tops before its swap
         # (TopsFeed.prime); None: the first request after the swap counts them
         self.prime_live_tops: Callable[[LiveTops, LoadedBundle], None] | None = None
-        self._join_refused: tuple[str, ...] = ()  # the new items whose join failed, logged once
+        self._join_refused: tuple = ()  # (new ids, stepped items) of the join that failed
+        self._join_logged: tuple[str, ...] | None = None  # new ids of the failure logged
+        self._unable_logged: str | None = None  # the component that cannot grow, logged
 
     def pipeline(self) -> RecommendPipeline:
         pipeline = self._pipeline
@@ -191,19 +193,29 @@ class BundleHolder:
 
     def join_new_items(self) -> int:
         """Swap in the bundle in service grown by the items the nearline worker has vectors
-        for and the bundle does not know (recsys/new_items.py): from then the whole cascade
-        serves them. How many joined; 0 when none are new, or when growing failed (logged
-        once per set of items; the bundle in service stays)."""
+        for and the bundle does not know, with the worker's newer vectors of items it knows
+        (hot ones, stepped again; recsys/new_items.py): from then the whole cascade serves
+        them. How many items joined or took a stepped vector; 0 when nothing is new, or
+        when growing failed (the bundle in service stays; logged once per set of new
+        items, and not tried again until what would join changes)."""
         with self._lock:
             pipeline = self._pipeline
             if pipeline is None or pipeline.user_vectors is None:
                 return 0
             bundle = pipeline.bundle
+            unable = bundle.cannot_grow()
+            if unable is not None:
+                if self._unable_logged != unable:
+                    self._unable_logged = unable
+                    log.error(
+                        "bundle %s: no item joins: %r cannot take new items", self.version, unable
+                    )
+                return 0
             room = self.config.nearline.join_max_items - (
                 len(bundle.items) - len(bundle.items_at_nightly)
             )
             new = new_items_of(pipeline.user_vectors, bundle, int(time.time()), max(room, 0))
-            if new is None or tuple(new.ids) == self._join_refused:
+            if new is None or (tuple(new.ids), tuple(new.stepped)) == self._join_refused:
                 return 0
             started = time.perf_counter()
             try:
@@ -218,8 +230,12 @@ class BundleHolder:
                     # the process is warm: a few requests pay the new pipeline's first calls
                     grown.warm_up(requests=JOIN_WARM_UP_REQUESTS)
             except Exception as err:  # the bundle in service serves on without them
-                self._join_refused = tuple(new.ids)
-                log.error("bundle %s: %d new items could not join: %s", self.version, len(new), err)
+                self._join_refused = (tuple(new.ids), tuple(new.stepped))
+                if self._join_logged != tuple(new.ids):
+                    self._join_logged = tuple(new.ids)
+                    log.error(
+                        "bundle %s: %d new items could not join: %s", self.version, len(new), err
+                    )
                 return 0
             # An atomic reference swap; the version stays. No heap freeze, unlike a bundle's
             # load: a join makes few long-lived objects (the arrays are one object each),
@@ -227,9 +243,11 @@ class BundleHolder:
             # requests in flight, which then never go, with whatever bundle arrays they hold.
             self._pipeline = grown
             log.info(
-                "bundle %s: %d new items joined in %.2f s (%d items now, %d at the nightly%s)",
+                "bundle %s: %d new items joined, %d stepped vectors taken, in %.2f s "
+                "(%d items now, %d at the nightly%s)",
                 grown.version,
                 len(new),
+                len(new.stepped),
                 time.perf_counter() - started,
                 len(bundle.items),
                 len(bundle.items_at_nightly),
@@ -238,7 +256,7 @@ class BundleHolder:
                 >= self.config.nearline.join_max_items
                 else "",
             )
-            return len(new)
+            return len(new) + len(new.stepped)
 
     def watch(self, stop: threading.Event) -> threading.Thread:
         """Poll `current` every serving.bundle_poll_seconds until `stop` is set."""

@@ -152,6 +152,27 @@ def test_added_items_get_the_next_indices_and_are_found(backend, built, vectors,
 
 
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_stepped_vectors_replace_an_items_vector(backend, built, vectors, new_items):
+    """`with_vectors` moves items the index holds (the nearline's steps of hot items) in a
+    copy; faiss HNSW cannot, and says so by returning itself."""
+    directions, items = new_items
+    index = built(backend)
+    moved = index.with_vectors(np.array([7, 8, 9]), items)
+    assert moved.size == index.size == len(vectors)
+    if backend == "faiss-hnsw":
+        assert moved is index
+        return
+    ids, scores = moved.search(directions, 1)
+    assert list(ids[:, 0]) == [7, 8, 9]
+    np.testing.assert_allclose(scores[:, 0], 1e4, rtol=1e-4)
+    assert 7 not in index.search(directions, 1)[0]  # the index in service is untouched
+    with pytest.raises(ValueError, match="distinct items of the index"):
+        index.with_vectors(np.array([3000]), items[:1])
+    with pytest.raises(ValueError, match="distinct items of the index"):
+        index.with_vectors(np.array([1, 1]), items[:2])
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_save_load_after_adding_items(backend, built, vectors, new_items, queries, tmp_path):
     directions, items = new_items
     grown = built(backend).with_items(items)

@@ -216,6 +216,27 @@ def test_new_items_join_the_bundle_in_service_and_the_cascade_ranks_them(config,
     assert "join_max_items reached" in caplog.text
 
 
+def test_a_join_takes_the_stepped_vectors_of_hot_items(config):
+    """An item bought by 25 users since the bundle is stepped again by the worker
+    (nearline.item_step_events = 20); the next join serves its new vector, which the
+    buyers' fresh vectors were solved against."""
+    config, version = config
+    buyers = [f"u{i}" for i in range(25)]
+    _log(config, [Event(user, "i3", "purchase", 1.0, NOW) for user in buyers])
+    NearlineModel(Path(config.artifacts.root), version, config).step_once()
+    holder = BundleHolder(config)
+    assert holder.refresh()
+    before = holder.pipeline().bundle
+    index = before.items.index_of("i3")
+    stepped = holder.pipeline().user_vectors.item_vectors()[1]["i3"]
+    assert not np.array_equal(before.als.model.item_factors[index], stepped)
+    assert holder.join_new_items() >= 1
+    after = holder.pipeline().bundle
+    np.testing.assert_array_equal(after.als.model.item_factors[index], stepped)
+    assert len(after.items) == len(before.items)  # nothing new joined, a vector moved
+    assert holder.join_new_items() == 0
+
+
 def test_a_logged_new_item_reaches_the_cascade_of_a_running_server(config, tmp_path):
     """Through `recsys serve` and the worker: purchases of an item no bundle has seen,
     logged over gRPC, make it an item `Rank` ranks and `SimilarItems` knows."""

@@ -13,6 +13,7 @@ import pytest
 from candidates.live_tops import attach_live_tops
 from candidates.tops import COUNTS
 from recsys.components import COMPONENTS
+from recsys.loaded_bundle import LoadedBundle
 from recsys.new_items import NewItems
 from serving.events import Event
 from serving.pipeline import RecommendPipeline, RecommendRequest
@@ -165,3 +166,48 @@ def test_a_grown_bundle_with_live_tops_dies_by_reference_counting(shop_bundle):
         assert [ref() for ref in gone] == [None, None, None]
     finally:
         gc.enable()
+
+
+def test_stepped_vectors_of_known_items_replace_the_bundles(ml_pipeline):
+    """The worker steps hot items again; a join takes their new vectors: the model, the
+    ANN index (a copy) and the unit vectors of seed diversity."""
+    bundle = ml_pipeline.bundle
+    user = str(bundle.users.ids[0])
+    best, clone = _clone_of_best_item(bundle, user)
+    model = bundle.als.model
+    hot = int(np.argmin(model.item_factors @ model.user_factors[bundle.users.index_of(user)]))
+    stepped = NewItems(
+        np.empty(0, object),
+        np.empty((0, model.item_factors.shape[1]), np.float32),
+        first=len(bundle.items),
+        joined=JOINED,
+        stepped=np.array([hot]),
+        stepped_vectors=clone.vectors,  # the user's least liked item becomes their favourite
+    )
+    grown = bundle.grown(stepped)
+    assert len(grown.items) == len(bundle.items)
+    np.testing.assert_array_equal(grown.als.model.item_factors[hot], model.item_factors[best])
+    assert not np.array_equal(model.item_factors[hot], model.item_factors[best])  # untouched
+    vector = model.user_factors[bundle.users.index_of(user)][np.newaxis, :]
+    assert hot in grown.als.index.search(vector, 5)[0][0]
+    assert hot not in bundle.als.index.search(vector, 5)[0][0]
+    unit = grown.i2i.unit_factors[hot]
+    np.testing.assert_allclose(unit, grown.i2i.unit_factors[best], rtol=1e-6)
+    with pytest.raises(ValueError, match="distinct items the bundle knows"):
+        NewItems(
+            stepped.ids,
+            stepped.vectors,
+            len(bundle.items),
+            JOINED,
+            np.array([len(bundle.items)]),
+            clone.vectors,
+        )
+
+
+def test_a_component_without_grow_stops_a_join(ml_pipeline):
+    bundle = ml_pipeline.bundle
+    toy = LoadedBundle(bundle.version, bundle.users, bundle.items, {**bundle.parts, "toy": 1})
+    assert bundle.cannot_grow() is None and toy.cannot_grow() == "toy"
+    _, new = _clone_of_best_item(bundle, str(bundle.users.ids[0]))
+    with pytest.raises(ValueError, match="'toy' cannot take new items"):
+        toy.grown(new)

@@ -161,6 +161,7 @@ class I2IModel:
             return I2IModel(lists, item_categories=new.csr_rows(self.item_categories))
         unit = new.rows(self.unit_factors, 0.0)
         unit[new.first :] = unit_rows(new.vectors.astype(unit.dtype))
+        unit[new.stepped] = unit_rows(new.stepped_vectors.astype(unit.dtype))
         return I2IModel(lists, unit_factors=unit)
 
     def save(self, directory: Path) -> None:
