@@ -82,10 +82,12 @@ def unknown_items(
     in the store's order; vectors of another width, or not finite, are ignored (a store
     written for another model must not break serving)."""
     snapshot = dict(vectors)  # one C call: atomic against the store's updates
+    names = list(snapshot)
+    unknown = known.to_index(names) < 0 if names else np.empty(0, bool)  # one lookup for all
     fresh = [
-        (item, vector)
-        for item, vector in snapshot.items()
-        if _fits(vector, factors) and known.index_of(item) < 0
+        (item, snapshot[item])
+        for item, new in zip(names, unknown, strict=True)
+        if new and _fits(snapshot[item], factors)
     ]
     return (
         np.array([item for item, _ in fresh], dtype=object),

@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,6 +103,8 @@ class BundleHolder:
         self._join_refused: tuple = ()  # (new ids, stepped items) of the join that failed
         self._join_logged: tuple[str, ...] | None = None  # new ids of the failure logged
         self._unable_logged: str | None = None  # the component that cannot grow, logged
+        # (pipeline, the store's change count) at the last look for items to join
+        self._join_checked: tuple[weakref.ref, int] | None = None
 
     def pipeline(self) -> RecommendPipeline:
         pipeline = self._pipeline
@@ -211,6 +214,11 @@ class BundleHolder:
                         "bundle %s: no item joins: %r cannot take new items", self.version, unable
                     )
                 return 0
+            changes = pipeline.user_vectors.item_vectors()[0]
+            last = self._join_checked
+            if last is not None and last[0]() is pipeline and last[1] == changes:
+                return 0  # neither the store's items nor the bundle moved since the last look
+            self._join_checked = (weakref.ref(pipeline), changes)  # weak: old bundles must go
             room = self.config.nearline.join_max_items - (
                 len(bundle.items) - len(bundle.items_at_nightly)
             )

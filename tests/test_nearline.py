@@ -192,6 +192,7 @@ def test_new_items_join_the_bundle_in_service_and_the_cascade_ranks_them(config,
     # a join that fails: logged once, the bundle in service stays
     _log(config, [Event(user, "second-new", "purchase", 1.0, NOW + 1) for user in fans])
     NearlineModel(Path(config.artifacts.root), version, config).step_once()
+    holder.pipeline().user_vectors.refresh()  # serving reads the journal every 50 ms
 
     def broken(self, new):
         raise ValueError("no room")
