@@ -168,13 +168,18 @@ def test_a_new_item_is_recommendable_before_the_next_nightly(config):
     assert "brand-new" not in {i.item_id for i in on.recommend(RecommendRequest(coldest, 10)).items}
 
 
+def _bought_and_stepped(config, version: str, users: list[str], item: str, when: int) -> None:
+    """`users` buy `item` through the log, and the worker takes one step over it."""
+    _log(config, [Event(user, item, "purchase", 1.0, when) for user in users])
+    NearlineModel(Path(config.artifacts.root), version, config).step_once()
+
+
 def test_new_items_join_the_bundle_in_service_and_the_cascade_ranks_them(config, caplog):
     """`BundleHolder.join_new_items`: the items the worker has vectors for and the bundle
     does not know join it (same version), once; a join that fails leaves the bundle."""
     config, version = config
     fans = [f"u{i}" for i in range(20)]
-    _log(config, [Event(user, "brand-new", "purchase", 1.0, NOW) for user in fans])
-    NearlineModel(Path(config.artifacts.root), version, config).step_once()
+    _bought_and_stepped(config, version, fans, "brand-new", NOW)
     holder = BundleHolder(config)
     assert holder.refresh()
     before = holder.pipeline()
@@ -190,8 +195,7 @@ def test_new_items_join_the_bundle_in_service_and_the_cascade_ranks_them(config,
     assert holder.pipeline() is after
 
     # a join that fails: logged once, the bundle in service stays
-    _log(config, [Event(user, "second-new", "purchase", 1.0, NOW + 1) for user in fans])
-    NearlineModel(Path(config.artifacts.root), version, config).step_once()
+    _bought_and_stepped(config, version, fans, "second-new", NOW + 1)
     holder.pipeline().user_vectors.refresh()  # serving reads the journal every 50 ms
 
     def broken(self, new):
@@ -203,8 +207,7 @@ def test_new_items_join_the_bundle_in_service_and_the_cascade_ranks_them(config,
     assert holder.pipeline() is after
     assert caplog.text.count("new items could not join: no room") == 1
     assert holder.join_new_items() == 0  # the same items are not tried again and again
-    _log(config, [Event(user, "third-new", "purchase", 1.0, NOW + 2) for user in fans])
-    NearlineModel(Path(config.artifacts.root), version, config).step_once()
+    _bought_and_stepped(config, version, fans, "third-new", NOW + 2)
     holder.pipeline().user_vectors.refresh()  # serving reads the journal every 50 ms
     assert holder.join_new_items() == 2  # a new set of new items is
 
@@ -222,9 +225,7 @@ def test_a_join_takes_the_stepped_vectors_of_hot_items(config):
     (nearline.item_step_events = 20); the next join serves its new vector, which the
     buyers' fresh vectors were solved against."""
     config, version = config
-    buyers = [f"u{i}" for i in range(25)]
-    _log(config, [Event(user, "i3", "purchase", 1.0, NOW) for user in buyers])
-    NearlineModel(Path(config.artifacts.root), version, config).step_once()
+    _bought_and_stepped(config, version, [f"u{i}" for i in range(25)], "i3", NOW)
     holder = BundleHolder(config)
     assert holder.refresh()
     before = holder.pipeline().bundle
