@@ -43,7 +43,8 @@ class NewItems:
             )
         stepped = self.stepped_vectors
         if stepped is None:
-            object.__setattr__(self, "stepped_vectors", np.empty((0, self.vectors.shape[1])))
+            empty = np.empty((0, self.vectors.shape[1]), np.float32)
+            object.__setattr__(self, "stepped_vectors", empty)
         elif stepped.shape != (len(self.stepped), self.vectors.shape[1]):
             raise ValueError(
                 f"new items: {len(self.stepped)} stepped items, vectors {stepped.shape}"

@@ -79,22 +79,10 @@ def unknown_items(
     vectors: dict[str, np.ndarray], known: IdMap, factors: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(ids, (n, factors) float32 vectors) of the store's items that `known` does not hold,
-    in the store's order; vectors of another width, or not finite, are ignored (a store
-    written for another model must not break serving)."""
-    snapshot = dict(vectors)  # one C call: atomic against the store's updates
-    names = list(snapshot)
-    unknown = known.to_index(names) < 0 if names else np.empty(0, bool)  # one lookup for all
-    fresh = [
-        (item, snapshot[item])
-        for item, new in zip(names, unknown, strict=True)
-        if new and _fits(snapshot[item], factors)
-    ]
-    return (
-        np.array([item for item, _ in fresh], dtype=object),
-        np.array([vector for _, vector in fresh], np.float32)
-        if fresh
-        else np.empty((0, factors), np.float32),
-    )
+    in the store's order (`_usable`: vectors that do not fit are ignored)."""
+    ids, indices, matrix = _usable(vectors, known, factors)
+    unknown = indices < 0
+    return ids[unknown], matrix[unknown]
 
 
 def new_items_of(
@@ -105,35 +93,35 @@ def new_items_of(
     grows with an item's users), so that ids logged by the million cannot grow a serving
     process without bound before the nightly; and the items it knows whose vector the
     worker stepped since. None if nothing is new."""
-    store = dict(source.item_vectors()[1])  # one C call: atomic against the store's updates
     factors = bundle.als.model.item_factors
-    ids, vectors = unknown_items(store, bundle.items, factors.shape[1])
-    if len(ids) > limit:
-        kept = np.sort(np.argsort(-np.linalg.norm(vectors, axis=1), kind="stable")[:limit])
-        ids, vectors = ids[kept], vectors[kept]
-    stepped, stepped_vectors = _stepped(store, bundle.items, factors)
-    if not len(ids) and not len(stepped):
+    ids, indices, matrix = _usable(source.item_vectors()[1], bundle.items, factors.shape[1])
+    unknown = np.flatnonzero(indices < 0)
+    if len(unknown) > limit:
+        norms = np.linalg.norm(matrix[unknown], axis=1)
+        unknown = np.sort(unknown[np.argsort(-norms, kind="stable")[:limit]])
+    known = np.flatnonzero(indices >= 0)
+    stepped = known[(matrix[known] != factors[indices[known]]).any(axis=1)]
+    if not len(unknown) and not len(stepped):
         return None
-    return NewItems(ids, vectors, len(bundle.items), joined, stepped, stepped_vectors)
+    return NewItems(
+        ids[unknown], matrix[unknown], len(bundle.items), joined, indices[stepped], matrix[stepped]
+    )
 
 
-def _stepped(
-    store: dict[str, np.ndarray], known: IdMap, factors: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(indices, vectors) of the known items whose store vector differs from `factors`'."""
-    names = np.array(list(store), dtype=object)
-    indices = known.to_index(names) if len(names) else np.empty(0, np.int64)
-    width = factors.shape[1]
-    chosen = [i for i in np.flatnonzero(indices >= 0) if _fits(store[names[i]], width)]
-    if not chosen:
-        return np.empty(0, np.int64), np.empty((0, width), np.float32)
-    items = indices[chosen].astype(np.int64)
-    matrix = np.stack([store[names[i]] for i in chosen]).astype(np.float32)
-    changed = (matrix != factors[items]).any(axis=1)
-    return items[changed], matrix[changed]
-
-
-def _fits(vector: np.ndarray, width: int) -> bool:
-    """A vector of the bundle's width with finite entries (a store written for another
-    model, or damaged, must not break serving: such vectors are ignored)."""
-    return vector.shape == (width,) and bool(np.isfinite(vector).all())
+def _usable(
+    vectors: dict[str, np.ndarray], known: IdMap, factors: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, their indices in `known` (-1: not there), (n, factors) float32 vectors) of the
+    store's vectors of the bundle's width with finite entries, in the store's order: a store
+    written for another model, or damaged, must not break serving."""
+    snapshot = dict(vectors)  # one C call: atomic against the store's updates
+    usable = [
+        (item, vector)
+        for item, vector in snapshot.items()
+        if vector.shape == (factors,) and np.isfinite(vector).all()
+    ]
+    if not usable:
+        return np.empty(0, object), np.empty(0, np.int64), np.empty((0, factors), np.float32)
+    ids = np.array([item for item, _ in usable], dtype=object)
+    matrix = np.array([vector for _, vector in usable], np.float32)
+    return ids, known.to_index(ids).astype(np.int64), matrix

@@ -100,7 +100,6 @@ class BundleHolder:
         # counts the logged events into a grown bundle's live tops before its swap
         # (TopsFeed.prime); None: the first request after the swap counts them
         self.prime_live_tops: Callable[[LiveTops, LoadedBundle], None] | None = None
-        self._join_refused: tuple = ()  # (new ids, stepped items) of the join that failed
         self._join_logged: tuple[str, ...] | None = None  # new ids of the failure logged
         self._unable_logged: str | None = None  # the component that cannot grow, logged
         # (pipeline, the store's change count) at the last look for items to join
@@ -200,7 +199,7 @@ class BundleHolder:
         (hot ones, stepped again; recsys/new_items.py): from then the whole cascade serves
         them. How many items joined or took a stepped vector; 0 when nothing is new, or
         when growing failed (the bundle in service stays; logged once per set of new
-        items, and not tried again until what would join changes)."""
+        items, and not tried again until the store's item vectors change)."""
         with self._lock:
             pipeline = self._pipeline
             if pipeline is None or pipeline.user_vectors is None:
@@ -218,12 +217,14 @@ class BundleHolder:
             last = self._join_checked
             if last is not None and last[0]() is pipeline and last[1] == changes:
                 return 0  # neither the store's items nor the bundle moved since the last look
-            self._join_checked = (weakref.ref(pipeline), changes)  # weak: old bundles must go
-            room = self.config.nearline.join_max_items - (
-                len(bundle.items) - len(bundle.items_at_nightly)
+            # weak: old bundles must go. A join that fails is not tried again until this moves
+            self._join_checked = (weakref.ref(pipeline), changes)
+            cap = self.config.nearline.join_max_items
+            already = len(bundle.items) - len(bundle.items_at_nightly)
+            new = new_items_of(
+                pipeline.user_vectors, bundle, int(time.time()), max(cap - already, 0)
             )
-            new = new_items_of(pipeline.user_vectors, bundle, int(time.time()), max(room, 0))
-            if new is None or (tuple(new.ids), tuple(new.stepped)) == self._join_refused:
+            if new is None:
                 return 0
             started = time.perf_counter()
             try:
@@ -238,7 +239,6 @@ class BundleHolder:
                     # the process is warm: a few requests pay the new pipeline's first calls
                     grown.warm_up(requests=JOIN_WARM_UP_REQUESTS)
             except Exception as err:  # the bundle in service serves on without them
-                self._join_refused = (tuple(new.ids), tuple(new.stepped))
                 if self._join_logged != tuple(new.ids):
                     self._join_logged = tuple(new.ids)
                     log.error(
@@ -260,8 +260,7 @@ class BundleHolder:
                 len(bundle.items),
                 len(bundle.items_at_nightly),
                 "; nearline.join_max_items reached: others wait for the nightly"
-                if len(bundle.items) - len(bundle.items_at_nightly)
-                >= self.config.nearline.join_max_items
+                if already + len(new) >= cap
                 else "",
             )
             return len(new) + len(new.stepped)

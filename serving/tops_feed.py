@@ -54,8 +54,7 @@ class TopsFeed:
         bundle grown by new items: serving/holder.py), on the caller's thread: the first
         request after the swap then counts only what arrived since, not the whole day."""
         with self._lock:
-            events = [event for event in self.kept if event.timestamp > live.model.now]
-            delivered = self.delivered
+            events, delivered = self._after_bundle(live), self.delivered
         self._count(live, bundle, events)  # requests go on counting into the bundle in service
         with self._lock:
             self._primed = (live, delivered)
@@ -65,9 +64,13 @@ class TopsFeed:
         them, or those after the bundle's "now" (its nightly read the log up to there)."""
         primed, self._primed = self._primed, None
         if primed is None or primed[0] is not live:
-            return [event for event in self.kept if event.timestamp > live.model.now]
+            return self._after_bundle(live)
         since = min(self.delivered - primed[1], len(self.kept))
         return list(self.kept)[len(self.kept) - since :]
+
+    def _after_bundle(self, live: LiveTops) -> list[Event]:
+        """The kept events after the bundle's "now" (its nightly read the log up to there)."""
+        return [event for event in self.kept if event.timestamp > live.model.now]
 
     def _count(self, live: LiveTops, bundle: LoadedBundle, events: Sequence[Event]) -> None:
         if not events:
