@@ -28,13 +28,14 @@ def sequence_weights(n: int, decay: float) -> np.ndarray:
 def last_items_scores(
     model: I2IModel, sequence: np.ndarray, config: SequenceConfig, kind: str = KIND
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(items, scores): every neighbour of the newest `config.last_items` items with its
+    """(items, scores): every neighbour of the newest `config.depth(kind)` items with its
     decayed sum of similarities (the `kind` lists); the sequence's own items are left out."""
-    seeds = np.asarray(sequence[: config.last_items], dtype=np.int64)
+    depth, decay = config.depth(kind)
+    seeds = np.asarray(sequence[:depth], dtype=np.int64)
     if not len(seeds):
         return NO_ITEMS, np.empty(0, np.float32)
     ids, scores = model.neighbors(kind, seeds, model.list_length(kind))
-    contribution = scores * sequence_weights(len(seeds), config.decay)[:, None]
+    contribution = scores * sequence_weights(len(seeds), decay)[:, None]
     keep = (ids >= 0) & ~np.isin(ids, sequence)
     items, slot = distinct_and_slots(ids[keep])
     merged = np.bincount(slot, weights=contribution[keep], minlength=len(items))

@@ -131,8 +131,16 @@ class SequenceConfig:
     decay: float  # weight of the r-th newest item: decay ** r
     lists: tuple[str, ...]  # i2i kinds whose lists the last_items generator sums
     covisit_features: bool  # rank with seq_covisit_1 / seq_decayed_covisit (else NaN)
+    covisit_items: int  # the "covisit" lists are read for the newest this many items...
+    covisit_decay: float  # ...the r-th newest weighted covisit_decay ** r
     ease_decay: float  # recent_ease and seq_decayed_ease: Σ_r ease_decay^r · B[r-th newest]
     ease_features: bool  # rank with seq_decayed_ease (else NaN)
+
+    def depth(self, kind: str) -> tuple[int, float]:
+        """(newest items read, decay) for the `kind` i2i lists: covisit has its own."""
+        if kind == "covisit":
+            return self.covisit_items, self.covisit_decay
+        return self.last_items, self.decay
 
 
 @dataclass(frozen=True)
@@ -547,6 +555,7 @@ def _validate(config: Any, where: str) -> None:
         "covisit_window",
         "length",
         "last_items",
+        "covisit_items",
         "max_items",
         "recent",
         "seeds",
@@ -701,6 +710,10 @@ def _validate(config: Any, where: str) -> None:
     if isinstance(config, SequenceConfig):
         if not 0.0 < config.decay <= 1.0:
             raise ConfigError(f"sequence.decay must be in (0, 1], got {config.decay}")
+        if not 0.0 < config.covisit_decay <= 1.0:
+            raise ConfigError(
+                f"sequence.covisit_decay must be in (0, 1], got {config.covisit_decay}"
+            )
         if not 0.0 < config.ease_decay <= 1.0:
             raise ConfigError(f"sequence.ease_decay must be in (0, 1], got {config.ease_decay}")
         unknown = [kind for kind in config.lists if kind not in I2I_KINDS]

@@ -31,6 +31,8 @@ LAST_TWO = SequenceConfig(
     decay=0.5,
     lists=("cosine",),
     covisit_features=False,
+    covisit_items=2,
+    covisit_decay=0.5,
     ease_decay=0.9,
     ease_features=False,
 )
@@ -78,6 +80,14 @@ def test_covisit_lists_count_only_items_met_close_together():
     items, decayed = last_items_scores(model, sequence, config, "covisit")
     assert items.tolist() == [B, D]  # the sequence's own C and A are left out
     np.testing.assert_allclose(decayed, [1 / math.sqrt(8) + 0.5 * 2 / 4, 1 / 2], rtol=1e-6)
+    # the covisit lists have a depth and decay of their own; the cosine lists keep theirs
+    deeper = dataclasses.replace(config, last_items=1, covisit_items=2, covisit_decay=0.25)
+    items, decayed = last_items_scores(model, sequence, deeper, "covisit")
+    np.testing.assert_allclose(decayed, [1 / math.sqrt(8) + 0.25 * 2 / 4, 1 / 2], rtol=1e-6)
+    shallower = dataclasses.replace(config, covisit_items=1)
+    items, decayed = last_items_scores(model, sequence, shallower, "covisit")
+    assert items.tolist() == [B, D]  # C's neighbours only
+    np.testing.assert_allclose(decayed, [1 / math.sqrt(8), 1 / 2], rtol=1e-6)
     # the generator sums the decayed scores of every kind in sequence.lists
     both = I2IModel.build(
         data, None, i2i_config(neighbors=3, covisit_window=2), kinds=("cosine", "covisit")
