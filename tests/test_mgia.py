@@ -12,6 +12,7 @@ import pytest
 from candidates.session.mgia import MGIAModel, fit_mgia
 from candidates.session.mgia_net import GlobalGraph
 from recsys.config import load_config
+from tests.stored_files import resave_npz
 from tests.test_gag import learns_a_pattern_and_updates_learn_a_new_one, walks
 
 CONFIG = (
@@ -51,13 +52,9 @@ def test_a_saved_mgia_loads_to_the_same_scores_and_bad_files_are_refused(tmp_pat
     session = np.array([3, 4, 5])
     np.testing.assert_allclose(loaded.session_scores(session, 2), model.session_scores(session, 2))
     assert MGIAModel.load(tmp_path / "nowhere") is None
-    with np.load(tmp_path / "mgia.npz") as saved:
-        arrays = {name: saved[name] for name in saved.files}
-    arrays["graph_to"] = arrays["graph_to"] + 100
-    np.savez(tmp_path / "mgia.npz", **arrays)
+    resave_npz(tmp_path / "mgia.npz", graph_to=lambda edges: edges + 100)
     with pytest.raises(ValueError, match="graph edges outside"):
         MGIAModel.load(tmp_path)
-    del arrays["graph_weight"]
-    np.savez(tmp_path / "mgia.npz", **arrays)
+    resave_npz(tmp_path / "mgia.npz", drop=("graph_weight",))
     with pytest.raises(ValueError, match="missing arrays"):
         MGIAModel.load(tmp_path)

@@ -28,6 +28,7 @@ from pipelines.training_data import build_training_data
 from recsys.config import QuorumConfig, load_config
 from recsys.context import RequestContext
 from recsys.dataset import Dataset, normalize_events
+from tests.stored_files import resave_npz
 
 GAMMA = 1.5
 IDF_A, IDF_B, IDF_C, IDF_D = -math.log(3 / 8), -math.log(5 / 8), GAMMA, GAMMA
@@ -238,9 +239,7 @@ def test_load_fails_clearly(tmp_path, model):
     with pytest.raises(FileNotFoundError):
         QuorumModel.load(tmp_path)
     model.save(tmp_path)
-    with np.load(tmp_path / FILE) as stored:
-        arrays = {k: v for k, v in stored.items() if k != "idf"}
-    np.savez(tmp_path / FILE, **arrays)
+    resave_npz(tmp_path / FILE, drop=("idf",))
     with pytest.raises(ValueError, match="idf"):
         QuorumModel.load(tmp_path)
 
