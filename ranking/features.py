@@ -24,7 +24,8 @@ norms as popularity / "hotness" proxies; seed 004 "Когда и какой ALS 
   (Σ_r decay^r · cosine over the newest sequence.last_items: the last_items score for every
   candidate), seq_als_cosine (mean iALS cosine to the newest sequence.last_items), seq_length;
   seq_covisit_1 and seq_decayed_covisit: the same from the "covisit" lists (co-occurrence
-  within short windows of users' sequences: items met close together);
+  within short windows of users' sequences: items met close together), the decayed sum over
+  the newest sequence.covisit_items at covisit_decay (SequenceConfig.depth);
 - ease_score: x_u B of EASE over the user's seen and session items (NaN without EASE);
   seq_decayed_ease (with sequence.ease_features): Σ_r ease_decay^r · B[r-th newest item]
   over the sequence (the "recent_ease" generator's score for every candidate; NaN without a
