@@ -14,7 +14,7 @@ import numpy as np
 from candidates.base import register_generator
 from candidates.i2i.model import I2IModel
 from recsys.arrays import NO_ITEMS, distinct_and_slots, top_k
-from recsys.config import SequenceConfig
+from recsys.config import I2I_KINDS, SequenceConfig
 from recsys.context import Candidates, RequestContext
 
 KIND = "cosine"  # the i2i lists the sequence reads
@@ -74,20 +74,27 @@ def decayed_neighbors(
 
 
 class LastItemsGenerator:
-    """Candidates from the i2i lists (`config.lists` kinds, summed) of the user's latest
-    items, decayed by position."""
+    """Candidates from the i2i lists (`kinds`, summed; default `config.lists`) of the user's
+    latest items, decayed by position (each kind read to its `config.depth`)."""
 
-    name = "last_items"
-
-    def __init__(self, model: I2IModel, config: SequenceConfig) -> None:
-        missing = [kind for kind in config.lists if kind not in model.kinds]
+    def __init__(
+        self,
+        model: I2IModel,
+        config: SequenceConfig,
+        kinds: tuple[str, ...] | None = None,
+        name: str = "last_items",
+    ) -> None:
+        kinds = config.lists if kinds is None else kinds
+        missing = [kind for kind in kinds if kind not in model.kinds]
         if missing:
             raise ValueError(
-                f"last_items needs the i2i {missing[0]!r} lists; this bundle has {model.kinds} "
+                f"{name} needs the i2i {missing[0]!r} lists; this bundle has {model.kinds} "
                 "(rebuild it with `recsys nightly`)"
             )
         self.model = model
         self.config = config
+        self.kinds = kinds
+        self.name = name
 
     def generate(self, ctx: RequestContext, budget: int) -> Candidates:
         if budget < 0:
@@ -97,7 +104,7 @@ class LastItemsGenerator:
         return Candidates(items[best], scores[best], self.name)
 
     def _scores(self, ctx: RequestContext) -> tuple[np.ndarray, np.ndarray]:
-        found = [decayed_neighbors(ctx, self.model, self.config, k) for k in self.config.lists]
+        found = [decayed_neighbors(ctx, self.model, self.config, k) for k in self.kinds]
         if len(found) == 1:
             return found[0]
         items, slot = distinct_and_slots(np.concatenate([f[0] for f in found]))
@@ -109,4 +116,14 @@ class LastItemsGenerator:
 
 register_generator(
     "last_items", lambda bundle, config, name: LastItemsGenerator(bundle.i2i, config.sequence)
+)
+# One kind's lists on their own, with a budget of their own: "last_items_covisit" finds the
+# items met right after the user's latest ones, which a sum with the cosine lists buries.
+register_generator(
+    "last_items_",
+    lambda bundle, config, name: LastItemsGenerator(
+        bundle.i2i, config.sequence, (name.removeprefix("last_items_"),), name
+    ),
+    prefix=True,
+    example="last_items_<kind> (" + ", ".join(f"last_items_{kind}" for kind in I2I_KINDS) + ")",
 )

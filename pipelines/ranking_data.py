@@ -22,19 +22,22 @@ user's first event with an item labels a request (`first_touches`).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from tqdm import tqdm
 
+from candidates.als_steps import solve_rows
 from pipelines.build import build_bundle
 from ranking.frame import RankingFrame
 from recsys.arrays import is_member
 from recsys.config import Config
 from recsys.context import CandidateSet
 from recsys.dataset import Dataset
-from recsys.interactions import is_positive
+from recsys.interactions import event_weights, is_positive
 from serving.filters import apply_filters
 from serving.pipeline import RecommendPipeline, RecommendRequest
 from serving.sessions import NEVER_AGAIN, Session
@@ -54,6 +57,8 @@ class RankingData:
     frame: RankingFrame
     requests: tuple[Request, ...]  # one per group, in group order
     sessions: tuple[Session | None, ...]  # each request's serving session, in group order
+    # each request's stepped iALS user vector (`stepped_user_vectors`); None: the bundle's
+    vectors: tuple[np.ndarray | None, ...]
     pipelines: tuple[RecommendPipeline, ...]  # one per period, each on events before it
     cutoffs: tuple[int, ...]  # each period's start (Unix seconds)
     drawn: int  # requests drawn; those whose positive no generator found teach nothing
@@ -126,12 +131,19 @@ def build_ranking_data(
     )
     requests = draw_requests(dataset, config, cutoffs, seed)
     sessions = SessionBuilder(dataset, cutoffs, config.events.session_items)
+    vectors = (
+        stepped_user_vectors(dataset, config, requests, sessions, pipelines)
+        if config.ranking.nearline_vectors
+        else {}
+    )
     rng = np.random.default_rng(seed + 1)
-    frames, labels, kept, kept_sessions = [], [], [], []
+    frames, labels, kept, kept_sessions, kept_vectors = [], [], [], [], []
     for request in tqdm(requests, desc="ranking data", unit="request", disable=not show_progress):
         pipeline = pipelines[request.period]
         session = sessions.before(request)
         ctx = pipeline.context(RecommendRequest(user_id=request.user, k=1, session=session))
+        if request.row in vectors:
+            ctx = dataclasses.replace(ctx, user_vector=vectors[request.row])
         found, _ = pipeline.candidates(ctx)
         found = with_random_negatives(pipeline, ctx, found, config.ranking.random_negatives, rng)
         target = pipeline.bundle.items.index_of(str(dataset.events["item_id"].iat[request.row]))
@@ -145,12 +157,14 @@ def build_ranking_data(
         labels.append(label)
         kept.append(request)
         kept_sessions.append(session)
+        kept_vectors.append(vectors.get(request.row))
     if not frames:
         raise ValueError("no training request has its positive among its candidates")
     return RankingData(
         frame=_concat(frames, np.concatenate(labels)),
         requests=tuple(kept),
         sessions=tuple(kept_sessions),
+        vectors=tuple(kept_vectors),
         pipelines=pipelines,
         cutoffs=cutoffs,
         drawn=len(requests),
@@ -167,6 +181,45 @@ def _sampled_rows(label: np.ndarray, negatives: int, rng: np.random.Generator) -
     return np.sort(np.concatenate([np.flatnonzero(label > 0), chosen]))
 
 
+def stepped_user_vectors(
+    dataset: Dataset,
+    config: Config,
+    requests: list[Request],
+    sessions: SessionBuilder,
+    pipelines: tuple[RecommendPipeline, ...],
+) -> dict[int, np.ndarray]:
+    """The iALS vector of each request's user that the nearline worker would hold at its
+    moment (keyed by the request's row), for requests whose user acted since the period's
+    bundle: one least-squares step (seed 004, "Пошагаем", `candidates.als_steps`) from the
+    bundle's item vectors over R's row of every event of the user before the request. The
+    bundle's own vector misses the whole session (a user new in it has none), where a
+    served request with `recsys nearline` running, or a leave-last-out evaluation, sees
+    the user's latest events in the vector: a ranker taught on stale vectors learns to
+    distrust the iALS score (alone it ordered training requests 3x worse than served ones)."""
+    events = dataset.events
+    weights = event_weights(events, config)
+    item_ids = events["item_id"].astype(str).to_numpy()
+    vectors: dict[int, np.ndarray] = {}
+    for period, pipeline in enumerate(pipelines):
+        stepped = [r for r in requests if r.period == period and sessions.has_session(r)]
+        if not stepped:
+            continue
+        rows = [sessions.rows_before(r) for r in stepped]
+        every = np.concatenate(rows)
+        items = pipeline.bundle.items.to_index(item_ids[every])
+        owner = np.repeat(np.arange(len(rows)), [len(r) for r in rows])
+        known = items >= 0  # items new since the bundle have no vector to step through
+        factors = pipeline.bundle.als.model.item_factors
+        matrix = sp.csr_matrix(
+            (weights[every][known], (owner[known], items[known])),
+            shape=(len(rows), len(factors)),
+        )
+        matrix.sum_duplicates()
+        solved = solve_rows(factors, matrix, config.als.alpha, config.als.regularization)
+        vectors.update((r.row, solved[i]) for i, r in enumerate(stepped))
+    return vectors
+
+
 class SessionBuilder:
     """A request's serving session: the user's events from its period's start until just
     before it (strictly earlier rows of the time-ordered log), as `SessionStore` keeps them."""
@@ -181,10 +234,18 @@ class SessionBuilder:
         # each user's rows in time order (the log is time-ordered)
         self.rows_of = events.groupby(events["user_id"].astype(str), sort=False).indices
 
-    def before(self, request: Request) -> Session | None:
+    def rows_before(self, request: Request) -> np.ndarray:
+        """The user's event rows before the request, of any time."""
         rows = self.rows_of[request.user]
-        start = self.cutoffs[request.period]
-        rows = rows[(rows < request.row) & (self.times[rows] >= start)]
+        return rows[rows < request.row]
+
+    def has_session(self, request: Request) -> bool:
+        rows = self.rows_before(request)
+        return bool(len(rows)) and self.times[rows[-1]] >= self.cutoffs[request.period]
+
+    def before(self, request: Request) -> Session | None:
+        rows = self.rows_before(request)
+        rows = rows[self.times[rows] >= self.cutoffs[request.period]]
         if not len(rows):
             return None
         latest: dict[str, bool] = {}  # item -> never again, newest first

@@ -210,6 +210,7 @@ class RankingConfig:
     label_events: str  # first touches that label a request: of converted items, or "all"
     stage_gate: bool  # drop a stage that does not beat its input on validation
     random_negatives: int  # random eligible items added per training request
+    nearline_vectors: bool  # requests with a session see the user's stepped iALS vector
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ def generator_names(bundle) -> list[str]:
             names.append(kind.name)
         elif kind.name == "i2i_":
             names.extend(f"i2i_{k}" for k in I2I_KINDS)
+        elif kind.name == "last_items_":
+            names.extend(f"last_items_{k}" for k in bundle.i2i.kinds)
         elif kind.name == "top_":
             names.extend(bundle.tops.names()[:3])
         else:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
+from candidates.als_steps import solve_rows
 from pipelines.loaders import load_dataset_dir
 from pipelines.ranking_data import build_ranking_data, draw_requests
+from recsys.interactions import event_weights
 from serving.pipeline import RecommendRequest
 from tests.conftest import shop_config
 
@@ -15,7 +20,8 @@ from tests.conftest import shop_config
 def shop(shop_dir, tmp_path_factory):
     config = shop_config(tmp_path_factory.mktemp("features"), shop_dir)
     config = config.replace(
-        ranking={"random_negatives": 10, "max_requests": 300}, sequence={"ease_features": True}
+        ranking={"random_negatives": 10, "max_requests": 300, "nearline_vectors": True},
+        sequence={"ease_features": True},
     )
     dataset = load_dataset_dir(shop_dir)
     data = build_ranking_data(dataset, config)
@@ -30,6 +36,8 @@ def test_training_rows_equal_what_serving_computes(shop):
         pipeline = data.pipelines[request.period]
         session = data.sessions[group]
         ctx = pipeline.context(RecommendRequest(user_id=request.user, k=10, session=session))
+        # what the nearline store gives serving for a user who acted since the bundle
+        ctx = dataclasses.replace(ctx, user_vector=data.vectors[group])
         served_candidates, _ = pipeline.candidates(ctx)
         served = pipeline.features.build(ctx, served_candidates)
         rows = frame.groups == group
@@ -164,3 +172,37 @@ def test_training_population_covers_long_inactive_users(shop):
     assert np.nanquantile(trained, 0.9) >= np.median(served_days)
     # and new users (unknown to the period's bundle, known by their session) are there too
     assert np.isnan(trained).any()
+
+
+def test_a_request_with_a_session_sees_the_nearline_vector_of_its_moment(shop):
+    """seed 004, "Пошагаем": one ALS step from the period bundle's item vectors over the
+    user's events before the request, never after it; without a session, the bundle's."""
+    dataset, config, data = shop
+    events = dataset.events
+    weights = event_weights(events, config)
+    stepped = [g for g, vector in enumerate(data.vectors) if vector is not None]
+    assert len(stepped) >= 20 and len(stepped) < len(data.requests)
+    for group in stepped[:20]:
+        request = data.requests[group]
+        assert data.sessions[group] is not None  # only users who acted since the bundle
+        bundle = data.pipelines[request.period].bundle
+        factors = bundle.als.model.item_factors
+        before = np.flatnonzero(
+            (events["user_id"].to_numpy() == request.user) & (np.arange(len(events)) < request.row)
+        )
+        items = bundle.items.to_index(events["item_id"].astype(str).to_numpy()[before])
+        known = items >= 0
+        row = sp.csr_matrix(
+            (weights[before][known], (np.zeros(known.sum(), int), items[known])),
+            shape=(1, len(factors)),
+        )
+        expected = solve_rows(factors, row, config.als.alpha, config.als.regularization)[0]
+        np.testing.assert_allclose(data.vectors[group], expected, rtol=1e-4, atol=1e-5)
+        user = bundle.users.index_of(request.user)
+        if user >= 0:  # the session moved the vector away from the bundle's
+            assert not np.allclose(data.vectors[group], bundle.als.model.user_factors[user])
+    for group in range(len(data.requests)):
+        if data.sessions[group] is None:
+            assert data.vectors[group] is None
+    off = build_ranking_data(dataset, config.replace(ranking={"nearline_vectors": False}))
+    assert all(vector is None for vector in off.vectors)

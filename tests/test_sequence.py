@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from candidates.base import make_generator
 from candidates.ease import EASEGenerator, EASEModel, RecentEASEGenerator
 from candidates.i2i.builders import sequence_windows
 from candidates.i2i.model import I2IModel
@@ -105,6 +106,16 @@ def test_covisit_lists_count_only_items_met_close_together():
     np.testing.assert_allclose([got[i] for i in expected], list(expected.values()), rtol=1e-6)
     with pytest.raises(ValueError, match="needs the i2i 'covisit' lists"):
         LastItemsGenerator(cosine_model(), summed)
+    # "last_items_covisit": the covisit lists alone, at their own depth, with its own name
+    bundle = SimpleNamespace(i2i=both, sequence=deeper)  # a bundle and a config in one
+    alone = make_generator("last_items_covisit", bundle, bundle)
+    answer = alone.generate(RequestContext(user_index=-1, sequence=sequence), 10)
+    assert alone.name == "last_items_covisit" and answer.source == "last_items_covisit"
+    items, decayed = last_items_scores(both, sequence, deeper, "covisit")
+    got = dict(zip(answer.item_ids.tolist(), answer.scores.tolist(), strict=True))
+    assert got == pytest.approx(dict(zip(items.tolist(), decayed.tolist(), strict=True)))
+    with pytest.raises(ValueError, match="last_items_covisit needs the i2i 'covisit' lists"):
+        make_generator("last_items_covisit", SimpleNamespace(i2i=cosine_model()), bundle)
     # history_limit keeps the newest: u1's last two items C D only, u2's A B
     newest = sequence_windows(data, history_limit=2, window=2)
     assert sorted(np.flatnonzero(row).tolist() for row in newest.toarray()) == sorted(
