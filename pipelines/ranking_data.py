@@ -30,7 +30,7 @@ import pandas as pd
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from candidates.als_steps import solve_rows
+from candidates.als_steps import solve_rows, warm
 from pipelines.build import build_bundle
 from ranking.frame import RankingFrame
 from recsys.arrays import is_member
@@ -199,11 +199,13 @@ def stepped_user_vectors(
     events = dataset.events
     weights = event_weights(events, config)
     item_ids = events["item_id"].astype(str).to_numpy()
+    by_period: dict[int, list[Request]] = {}
+    for request in requests:
+        if sessions.has_session(request):
+            by_period.setdefault(request.period, []).append(request)
     vectors: dict[int, np.ndarray] = {}
-    for period, pipeline in enumerate(pipelines):
-        stepped = [r for r in requests if r.period == period and sessions.has_session(r)]
-        if not stepped:
-            continue
+    for period, stepped in by_period.items():
+        pipeline = pipelines[period]
         rows = [sessions.rows_before(r) for r in stepped]
         every = np.concatenate(rows)
         items = pipeline.bundle.items.to_index(item_ids[every])
@@ -215,7 +217,11 @@ def stepped_user_vectors(
             shape=(len(rows), len(factors)),
         )
         matrix.sum_duplicates()
-        solved = solve_rows(factors, matrix, config.als.alpha, config.als.regularization)
+        # through the warmed item vectors only, as the worker steps (seed 004, "Пошагаем")
+        usable = warm(factors, config.nearline.warm_quantile)
+        solved = solve_rows(
+            factors, matrix, config.als.alpha, config.als.regularization, usable=usable
+        )
         vectors.update((r.row, solved[i]) for i, r in enumerate(stepped))
     return vectors
 
