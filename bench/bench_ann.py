@@ -157,8 +157,14 @@ def main(argv: list[str] | None = None) -> int:
 
     exact, exact_seconds = timed_build(items, dataclasses.replace(base, backend="exact"))
     truth, _ = exact.search(queries, args.k)
-    added = np.random.default_rng(args.seed + 1).normal(size=(ADDED_ITEMS, args.dim))
-    add_seconds = {}
+    # a join: new items, and the nearline's steps of as many known ones (moved vectors)
+    rng = np.random.default_rng(args.seed + 1)
+    added = rng.normal(size=(ADDED_ITEMS, args.dim)).astype(np.float32)
+    moved = rng.choice(len(items), size=ADDED_ITEMS, replace=False)
+    moved_vectors = items[moved] * rng.uniform(0.5, 1.5, size=(ADDED_ITEMS, 1)).astype(np.float32)
+    join = (added, moved, moved_vectors)
+    joined_truth, _ = exact.with_changes(*join).search(queries, args.k)
+    joins = {}
     plans = [
         ("hnsw", "ef", args.ef),
         ("faiss-hnsw", "ef", args.ef),
@@ -172,16 +178,31 @@ def main(argv: list[str] | None = None) -> int:
             print_row(
                 measure(tuned, f"{setting} {value}" if setting else "-", seconds, queries, truth)
             )
-        started = time.perf_counter()
-        index.with_items(added)
-        add_seconds[backend] = time.perf_counter() - started
+        joins[backend] = timed_join(tuned, join, queries, joined_truth)
         del index, tuned
     print_row(measure(exact, "-", exact_seconds, queries, truth))
     print(
-        f"with_items({ADDED_ITEMS:,}) copy + add: "
-        + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in add_seconds.items())
+        f"a join of {ADDED_ITEMS:,} new and {ADDED_ITEMS:,} moved items (last setting above):"
+        " one copy s / two copies s (before session 20) / recall after"
     )
+    for backend, (one, two, after) in joins.items():
+        print(f"  {backend:<11} {one:6.2f} / {two:6.2f} ({two / one:.1f}x) / {after:.3f}")
     return 0
+
+
+def timed_join(
+    index: AnnIndex, join: tuple, queries: np.ndarray, truth: np.ndarray
+) -> tuple[float, float, float]:
+    """Seconds of `with_changes` in one call and in two (the added items, then the moved),
+    and the joined index's recall against exact search over the joined vectors."""
+    added, moved, moved_vectors = join
+    started = time.perf_counter()
+    joined = index.with_changes(added, moved, moved_vectors)
+    one = time.perf_counter() - started
+    started = time.perf_counter()
+    index.with_changes(added).with_changes(moved=moved, moved_vectors=moved_vectors)
+    two = time.perf_counter() - started
+    return one, two, recall_at_k(joined.search(queries, truth.shape[1])[0], truth)
 
 
 if __name__ == "__main__":

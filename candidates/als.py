@@ -129,14 +129,12 @@ class ALSGenerator:
 
     def grown(self, new: NewItems) -> ALSGenerator:
         """New items' vectors, and the stepped ones of items it knows, in the model and in a
-        copy of the index (`with_items`, `with_vectors`: the index in service is never
+        copy of the index (`with_changes`, one copy for both: the index in service is never
         written while requests search it)."""
         model = ALSModel(self.model.user_factors, new.rows(self.model.item_factors, 0.0))
         model.item_factors[new.first :] = new.vectors
         model.item_factors[new.stepped] = new.stepped_vectors
-        index = self.index.with_items(new.vectors) if len(new) else self.index
-        if len(new.stepped):
-            index = index.with_vectors(new.stepped, new.stepped_vectors)
+        index = self.index.with_changes(new.vectors, new.stepped, new.stepped_vectors)
         return ALSGenerator(model, index)
 
     def save(self, directory: Path) -> None:

@@ -18,10 +18,11 @@ float32)`, best first, padded with id -1 / score -inf where fewer than k exist.
 
 Threads: an index object never changes after it is made. `search` may run from many threads at
 once (hnswlib knn_query and faiss CPU search are safe for concurrent readers; a faiss GPU index
-is not, so its searches take a lock). `with_items` and `with_search_params` return a new index
-and leave the one in service untouched, because hnswlib's add_items is not safe concurrently
-with knn_query and faiss does not support add during search. The price is one copy of the
-index per call: to be used by the nightly/hourly job, never per request.
+is not, so its searches take a lock). `with_changes` and `with_search_params` return a new
+index and leave the one in service untouched, because hnswlib's add_items is not safe
+concurrently with knn_query and faiss does not support add during search. The price is one
+copy of the index per call (new items and moved ones together: a join does both at once):
+to be used by the nightly/nearline jobs, never per request.
 """
 
 from __future__ import annotations
@@ -62,12 +63,15 @@ class AnnIndex(Protocol):
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
-    def with_items(self, vectors: np.ndarray) -> AnnIndex: ...
-
-    def with_vectors(self, items: np.ndarray, vectors: np.ndarray) -> AnnIndex:
-        """A copy in which `items` (distinct, in the index) have new `vectors` (the nearline's
-        steps of hot items); faiss HNSW cannot replace a vector in its graph, and returns
-        itself (its search goes by the old vectors, as before the step)."""
+    def with_changes(
+        self,
+        added: np.ndarray | None = None,
+        moved: np.ndarray | None = None,
+        moved_vectors: np.ndarray | None = None,
+    ) -> AnnIndex:
+        """One copy of the index with the `added` vectors as items size..size+n-1 (items that
+        join) and the items `moved` (distinct, already in the index) at `moved_vectors` (the
+        nearline's steps of hot items); self when there is nothing to change."""
         ...
 
     def with_search_params(self, *, ef: int | None = None, nprobe: int | None = None) -> AnnIndex:
@@ -142,15 +146,18 @@ class ExactIndex:
         best = np.take_along_axis(scores, np.maximum(ids, 0), axis=1)
         return ids, np.where(ids >= 0, best, -np.inf).astype(np.float32)
 
-    def with_items(self, vectors: np.ndarray) -> ExactIndex:
-        vectors = _as_matrix(vectors, "vectors", self.vectors.shape[1])
-        return ExactIndex(np.concatenate([self.vectors, vectors]))
-
-    def with_vectors(self, items: np.ndarray, vectors: np.ndarray) -> ExactIndex:
-        items, vectors = _replaced(items, vectors, self.size, self.vectors.shape[1])
-        replaced = self.vectors.copy()
-        replaced[items] = vectors
-        return ExactIndex(replaced)
+    def with_changes(
+        self,
+        added: np.ndarray | None = None,
+        moved: np.ndarray | None = None,
+        moved_vectors: np.ndarray | None = None,
+    ) -> ExactIndex:
+        change = _Changes.of(added, moved, moved_vectors, self.size, self.vectors.shape[1])
+        if change.empty:
+            return self
+        changed = np.concatenate([self.vectors, change.added])  # a new array either way
+        changed[change.moved] = change.moved_vectors
+        return ExactIndex(changed)
 
     def with_search_params(self, *, ef: int | None = None, nprobe: int | None = None) -> ExactIndex:
         _check_params(self.backend, (), ef=ef, nprobe=nprobe)
@@ -236,23 +243,24 @@ class HnswIndex:
                 break
         return ids, scores
 
-    def with_items(self, vectors: np.ndarray) -> HnswIndex:
-        """A copy of the graph with `vectors` inserted as items size..size+n-1."""
-        vectors = _as_matrix(vectors, "vectors", self.index.dim)
-        grown = hnswlib.Index(self.index)  # a deep copy: add_items must not meet a search
-        grown.resize_index(max(self.size + len(vectors), 1))
-        if len(vectors):
-            grown.add_items(vectors, np.arange(self.size, self.size + len(vectors)))
-        return HnswIndex(grown)
-
-    def with_vectors(self, items: np.ndarray, vectors: np.ndarray) -> HnswIndex:
-        """hnswlib's update: add_items of a label it holds moves that element (and repairs
-        its links) in a copy of the graph."""
-        items, vectors = _replaced(items, vectors, self.size, self.index.dim)
-        updated = hnswlib.Index(self.index)
-        if len(items):
-            updated.add_items(vectors, items)
-        return HnswIndex(updated)
+    def with_changes(
+        self,
+        added: np.ndarray | None = None,
+        moved: np.ndarray | None = None,
+        moved_vectors: np.ndarray | None = None,
+    ) -> HnswIndex:
+        """New items inserted into one copy of the graph; hnswlib's update moves the others:
+        add_items of a label it holds moves that element and repairs its links."""
+        change = _Changes.of(added, moved, moved_vectors, self.size, self.index.dim)
+        if change.empty:
+            return self
+        changed = hnswlib.Index(self.index)  # a deep copy: add_items must not meet a search
+        if len(change.added):
+            changed.resize_index(self.size + len(change.added))
+            changed.add_items(change.added, np.arange(self.size, self.size + len(change.added)))
+        if len(change.moved):
+            changed.add_items(change.moved_vectors, change.moved)
+        return HnswIndex(changed)
 
     def with_search_params(self, *, ef: int | None = None, nprobe: int | None = None) -> HnswIndex:
         params = _check_params(self.backend, ("ef",), ef=ef, nprobe=nprobe)
@@ -288,10 +296,16 @@ class FaissIndex:
 
     `index` is always the CPU index, the one saved to the bundle. When faiss sees a GPU,
     faiss-flat and faiss-ivf are also copied to it, built there, and searched there; the CPU
-    copy stays in host memory for save and with_items.
+    copy stays in host memory for save and with_changes.
+
+    faiss HNSW cannot move or remove an element of its graph, so a moved item is added again
+    as a new element and its old one goes stale: `labels` maps each element to its item
+    (None: element i is item i) and searches pass over stale elements (an IDSelector), so an
+    item is found by its newest vector only. The stale ones go at the next nightly's build.
     """
 
     FILE = "faiss.index"
+    LABELS_FILE = "faiss_labels.npy"
     GPU_BACKENDS = ("faiss-flat", "faiss-ivf")  # faiss has no GPU HNSW
 
     def __init__(
@@ -300,11 +314,19 @@ class FaissIndex:
         backend: str,
         params: dict[str, int],
         gpu: _GpuCopy | None = None,
+        labels: np.ndarray | None = None,
     ) -> None:
         self.index = index
         self.backend = backend
         self.params = params
         self.gpu = gpu
+        self.labels = labels
+        self._stale = _stale_elements(labels, index.ntotal)
+        # the selector holds a pointer to the batch: both live as long as the index
+        self._stale_batch = faiss.IDSelectorBatch(self._stale) if len(self._stale) else None
+        self._live = (
+            faiss.IDSelectorNot(self._stale_batch) if self._stale_batch is not None else None
+        )
 
     @classmethod
     def build(cls, vectors: np.ndarray, config: ANNConfig) -> FaissIndex:
@@ -320,7 +342,7 @@ class FaissIndex:
 
     @property
     def size(self) -> int:
-        return self.index.ntotal
+        return self.index.ntotal - len(self._stale)
 
     @property
     def on_gpu(self) -> bool:
@@ -342,66 +364,104 @@ class FaissIndex:
         else:
             scores, ids = self.index.search(queries, take, params=params)
         scores = np.where(ids < 0, -np.inf, scores)
+        if self.labels is not None:
+            ids = np.where(ids < 0, -1, self.labels[np.maximum(ids, 0)])
         return _pad(ids.astype(np.int64), scores, k)
 
     def _search_parameters(self, take: int) -> faiss.SearchParameters | None:
         # Per-call parameters, not index fields, so one index serves every setting at once.
         if self.backend == "faiss-hnsw":
             # faiss HNSW explores max(efSearch, k) like hnswlib; make that explicit.
-            return faiss.SearchParametersHNSW(efSearch=max(self.params["ef"], take))
+            return faiss.SearchParametersHNSW(efSearch=max(self.params["ef"], take), sel=self._live)
         if self.backend == "faiss-ivf":
             return faiss.SearchParametersIVF(nprobe=min(self.params["nprobe"], self.index.nlist))
         return None
 
-    def with_items(self, vectors: np.ndarray) -> FaissIndex:
-        """A copy with `vectors` added as items size..size+n-1 (IVF: into the lists of the
-        existing centroids, which are not retrained; the nightly rebuild retrains them)."""
-        vectors = _as_matrix(vectors, "vectors", self.index.d)
-        grown = faiss.clone_index(self.index)
-        grown.add(vectors)
-        gpu = _gpu_copy(grown) if self.gpu is not None else None
-        return FaissIndex(grown, self.backend, self.params, gpu)
-
-    def with_vectors(self, items: np.ndarray, vectors: np.ndarray) -> FaissIndex:
-        """Flat: a copy with the rows replaced; IVF: the items removed and added again
-        under their ids (into the lists of the existing centroids); HNSW: faiss cannot
-        move an element of its graph, so the index stays as it is (logged)."""
-        items, vectors = _replaced(items, vectors, self.size, self.index.d)
-        if not len(items):
+    def with_changes(
+        self,
+        added: np.ndarray | None = None,
+        moved: np.ndarray | None = None,
+        moved_vectors: np.ndarray | None = None,
+    ) -> FaissIndex:
+        """Flat: the rows replaced and appended in one new index; IVF: moved items removed
+        and added again under their ids (into the lists of the existing centroids, which are
+        not retrained; the nightly rebuild retrains them); HNSW: new elements for the added
+        and the moved items, the moved ones' old elements stale (see the class)."""
+        change = _Changes.of(added, moved, moved_vectors, self.size, self.index.d)
+        if change.empty:
             return self
-        if self.backend == "faiss-hnsw":
-            log.info(
-                "faiss-hnsw cannot replace %d stepped vectors; it searches by the old", len(items)
-            )
-            return self
+        labels = self.labels
         if self.backend == "faiss-flat":
-            rows = self.index.reconstruct_n(0, self.size)
-            rows[items] = vectors
-            updated = faiss.IndexFlatIP(self.index.d)
-            updated.add(rows)
+            rows = np.concatenate([self.index.reconstruct_n(0, self.size), change.added])
+            rows[change.moved] = change.moved_vectors
+            changed = faiss.IndexFlatIP(self.index.d)
+            changed.add(rows)
+        elif self.backend == "faiss-ivf":
+            changed = faiss.clone_index(self.index)
+            if len(change.moved):
+                changed.remove_ids(faiss.IDSelectorBatch(change.moved))
+                changed.add_with_ids(change.moved_vectors, change.moved)
+            if len(change.added):
+                new_ids = np.arange(self.size, self.size + len(change.added), dtype=np.int64)
+                changed.add_with_ids(change.added, new_ids)
         else:
-            updated = faiss.clone_index(self.index)
-            updated.remove_ids(faiss.IDSelectorBatch(items))
-            updated.add_with_ids(vectors, items)
-        gpu = _gpu_copy(updated) if self.gpu is not None else None
-        return FaissIndex(updated, self.backend, self.params, gpu)
+            changed = faiss.clone_index(self.index)
+            changed.add(np.concatenate([change.added, change.moved_vectors]))
+            known = labels if labels is not None else np.arange(self.index.ntotal)
+            new_ids = np.arange(self.size, self.size + len(change.added), dtype=np.int64)
+            labels = np.concatenate([known, new_ids, change.moved]).astype(np.int64)
+        gpu = _gpu_copy(changed) if self.gpu is not None else None
+        return FaissIndex(changed, self.backend, self.params, gpu, labels)
 
     def with_search_params(self, *, ef: int | None = None, nprobe: int | None = None) -> FaissIndex:
         params = _check_params(self.backend, tuple(self.params), ef=ef, nprobe=nprobe)
         # Shares the faiss index (and GPU copy and its lock): only per-call parameters differ.
-        return FaissIndex(self.index, self.backend, {**self.params, **params}, self.gpu)
+        return FaissIndex(
+            self.index, self.backend, {**self.params, **params}, self.gpu, self.labels
+        )
 
     def save(self, directory: Path) -> None:
         faiss.write_index(self.index, str(directory / self.FILE))
+        if self.labels is not None:
+            np.save(directory / self.LABELS_FILE, self.labels)
         _write_meta(directory, self.backend, self.index.d)
 
     @classmethod
     def load(cls, directory: Path, meta: dict, config: ANNConfig) -> FaissIndex:
         backend = meta["backend"]
         index = faiss.read_index(str(directory / cls.FILE))
+        labels_path = directory / cls.LABELS_FILE
+        labels = (
+            _checked_labels(np.load(labels_path), index.ntotal, labels_path)
+            if labels_path.is_file()
+            else None
+        )
         gpu = _gpu_copy(index) if backend in cls.GPU_BACKENDS else None
         params = _faiss_params(config, backend)
-        return cls(index, backend, params, gpu)
+        return cls(index, backend, params, gpu, labels)
+
+
+def _stale_elements(labels: np.ndarray | None, elements: int) -> np.ndarray:
+    """The elements whose item has a newer element (added later): all but the last of
+    each label."""
+    if labels is None:
+        return np.empty(0, np.int64)
+    newest_first = labels[::-1]
+    _, last_from_end = np.unique(newest_first, return_index=True)
+    live = np.zeros(elements, dtype=bool)
+    live[elements - 1 - last_from_end] = True
+    return np.flatnonzero(~live).astype(np.int64)
+
+
+def _checked_labels(labels: np.ndarray, elements: int, path: Path) -> np.ndarray:
+    """A saved element-to-item map that fits its index: one item per element, and the items
+    0..n-1 each present (a damaged file would send searches to the wrong items)."""
+    if labels.ndim != 1 or len(labels) != elements or labels.dtype.kind not in "iu":
+        raise ValueError(f"{path}: {labels.shape} labels for an index of {elements} elements")
+    items = np.unique(labels)
+    if len(items) and (items[0] != 0 or items[-1] != len(items) - 1):
+        raise ValueError(f"{path}: the labels do not name the items 0..n-1 of the index")
+    return labels.astype(np.int64)
 
 
 def _empty_faiss_index(vectors: np.ndarray, config: ANNConfig) -> faiss.Index:
@@ -485,19 +545,39 @@ def _as_matrix(values: np.ndarray, what: str, dim: int | None = None) -> np.ndar
     return values
 
 
-def _replaced(
-    items: np.ndarray, vectors: np.ndarray, size: int, dim: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """`with_vectors`' arguments checked: distinct items of the index, one vector each."""
-    items = np.asarray(items, dtype=np.int64)
-    vectors = _as_matrix(vectors, "vectors", dim)
-    if items.ndim != 1 or len(items) != len(vectors):
-        raise ValueError(f"{len(vectors)} vectors for items of shape {items.shape}")
-    if len(items) and (
-        items.min() < 0 or items.max() >= size or len(np.unique(items)) < len(items)
-    ):
-        raise ValueError(f"items to replace must be distinct items of the index [0, {size})")
-    return items, vectors
+@dataclass(frozen=True)
+class _Changes:
+    """`with_changes`' arguments checked: finite vectors of the index's dimension, and moved
+    items distinct items of the index with one vector each; absent ones empty."""
+
+    added: np.ndarray  # (n, d) float32
+    moved: np.ndarray  # (m,) int64
+    moved_vectors: np.ndarray  # (m, d) float32
+
+    @classmethod
+    def of(
+        cls,
+        added: np.ndarray | None,
+        moved: np.ndarray | None,
+        moved_vectors: np.ndarray | None,
+        size: int,
+        dim: int,
+    ) -> _Changes:
+        none = np.empty((0, dim), np.float32)
+        added = _as_matrix(none if added is None else added, "vectors", dim)
+        items = np.asarray(np.empty(0) if moved is None else moved).astype(np.int64)
+        vectors = _as_matrix(none if moved_vectors is None else moved_vectors, "vectors", dim)
+        if items.ndim != 1 or len(items) != len(vectors):
+            raise ValueError(f"{len(vectors)} vectors for moved items of shape {items.shape}")
+        if len(items) and (
+            items.min() < 0 or items.max() >= size or len(np.unique(items)) < len(items)
+        ):
+            raise ValueError(f"items to move must be distinct items of the index [0, {size})")
+        return cls(added, items, vectors)
+
+    @property
+    def empty(self) -> bool:
+        return not len(self.added) and not len(self.moved)
 
 
 def _check_k(k: int) -> int:

@@ -133,55 +133,97 @@ def test_bad_queries_are_refused(backend, built):
     with pytest.raises(ValueError, match="k must be positive"):
         index.search(np.ones((1, DIM), np.float32), 0)
     with pytest.raises(ValueError, match="dimension 3, the index has 16"):
-        index.with_items(np.ones((1, 3), np.float32))
+        index.with_changes(np.ones((1, 3), np.float32))
     with pytest.raises(ValueError, match="infinity"):
-        index.with_items(np.full((1, DIM), np.inf, np.float32))
+        index.with_changes(np.full((1, DIM), np.inf, np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        index.with_changes(moved=np.array([1]), moved_vectors=np.full((1, DIM), np.nan))
 
 
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_added_items_get_the_next_indices_and_are_found(backend, built, vectors, new_items):
     directions, items = new_items
     index = built(backend)
-    grown = index.with_items(items)
+    grown = index.with_changes(items)
     assert grown.size == len(vectors) + 3 and index.size == len(vectors)  # original untouched
     ids, scores = grown.search(directions, 1)
     assert list(ids[:, 0]) == [3000, 3001, 3002]
     np.testing.assert_allclose(scores[:, 0], 1e4, rtol=1e-4)
     assert (index.search(directions, 1)[0] < 3000).all()
-    assert grown.with_items(np.empty((0, DIM), np.float32)).size == grown.size
+    assert grown.with_changes(np.empty((0, DIM), np.float32)) is grown  # nothing to copy
 
 
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
-def test_stepped_vectors_replace_an_items_vector(backend, built, vectors, new_items):
-    """`with_vectors` moves items the index holds (the nearline's steps of hot items) in a
-    copy; faiss HNSW cannot, and says so by returning itself."""
+def test_moved_items_are_found_by_their_new_vectors_only(
+    backend, built, vectors, new_items, queries
+):
+    """The nearline's steps of hot items move them in a copy (faiss HNSW too: a new element
+    per moved item, the old one passed over), and the index in service stays as it was."""
     directions, items = new_items
     index = built(backend)
-    moved = index.with_vectors(np.array([7, 8, 9]), items)
+    moved = index.with_changes(moved=np.array([7, 8, 9]), moved_vectors=items)
     assert moved.size == index.size == len(vectors)
-    if backend == "faiss-hnsw":
-        assert moved is index
-        return
     ids, scores = moved.search(directions, 1)
     assert list(ids[:, 0]) == [7, 8, 9]
     np.testing.assert_allclose(scores[:, 0], 1e4, rtol=1e-4)
     assert 7 not in index.search(directions, 1)[0]  # the index in service is untouched
+    # every item found is scored by its newest vector (an old element of faiss HNSW, found
+    # along its old vector, would be scored by that one), and listed once
+    truth = vectors.copy()
+    truth[[7, 8, 9]] = items
+    asked = np.concatenate([vectors[[7, 8, 9]], queries])
+    ids, scores = moved.search(asked, 20)
+    expected = np.einsum("nd,nkd->nk", asked, truth[ids])
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-3)
+    assert all(len(set(row)) == len(row) for row in ids)
+    # the longest vector turned round: along its old direction the item was first, and now
+    # is nowhere near (an old element still searched would put it first again)
+    top = int(np.argmax(np.linalg.norm(vectors, axis=1)))
+    along = vectors[top : top + 1]
+    turned = index.with_changes(moved=np.array([top]), moved_vectors=-along)
+    assert index.search(along, 1)[0][0, 0] == top and top not in turned.search(along, 20)[0]
     with pytest.raises(ValueError, match="distinct items of the index"):
-        index.with_vectors(np.array([3000]), items[:1])
+        index.with_changes(moved=np.array([3000]), moved_vectors=items[:1])
     with pytest.raises(ValueError, match="distinct items of the index"):
-        index.with_vectors(np.array([1, 1]), items[:2])
+        index.with_changes(moved=np.array([1, 1]), moved_vectors=items[:2])
+    with pytest.raises(ValueError, match="2 vectors for moved items"):
+        index.with_changes(moved=np.array([1]), moved_vectors=items[:2])
 
 
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
-def test_save_load_after_adding_items(backend, built, vectors, new_items, queries, tmp_path):
+def test_a_join_adds_and_moves_in_one_copy(backend, built, vectors, new_items, queries, tmp_path):
+    """A join that brings new items and stepped ones: one call, the same index as the two
+    changes made one after the other, and it saves and loads as it searches."""
     directions, items = new_items
-    grown = built(backend).with_items(items)
-    grown.save(tmp_path)
+    index = built(backend)
+    both = index.with_changes(items[:1], np.array([5, 6]), items[1:])
+    assert both is not index and both.size == len(vectors) + 1 == index.size + 1
+    ids, _ = both.search(directions, 1)
+    assert list(ids[:, 0]) == [3000, 5, 6]
+    both.save(tmp_path)
     loaded = load_index(tmp_path, ann_config(backend))
-    assert loaded.size == len(vectors) + 3
-    both = np.concatenate([directions, queries])
-    for a, b in zip(grown.search(both, 20), loaded.search(both, 20), strict=True):
+    assert loaded.size == both.size
+    asked = np.concatenate([directions, queries])
+    for a, b in zip(both.search(asked, 20), loaded.search(asked, 20), strict=True):
         np.testing.assert_array_equal(a, b)
+    again = loaded.with_changes(moved=np.array([5]), moved_vectors=directions[2:] * 2e4)
+    assert again.search(directions[2:], 1)[0][0, 0] == 5 and again.size == both.size
+
+
+def test_faiss_hnsw_refuses_damaged_labels(built, new_items, tmp_path):
+    """faiss HNSW's element-to-item map is part of the index: a file that does not fit the
+    graph is refused by name rather than sending searches to the wrong items."""
+    directions, items = new_items
+    moved = built("faiss-hnsw").with_changes(moved=np.array([7]), moved_vectors=items[:1])
+    moved.save(tmp_path)
+    labels = np.load(tmp_path / "faiss_labels.npy")
+    np.save(tmp_path / "faiss_labels.npy", labels[:-1])
+    with pytest.raises(ValueError, match="faiss_labels.npy.*labels for an index of"):
+        load_index(tmp_path, ann_config("faiss-hnsw"))
+    labels[3] = 10**6
+    np.save(tmp_path / "faiss_labels.npy", labels)
+    with pytest.raises(ValueError, match="do not name the items 0..n-1"):
+        load_index(tmp_path, ann_config("faiss-hnsw"))
 
 
 def test_faiss_flat_is_exact(built, vectors, queries):
@@ -265,7 +307,7 @@ def test_gpu_branch_wiring_with_a_stand_in_device(
     assert index.on_gpu and index.index.ntotal == len(vectors)  # built there, copied back
     truth = exact_top(vectors, queries, 20)
     assert recall(index.search(queries, 20)[0], truth) == 1.0
-    assert index.with_items(vectors[:2]).on_gpu
+    assert index.with_changes(vectors[:2]).on_gpu
     index.save(tmp_path)
     with caplog.at_level("INFO", logger="candidates.ann"):
         assert load_index(tmp_path, ann_config(backend, faiss_nprobe=16)).on_gpu
