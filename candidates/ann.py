@@ -44,6 +44,10 @@ from recsys.config import ANNConfig
 META_FILE = "ann.json"
 # ExactIndex scores queries in blocks of at most this many floats (64 MB), not all at once.
 EXACT_BLOCK_FLOATS = 1 << 24
+# faiss HNSW moves an item by adding an element (see FaissIndex): the stale ones it passes
+# over may reach this share of its items; later moves wait for the nightly's rebuild, so a
+# day of steps cannot grow every serving process's graph without bound.
+FAISS_HNSW_STALE_SHARE = 0.5
 
 
 log = logging.getLogger(__name__)
@@ -405,6 +409,7 @@ class FaissIndex:
                 new_ids = np.arange(self.size, self.size + len(change.added), dtype=np.int64)
                 changed.add_with_ids(change.added, new_ids)
         else:
+            change = self._within_stale_share(change)
             changed = faiss.clone_index(self.index)
             changed.add(np.concatenate([change.added, change.moved_vectors]))
             known = labels if labels is not None else np.arange(self.index.ntotal)
@@ -412,6 +417,23 @@ class FaissIndex:
             labels = np.concatenate([known, new_ids, change.moved]).astype(np.int64)
         gpu = _gpu_copy(changed) if self.gpu is not None else None
         return FaissIndex(changed, self.backend, self.params, gpu, labels)
+
+    def _within_stale_share(self, change: _Changes) -> _Changes:
+        """faiss HNSW: the moves that keep its stale elements within FAISS_HNSW_STALE_SHARE
+        of its items (those beyond keep their old vectors until the nightly; logged)."""
+        items = self.size + len(change.added)
+        room = max(int(FAISS_HNSW_STALE_SHARE * items) - len(self._stale), 0)
+        if len(change.moved) <= room:
+            return change
+        log.warning(
+            "faiss-hnsw: %d of %d moved items keep their old vectors until the nightly: "
+            "the graph holds %d stale elements of moved items (at most %.0f%% of its items)",
+            len(change.moved) - room,
+            len(change.moved),
+            len(self._stale),
+            100 * FAISS_HNSW_STALE_SHARE,
+        )
+        return _Changes(change.added, change.moved[:room], change.moved_vectors[:room])
 
     def with_search_params(self, *, ef: int | None = None, nprobe: int | None = None) -> FaissIndex:
         params = _check_params(self.backend, tuple(self.params), ef=ef, nprobe=nprobe)

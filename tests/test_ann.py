@@ -213,7 +213,7 @@ def test_a_join_adds_and_moves_in_one_copy(backend, built, vectors, new_items, q
 def test_faiss_hnsw_refuses_damaged_labels(built, new_items, tmp_path):
     """faiss HNSW's element-to-item map is part of the index: a file that does not fit the
     graph is refused by name rather than sending searches to the wrong items."""
-    directions, items = new_items
+    _, items = new_items
     moved = built("faiss-hnsw").with_changes(moved=np.array([7]), moved_vectors=items[:1])
     moved.save(tmp_path)
     labels = np.load(tmp_path / "faiss_labels.npy")
@@ -343,3 +343,18 @@ def test_hnsw_answers_with_fewer_items_when_its_search_finds_fewer(built, vector
     assert ids.shape == (3, 100) and (ids[:, 25:] == -1).all() and np.isneginf(scores[:, 25:]).all()
     np.testing.assert_array_equal(ids[:, :25], expected_ids)
     np.testing.assert_allclose(scores[:, :25], expected_scores, rtol=1e-6)
+
+
+def test_faiss_hnsw_stale_elements_stay_within_their_share(vectors, caplog):
+    """Every move adds an element to faiss HNSW's graph; a day of steps must not grow it
+    without bound: moves beyond the stale share wait for the nightly, and say so."""
+    index = build_index(vectors[:200], ann_config("faiss-hnsw"))
+    limit = int(ann.FAISS_HNSW_STALE_SHARE * 200)
+    rng = np.random.default_rng(3)
+    for _ in range(4):  # the same hot items stepped again and again
+        moved = np.arange(40)
+        index = index.with_changes(moved=moved, moved_vectors=rng.normal(size=(40, DIM)))
+    assert index.size == 200 and index.index.ntotal == 200 + limit
+    assert "keep their old vectors until the nightly" in caplog.text
+    ids, _ = index.search(vectors[:5], 50)
+    assert all(len(set(row)) == len(row) for row in ids) and (ids < 200).all()
