@@ -14,8 +14,7 @@ norms as popularity / "hotness" proxies; seed 004 "Когда и какой ALS 
 - als_dot, als_user_norm, als_item_norm; eals_prediction, eals_item_bias;
 - gen_<g>_score, gen_<g>_rank for every configured generator g, n_sources;
 - item_<metric>_<window>: every global statistic of the tops (counts, CTR, pCTR, ...);
-- item_age_days (0 for an item created after the bundle's newest event), item_price,
-  price_to_user_mean (the user's mean price of positives);
+- item_age_days, item_price, price_to_user_mean (the user's mean price of positives);
 - quorum_affinity: Σ_c TF(item, c)·UF(user, c)·IDF(c) (seed 004 "Кворумы");
 - category_recency_days: days since the user last touched any of the item's categories;
 - user_events, user_distinct_items, user_positives, user_days_since_last;
@@ -349,11 +348,7 @@ class FeatureBuilder:
                 f"item_{name}": row
                 for name, row in zip(bundle.tops.stat_names(), self.item_stats, strict=True)
             },
-            # an item created after the bundle's newest event (one that joined in serving,
-            # or a catalogue row dated later than a period bundle's cut-off) is brand new,
-            # not "negative days old": a ranker must not learn that a negative age, seen
-            # in training only on items nobody could have touched yet, means "never"
-            "item_age_days": np.maximum(stats.now - stats.item_created, 0) / SECONDS_PER_DAY,
+            "item_age_days": (stats.now - stats.item_created) / SECONDS_PER_DAY,
             "item_price": stats.item_price,
         }
         user = {
@@ -398,11 +393,15 @@ register_component(
         load=lambda directory, config: UserItemStats.load(directory),
         directory="ranking_stats",
         step="ranking stats",
-        # price unknown (NaN, as in minimal item files); created when it joined
+        # price unknown (NaN, as in minimal item files); created when it joined, which is
+        # after the bundle's newest event ("now"), so recorded as now: age 0, as new as an
+        # item can be. A negative age would put it beside the only training rows with one:
+        # catalogue items dated after a period bundle's cut-off, which no one could touch
+        # yet (MovieLens: 18k of 9M rows, 2 positives)
         grow=lambda stats, new: dataclasses.replace(
             stats,
             item_price=new.rows(stats.item_price, np.nan),
-            item_created=new.rows(stats.item_created, new.joined),
+            item_created=new.rows(stats.item_created, min(new.joined, stats.now)),
         ),
     )
 )

@@ -206,14 +206,3 @@ def test_a_request_with_a_session_sees_the_nearline_vector_of_its_moment(shop):
             assert data.vectors[group] is None
     off = build_ranking_data(dataset, config.replace(ranking={"nearline_vectors": False}))
     assert all(vector is None for vector in off.vectors)
-
-
-def test_items_dated_after_a_cut_off_are_new_not_negative_days_old(shop):
-    """A period bundle's catalogue holds items created after its cut-off (the shop dates
-    them later): their age is 0, as for an item that joins in serving, never the negative
-    number a ranker could learn "nobody can touch this yet" from."""
-    _, _, data = shop
-    first = data.pipelines[0].bundle.stats
-    assert (first.item_created > first.now).any()  # the case is there to be met
-    ages = data.frame.dense[:, data.frame.dense_names.index("item_age_days")]
-    assert (ages >= 0).all() and (ages == 0).any()
