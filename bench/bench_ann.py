@@ -140,6 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ef", type=int, nargs="+", default=[100, 200, 400])
     parser.add_argument("--nprobe", type=int, nargs="+", default=[32, 96, 128])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--stale-joins",
+        type=int,
+        default=5,
+        help="faiss-hnsw: joins moving a tenth of the items each (0: none)",
+    )
     args = parser.parse_args(argv)
 
     items, queries = (als_vectors if args.vectors == "als" else lognormal_vectors)(args)
@@ -187,7 +193,33 @@ def main(argv: list[str] | None = None) -> int:
     )
     for backend, (one, two, after) in joins.items():
         print(f"  {backend:<11} {one:6.2f} / {two:6.2f} ({two / one:.1f}x) / {after:.3f}")
+    if args.stale_joins:
+        stale_rows(items, queries, dataclasses.replace(base, backend="faiss-hnsw"), args, exact)
     return 0
+
+
+def stale_rows(
+    items: np.ndarray, queries: np.ndarray, config: ANNConfig, args, exact: AnnIndex
+) -> None:
+    """faiss HNSW after joins that each move a tenth of the items: every move leaves a stale
+    element its searches pass over (a bitmap selector) until the nightly's rebuild."""
+    index, ex = build_index(items, config), exact
+    rng = np.random.default_rng(args.seed + 2)
+    fresh = single_query_qps(index, queries, args.k)
+    print("faiss-hnsw after joins that each move a tenth of the items (up to the stale cap):")
+    for joins in range(args.stale_joins + 1):
+        if joins:
+            moved = rng.choice(len(items), size=len(items) // 10, replace=False)
+            scale = rng.uniform(0.5, 1.5, size=(len(moved), 1)).astype(np.float32)
+            index = index.with_changes(moved=moved, moved_vectors=items[moved] * scale)
+            ex = ex.with_changes(moved=moved, moved_vectors=items[moved] * scale)
+        qps = single_query_qps(index, queries, args.k) if joins else fresh
+        truth, _ = ex.search(queries, args.k)
+        print(
+            f"  {joins} joins: {index.index.ntotal - index.size:,} stale elements,"
+            f" recall@{args.k} {recall_at_k(index.search(queries, args.k)[0], truth):.4f},"
+            f" single q/s {qps:,.0f} ({qps / fresh:.2f}x the fresh graph's)"
+        )
 
 
 def timed_join(
