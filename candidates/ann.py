@@ -413,6 +413,8 @@ class FaissIndex:
                 changed.add_with_ids(change.added, new_ids)
         else:
             change = self._within_stale_share(change)
+            if change.empty:
+                return self
             changed = faiss.clone_index(self.index)
             changed.add(np.concatenate([change.added, change.moved_vectors]))
             known = labels if labels is not None else np.arange(self.index.ntotal)
@@ -428,7 +430,9 @@ class FaissIndex:
         room = max(int(FAISS_HNSW_STALE_SHARE * items) - len(self._stale), 0)
         if len(change.moved) <= room:
             return change
-        log.warning(
+        # said once, when the cap is reached: joins every few seconds would repeat it
+        log.log(
+            logging.WARNING if room else logging.DEBUG,
             "faiss-hnsw: %d of %d moved items keep their old vectors until the nightly: "
             "the graph holds %d stale elements of moved items (at most %.0f%% of its items)",
             len(change.moved) - room,
