@@ -3,7 +3,8 @@ own time, and `Recommend` latency while joins run beside it.
 
 A bundle is built (the default config: the whole cascade) or reused, and loaded in a
 `BundleHolder` as `recsys serve` loads it; its vector store is a stand-in that hands out
-`--new-items` new item vectors (mixes of catalogue items' vectors) before each join.
+`--new-items` new item vectors (mixes of catalogue items' vectors) before each join, and
+with `--moved` new vectors for that many known items (the nearline's steps of hot items).
 With `--stages none` the bundle is built in memory, with no nightly (no stage gate, no
 rankers: the iALS order), which is what a large catalogue's run can afford here.
 The main thread sends `Recommend` for random users at `--rps` (open loop, in-process: the
@@ -16,6 +17,7 @@ service and by what the allocator keeps for reuse; the bundles swapped out must 
 
     python bench/bench_join.py                          # MovieLens-100k
     python bench/bench_join.py --data DIR --stages none # a shop of your own, iALS order only
+    python bench/bench_join.py --moved 1000 --backend faiss-hnsw  # with hot items stepped
 """
 
 from __future__ import annotations
@@ -64,6 +66,10 @@ def main() -> None:
     parser.add_argument("--artifacts", help="reuse the bundle here (built if empty)")
     parser.add_argument("--stages", choices=("default", "none"), default="default")
     parser.add_argument("--new-items", type=int, default=10, help="items per join")
+    parser.add_argument(
+        "--moved", type=int, default=0, help="known items per join with a stepped vector"
+    )
+    parser.add_argument("--backend", help="ANN backend (default: the config's)")
     parser.add_argument("--every", type=float, default=2.0, help="seconds between joins")
     parser.add_argument("--seconds", type=float, default=30.0, help="per phase")
     parser.add_argument("--rps", type=float, default=50.0)
@@ -76,6 +82,8 @@ def main() -> None:
         overrides["data"] = {"source": args.data}
     if args.stages == "none":
         overrides["ranking"] = {"stages": []}
+    if args.backend:
+        overrides["ann"] = {"backend": args.backend}
     config = load_config().replace(**overrides)
     holder, store = BundleHolder(config), StandInVectors()
     started = time.perf_counter()
@@ -90,7 +98,7 @@ def main() -> None:
     attach_live_tops(bundle, config)
     holder._pipeline = RecommendPipeline(bundle, config, None, store)  # reads the stand-in
     users = [str(user) for user in bundle.users.ids]
-    factors = bundle.als.model.item_factors
+    factors, known = bundle.als.model.item_factors, bundle.items.ids
     print(
         f"bundle {bundle.version}: {len(users):,} users, {len(bundle.items):,} items, "
         f"stages {list(config.ranking.stages)}",
@@ -108,9 +116,16 @@ def main() -> None:
         base = rng.integers(0, len(factors), size=(args.new_items, 3))
         mixed = factors[base].mean(axis=1).astype(np.float32)
         store.add({f"joined-{len(joins)}-{i}": mixed[i] for i in range(args.new_items)})
+        # the nearline's steps of hot items: known items whose vector moved since the last
+        moved = rng.choice(len(known), size=args.moved, replace=False)
+        # a step moves every vector (an item iALS left at zero too)
+        stepped = factors[moved] * rng.uniform(0.8, 1.2, size=(args.moved, 1))
+        stepped = (stepped + rng.normal(scale=1e-3, size=stepped.shape)).astype(np.float32)
+        store.add({str(known[i]): vector for i, vector in zip(moved, stepped, strict=True)})
         replaced.append(weakref.ref(holder.pipeline().bundle))
         started = time.perf_counter()
-        assert holder.join_new_items() == args.new_items
+        joined = holder.join_new_items()
+        assert joined == args.new_items + args.moved, f"{joined} items joined or moved"
         joins.append(time.perf_counter() - started)
         memory.append(_rss_mb())
 
@@ -126,7 +141,8 @@ def main() -> None:
     thread.join()
 
     print(
-        f"{len(joins)} joins of {args.new_items} items ({len(bundle.items):,} -> "
+        f"{len(joins)} joins of {args.new_items} new and {args.moved} moved items "
+        f"({bundle.als.index.backend}; {len(bundle.items):,} -> "
         f"{len(holder.pipeline().bundle.items):,} items): "
         f"{_ms(joins)}; resident memory {before:.0f} -> {memory[-1] if memory else before:.0f} MB "
         f"(peak {_peak_mb():.0f} MB)"
