@@ -325,13 +325,12 @@ class FaissIndex:
         self.params = params
         self.gpu = gpu
         self.labels = labels
-        self._stale = _stale_elements(labels, index.ntotal)
+        live = _live_elements(labels, index.ntotal)
+        self._stale = index.ntotal - int(live.sum())  # elements of items that moved since
         # A bitmap of the live elements (one bit each: cheaper to test than a set of the
         # stale ones); the selector points into the array, so both live as long as the index.
         self._live_bits, self._live = None, None
-        if len(self._stale):
-            live = np.ones(index.ntotal, dtype=bool)
-            live[self._stale] = False
+        if self._stale:
             self._live_bits = np.packbits(live, bitorder="little")
             self._live = faiss.IDSelectorBitmap(index.ntotal, faiss.swig_ptr(self._live_bits))
 
@@ -349,7 +348,7 @@ class FaissIndex:
 
     @property
     def size(self) -> int:
-        return self.index.ntotal - len(self._stale)
+        return self.index.ntotal - self._stale
 
     @property
     def on_gpu(self) -> bool:
@@ -427,7 +426,7 @@ class FaissIndex:
         """faiss HNSW: the moves that keep its stale elements within FAISS_HNSW_STALE_SHARE
         of its items (those beyond keep their old vectors until the nightly; logged)."""
         items = self.size + len(change.added)
-        room = max(int(FAISS_HNSW_STALE_SHARE * items) - len(self._stale), 0)
+        room = max(int(FAISS_HNSW_STALE_SHARE * items) - self._stale, 0)
         if len(change.moved) <= room:
             return change
         # said once, when the cap is reached: joins every few seconds would repeat it
@@ -437,7 +436,7 @@ class FaissIndex:
             "the graph holds %d stale elements of moved items (at most %.0f%% of its items)",
             len(change.moved) - room,
             len(change.moved),
-            len(self._stale),
+            self._stale,
             100 * FAISS_HNSW_STALE_SHARE,
         )
         return _Changes(change.added, change.moved[:room], change.moved_vectors[:room])
@@ -470,16 +469,15 @@ class FaissIndex:
         return cls(index, backend, params, gpu, labels)
 
 
-def _stale_elements(labels: np.ndarray | None, elements: int) -> np.ndarray:
-    """The elements whose item has a newer element (added later): all but the last of
-    each label."""
+def _live_elements(labels: np.ndarray | None, elements: int) -> np.ndarray:
+    """bool per element: its item has no newer element (added later), i.e. the last of each
+    label; all of them without labels."""
     if labels is None:
-        return np.empty(0, np.int64)
-    newest_first = labels[::-1]
-    _, last_from_end = np.unique(newest_first, return_index=True)
+        return np.ones(elements, dtype=bool)
+    _, last_from_end = np.unique(labels[::-1], return_index=True)
     live = np.zeros(elements, dtype=bool)
     live[elements - 1 - last_from_end] = True
-    return np.flatnonzero(~live).astype(np.int64)
+    return live
 
 
 def _checked_labels(labels: np.ndarray, elements: int, path: Path) -> np.ndarray:
