@@ -211,8 +211,9 @@ def stale_rows(
         if joins:
             moved = rng.choice(len(items), size=len(items) // 10, replace=False)
             scale = rng.uniform(0.5, 1.5, size=(len(moved), 1)).astype(np.float32)
-            index = index.with_changes(moved=moved, moved_vectors=items[moved] * scale)
-            ex = ex.with_changes(moved=moved, moved_vectors=items[moved] * scale)
+            stepped = items[moved] * scale
+            index = index.with_changes(moved=moved, moved_vectors=stepped)
+            ex = ex.with_changes(moved=moved, moved_vectors=stepped)
         qps = single_query_qps(index, queries, args.k) if joins else fresh
         truth, _ = ex.search(queries, args.k)
         print(
