@@ -82,12 +82,7 @@ def draw_requests(
     events = dataset.events
     times = events["timestamp"].to_numpy()
     period = np.searchsorted(np.asarray(cutoffs), times, side="right") - 1
-    first = first_touches(events)
-    if config.ranking.label_events == "positives":  # first touches of items it converts on
-        pairs = events["user_id"].astype(str) + "\x00" + events["item_id"].astype(str)
-        converted = set(pairs[is_positive(events, config)])
-        first &= pairs.isin(converted).to_numpy()
-    eligible = np.flatnonzero(first & (period >= 0))
+    eligible = np.flatnonzero(labelling_events(events, config) & (period >= 0))
     rng = np.random.default_rng(seed)
     eligible = rng.permutation(eligible)
     frame = pd.DataFrame(
@@ -101,6 +96,16 @@ def draw_requests(
     chosen = np.sort(chosen)
     users = events["user_id"].to_numpy()
     return [Request(str(users[row]), int(row), int(period[row])) for row in chosen]
+
+
+def labelling_events(events: pd.DataFrame, config: Config) -> np.ndarray:
+    """bool per event: it may label a request (`ranking.label_events`)."""
+    first = first_touches(events)
+    if config.ranking.label_events == "positives":  # first touches of items it converts on
+        pairs = events["user_id"].astype(str) + "\x00" + events["item_id"].astype(str)
+        converted = set(pairs[is_positive(events, config)])
+        first &= pairs.isin(converted).to_numpy()
+    return first
 
 
 def first_touches(events: pd.DataFrame) -> np.ndarray:
@@ -136,6 +141,7 @@ def build_ranking_data(
         if config.ranking.nearline_vectors
         else {}
     )
+    grades = LabelGrades(dataset, config)
     rng = np.random.default_rng(seed + 1)
     frames, labels, kept, kept_sessions, kept_vectors = [], [], [], [], []
     for request in tqdm(requests, desc="ranking data", unit="request", disable=not show_progress):
@@ -146,8 +152,7 @@ def build_ranking_data(
             ctx = dataclasses.replace(ctx, user_vector=vectors[request.row])
         found, _ = pipeline.candidates(ctx)
         found = with_random_negatives(pipeline, ctx, found, config.ranking.random_negatives, rng)
-        target = pipeline.bundle.items.index_of(str(dataset.events["item_id"].iat[request.row]))
-        label = (found.items == target).astype(np.float32)
+        label = grades.of(request, found.items, pipeline.bundle.items)
         if not label.any():
             continue  # nothing to learn from a request whose positive was not found
         frame = pipeline.features.build(ctx, found, group=len(frames))
@@ -224,6 +229,39 @@ def stepped_user_vectors(
         )
         vectors.update((r.row, solved[i]) for i, r in enumerate(stepped))
     return vectors
+
+
+class LabelGrades:
+    """A request's labels: its own item, and with `ranking.later_positives` = n > 0 the
+    user's next n labelling items too. A chronological split asks for the set of items a
+    user takes up over the coming weeks, where the request's own item alone teaches the
+    next one; so its item is graded NEXT_ITEM_GRADE and each later one 1 (LightGBM's
+    default label gain: 7 against 1)."""
+
+    NEXT_ITEM_GRADE = 3
+
+    def __init__(self, dataset: Dataset, config: Config) -> None:
+        events = dataset.events
+        self.later = config.ranking.later_positives
+        self.item_ids = events["item_id"].astype(str).to_numpy()
+        labelling = np.flatnonzero(labelling_events(events, config))
+        users = pd.Series(events["user_id"].astype(str).to_numpy()[labelling])
+        self.rows_of = {
+            user: labelling[at] for user, at in users.groupby(users, sort=False).indices.items()
+        }
+
+    def of(self, request: Request, candidates: np.ndarray, items) -> np.ndarray:
+        """float32 per candidate: its grade (0: not taken up)."""
+        target = items.index_of(self.item_ids[request.row])
+        label = (candidates == target).astype(np.float32)
+        if not self.later or not label.any():
+            return label
+        rows = self.rows_of[request.user]
+        later = rows[rows > request.row][: self.later]
+        taken = is_member(candidates, items.to_index(self.item_ids[later]))
+        label[taken & (label == 0)] = 1.0
+        label[candidates == target] = self.NEXT_ITEM_GRADE
+        return label
 
 
 class SessionBuilder:

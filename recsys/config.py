@@ -211,6 +211,7 @@ class RankingConfig:
     stage_gate: bool  # drop a stage that does not beat its input on validation
     random_negatives: int  # random eligible items added per training request
     nearline_vectors: bool  # requests with a session see the user's stepped iALS vector
+    later_positives: int  # the user's next labelling items graded 1 beside the request's
 
 
 @dataclass(frozen=True)
@@ -766,9 +767,18 @@ def _validate(config: Any, where: str) -> None:
             raise ConfigError(
                 f"ranking.label_events {config.label_events!r} unknown; known: positives, all"
             )
-        if min(config.random_negatives, config.max_requests, config.negatives_per_request) < 0:
+        if (
+            min(
+                config.random_negatives,
+                config.max_requests,
+                config.negatives_per_request,
+                config.later_positives,
+            )
+            < 0
+        ):
             raise ConfigError(
-                "ranking.random_negatives, max_requests and negatives_per_request must be >= 0"
+                "ranking.random_negatives, max_requests, negatives_per_request and "
+                "later_positives must be >= 0"
             )
     if isinstance(config, PromotionRule):
         _validate_promotion(config, where.rstrip("."))

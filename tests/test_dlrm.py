@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import ndcg_score, roc_auc_score
 from torch.export.pt2_archive._package import AOTICompiledModel
 
-from ranking.dlrm import export
+from ranking.dlrm import export, training
 from ranking.dlrm.export import INT8_MAX_DRIFT, INT8_MEAN_DRIFT, SCRIPT_MAX_DRIFT
 from ranking.dlrm.model import DenseArch, DenseStats, mf_embeddings
 from ranking.dlrm.ranker import META_FILE, STATE_FILE, DLRMRanker
@@ -342,6 +342,18 @@ def test_listwise_loss_by_hand():
     # a constant added to a request's logits does not change it (only the order within counts)
     shifted = logits + torch.tensor([7.0, 7.0, -2.0, -2.0, -2.0, 0.0], dtype=torch.float64)
     assert listwise_loss(shifted, labels, request).item() == pytest.approx(loss.item())
+
+
+def test_bce_counts_a_graded_label_as_taken_up():
+    # ranking.later_positives grades the request's own item 3: BCE's target stays 1
+    logits = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    graded = torch.tensor([3.0, 0.0, 1.0], dtype=torch.float64)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64)
+    )
+    assert training._loss("bce", logits, graded, batch=None).item() == pytest.approx(
+        expected.item()
+    )
 
 
 def test_request_batches_hold_whole_requests():

@@ -128,8 +128,8 @@ def listwise_loss(
 
 
 def _loss(loss: str, logits: torch.Tensor, labels: torch.Tensor, batch: _Batch) -> torch.Tensor:
-    if loss == "bce":
-        return F.binary_cross_entropy_with_logits(logits, labels)
+    if loss == "bce":  # taken up or not: graded labels (ranking.later_positives) count as 1
+        return F.binary_cross_entropy_with_logits(logits, labels.clamp(max=1.0))
     if loss == "bpr":
         # -log σ(s_pos - s_neg), the first half of the batch are the positives
         return -F.logsigmoid(logits[: batch.n_pairs] - logits[batch.n_pairs :]).mean()
