@@ -258,9 +258,11 @@ def _params(config: LightGBMConfig, num_threads: int) -> dict:
 
 def _dataset(frame: RankingFrame, objective: str, reference: lgb.Dataset | None = None):
     group = frame.group_sizes() if objective == "lambdarank" else None
+    # binary: taken up or not, a graded label (ranking.later_positives) counts as 1
+    labels = frame.labels if objective == "lambdarank" else np.minimum(frame.labels, 1.0)
     return lgb.Dataset(
         np.ascontiguousarray(frame.dense, dtype=np.float32),
-        label=frame.labels,
+        label=labels,
         group=group,
         # LightGBM rewrites some characters in names; ours live in the json instead.
         feature_name=[f"f{i}" for i in range(frame.dense.shape[1])],
@@ -290,12 +292,10 @@ def _check_training_frame(frame: RankingFrame, what: str, objective: str) -> Non
         raise ValueError(f"{what} labels hold NaN or inf")
     if np.isinf(frame.dense).any():
         raise ValueError(f"{what} dense features hold inf (use NaN for missing)")
-    if objective == "binary" and not np.isin(labels, (0.0, 1.0)).all():
-        raise ValueError(f"{what} labels must be 0 or 1 for the binary objective")
-    if objective == "lambdarank" and not (
+    if not (
         np.all(labels == np.round(labels)) and labels.min() >= 0 and labels.max() <= MAX_RELEVANCE
     ):
-        raise ValueError(f"{what} labels must be integer grades 0..{MAX_RELEVANCE} for lambdarank")
+        raise ValueError(f"{what} labels must be integer grades 0..{MAX_RELEVANCE}")
     # Early stopping on a metric that cannot move (AUC of one class, NDCG with no positive)
     # would silently keep a single tree.
     if labels.max() <= 0:

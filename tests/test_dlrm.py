@@ -302,6 +302,26 @@ def test_mismatched_features_are_rejected(fitted, frames):
         fitted.predict(too_big)
 
 
+@pytest.mark.parametrize("bad", [-1.0, np.nan])
+def test_negative_or_nan_labels_are_refused(frames, bad):
+    train, valid = frames
+    labels = train.labels.copy()
+    labels[0] = bad
+    with pytest.raises(ValueError, match="train labels must be finite and >= 0"):
+        DLRMRanker.fit(dataclasses.replace(train, labels=labels), valid, CONFIG, device="cpu")
+
+
+def test_graded_labels_train_as_taken_up(frames):
+    # ranking.later_positives grades a request's own item 3, later items 1
+    train, valid = frames
+    graded = dataclasses.replace(train, labels=train.labels * 3)
+    config = dataclasses.replace(CONFIG, epochs=1)
+    plain = DLRMRanker.fit(train, valid, config, device="cpu").predict(valid)
+    np.testing.assert_array_equal(
+        DLRMRanker.fit(graded, valid, config, device="cpu").predict(valid), plain
+    )
+
+
 def test_same_seed_same_model(frames):
     train, valid = frames
     config = dataclasses.replace(CONFIG, epochs=2)

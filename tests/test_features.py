@@ -25,7 +25,13 @@ from tests.conftest import shop_config
 def shop(shop_dir, tmp_path_factory):
     config = shop_config(tmp_path_factory.mktemp("features"), shop_dir)
     config = config.replace(
-        ranking={"random_negatives": 10, "max_requests": 300, "nearline_vectors": True},
+        # the request's own item alone labels it here; graded labels have their own test
+        ranking={
+            "random_negatives": 10,
+            "max_requests": 300,
+            "nearline_vectors": True,
+            "later_positives": 0,
+        },
         sequence={"ease_features": True},
     )
     dataset = load_dataset_dir(shop_dir)

@@ -89,6 +89,13 @@ def test_binary_learns_the_planted_rule(binary, frames):
     assert binary.curve.values[binary.best_iteration - 1] == max(binary.curve.values)
 
 
+def test_binary_counts_a_graded_label_as_taken_up(binary, frames):
+    # ranking.later_positives grades a request's own item 3: binary learns it as 1
+    graded = [replace(f, labels=f.labels * 3) for f in frames]
+    again = GBDTRanker.fit(*graded, config("binary"))
+    np.testing.assert_array_equal(again.predict(frames[1]), binary.predict(frames[1]))
+
+
 def test_lambdarank_beats_random_order(lambdarank, frames):
     valid = frames[1]
     model = request_ndcg(valid, lambdarank.predict(valid))
@@ -171,9 +178,12 @@ def test_bad_training_input(frames):
     negatives = replace(valid, labels=np.zeros(len(valid), dtype=np.float32))
     with pytest.raises(ValueError, match="no positive"):
         GBDTRanker.fit(train, negatives, config())
-    graded = replace(train, labels=train.labels * 2)
-    with pytest.raises(ValueError, match="0 or 1"):
-        GBDTRanker.fit(graded, valid, config("binary"))
+    fractional = replace(train, labels=train.labels * 0.5)
+    with pytest.raises(ValueError, match="train labels must be integer grades"):
+        GBDTRanker.fit(fractional, valid, config("binary"))
+    negative = replace(valid, labels=-valid.labels)
+    with pytest.raises(ValueError, match="valid labels must be integer grades"):
+        GBDTRanker.fit(train, negative, config("lambdarank"))
 
 
 @pytest.mark.parametrize("objective", ["binary", "lambdarank"])

@@ -240,12 +240,10 @@ def check_training_frames(
         spec.check(frame, what)
         if frame.labels is None:
             raise ValueError(f"{what} has no labels")
-        if (
-            not np.isfinite(frame.labels).all()
-            or (frame.labels < 0).any()
-            or (frame.labels > 1).any()
-        ):
-            raise ValueError(f"{what} labels must be finite and in [0, 1]")
+        # grades (ranking.later_positives): BCE and the best-epoch metrics count any
+        # grade > 0.5 as taken up, the listwise loss weighs the request's items by them
+        if not np.isfinite(frame.labels).all() or (frame.labels < 0).any():
+            raise ValueError(f"{what} labels must be finite and >= 0")
     if len(train) < 2:
         raise ValueError(f"train has {len(train)} rows; DLRM needs at least 2")
     if valid is not None and len(np.unique(valid.labels > 0.5)) < 2:
