@@ -37,6 +37,7 @@ from recsys.arrays import is_member
 from recsys.config import Config
 from recsys.context import CandidateSet
 from recsys.dataset import Dataset
+from recsys.ids import IdMap
 from recsys.interactions import event_weights, is_positive
 from serving.filters import apply_filters
 from serving.pipeline import RecommendPipeline, RecommendRequest
@@ -250,7 +251,7 @@ class LabelGrades:
             user: labelling[at] for user, at in users.groupby(users, sort=False).indices.items()
         }
 
-    def of(self, request: Request, candidates: np.ndarray, items) -> np.ndarray:
+    def of(self, request: Request, candidates: np.ndarray, items: IdMap) -> np.ndarray:
         """float32 per candidate: its grade (0: not taken up)."""
         target = items.index_of(self.item_ids[request.row])
         label = (candidates == target).astype(np.float32)
