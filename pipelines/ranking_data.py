@@ -236,14 +236,13 @@ class LabelGrades:
     """A request's labels: its own item, and with `ranking.later_positives` = n > 0 the
     user's next n labelling items too. A chronological split asks for the set of items a
     user takes up over the coming weeks, where the request's own item alone teaches the
-    next one; so its item is graded NEXT_ITEM_GRADE and each later one 1 (LightGBM's
-    default label gain: 7 against 1)."""
-
-    NEXT_ITEM_GRADE = 3
+    next one; so its item is graded `ranking.next_item_grade` and each later one 1
+    (LightGBM's default label gain 2^grade - 1: 7 against 1 for grade 3)."""
 
     def __init__(self, dataset: Dataset, config: Config) -> None:
         events = dataset.events
         self.later = config.ranking.later_positives
+        self.next_item_grade = float(config.ranking.next_item_grade)
         self.item_ids = events["item_id"].astype(str).to_numpy()
         labelling = np.flatnonzero(labelling_events(events, config))
         users = pd.Series(events["user_id"].astype(str).to_numpy()[labelling])
@@ -261,7 +260,7 @@ class LabelGrades:
         later = rows[rows > request.row][: self.later]
         taken = is_member(candidates, items.to_index(self.item_ids[later]))
         label[taken & (label == 0)] = 1.0
-        label[candidates == target] = self.NEXT_ITEM_GRADE
+        label[candidates == target] = self.next_item_grade
         return label
 
 

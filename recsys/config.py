@@ -212,6 +212,7 @@ class RankingConfig:
     random_negatives: int  # random eligible items added per training request
     nearline_vectors: bool  # requests with a session see the user's stepped iALS vector
     later_positives: int  # the user's next labelling items graded 1 beside the request's
+    next_item_grade: int  # the request's own item's grade when later_positives > 0
 
 
 @dataclass(frozen=True)
@@ -763,6 +764,10 @@ def _validate(config: Any, where: str) -> None:
             )
         if not 0.0 < config.label_share < 1.0:
             raise ConfigError(f"ranking.label_share must be in (0, 1), got {config.label_share}")
+        if not 1 <= config.next_item_grade <= 30:  # LightGBM's default label_gain ends at 30
+            raise ConfigError(
+                f"ranking.next_item_grade must be in [1, 30], got {config.next_item_grade}"
+            )
         if config.label_events not in ("positives", "all"):
             raise ConfigError(
                 f"ranking.label_events {config.label_events!r} unknown; known: positives, all"

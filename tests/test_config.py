@@ -46,6 +46,7 @@ def test_file_overrides_only_given_keys(tmp_path):
         ("[i2i]\ntext_weight = 2.0\n", r"i2i.text_weight must be in \[0, 1\]"),
         ("[eals]\nfactors = -1\n", r"eals.factors must be >= 0"),
         ("[ranking]\nlater_positives = -1\n", r"later_positives must be >= 0"),
+        ("[ranking]\nnext_item_grade = 31\n", r"ranking.next_item_grade must be in \[1, 30\]"),
         ("[sequence]\ncovisit_items = 0\n", r"'covisit_items' must be positive"),
         ("[sequence]\ncovisit_decay = 0\n", r"sequence.covisit_decay must be in \(0, 1\]"),
         ("[evaluation]\ncandidate_cutoffs = []\n", r"candidate_cutoffs must be positive"),

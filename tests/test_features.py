@@ -11,7 +11,6 @@ import scipy.sparse as sp
 from candidates.als_steps import solve_rows
 from pipelines.loaders import load_dataset_dir
 from pipelines.ranking_data import (
-    LabelGrades,
     build_ranking_data,
     draw_requests,
     labelling_events,
@@ -219,21 +218,24 @@ def test_a_request_with_a_session_sees_the_nearline_vector_of_its_moment(shop):
     assert all(vector is None for vector in off.vectors)
 
 
+GRADE = 4  # not the default, so the test sees the setting work
+
+
 def test_later_positives_grade_the_users_next_items(shop):
     dataset, config, _ = shop
-    graded = config.replace(ranking={"later_positives": 3, "nearline_vectors": False})
+    graded = config.replace(
+        ranking={"later_positives": 3, "next_item_grade": GRADE, "nearline_vectors": False}
+    )
     data = build_ranking_data(dataset, graded)
     frame, events = data.frame, dataset.events
-    assert set(np.unique(frame.labels)) == {0.0, 1.0, LabelGrades.NEXT_ITEM_GRADE}
+    assert set(np.unique(frame.labels)) == {0.0, 1.0, GRADE}
     labelling = labelling_events(events, graded)
     later_seen = 0
     for group, request in enumerate(data.requests):
         rows = frame.groups == group
         items = data.pipelines[request.period].bundle.items.ids[frame.sparse[rows, 1] - 1]
         labels = frame.labels[rows]
-        assert items[labels == LabelGrades.NEXT_ITEM_GRADE].tolist() == [
-            events["item_id"].iat[request.row]
-        ]
+        assert items[labels == GRADE].tolist() == [events["item_id"].iat[request.row]]
         # grade 1: among the user's next three labelling items after the request, no other
         mine = np.flatnonzero(labelling & (events["user_id"] == request.user).to_numpy())
         next_three = set(events["item_id"].to_numpy()[mine[mine > request.row][:3]])
