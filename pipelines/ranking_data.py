@@ -77,13 +77,20 @@ def period_cutoffs(times: np.ndarray, label_share: float, periods: int) -> tuple
 
 
 def draw_requests(
-    dataset: Dataset, config: Config, cutoffs: tuple[int, ...], seed: int
+    dataset: Dataset,
+    config: Config,
+    cutoffs: tuple[int, ...],
+    seed: int,
+    labelling: np.ndarray | None = None,
 ) -> list[Request]:
-    """Up to requests_per_user positives per user and period, max_requests in all."""
+    """Up to requests_per_user positives per user and period, max_requests in all.
+    `labelling`: `labelling_events` of the dataset, where the caller has it already."""
     events = dataset.events
     times = events["timestamp"].to_numpy()
     period = np.searchsorted(np.asarray(cutoffs), times, side="right") - 1
-    eligible = np.flatnonzero(labelling_events(events, config) & (period >= 0))
+    if labelling is None:
+        labelling = labelling_events(events, config)
+    eligible = np.flatnonzero(labelling & (period >= 0))
     rng = np.random.default_rng(seed)
     eligible = rng.permutation(eligible)
     frame = pd.DataFrame(
@@ -135,14 +142,14 @@ def build_ranking_data(
         )
         for t in tqdm(cutoffs, desc="period bundles", unit="bundle", disable=not show_progress)
     )
-    requests = draw_requests(dataset, config, cutoffs, seed)
+    grades = LabelGrades(dataset, config)
+    requests = draw_requests(dataset, config, cutoffs, seed, grades.labelling)
     sessions = SessionBuilder(dataset, cutoffs, config.events.session_items)
     vectors = (
         stepped_user_vectors(dataset, config, requests, sessions, pipelines)
         if config.ranking.nearline_vectors
         else {}
     )
-    grades = LabelGrades(dataset, config)
     rng = np.random.default_rng(seed + 1)
     frames, labels, kept, kept_sessions, kept_vectors = [], [], [], [], []
     for request in tqdm(requests, desc="ranking data", unit="request", disable=not show_progress):
@@ -244,23 +251,22 @@ class LabelGrades:
         self.later = config.ranking.later_positives
         self.next_item_grade = float(config.ranking.next_item_grade)
         self.item_ids = events["item_id"].astype(str).to_numpy()
-        labelling = np.flatnonzero(labelling_events(events, config))
-        users = pd.Series(events["user_id"].astype(str).to_numpy()[labelling])
+        self.labelling = labelling_events(events, config)  # bool per event
+        rows = np.flatnonzero(self.labelling)
+        users = pd.Series(events["user_id"].astype(str).to_numpy()[rows])
         self.rows_of = {
-            user: labelling[at] for user, at in users.groupby(users, sort=False).indices.items()
+            user: rows[at] for user, at in users.groupby(users, sort=False).indices.items()
         }
 
     def of(self, request: Request, candidates: np.ndarray, items: IdMap) -> np.ndarray:
         """float32 per candidate: its grade (0: not taken up)."""
-        target = items.index_of(self.item_ids[request.row])
-        label = (candidates == target).astype(np.float32)
-        if not self.later or not label.any():
-            return label
+        own = candidates == items.index_of(self.item_ids[request.row])
+        if not self.later or not own.any():
+            return own.astype(np.float32)
         rows = self.rows_of[request.user]
         later = rows[rows > request.row][: self.later]
-        taken = is_member(candidates, items.to_index(self.item_ids[later]))
-        label[taken & (label == 0)] = 1.0
-        label[candidates == target] = self.next_item_grade
+        label = is_member(candidates, items.to_index(self.item_ids[later])).astype(np.float32)
+        label[own] = self.next_item_grade
         return label
 
 
