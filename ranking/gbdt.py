@@ -25,7 +25,7 @@ import numpy as np
 from ranking.compiled_trees import compile_forest
 from ranking.frame import RankingFrame
 from ranking.rankers import RankerKind, register_ranker
-from recsys.config import LightGBMConfig
+from recsys.config import MAX_GRADE, LightGBMConfig
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,6 @@ MODEL_FILE = "model.txt"
 META_FILE = "gbdt.json"
 OBJECTIVES = ("binary", "lambdarank")
 NDCG_AT = 10
-# LightGBM's default label_gain covers relevance grades 0..30.
-MAX_RELEVANCE = 30
 
 
 @dataclass(frozen=True)
@@ -292,10 +290,8 @@ def _check_training_frame(frame: RankingFrame, what: str, objective: str) -> Non
         raise ValueError(f"{what} labels hold NaN or inf")
     if np.isinf(frame.dense).any():
         raise ValueError(f"{what} dense features hold inf (use NaN for missing)")
-    if not (
-        np.all(labels == np.round(labels)) and labels.min() >= 0 and labels.max() <= MAX_RELEVANCE
-    ):
-        raise ValueError(f"{what} labels must be integer grades 0..{MAX_RELEVANCE}")
+    if not (np.all(labels == np.round(labels)) and labels.min() >= 0 and labels.max() <= MAX_GRADE):
+        raise ValueError(f"{what} labels must be integer grades 0..{MAX_GRADE}")
     # Early stopping on a metric that cannot move (AUC of one class, NDCG with no positive)
     # would silently keep a single tree.
     if labels.max() <= 0:

@@ -764,9 +764,9 @@ def _validate(config: Any, where: str) -> None:
             )
         if not 0.0 < config.label_share < 1.0:
             raise ConfigError(f"ranking.label_share must be in (0, 1), got {config.label_share}")
-        if not 1 <= config.next_item_grade <= 30:  # LightGBM's default label_gain ends at 30
+        if not 1 <= config.next_item_grade <= MAX_GRADE:
             raise ConfigError(
-                f"ranking.next_item_grade must be in [1, 30], got {config.next_item_grade}"
+                f"ranking.next_item_grade must be in [1, {MAX_GRADE}], got {config.next_item_grade}"
             )
         if config.label_events not in ("positives", "all"):
             raise ConfigError(
@@ -869,6 +869,9 @@ ANN_BACKENDS = ("hnsw", "faiss-hnsw", "faiss-ivf", "faiss-flat", "exact")
 I2I_KINDS = ("als", "npmi", "content", "cosine", "covisit")
 DLRM_SERVING = ("eager", "int8", "torchscript", "compiled")
 LIGHTGBM_SERVING = ("compiled", "booster")
+# The highest training label grade (ranking.next_item_grade): LightGBM's default label_gain
+# covers grades 0..30, and ranking.gbdt refuses labels above it.
+MAX_GRADE = 30
 LOG_FORMATS = ("json", "text")
 NEARLINE_STORES = ("file", "redis")
 PROMOTION_KINDS = ("boost", "pin")
