@@ -8,6 +8,12 @@ serves the validation users, exactly the split whose figures `recsys evaluate` r
 lists every trial, best final NDCG@10 first, and names the choice (issue "Ranking that earns
 its place": defaults chosen on validation, the grid and the choice recorded).
 
+Keys named `random_state` are seeds, not settings: trials that differ only in them are one
+setting, and the choice is the setting with the best mean over its seeds. A ranker's gain
+can hold for one seed and not the next (on MovieLens-100k chronological validation LightGBM
+beat its input for one `lightgbm.random_state` in five); a grid that lists several seeds
+chooses on all of them.
+
     # tune.toml: every leaf is a list of values to try
     [grid.als]
     factors = [16, 64]
@@ -34,6 +40,7 @@ from recsys.config import Config, ConfigError
 from recsys.dataset import Dataset
 
 Overrides = dict[str, dict[str, Any]]  # section -> key -> value, as Config.replace takes
+SEED_KEY = "random_state"
 
 
 @dataclass(frozen=True)
@@ -49,14 +56,56 @@ class Trial:
 
 
 @dataclass(frozen=True)
+class Setting:
+    """The trials of one setting: the same overrides but for the seeds."""
+
+    overrides: Overrides  # without the seed keys
+    trials: tuple[Trial, ...]  # one per seed, in grid order
+
+    @property
+    def scores(self) -> tuple[float, ...]:
+        """Each seed's final NDCG@10."""
+        return tuple(t.final_ndcg[0] for t in self.trials)
+
+    @property
+    def mean_ndcg(self) -> float:
+        return sum(self.scores) / len(self.scores)
+
+
+@dataclass(frozen=True)
 class TuningResult:
     dataset: str
     protocol: str
     trials: tuple[Trial, ...]  # best final NDCG@10 first
+    settings: tuple[Setting, ...]  # best mean over seeds first
 
     @property
-    def choice(self) -> Trial:
-        return self.trials[0]
+    def choice(self) -> Setting:
+        return self.settings[0]
+
+    @property
+    def seeded(self) -> bool:
+        """Some setting was tried with more than one seed."""
+        return any(len(s.trials) > 1 for s in self.settings)
+
+
+def without_seeds(overrides: Overrides) -> Overrides:
+    """The overrides less every `random_state` key (a section left empty goes too)."""
+    kept = {
+        section: {k: v for k, v in keys.items() if k != SEED_KEY}
+        for section, keys in overrides.items()
+    }
+    return {section: keys for section, keys in kept.items() if keys}
+
+
+def settings_of(trials: list[Trial]) -> tuple[Setting, ...]:
+    """The trials grouped by setting (first appearance order), best mean first."""
+    groups: dict[str, list[Trial]] = {}
+    for trial in trials:
+        key = json.dumps(without_seeds(trial.overrides), sort_keys=True)
+        groups.setdefault(key, []).append(trial)
+    settings = [Setting(without_seeds(g[0].overrides), tuple(g)) for g in groups.values()]
+    return tuple(sorted(settings, key=lambda s: -s.mean_ndcg))  # stable: file order on ties
 
 
 def read_grid(path: str | Path) -> list[Overrides]:
@@ -133,12 +182,12 @@ def tune(
         requests = trained.counts.get("training requests", 0)
         done.append(Trial(overrides, evaluation, requests, time.perf_counter() - start))
     ranked = sorted(done, key=lambda t: -t.final_ndcg[0])  # stable: file order on ties
-    return TuningResult(dataset.name, protocol, tuple(ranked))
+    return TuningResult(dataset.name, protocol, tuple(ranked), settings_of(done))
 
 
 def format_tuning_report(result: TuningResult, title: str) -> str:
     choice = result.choice
-    users = choice.evaluation.users
+    users = choice.trials[0].evaluation.users
     lines = [
         f"# {title}",
         "",
@@ -147,10 +196,25 @@ def format_tuning_report(result: TuningResult, title: str) -> str:
         "standard error; `served:` columns are the union in iALS order and each ranking stage "
         "added in turn, the last one the final list. Best final NDCG@10 first.",
         "",
-        f"**Choice:** `{_settings(choice.overrides)}`: final NDCG@10 "
-        f"{choice.final_ndcg[0]:.4f} ± {choice.final_ndcg[1]:.4f}.",
+        f"**Choice:** `{_settings(choice.overrides)}`: {_choice_figure(choice)}.",
         "",
     ]
+    if result.seeded:
+        lines += [
+            "Trials that differ only in `random_state` keys are one setting, chosen on its "
+            "mean over them:",
+            "",
+            "| setting | seeds | final NDCG@10 per seed | mean | min | max |",
+            "|---|---:|---|---:|---:|---:|",
+        ]
+        for setting in result.settings:
+            scores = setting.scores
+            lines.append(
+                f"| `{_settings(setting.overrides)}` | {len(scores)} | "
+                f"{' / '.join(f'{v:.4f}' for v in scores)} | {setting.mean_ndcg:.4f} | "
+                f"{min(scores):.4f} | {max(scores):.4f} |"
+            )
+        lines.append("")
     variants = list(dict.fromkeys(v for t in result.trials for v in t.evaluation.served))
     lines.append(
         "| settings | " + " | ".join(variants) + " | final HR@50 | training requests | seconds |"
@@ -180,6 +244,7 @@ def write_tuning_report(result: TuningResult, directory: str | Path, title: str)
                 "dataset": result.dataset,
                 "protocol": result.protocol,
                 "choice": result.choice.overrides,
+                "choice_mean_ndcg@10": round(result.choice.mean_ndcg, 6),
                 "trials": [
                     {
                         "overrides": t.overrides,
@@ -201,7 +266,20 @@ def write_tuning_report(result: TuningResult, directory: str | Path, title: str)
     return out
 
 
+def _choice_figure(setting: Setting) -> str:
+    if len(setting.trials) == 1:
+        mean, error = setting.trials[0].final_ndcg
+        return f"final NDCG@10 {mean:.4f} ± {error:.4f}"
+    scores = setting.scores
+    return (
+        f"mean final NDCG@10 {setting.mean_ndcg:.4f} over {len(scores)} seeds "
+        f"({min(scores):.4f}-{max(scores):.4f})"
+    )
+
+
 def _settings(overrides: Overrides) -> str:
+    if not overrides:
+        return "the config as given"
     return ", ".join(
         f"{section}.{key} = {json.dumps(value)}"
         for section, keys in overrides.items()

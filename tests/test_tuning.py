@@ -9,8 +9,18 @@ import pytest
 
 from pipelines.loaders import load_dataset_dir
 from pipelines.protocols import holdout
-from pipelines.served_evaluation import UNION
-from pipelines.tuning import grid_trials, read_grid, tune, tuning_split, write_tuning_report
+from pipelines.served_evaluation import UNION, ServedEvaluation
+from pipelines.tuning import (
+    Trial,
+    TuningResult,
+    format_tuning_report,
+    grid_trials,
+    read_grid,
+    settings_of,
+    tune,
+    tuning_split,
+    write_tuning_report,
+)
 from recsys.config import ConfigError
 from recsys_cli.main import main
 from tests.conftest import shop_config
@@ -84,7 +94,7 @@ def test_tune_ranks_trials_by_served_ndcg_and_writes_the_grid(shop, tmp_path):
     result = tune(dataset, config, trials, protocol="leave_last_out")
     scores = [t.final_ndcg[0] for t in result.trials]
     assert scores == sorted(scores, reverse=True) and len(scores) == 2
-    assert result.choice.final_ndcg[0] == max(scores)
+    assert result.choice.mean_ndcg == max(scores) and len(result.choice.trials) == 1
     assert {t.overrides["als"]["factors"] for t in result.trials} == {2, 16}
     assert all(t.evaluation.served == (UNION,) for t in result.trials)
     out = write_tuning_report(result, tmp_path, "shop")
@@ -111,4 +121,59 @@ def test_the_tune_command_writes_its_report(shop_dir, tmp_path, capsys):
     assert (
         pd.read_json(next((tmp_path / "reports").glob("*/tuning.json")), typ="series")["protocol"]
         == "leave_last_out"
+    )
+
+
+def _trial(overrides: dict, ndcg: float) -> Trial:
+    evaluation = ServedEvaluation(
+        protocol="leave_last_out",
+        split="validation",
+        users=10,
+        metrics={UNION: {"NDCG@10": (ndcg, 0.01), "HR@50": (0.5, 0.01)}},
+        served=(UNION,),
+        per_user_ndcg={},
+        beyond={},
+    )
+    return Trial(overrides, evaluation, requests=0, seconds=0.0)
+
+
+def test_a_setting_is_chosen_on_its_mean_over_seeds_not_on_its_luckiest_seed():
+    # setting A wins with one lucky seed; B is better on average
+    grid = grid_trials(
+        {"ranking": {"later_positives": [0, 20]}, "lightgbm": {"random_state": [1, 2, 3]}}
+    )
+    scores = {(0, 1): 0.30, (0, 2): 0.20, (0, 3): 0.20, (20, 1): 0.26, (20, 2): 0.25, (20, 3): 0.24}
+    trials = [
+        _trial(o, scores[o["ranking"]["later_positives"], o["lightgbm"]["random_state"]])
+        for o in grid
+    ]
+    settings = settings_of(trials)
+    assert [s.overrides for s in settings] == [
+        {"ranking": {"later_positives": 20}},
+        {"ranking": {"later_positives": 0}},
+    ]
+    assert settings[0].scores == (0.26, 0.25, 0.24)
+    assert settings[0].mean_ndcg == pytest.approx(0.25)
+    ranked = sorted(trials, key=lambda t: -t.final_ndcg[0])
+    result = TuningResult("shop", "leave_last_out", tuple(ranked), settings)
+    assert result.trials[0].overrides["ranking"]["later_positives"] == 0  # the lucky seed
+    assert result.choice.overrides == {"ranking": {"later_positives": 20}}
+    text = format_tuning_report(result, "shop")
+    assert (
+        "**Choice:** `ranking.later_positives = 20`: mean final NDCG@10 0.2500 over 3 seeds "
+        "(0.2400-0.2600)" in text
+    )
+    assert "| `ranking.later_positives = 0` | 3 | 0.3000 / 0.2000 / 0.2000 | 0.2333 |" in text
+
+
+def test_a_grid_of_seeds_alone_is_one_setting():
+    trials = [
+        _trial(o, 0.1 * (i + 1))
+        for i, o in enumerate(grid_trials({"lightgbm": {"random_state": [1, 2]}}))
+    ]
+    (setting,) = settings_of(trials)
+    assert setting.overrides == {} and setting.mean_ndcg == pytest.approx(0.15)
+    result = TuningResult("shop", "leave_last_out", tuple(trials), (setting,))
+    assert "**Choice:** `the config as given`: mean final NDCG@10 0.1500 over 2 seeds" in (
+        format_tuning_report(result, "shop")
     )
