@@ -26,6 +26,7 @@ import itertools
 import json
 import time
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,11 @@ class TuningResult:
     dataset: str
     protocol: str
     trials: tuple[Trial, ...]  # best final NDCG@10 first
-    settings: tuple[Setting, ...]  # best mean over seeds first
+
+    @property
+    def settings(self) -> tuple[Setting, ...]:
+        """The trials grouped by setting, best mean over seeds first."""
+        return settings_of(self.trials)
 
     @property
     def choice(self) -> Setting:
@@ -98,14 +103,15 @@ def without_seeds(overrides: Overrides) -> Overrides:
     return {section: keys for section, keys in kept.items() if keys}
 
 
-def settings_of(trials: list[Trial]) -> tuple[Setting, ...]:
-    """The trials grouped by setting (first appearance order), best mean first."""
+def settings_of(trials: Sequence[Trial]) -> tuple[Setting, ...]:
+    """The trials grouped by setting, best mean first (on a tie, the setting that appears
+    first in `trials`)."""
     groups: dict[str, list[Trial]] = {}
     for trial in trials:
         key = json.dumps(without_seeds(trial.overrides), sort_keys=True)
         groups.setdefault(key, []).append(trial)
     settings = [Setting(without_seeds(g[0].overrides), tuple(g)) for g in groups.values()]
-    return tuple(sorted(settings, key=lambda s: -s.mean_ndcg))  # stable: file order on ties
+    return tuple(sorted(settings, key=lambda s: -s.mean_ndcg))
 
 
 def read_grid(path: str | Path) -> list[Overrides]:
@@ -182,7 +188,7 @@ def tune(
         requests = trained.counts.get("training requests", 0)
         done.append(Trial(overrides, evaluation, requests, time.perf_counter() - start))
     ranked = sorted(done, key=lambda t: -t.final_ndcg[0])  # stable: file order on ties
-    return TuningResult(dataset.name, protocol, tuple(ranked), settings_of(done))
+    return TuningResult(dataset.name, protocol, tuple(ranked))
 
 
 def format_tuning_report(result: TuningResult, title: str) -> str:

@@ -155,7 +155,7 @@ def test_a_setting_is_chosen_on_its_mean_over_seeds_not_on_its_luckiest_seed():
     assert settings[0].scores == (0.26, 0.25, 0.24)
     assert settings[0].mean_ndcg == pytest.approx(0.25)
     ranked = sorted(trials, key=lambda t: -t.final_ndcg[0])
-    result = TuningResult("shop", "leave_last_out", tuple(ranked), settings)
+    result = TuningResult("shop", "leave_last_out", tuple(ranked))
     assert result.trials[0].overrides["ranking"]["later_positives"] == 0  # the lucky seed
     assert result.choice.overrides == {"ranking": {"later_positives": 20}}
     text = format_tuning_report(result, "shop")
@@ -173,7 +173,7 @@ def test_a_grid_of_seeds_alone_is_one_setting():
     ]
     (setting,) = settings_of(trials)
     assert setting.overrides == {} and setting.mean_ndcg == pytest.approx(0.15)
-    result = TuningResult("shop", "leave_last_out", tuple(trials), (setting,))
+    result = TuningResult("shop", "leave_last_out", tuple(trials))
     assert "**Choice:** `the config as given`: mean final NDCG@10 0.1500 over 2 seeds" in (
         format_tuning_report(result, "shop")
     )
