@@ -67,7 +67,11 @@ def train_bundle(dataset: Dataset, config: Config, *, show_progress: bool = Fals
     trial = bundle_with_rankers(valid.train, config, config.ranking.stages, show_progress)
     gate = gate_stages(trial.bundle, config, valid, rank_valid, show_progress=show_progress)
     final = bundle_with_rankers(dataset, config, gate.kept, show_progress)
-    decided = {"dropped": gate.dropped, "rank_dropped": gate.rank_dropped}
+    decided = {
+        "dropped": gate.dropped,
+        "rank_dropped": gate.rank_dropped,
+        "rank_order": gate.rank_order,
+    }
     rankers = dataclasses.replace(final.bundle.rankers, **decided)
     gated = dataclasses.replace(trial.bundle.rankers, **decided)
     return dataclasses.replace(

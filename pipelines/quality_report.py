@@ -117,7 +117,10 @@ def format_quality_report(result: QualityResult, title: str) -> str:
         for decision in gate.decisions:
             state = "kept" if decision.kept else "dropped"
             lines.append(f"  - {decision.stage} {state}: {decision.reason}")
-        for decision in gate.rank_decisions:  # Rank's own pass, on held-out + 99 sampled
+        if gate.rank is not None:  # Rank's own pass, on held-out + 99 sampled
+            orders = ", ".join(f"{o} {v:.4f}" for o, v in gate.rank.orders.items())
+            lines.append(f"  - `Rank`'s input in {gate.rank_order} order (NDCG@10: {orders})")
+        for decision in gate.rank_decisions:
             state = "kept" if decision.kept else "left out"
             lines.append(f"  - {decision.stage} {state} by `Rank`: {decision.reason}")
     return "\n".join(lines) + "\n"

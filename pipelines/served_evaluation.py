@@ -3,15 +3,18 @@ config answer every evaluated user (`recommend`, or `rank` for the sampled proto
 the baselines of `pipelines.baselines` on the same split (issue "Ranking that earns its
 place": no copy of the cascade, no re-implemented order).
 
-Served variants: the candidate union in iALS order (no ranker), then each served ranker stage
-added in turn; the last is the final list (business rules apply to every variant, as they do
-in serving). Each accuracy metric is a mean over users with its standard error; beside them,
-what the lists are like: catalogue coverage, novelty and intra-list diversity at 10 (seed 002,
-"Таблица 2": beyond-accuracy metrics), diversity over the iALS item vectors.
+Served variants: the candidate union in iALS order (no ranker); for `Rank` (the sampled
+protocol) its input in the order the bundle chose for it, where that is not iALS's; then each
+served ranker stage added in turn; the last is the final list (business rules apply to every
+variant, as they do in serving). Each accuracy metric is a mean over users with its standard
+error; beside them, what the lists are like: catalogue coverage, novelty and intra-list
+diversity at 10 (seed 002, "Таблица 2": beyond-accuracy metrics), diversity over the iALS item
+vectors.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -23,6 +26,7 @@ from tqdm import tqdm
 from pipelines.baselines import baseline_scorers
 from pipelines.protocols import Holdout
 from pipelines.training_data import build_training_data
+from ranking.rank_orders import LABELS
 from recsys.config import Config
 from recsys.loaded_bundle import LoadedBundle
 from recsys.metrics import (
@@ -61,12 +65,29 @@ class ServedEvaluation:
         return self.served[-1]
 
 
-def served_variants(bundle: LoadedBundle, config: Config) -> dict[str, tuple[str, ...]]:
-    """Variant name -> ranking.stages: the union, then each served stage added in turn."""
-    stages = bundle.rankers.served_stages(config.ranking.stages)
-    variants = {UNION: ()}
+def order_label(order: str) -> str:
+    return f"served: candidates, {LABELS[order]} order"
+
+
+@dataclass(frozen=True)
+class Variant:
+    stages: tuple[str, ...]  # ranking.stages
+    rank_order: str  # TrainedRankers.rank_order
+
+
+def served_variants(bundle: LoadedBundle, config: Config, protocol: str) -> dict[str, Variant]:
+    """Variant name -> what it serves: the union in iALS order; for the sampled protocol
+    (`Rank`), its input in the bundle's order for it, unless that is iALS's, and then the
+    stages `Rank` serves; else the stages Recommend serves; each added in turn."""
+    rankers, order = bundle.rankers, "als"
+    if protocol == "sampled":
+        rankers, order = rankers.for_rank(), rankers.rank_order
+    variants = {UNION: Variant((), "als")}
+    if order != "als":
+        variants[order_label(order)] = Variant((), order)
+    stages = rankers.served_stages(config.ranking.stages)
     for i, stage in enumerate(stages):
-        variants[stage_label(stage)] = stages[: i + 1]
+        variants[stage_label(stage)] = Variant(stages[: i + 1], order)
     return variants
 
 
@@ -84,9 +105,14 @@ def evaluate_served(
     items = bundle.items
     relevant = _relevant_matrix([items.to_index(r) for r in relevant_ids], len(items))
     lists: dict[str, np.ndarray] = {}
-    variants = served_variants(bundle, config)
-    for name, stages in variants.items():
-        pipeline = RecommendPipeline(bundle, config.replace(ranking={"stages": list(stages)}))
+    variants = served_variants(bundle, config, held.protocol)
+    for name, variant in variants.items():
+        served = bundle.replaced(
+            rankers=dataclasses.replace(bundle.rankers, rank_order=variant.rank_order)
+        )
+        pipeline = RecommendPipeline(
+            served, config.replace(ranking={"stages": list(variant.stages)})
+        )
         lists[name] = _served_lists(pipeline, users, candidates, name, show_progress)
     if baselines:
         data = build_training_data(held.train, config, users=bundle.users)

@@ -12,14 +12,17 @@ touches (serving never offers a touched item), so a stage can order Recommend's 
 better and a caller's items worse. A second pass decides for `Rank` alone, over the stages
 the first kept, on the held-out item + 99 sampled split of the same validation users
 (`rank_held`), served through `Rank`; what it leaves out goes to
-`TrainedRankers.rank_dropped`.
+`TrainedRankers.rank_dropped`. That pass first chooses the order of `Rank`'s input among
+`ranking.rank_orders` (ranking/rank_orders.py: iALS, EASE, recent EASE), keeping the first
+unless another beats it; `Rank`'s stages must then beat that order. The choice goes to
+`TrainedRankers.rank_order`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pipelines.protocols import Holdout
 from pipelines.served_evaluation import UNION, ServedEvaluation, evaluate_served, stage_label
@@ -44,13 +47,34 @@ class StageDecision:
 
 
 @dataclass(frozen=True)
+class RankGate:
+    """Rank's own pass: the order of its input, and which stages it leaves out."""
+
+    order: str  # ranking/rank_orders.py
+    orders: dict[str, float]  # each order served: the gate metric of Rank's input in it
+    dropped: dict[str, str]  # stage -> reason
+    decisions: tuple[StageDecision, ...]
+
+
+@dataclass(frozen=True)
 class GateResult:
     kept: tuple[str, ...]
     dropped: dict[str, str]  # stage -> reason
     decisions: tuple[StageDecision, ...]
     evaluation: ServedEvaluation  # the kept cascade on validation, with the baselines
-    rank_dropped: dict[str, str] = field(default_factory=dict)  # Rank's own: stage -> reason
-    rank_decisions: tuple[StageDecision, ...] = ()  # () where there was no second pass
+    rank: RankGate | None = None  # Rank's own pass; None where there was none
+
+    @property
+    def rank_dropped(self) -> dict[str, str]:
+        return dict(self.rank.dropped) if self.rank else {}
+
+    @property
+    def rank_decisions(self) -> tuple[StageDecision, ...]:
+        return self.rank.decisions if self.rank else ()
+
+    @property
+    def rank_order(self) -> str:
+        return self.rank.order if self.rank else "als"
 
     def guarded(self) -> dict[str, float]:
         """What the nightly's regression gate compares: the final list's NDCG@10 and the
@@ -70,7 +94,9 @@ class GateResult:
             "dropped": self.dropped,
             "decisions": [dataclasses.asdict(d) for d in self.decisions],
             "rank": {
-                "protocol": RANK_PROTOCOL if self.rank_decisions else None,
+                "protocol": RANK_PROTOCOL if self.rank else None,
+                "order": self.rank_order,
+                "orders": dict(self.rank.orders) if self.rank else {},
                 "dropped": self.rank_dropped,
                 "decisions": [dataclasses.asdict(d) for d in self.rank_decisions],
             },
@@ -96,23 +122,24 @@ def gate_stages(
     kept, dropped, decisions = _gate(
         bundle, config, held, config.ranking.stages, show_progress=show_progress
     )
-    rank_dropped, rank_decisions = {}, ()
+    rank = None
     if rank_held is not None:
         if rank_held.users != held.users:
             raise ValueError("Rank's gate needs the sampled protocol on the same split")
-        rank_dropped, rank_decisions = gate_rank(
-            bundle, config, rank_held, kept, show_progress=show_progress
-        )
+        rank = gate_rank(bundle, config, rank_held, kept, show_progress=show_progress)
     final = bundle.replaced(
         rankers=dataclasses.replace(
-            bundle.rankers, dropped=_dropped_all(config, kept), rank_dropped=rank_dropped
+            bundle.rankers,
+            dropped=_dropped_all(config, kept),
+            rank_dropped=rank.dropped if rank else {},
+            rank_order=rank.order if rank else "als",
         )
     )
     evaluation = evaluate_served(
         final, config, held, "validation", max_users=config.evaluation.max_users,
         show_progress=show_progress,
     )  # fmt: skip
-    return GateResult(tuple(kept), dropped, decisions, evaluation, rank_dropped, rank_decisions)
+    return GateResult(tuple(kept), dropped, decisions, evaluation, rank)
 
 
 def gate_rank(
@@ -122,19 +149,40 @@ def gate_rank(
     stages: tuple[str, ...],
     *,
     show_progress: bool = False,
-) -> tuple[dict[str, str], tuple[StageDecision, ...]]:
-    """The second pass: which of `stages` (those Recommend kept) `Rank` leaves out, each
-    kept only if it beats the stages Rank kept before it on `rank_held`."""
+) -> RankGate:
+    """The second pass: the order of Rank's input, then which of `stages` (those Recommend
+    kept) `Rank` leaves out, each kept only if it beats what Rank kept before it (the input
+    first) on `rank_held`."""
     if rank_held.protocol != RANK_PROTOCOL:
         raise ValueError(
             f"Rank's gate runs on the {RANK_PROTOCOL} protocol, not {rank_held.protocol}"
         )
-    if not stages:
-        return {}, ()
-    _, dropped, decisions = _gate(
-        bundle, config, rank_held, stages, show_progress=show_progress, label="Rank's stage gate"
+    max_users = config.evaluation.max_users
+    orders: dict[str, float] = {}
+    for order in config.ranking.rank_orders:
+        ordered = bundle.replaced(rankers=dataclasses.replace(bundle.rankers, rank_order=order))
+        served = _served(ordered, config, rank_held, (), max_users, show_progress)
+        orders[order] = served.metrics[served.final][GATE_METRIC][0]
+    first = next(iter(orders))
+    best = max(orders, key=lambda order: (orders[order], order == first))  # a tie: the first
+    log.info(
+        "Rank's stage gate: input order %s (%s on %s validation: %s)",
+        best,
+        GATE_METRIC,
+        rank_held.protocol,
+        ", ".join(f"{order} {value:.4f}" for order, value in orders.items()),
     )
-    return dropped, decisions
+    ordered = bundle.replaced(rankers=dataclasses.replace(bundle.rankers, rank_order=best))
+    _, dropped, decisions = _gate(
+        ordered,
+        config,
+        rank_held,
+        stages,
+        show_progress=show_progress,
+        label="Rank's stage gate",
+        input_value=orders[best],
+    )
+    return RankGate(best, orders, dropped, decisions)
 
 
 def _gate(
@@ -145,14 +193,17 @@ def _gate(
     *,
     show_progress: bool,
     label: str = "stage gate",
+    input_value: float | None = None,
 ) -> tuple[tuple[str, ...], dict[str, str], tuple[StageDecision, ...]]:
-    """Each of `stages` in turn, kept if it beats the stages kept before it on `held`."""
+    """Each of `stages` in turn, kept if it beats the stages kept before it on `held`
+    (the first: `input_value`, or the served input's where None)."""
     max_users = config.evaluation.max_users
     kept: list[str] = []
     dropped: dict[str, str] = {}
     decisions = []
-    current = _served(bundle, config, held, (), max_users, show_progress)
-    input_value = current.metrics[UNION][GATE_METRIC][0]
+    if input_value is None:
+        current = _served(bundle, config, held, (), max_users, show_progress)
+        input_value = current.metrics[current.final][GATE_METRIC][0]
     for stage in stages:
         reads = stage_read_by(bundle.rankers.models[stage])
         if reads and reads not in kept:

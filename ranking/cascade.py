@@ -19,12 +19,13 @@ import numpy as np
 from ranking.frame import RankingFrame
 from ranking.rankers import Ranker, ranker_kind, stage_read_by, with_stage_score
 from recsys.components import Component, holds_no_items, register_component
-from recsys.config import RankingConfig
+from recsys.config import RANK_ORDERS, RankingConfig
 
 log = logging.getLogger(__name__)
 
 DROPPED_FILE = "dropped.json"
 RANK_DROPPED_FILE = "rank_dropped.json"
+RANK_ORDER_FILE = "rank_order.json"
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,14 @@ class TrainedRankers:
     configured stages the nightly's stage gate left out, and why: the cascade skips them
     (their input's order is served). `rank_dropped` names those `Rank` alone leaves out:
     stages that order Recommend's candidates better than their input but a caller's items
-    worse (the gate's second pass, on held-out item + 99 sampled)."""
+    worse (the gate's second pass, on held-out item + 99 sampled). `rank_order` is the order
+    of `Rank`'s input, chosen by the same pass (ranking/rank_orders.py): what `Rank` serves
+    where it keeps no stage."""
 
     models: Mapping[str, Ranker] = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)
     rank_dropped: dict[str, str] = field(default_factory=dict)
+    rank_order: str = "als"
 
     def save(self, directory: Path) -> None:
         for name, ranker in self.models.items():
@@ -45,6 +49,7 @@ class TrainedRankers:
             ranker.save(directory / name)
         (directory / DROPPED_FILE).write_text(json.dumps(self.dropped, indent=2))
         (directory / RANK_DROPPED_FILE).write_text(json.dumps(self.rank_dropped, indent=2))
+        (directory / RANK_ORDER_FILE).write_text(json.dumps(self.rank_order))
 
     @classmethod
     def load(cls, directory: Path) -> TrainedRankers:
@@ -57,6 +62,7 @@ class TrainedRankers:
             models=models,
             dropped=_read_reasons(directory / DROPPED_FILE),
             rank_dropped=_read_reasons(directory / RANK_DROPPED_FILE),
+            rank_order=_read_order(directory / RANK_ORDER_FILE),
         )
 
     def served_stages(self, configured: tuple[str, ...]) -> tuple[str, ...]:
@@ -76,6 +82,14 @@ def _read_reasons(path: Path) -> dict[str, str]:
     if not isinstance(reasons, dict) or not all(isinstance(v, str) for v in reasons.values()):
         raise ValueError(f"{path}: expected an object of stage -> reason")
     return reasons
+
+
+def _read_order(path: Path) -> str:
+    """Rank's order; absent (bundles from before it was chosen): the iALS order."""
+    order = json.loads(path.read_text()) if path.exists() else "als"
+    if order not in RANK_ORDERS:
+        raise ValueError(f"{path}: expected one of {', '.join(RANK_ORDERS)}, got {order!r}")
+    return order
 
 
 @dataclass(frozen=True)

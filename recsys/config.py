@@ -213,6 +213,7 @@ class RankingConfig:
     nearline_vectors: bool  # requests with a session see the user's stepped iALS vector
     later_positives: int  # the user's next labelling items graded 1 beside the request's
     next_item_grade: int  # the request's own item's grade when later_positives > 0
+    rank_orders: tuple[str, ...]  # Rank's input: RANK_ORDERS, the first unless another wins
 
 
 @dataclass(frozen=True)
@@ -768,6 +769,17 @@ def _validate(config: Any, where: str) -> None:
             raise ConfigError(
                 f"ranking.next_item_grade must be in [1, {MAX_GRADE}], got {config.next_item_grade}"
             )
+        unknown = [name for name in config.rank_orders if name not in RANK_ORDERS]
+        if unknown:
+            raise ConfigError(
+                f"ranking.rank_orders: unknown order {unknown[0]!r}; "
+                f"known: {', '.join(RANK_ORDERS)}"
+            )
+        if not config.rank_orders or len(set(config.rank_orders)) != len(config.rank_orders):
+            raise ConfigError(
+                f"ranking.rank_orders must name one or more orders, each once, got "
+                f"{list(config.rank_orders)}"
+            )
         if config.label_events not in ("positives", "all"):
             raise ConfigError(
                 f"ranking.label_events {config.label_events!r} unknown; known: positives, all"
@@ -869,6 +881,9 @@ ANN_BACKENDS = ("hnsw", "faiss-hnsw", "faiss-ivf", "faiss-flat", "exact")
 I2I_KINDS = ("als", "npmi", "content", "cosine", "covisit")
 DLRM_SERVING = ("eager", "int8", "torchscript", "compiled")
 LIGHTGBM_SERVING = ("compiled", "booster")
+# The orders Rank's input may take (ranking/rank_orders.py): the iALS dot product, EASE's
+# x_u B, and EASE over the user's latest items.
+RANK_ORDERS = ("als", "ease", "recent_ease")
 # The highest training label grade (ranking.next_item_grade): LightGBM's default label_gain
 # covers grades 0..30, and ranking.gbdt refuses labels above it.
 MAX_GRADE = 30

@@ -15,6 +15,7 @@ import numpy as np
 from ranking.cascade import Cascade, TrainedRankers
 from ranking.dot import DotProductRanker
 from ranking.features import FeatureBuilder
+from ranking.rank_orders import rank_order
 from recsys.arrays import first_positions, is_member, top_k, unit_rows
 from recsys.config import Config
 from recsys.context import CandidateSet, RequestContext, union
@@ -112,6 +113,8 @@ class RecommendPipeline:
             for name in serving.filters
         )
         self.ranker = DotProductRanker(bundle.als.model, bundle.popularity)
+        # Rank's input: the order nightly's Rank pass chose (ranking/rank_orders.py)
+        self.rank_input = rank_order(bundle.rankers.rank_order, bundle, config)
         self.titles = bundle.catalog.titles
         self.features = FeatureBuilder(
             bundle,
@@ -313,9 +316,11 @@ class RecommendPipeline:
         session: Session | None = None,
         deadline: float | None = None,
     ) -> list[ScoredItem]:
-        """Caller-given items ordered as Recommend would order them, best first.
+        """Caller-given items, best first, by Rank's cascade or input order.
 
-        With a cascade, each item gets the features a candidate would: the generators run as
+        Without a cascade for Rank (none configured, or the stage gate kept none for Rank),
+        they come in the order the bundle chose for Rank's input (`TrainedRankers.rank_order`).
+        With one, each item gets the features a candidate would: the generators run as
         for Recommend and an item they also proposed keeps their scores and sources (missing
         otherwise); the cascade then orders all of them. Unknown items come last, score 0.
         An id given twice is ranked once: a list holds each item once."""
@@ -345,9 +350,9 @@ class RecommendPipeline:
                 )
             ]
         else:
-            scores = self.ranker.score(ctx, indices[known])
+            scores = self.rank_input.score(ctx, indices[known])
             order = np.argsort(-scores, kind="stable")
-            name = self.ranker.name
+            name = self.rank_input.name
             placed = [
                 ScoredItem(
                     item_ids[known[i]],

@@ -79,10 +79,13 @@ def test_a_configured_stage_the_bundle_lacks_is_refused():
 
 
 def test_the_gates_decisions_are_saved_with_the_rankers(tmp_path) -> None:
-    decided = TrainedRankers(dropped={"dlrm": "worse"}, rank_dropped={"lightgbm": "worse by Rank"})
+    decided = TrainedRankers(
+        dropped={"dlrm": "worse"}, rank_dropped={"lightgbm": "worse by Rank"}, rank_order="ease"
+    )
     decided.save(tmp_path)
     loaded = TrainedRankers.load(tmp_path)
     assert loaded.dropped == decided.dropped and loaded.rank_dropped == decided.rank_dropped
+    assert loaded.rank_order == "ease"
     assert loaded.for_rank().dropped == {"dlrm": "worse", "lightgbm": "worse by Rank"}
     assert loaded.served_stages(("lightgbm", "dlrm")) == ("lightgbm",)
     assert loaded.for_rank().served_stages(("lightgbm", "dlrm")) == ()
@@ -91,3 +94,9 @@ def test_the_gates_decisions_are_saved_with_the_rankers(tmp_path) -> None:
     (tmp_path / "rank_dropped.json").write_text('["lightgbm"]')
     with pytest.raises(ValueError, match="rank_dropped.json"):
         TrainedRankers.load(tmp_path)
+    (tmp_path / "rank_dropped.json").unlink()
+    (tmp_path / "rank_order.json").write_text('"bpr"')
+    with pytest.raises(ValueError, match="rank_order.json: expected one of als, ease"):
+        TrainedRankers.load(tmp_path)
+    (tmp_path / "rank_order.json").unlink()  # a bundle from before Rank's order was chosen
+    assert TrainedRankers.load(tmp_path).rank_order == "als"

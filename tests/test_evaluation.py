@@ -8,11 +8,12 @@ import dataclasses
 import numpy as np
 import pytest
 
+from candidates.als import ALSGenerator
 from pipelines.loaders import load_dataset_dir
 from pipelines.nightly import _same_protocol, run_nightly, train_bundle
 from pipelines.protocols import holdout
 from pipelines.quality_report import evaluate_quality, write_quality_report
-from pipelines.served_evaluation import UNION, _served_lists, evaluate_served
+from pipelines.served_evaluation import UNION, _served_lists, evaluate_served, order_label
 from pipelines.stage_gate import gate_rank, gate_stages
 from ranking.frame import RankingFrame
 from ranking.gbdt import GBDTRanker
@@ -38,6 +39,9 @@ def test_nightly_records_the_stage_gate_in_the_manifest(ml_nightly):
     assert rank["protocol"] == "sampled"
     assert [d["stage"] for d in rank["decisions"]] == validation["kept"]
     assert set(rank["dropped"]) <= set(validation["kept"])
+    # ... which first chose the order of Rank's input: the best of those configured
+    assert list(rank["orders"]) == ["als", "ease", "recent_ease"]
+    assert rank["orders"][rank["order"]] == max(rank["orders"].values())
     assert ml_nightly.manifest.metrics["ranker_training"]["training requests"] > 100
 
 
@@ -84,8 +88,8 @@ def test_a_ranker_trained_on_shuffled_labels_is_dropped(shop):
 
 def test_rank_leaves_out_a_stage_that_orders_a_callers_items_worse(shop):
     """Rank's own pass (held-out item + 99 sampled, served through Rank) leaves out a ranker
-    that orders them no better than its input; Rank then serves its input's order (the iALS
-    dot product) while Recommend keeps the ranker."""
+    that orders them no better than its input; Rank then serves its input's order (the one
+    the pass chose) while Recommend keeps the ranker."""
     dataset, config = shop
     config = config.replace(ranking={"stages": ["lightgbm"], "lightgbm_serving": "booster"})
     held = holdout(dataset, "leave_last_out", config)
@@ -96,11 +100,13 @@ def test_rank_leaves_out_a_stage_that_orders_a_callers_items_worse(shop):
     )
     shuffled = bundle.replaced(rankers=rankers)
     rank_valid = holdout(held.train, "sampled", config, seed=1)
-    dropped, decisions = gate_rank(shuffled, config, rank_valid, ("lightgbm",))
+    gate = gate_rank(shuffled, config, rank_valid, ("lightgbm",))
+    dropped, decisions = gate.dropped, gate.decisions
     assert list(dropped) == ["lightgbm"] and "does not beat its input" in dropped["lightgbm"]
-    assert decisions[0].value <= decisions[0].input_value
+    assert decisions[0].value <= decisions[0].input_value == gate.orders[gate.order]
     with pytest.raises(ValueError, match="sampled"):
         gate_rank(shuffled, config, holdout(held.train, "leave_last_out", config, seed=1), ())
+    rankers = dataclasses.replace(rankers, rank_order=gate.order)
     left_out = shuffled.replaced(rankers=dataclasses.replace(rankers, rank_dropped=dropped))
     served = RecommendPipeline(left_out, config)
     plain = RecommendPipeline(left_out, config.replace(ranking={"stages": []}))
@@ -109,9 +115,46 @@ def test_rank_leaves_out_a_stage_that_orders_a_callers_items_worse(shop):
     by_rank = [item.item_id for item in served.rank(user, items)]
     assert by_rank == [item.item_id for item in plain.rank(user, items)]
     assert by_rank != [item.item_id for item in ranked.rank(user, items)]
-    assert {item.stage for item in served.rank(user, items)} == {"als_dot"}
+    placed_by = "als_dot" if gate.order == "als" else gate.order  # the iALS order's name
+    assert {item.stage for item in served.rank(user, items)} == {placed_by}
     request = RecommendRequest(user_id=user, k=20)
     assert served.recommend(request).items == ranked.recommend(request).items
+
+
+def test_ranks_input_takes_the_order_that_serves_it_best(shop):
+    """Rank's pass serves each of ranking.rank_orders on held-out + 99 validation and keeps
+    the best: with the iALS order turned upside down, an EASE order wins; Rank serves it,
+    and the sampled evaluation shows it beside the iALS order as Rank's final list."""
+    dataset, config = shop
+    config = config.replace(ranking={"stages": []})
+    held = holdout(dataset, "leave_last_out", config)
+    bundle = train_bundle(held.train, config).validation_bundle
+    model = bundle.als.model
+    upside_down = dataclasses.replace(model, item_factors=-model.item_factors)
+    worse = bundle.replaced(als=ALSGenerator(upside_down, bundle.als.index))
+    rank_valid = holdout(held.train, "sampled", config, seed=1)
+    gate = gate_rank(worse, config, rank_valid, ())
+    assert list(gate.orders) == ["als", "ease", "recent_ease"] and gate.decisions == ()
+    assert gate.order != "als" and gate.orders[gate.order] == max(gate.orders.values())
+    assert gate.orders["als"] < gate.orders[gate.order]
+    chosen = worse.replaced(rankers=dataclasses.replace(worse.rankers, rank_order=gate.order))
+    evaluation = evaluate_served(
+        chosen, config, rank_valid, "validation", baselines=False,
+        max_users=config.evaluation.max_users,
+    )  # fmt: skip
+    assert evaluation.served == (UNION, order_label(gate.order))
+    assert evaluation.metrics[evaluation.final]["NDCG@10"][0] == gate.orders[gate.order]
+    assert evaluation.metrics[UNION]["NDCG@10"][0] == gate.orders["als"]
+    # Rank serves EASE's order of the caller's items (each placed by the chosen order)
+    ease = chosen.replaced(rankers=dataclasses.replace(chosen.rankers, rank_order="ease"))
+    pipeline = RecommendPipeline(ease, config)
+    user, given = rank_valid.users[0], rank_valid.candidates[0]
+    ranked = pipeline.rank(user, given)
+    assert {item.stage for item in ranked} == {"ease"}
+    seen = ease.profiles.seen_items(ease.users.index_of(user))
+    expected = ease.ease.score_items(seen)[ease.items.to_index([i.item_id for i in ranked])]
+    np.testing.assert_allclose([item.score for item in ranked], expected, rtol=1e-5)
+    assert np.all(np.diff(expected) <= 0)
 
 
 def _noise_frame(bundle) -> RankingFrame:

@@ -102,10 +102,17 @@ def test_rank_agrees_with_recommend_and_puts_unknown_items_last(ml_pipeline):
     assert [i.sources for i in ranked[:-1]] == [i.sources for i in top]
 
 
-def test_rank_without_rankers_uses_the_ials_score(ml_pipeline):
+def test_rank_without_rankers_uses_the_ials_score_where_the_bundle_chose_it(ml_pipeline):
+    import dataclasses
+
     from serving.pipeline import RecommendPipeline
 
-    plain = RecommendPipeline.candidate_stage(ml_pipeline.bundle, load_config())
+    bundle = ml_pipeline.bundle
+    chosen = RecommendPipeline.candidate_stage(bundle, load_config())
+    placed_by = {"als": "als_dot"}.get(bundle.rankers.rank_order, bundle.rankers.rank_order)
+    assert {item.stage for item in chosen.rank("196", ("1", "50", "181"))} == {placed_by}
+    als = bundle.replaced(rankers=dataclasses.replace(bundle.rankers, rank_order="als"))
+    plain = RecommendPipeline.candidate_stage(als, load_config())
     ranked = plain.rank("196", ("1", "nope", "50", "181", "100"))
     assert ranked[-1].item_id == "nope" and ranked[-1].score == 0 and ranked[-1].sources == ()
     known = ranked[:-1]
