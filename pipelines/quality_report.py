@@ -24,8 +24,10 @@ from pipelines.protocols import PROTOCOLS, holdout
 from pipelines.report import new_report_dir
 from pipelines.served_evaluation import (
     BEYOND_ACCURACY,
+    CANDIDATES,
     METRICS,
     METRICS_50,
+    UNION,
     ServedEvaluation,
     evaluate_served,
 )
@@ -129,9 +131,7 @@ def format_quality_report(result: QualityResult, title: str) -> str:
 def _summary_table(result: QualityResult) -> list[str]:
     """NDCG@10 of every model on every protocol and split, one row per model."""
     columns = [(e.protocol, e.split) for e in result.evaluations]
-    # the served rows first, in cascade order, even where one protocol's gate dropped a stage
-    served = [m for e in result.evaluations for m in e.served]
-    models = list(dict.fromkeys([*served, *(m for e in result.evaluations for m in e.metrics)]))
+    models = _models(result.evaluations)
     lines = [
         "NDCG@10 (mean ± standard error over users); `served:` rows are the real pipeline "
         "and cascade with the bundle's config, the last of them in each column its final "
@@ -180,10 +180,19 @@ def write_quality_report(result: QualityResult, directory: str | Path, title: st
     return out
 
 
+def _models(evaluations) -> list[str]:
+    """Every model of `evaluations`, the served variants first in cascade order (the union,
+    the orders of an input, then the stages), even where one protocol's gate dropped a stage."""
+    served = list(dict.fromkeys(m for e in evaluations for m in e.served))
+    served.sort(key=lambda m: (m != UNION, not m.startswith(CANDIDATES)))
+    return list(dict.fromkeys([*served, *(m for e in evaluations for m in e.metrics)]))
+
+
 def _plot(result: QualityResult, path: Path, title: str) -> None:
     """Grouped bars: NDCG@10 with its standard error per model, one group per test protocol."""
     tests = [e for e in result.evaluations if e.split == "test"]
-    models = list(dict.fromkeys(m for e in tests for m in e.metrics))
+    models = _models(tests)
+    colours = plt.get_cmap("tab20")
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tests) + 4), 4.5))
     width = 0.8 / max(len(models), 1)
     for i, model in enumerate(models):
@@ -195,7 +204,7 @@ def _plot(result: QualityResult, path: Path, title: str) -> None:
             width,
             yerr=[v[1] for v in values],
             label=model,
-            color=f"C{i % 10}",
+            color=colours(i % colours.N),
             hatch="//" if model.startswith("served") else "",
         )
     ax.set_xticks([g + 0.4 - width / 2 for g in range(len(tests))])

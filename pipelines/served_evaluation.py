@@ -42,7 +42,8 @@ LIST_LENGTH = 50
 METRICS = (("HR@10", "hitrate", 10), ("NDCG@10", "ndcg", 10), ("MRR@10", "mrr", 10))
 METRICS_50 = (("HR@50", "hitrate", 50),)
 BEYOND_ACCURACY = ("coverage@10", "novelty@10", "diversity@10")
-UNION = "served: candidates, iALS order"
+CANDIDATES = "served: candidates"  # the served variants without a ranker: an input's order
+UNION = f"{CANDIDATES}, iALS order"
 BLOCK_USERS = 1024  # baseline score blocks: BLOCK_USERS x n_items float32
 
 
@@ -66,7 +67,7 @@ class ServedEvaluation:
 
 
 def order_label(order: str) -> str:
-    return f"served: candidates, {LABELS[order]} order"
+    return f"{CANDIDATES}, {LABELS[order]} order"
 
 
 @dataclass(frozen=True)
