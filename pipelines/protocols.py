@@ -77,20 +77,31 @@ def _holdout(protocol: str, train: Dataset, pairs: list[tuple[str, str]]) -> Hol
 
 
 def _with_sampled_candidates(result: Holdout, dataset: Dataset, seed: int) -> Holdout:
-    """Each user's held-out item plus 99 items they never interacted with (whole data)."""
-    items = dataset.items["item_id"].astype(str).to_numpy()
+    """Each user's held-out item plus 99 items they never interacted with (whole data),
+    drawn uniformly without replacement from the user's never-touched items in id order.
+    A boolean row per user, not a set difference of id strings: 100k users x 10k items took
+    minutes per split that way, for the same draws."""
+    items = np.unique(dataset.items["item_id"].astype(str).to_numpy())  # sorted ids
     events = dataset.events
-    touched = events.groupby(events["user_id"].astype(str), observed=True)["item_id"]
-    touched = touched.agg(lambda s: set(s.astype(str)))
+    touched_ids = events["item_id"].astype(str).to_numpy()
+    at = np.minimum(np.searchsorted(items, touched_ids), max(len(items) - 1, 0))
+    known = items[at] == touched_ids if len(items) else np.zeros(len(at), bool)
+    owners = events["user_id"].astype(str).to_numpy()[known]
+    at = at[known]
+    by_owner = np.argsort(owners, kind="stable")
+    owners, at = owners[by_owner], at[by_owner]
     rng = np.random.default_rng(seed)
     candidates = []
     for user, held in zip(result.users, result.relevant, strict=True):
-        never = np.setdiff1d(items, np.array(sorted(touched.get(user, set())), dtype=object))
+        untouched = np.ones(len(items), dtype=bool)
+        start, end = np.searchsorted(owners, user, "left"), np.searchsorted(owners, user, "right")
+        untouched[at[start:end]] = False
+        never = np.flatnonzero(untouched)
         if len(never) < SAMPLED_NEGATIVES:
             raise ValueError(
                 f"user {user!r} touched all but {len(never)} items; the sampled protocol "
                 f"needs {SAMPLED_NEGATIVES} never-interacted items"
             )
-        negatives = rng.choice(never, size=SAMPLED_NEGATIVES, replace=False)
+        negatives = items[never[rng.choice(len(never), size=SAMPLED_NEGATIVES, replace=False)]]
         candidates.append((held[0], *(str(n) for n in negatives)))
     return Holdout(result.protocol, result.train, result.users, result.relevant, tuple(candidates))

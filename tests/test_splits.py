@@ -2,7 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.protocols import holdout
 from pipelines.splits import assign_sessions, chronological_split, leave_last_out, streaming_split
+from recsys.config import load_config
 from recsys.dataset import ITEM_COLUMNS, USER_COLUMNS, Dataset, normalize_events
 
 
@@ -232,3 +234,30 @@ def test_streaming_refuses_bad_parameters():
         streaming_split(data, n_blocks=0)
     with pytest.raises(ValueError, match="too few"):
         streaming_split(dataset([], []))
+
+
+def test_sampled_protocol_ranks_the_held_out_item_among_99_never_touched():
+    catalogue = [f"i{k:03d}" for k in range(150)]
+    rng = np.random.default_rng(3)
+    users, items, times = [], [], []
+    for user, n in (("a", 5), ("b", 30), ("c", 50)):
+        items += list(rng.choice(catalogue, n, replace=False))
+        users += [user] * n
+        times += list(range(n))
+    data = dataset(users, times, items)
+    catalog = pd.DataFrame({"item_id": catalogue}).reindex(columns=list(ITEM_COLUMNS))
+    data = Dataset(data.events, catalog, data.users)
+    config = load_config()
+    held = holdout(data, "sampled", config)
+    assert held.users == ("a", "b", "c")
+    touched = data.events.groupby("user_id", observed=True)["item_id"].agg(set)
+    for user, relevant, given in zip(held.users, held.relevant, held.candidates, strict=True):
+        assert given[0] == relevant[0] and len(set(given)) == 100
+        assert not set(given[1:]) & touched[user]  # never touched by the user, in all the data
+    assert holdout(data, "sampled", config).candidates == held.candidates  # a fixed seed
+    assert holdout(data, "sampled", config, seed=1).candidates != held.candidates
+    # one who touched all but 98 items cannot be asked to rank one among 99 untouched
+    greedy = dataset(["d"] * 52, list(range(52)), catalogue[:52]).events
+    data = Dataset(pd.concat([data.events, greedy], ignore_index=True), data.items, data.users)
+    with pytest.raises(ValueError, match="user 'd' touched all but 98 items"):
+        holdout(data, "sampled", config)
