@@ -22,6 +22,7 @@ import numpy as np
 from pipelines.splits import chronological_split, leave_last_out
 from recsys.config import Config
 from recsys.dataset import Dataset
+from recsys.ids import UNKNOWN, IdMap
 from recsys.interactions import is_positive
 
 PROTOCOLS = ("chronological", "leave_last_out", "sampled")
@@ -81,27 +82,28 @@ def _with_sampled_candidates(result: Holdout, dataset: Dataset, seed: int) -> Ho
     drawn uniformly without replacement from the user's never-touched items in id order.
     A boolean row per user, not a set difference of id strings: 100k users x 10k items took
     minutes per split that way, for the same draws."""
-    items = np.unique(dataset.items["item_id"].astype(str).to_numpy())  # sorted ids
-    events = dataset.events
-    touched_ids = events["item_id"].astype(str).to_numpy()
-    at = np.minimum(np.searchsorted(items, touched_ids), max(len(items) - 1, 0))
-    known = items[at] == touched_ids if len(items) else np.zeros(len(at), bool)
-    owners = events["user_id"].astype(str).to_numpy()[known]
-    at = at[known]
-    by_owner = np.argsort(owners, kind="stable")
-    owners, at = owners[by_owner], at[by_owner]
+    items = IdMap.from_values(np.unique(dataset.items["item_id"].astype(str)))  # id order
+    users = IdMap.from_values(dataset.events["user_id"])
+    item = items.to_index(dataset.events["item_id"])
+    owner = users.to_index(dataset.events["user_id"])[item >= 0]
+    item = item[item >= 0]
+    by_owner = np.argsort(owner, kind="stable")
+    owner, item = owner[by_owner], item[by_owner]
+    bounds = np.searchsorted(owner, np.arange(len(users) + 1))  # user u's rows: u to u + 1
     rng = np.random.default_rng(seed)
     candidates = []
     for user, held in zip(result.users, result.relevant, strict=True):
         untouched = np.ones(len(items), dtype=bool)
-        start, end = np.searchsorted(owners, user, "left"), np.searchsorted(owners, user, "right")
-        untouched[at[start:end]] = False
+        u = users.index_of(user)
+        if u != UNKNOWN:
+            untouched[item[bounds[u] : bounds[u + 1]]] = False
         never = np.flatnonzero(untouched)
         if len(never) < SAMPLED_NEGATIVES:
             raise ValueError(
                 f"user {user!r} touched all but {len(never)} items; the sampled protocol "
                 f"needs {SAMPLED_NEGATIVES} never-interacted items"
             )
-        negatives = items[never[rng.choice(len(never), size=SAMPLED_NEGATIVES, replace=False)]]
+        drawn = never[rng.choice(len(never), size=SAMPLED_NEGATIVES, replace=False)]
+        negatives = items.to_external(drawn)
         candidates.append((held[0], *(str(n) for n in negatives)))
     return Holdout(result.protocol, result.train, result.users, result.relevant, tuple(candidates))
