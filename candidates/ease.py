@@ -128,6 +128,16 @@ class EASEModel:
         return model
 
 
+def required(model: EASEModel | None, user: str) -> EASEModel:
+    """The bundle's EASE model for `user` (what names it), or an error saying how to get one."""
+    if model is None:
+        raise ValueError(
+            f"{user} needs the bundle's EASE model, and this bundle has none (built before "
+            "large catalogues got one); run recsys nightly again or remove it"
+        )
+    return model
+
+
 class EASEGenerator:
     """x_u B over the user's seen items and the session's latest, seen items excluded."""
 
@@ -139,12 +149,7 @@ class EASEGenerator:
 
     @classmethod
     def of(cls, model: EASEModel | None, profiles) -> EASEGenerator:
-        if model is None:
-            raise ValueError(
-                "serving.generators names 'ease' but the bundle has no EASE model (built "
-                "before large catalogues got one); run recsys nightly again or remove it"
-            )
-        return cls(model, profiles.seen_items)
+        return cls(required(model, "serving.generators' 'ease'"), profiles.seen_items)
 
     def user_scores(self, ctx: RequestContext) -> tuple[np.ndarray, np.ndarray]:
         """(scores over every item, items the user touched); memoised per request so the
@@ -183,12 +188,7 @@ class RecentEASEGenerator(EASEGenerator):
 
     @classmethod
     def of(cls, model: EASEModel | None, profiles, decay: float) -> RecentEASEGenerator:
-        if model is None:
-            raise ValueError(
-                "recent_ease needs the bundle's EASE model (this bundle was built before "
-                "large catalogues got one); run recsys nightly again or remove it"
-            )
-        return cls(model, profiles.seen_items, decay)
+        return cls(required(model, "serving.generators' 'recent_ease'"), profiles.seen_items, decay)
 
     def user_scores(self, ctx: RequestContext) -> tuple[np.ndarray, np.ndarray]:
         return ctx.remember(

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from candidates.ease import EASEGenerator, RecentEASEGenerator
+from candidates.ease import EASEGenerator, RecentEASEGenerator, required
 from candidates.popularity import PopularityTop
 from ranking.dot import DotProductRanker
 from recsys.config import RANK_ORDERS, Config
@@ -51,25 +51,17 @@ class EASEOrder:
         return given
 
 
-def _ease_model(bundle: LoadedBundle, order: str):
-    if bundle.ease is None:
-        raise ValueError(
-            f"Rank's order {order!r} needs the bundle's EASE model, and this bundle has none "
-            "(built before large catalogues got one); run recsys nightly again"
-        )
-    return bundle.ease
-
-
 Order = DotProductRanker | EASEOrder  # each has .name and .score(ctx, items)
 
 _FACTORIES: dict[str, Callable[[LoadedBundle, Config], Order]] = {
     "als": lambda bundle, config: DotProductRanker(bundle.als.model, bundle.popularity),
     "ease": lambda bundle, config: EASEOrder(
-        EASEGenerator(_ease_model(bundle, "ease"), bundle.profiles.seen_items), bundle.popularity
+        EASEGenerator(required(bundle.ease, "Rank's order 'ease'"), bundle.profiles.seen_items),
+        bundle.popularity,
     ),
     "recent_ease": lambda bundle, config: EASEOrder(
         RecentEASEGenerator(
-            _ease_model(bundle, "recent_ease"),
+            required(bundle.ease, "Rank's order 'recent_ease'"),
             bundle.profiles.seen_items,
             config.sequence.ease_decay,
         ),
