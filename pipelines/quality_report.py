@@ -11,6 +11,7 @@ bundles (the same split), ranking each held-out item among 99 never-interacted o
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +110,14 @@ def format_quality_report(result: QualityResult, title: str) -> str:
             "of users who touched an item; diversity: mean pairwise cosine distance of the "
             "iALS item vectors in a top 10.",
         ]
+        if not math.isnan(evaluation.hidden):  # measured: lists over the whole catalogue
+            lines += [
+                "",
+                f"`serving.filters` hide {evaluation.hidden:.1%} of the held-out items from "
+                "their user (already touched, out of stock, not sold in the user's region): no "
+                "list can show them. The baselines choose, as every served list does, among "
+                "the items the filters let through.",
+            ]
     lines += ["", "## Stage gate (nightly's validation, per training protocol)", ""]
     for protocol, gate in result.gates.items():
         counts = result.requests.get(protocol, {})
@@ -164,6 +173,7 @@ def write_quality_report(result: QualityResult, directory: str | Path, title: st
                             m: {n: list(v) for n, v in vs.items()} for m, vs in e.metrics.items()
                         },
                         "beyond_accuracy": e.beyond,
+                        "hidden_by_filters": None if math.isnan(e.hidden) else e.hidden,
                     }
                     for e in result.evaluations
                 ],

@@ -60,6 +60,10 @@ class ServedEvaluation:
     served: tuple[str, ...]  # the served variants among `metrics`, in cascade order
     per_user_ndcg: dict[str, np.ndarray]  # model -> NDCG@10 per user (paired comparisons)
     beyond: dict[str, dict[str, float]]  # model -> BEYOND_ACCURACY name -> value
+    # share of the held-out items the served filters hide from their user (out of stock, not
+    # sold in the user's region): no list can show them. NaN: not measured (`Rank`, which
+    # filters nothing, or an evaluation without baselines)
+    hidden: float = float("nan")
 
     @property
     def final(self) -> str:
@@ -115,11 +119,17 @@ def evaluate_served(
             served, config.replace(ranking={"stages": list(variant.stages)})
         )
         lists[name] = _served_lists(pipeline, users, candidates, name, show_progress)
+    hidden = float("nan")
     if baselines:
         data = build_training_data(held.train, config, users=bundle.users)
         indices = bundle.users.to_index(users)
+        # Recommend's lists show only what the served filters let through, so the baselines'
+        # lists do too: a baseline must not score on an item no served list may show
+        servable = None if candidates is not None else partial(_servable_rows, pipeline, users)
+        if servable is not None:
+            hidden = _hidden_share(servable, relevant)
         for name, scorer in baseline_scorers(bundle, data, config).items():
-            lists[name] = _baseline_lists(scorer, indices, bundle, candidates)
+            lists[name] = _baseline_lists(scorer, indices, bundle, candidates, servable)
     metrics, ndcg = {}, {}
     beyond = _beyond_accuracy(lists, bundle)
     for name, top in lists.items():
@@ -137,6 +147,7 @@ def evaluate_served(
         served=tuple(variants),
         per_user_ndcg=ndcg,
         beyond=beyond,
+        hidden=hidden,
     )
 
 
@@ -198,21 +209,42 @@ def _served_lists(
     return top
 
 
-def _baseline_lists(scorer, users: np.ndarray, bundle: LoadedBundle, candidates) -> np.ndarray:
-    """(n_users, LIST_LENGTH) best items by the scorer, the user's seen items excluded (as
-    serving's already_interacted filter does), or the best of the sampled candidates, none
-    excluded (as `Rank` ranks every given item: a shop's held-out event can be a purchase of
-    an item the user viewed before, and masking it would score the baselines unfairly)."""
-    seen = bundle.profiles.seen
+def _servable_rows(pipeline: RecommendPipeline, users: list[str], rows: slice) -> np.ndarray:
+    """(len(rows), n_items) bool: what the served filters let each of those users be shown."""
+    return np.stack([pipeline.servable(user) for user in users[rows]])
+
+
+def _hidden_share(servable: Callable[[slice], np.ndarray], relevant: sp.csr_matrix) -> float:
+    """Share of the held-out items (those the bundle knows) that the served filters hide."""
+    hidden = total = 0
+    for start in range(0, relevant.shape[0], BLOCK_USERS):
+        rows = slice(start, start + BLOCK_USERS)
+        held = relevant[rows].tocoo()
+        hidden += int(np.count_nonzero(~servable(rows)[held.row, held.col]))
+        total += held.nnz
+    return hidden / total if total else float("nan")
+
+
+def _baseline_lists(
+    scorer,
+    users: np.ndarray,
+    bundle: LoadedBundle,
+    candidates,
+    servable: Callable[[slice], np.ndarray] | None,
+) -> np.ndarray:
+    """(n_users, LIST_LENGTH) best items by the scorer among those the served filters let the
+    user see (`servable`: the user's seen items, out-of-stock ones and ones not sold in the
+    user's region are out, as in every served list), or the best of the sampled candidates,
+    none excluded (as `Rank` ranks every given item: a shop's held-out event can be a
+    purchase of an item the user viewed before, and masking it would score the baselines
+    unfairly)."""
     top = np.full((len(users), LIST_LENGTH), -1, dtype=np.int64)
     for start in range(0, len(users), BLOCK_USERS):
         block = users[start : start + BLOCK_USERS]
         scores = scorer(block).astype(np.float32)
         scores[np.isnan(scores)] = -np.inf  # items a model does not score (EASE's unmodelled)
         if candidates is None:
-            known = np.flatnonzero(block >= 0)
-            rows = seen[block[known]].tocoo()
-            scores[known[rows.row], rows.col] = -np.inf
+            scores[~servable(slice(start, start + len(block)))] = -np.inf
         else:
             allowed = np.full(scores.shape, -np.inf, dtype=np.float32)
             for row in range(len(block)):

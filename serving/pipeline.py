@@ -366,6 +366,14 @@ class RecommendPipeline:
         unknown = [ScoredItem(item_ids[i], 0.0, (), "") for i in np.flatnonzero(indices < 0)]
         return placed + unknown
 
+    def servable(self, user_id: str) -> np.ndarray:
+        """bool per bundle item: what this pipeline's filters let a plain `Recommend` of the
+        user show (no exclusions, basket or session). Offline evaluation holds its baselines
+        to it, so that every list competes for the same items."""
+        ctx = self.context(RecommendRequest(user_id=user_id, k=1))
+        kept, _ = apply_filters(self.filters, ctx, np.arange(len(self.bundle.items)))
+        return kept
+
     def similar_items(self, item_id: str, k: int) -> list[ScoredItem]:
         """Nearest items by cosine of iALS item factors (exact: one matrix-vector product)."""
         self._check_k(k)

@@ -4,6 +4,7 @@ stage gate, the regression gate, the evaluation's lists against Recommend, the r
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 import numpy as np
 import pytest
@@ -13,7 +14,14 @@ from pipelines.loaders import load_dataset_dir
 from pipelines.nightly import _same_protocol, run_nightly, train_bundle
 from pipelines.protocols import holdout
 from pipelines.quality_report import evaluate_quality, write_quality_report
-from pipelines.served_evaluation import UNION, _served_lists, evaluate_served, order_label
+from pipelines.served_evaluation import (
+    UNION,
+    _baseline_lists,
+    _servable_rows,
+    _served_lists,
+    evaluate_served,
+    order_label,
+)
 from pipelines.stage_gate import gate_rank, gate_stages
 from ranking.frame import RankingFrame
 from ranking.gbdt import GBDTRanker
@@ -222,25 +230,73 @@ def test_quality_report_has_every_model_on_every_protocol(shop, tmp_path):
     assert (out / "ndcg_at_10.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_evaluate_served_counts_every_held_out_user(shop):
+@pytest.fixture(scope="module")
+def union_bundle(shop):
+    """A bundle without rankers on the shop's leave-last-out split, with its config and split."""
     dataset, config = shop
     config = config.replace(ranking={"stages": []})
     held = holdout(dataset, "leave_last_out", config)
-    trained = train_bundle(held.train, config)
-    result = evaluate_served(trained.bundle, config, held, "test", baselines=False)
+    return train_bundle(held.train, config).bundle, config, held
+
+
+def test_evaluate_served_counts_every_held_out_user(union_bundle):
+    bundle, config, held = union_bundle
+    result = evaluate_served(bundle, config, held, "test", baselines=False)
     assert result.users == len(held.users)
     assert list(result.metrics) == [UNION]
 
 
-def test_served_lists_report_coverage_novelty_and_diversity(shop):
+def _hidden_from(bundle, user: str) -> np.ndarray:
+    """bool per item: what serving must not show the user, read off the catalogue and the
+    profiles themselves (already touched, out of stock, not sold in the user's region)."""
+    region = bundle.profiles.region_of(user)
+    every = np.arange(len(bundle.items))
+    hidden = ~bundle.catalog.in_stock.copy()
+    if region:
+        hidden |= ~bundle.catalog.sold_in(region, every)
+    hidden[bundle.profiles.seen_items(bundle.users.index_of(user))] = True
+    return hidden
+
+
+def test_baselines_choose_among_the_items_the_served_filters_let_through(union_bundle):
+    """A baseline that likes best exactly what serving must hide lists none of it, and the
+    report's share of hidden held-out items is the catalogue's own count."""
+    bundle, config, held = union_bundle
+    pipeline = RecommendPipeline(bundle, config)
+    users = list(held.users)[:100]
+    hidden = np.stack([_hidden_from(bundle, user) for user in users])
+    assert hidden.sum(axis=1).min() > 0
+    by_index = dict(zip(bundle.users.to_index(users).tolist(), hidden, strict=True))
+
+    def likes_the_hidden(block: np.ndarray) -> np.ndarray:
+        return np.stack([by_index[i] for i in block]).astype(np.float32)
+
+    lists = _baseline_lists(
+        likes_the_hidden,
+        bundle.users.to_index(users),
+        bundle,
+        None,
+        partial(_servable_rows, pipeline, users),
+    )
+    assert (lists >= 0).all()  # full lists, of the items serving may show
+    assert not np.take_along_axis(hidden, lists, axis=1).any()
+
+    result = evaluate_served(bundle, config, held, "test")
+    expected = [
+        _hidden_from(bundle, user)[item]
+        for user, relevant in zip(held.users, held.relevant, strict=True)
+        for item in bundle.items.to_index(relevant)
+        if item >= 0
+    ]
+    assert 0 < result.hidden == pytest.approx(np.mean(expected))
+
+
+def test_served_lists_report_coverage_novelty_and_diversity(union_bundle):
     """Beyond accuracy on the served lists: values in their ranges, and the popularity
     baseline, which shows everyone the same few items, below the union in both coverage
     and novelty."""
-    dataset, config = shop
-    config = config.replace(ranking={"stages": []})
-    held = holdout(dataset, "leave_last_out", config)
-    trained = train_bundle(held.train, config)
-    result = evaluate_served(trained.bundle, config, held, "test")
+    bundle, config, held = union_bundle
+    result = evaluate_served(bundle, config, held, "test")
     served = result.beyond[UNION]
     assert set(served) == {"coverage@10", "novelty@10", "diversity@10"}
     assert 0 < served["coverage@10"] <= 1 and 0 <= served["diversity@10"] <= 2
