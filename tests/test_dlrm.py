@@ -20,11 +20,17 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import ndcg_score, roc_auc_score
 from torch.export.pt2_archive._package import AOTICompiledModel
 
-from ranking.dlrm import export, training
+from ranking.dlrm import export
 from ranking.dlrm.export import INT8_MAX_DRIFT, INT8_MEAN_DRIFT, SCRIPT_MAX_DRIFT
 from ranking.dlrm.model import DenseArch, DenseStats, mf_embeddings
 from ranking.dlrm.ranker import META_FILE, STATE_FILE, DLRMRanker
-from ranking.dlrm.training import bpr_pairs, grouped_ndcg, listwise_loss, request_batches
+from ranking.dlrm.training import (
+    bce_loss,
+    bpr_pairs,
+    grouped_ndcg,
+    listwise_loss,
+    request_batches,
+)
 from ranking.frame import RankingFrame
 from recsys.config import DLRMConfig
 
@@ -371,9 +377,7 @@ def test_bce_counts_a_graded_label_as_taken_up():
     expected = torch.nn.functional.binary_cross_entropy_with_logits(
         logits, torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64)
     )
-    assert training._loss("bce", logits, graded, batch=None).item() == pytest.approx(
-        expected.item()
-    )
+    assert bce_loss(logits, graded).item() == pytest.approx(expected.item())
 
 
 def test_request_batches_hold_whole_requests():

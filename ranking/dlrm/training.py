@@ -127,9 +127,14 @@ def listwise_loss(
     return per_request[has].sum() / has.sum().clamp_min(1)
 
 
+def bce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Taken up or not: graded labels (ranking.later_positives grades 1 and up) count as 1."""
+    return F.binary_cross_entropy_with_logits(logits, labels.clamp(max=1.0))
+
+
 def _loss(loss: str, logits: torch.Tensor, labels: torch.Tensor, batch: _Batch) -> torch.Tensor:
-    if loss == "bce":  # taken up or not: graded labels (ranking.later_positives) count as 1
-        return F.binary_cross_entropy_with_logits(logits, labels.clamp(max=1.0))
+    if loss == "bce":
+        return bce_loss(logits, labels)
     if loss == "bpr":
         # -log σ(s_pos - s_neg), the first half of the batch are the positives
         return -F.logsigmoid(logits[: batch.n_pairs] - logits[batch.n_pairs :]).mean()
