@@ -358,8 +358,14 @@ def _timestamps(
     return seconds.astype(np.int64)
 
 
-def save_dataset_dir(dataset: Dataset, directory: str | Path, file_format: str = "parquet") -> Path:
-    """Write a dataset in the files' schema, readable by `load_dataset_dir`."""
+def save_dataset_dir(
+    dataset: Dataset,
+    directory: str | Path,
+    file_format: str = "parquet",
+    leave_out_item_columns: tuple[str, ...] = (),
+) -> Path:
+    """Write a dataset in the files' schema, readable by `load_dataset_dir`; optional item
+    columns in `leave_out_item_columns` are not written (reading back gives their defaults)."""
     if file_format not in ("parquet", "csv"):
         raise ValueError(f"file_format must be 'parquet' or 'csv', got {file_format!r}")
     directory = Path(directory)
@@ -369,9 +375,10 @@ def save_dataset_dir(dataset: Dataset, directory: str | Path, file_format: str =
         ("items", dataset.items),
         ("users", dataset.users),
     ):
-        frame = (
-            frame.assign(event_type=frame["event_type"].astype(str)) if stem == "events" else frame
-        )
+        if stem == "events":
+            frame = frame.assign(event_type=frame["event_type"].astype(str))
+        if stem == "items":
+            frame = frame.drop(columns=list(leave_out_item_columns))
         if file_format == "csv":
             frame.to_csv(directory / f"{stem}.csv", index=False)
         else:

@@ -174,6 +174,20 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     synth.set_defaults(run=_synth)
 
+    movielens = sub.add_parser(
+        "movielens",
+        parents=[common],
+        help="write MovieLens-100k as data files for --data, without the synthetic shop columns",
+    )
+    movielens.add_argument("--out", required=True, help="directory to write the files into")
+    movielens.add_argument(
+        "--shop-columns",
+        action="store_true",
+        help="keep the embedded default's synthetic price, stock and regions",
+    )
+    movielens.add_argument("--format", choices=["parquet", "csv"], default="csv")
+    movielens.set_defaults(run=_movielens)
+
     health = sub.add_parser(
         "health", parents=[common], help="check (or wait for) a server's health"
     )
@@ -301,6 +315,17 @@ def _synth(args: argparse.Namespace, config: Config) -> int:
         args.users, args.items, args.events, seed=args.seed, show_progress=True
     )
     out = save_dataset_dir(dataset, args.out, args.format)
+    print(f"wrote {len(dataset.events)} events, {len(dataset.items)} items to {out}")
+    return 0
+
+
+def _movielens(args: argparse.Namespace, config: Config) -> int:
+    from pipelines.loaders import save_dataset_dir
+    from pipelines.movielens import SHOP_COLUMNS, load_movielens_100k
+
+    dataset = load_movielens_100k(config.data.cache_dir)
+    left_out = () if args.shop_columns else SHOP_COLUMNS
+    out = save_dataset_dir(dataset, args.out, args.format, leave_out_item_columns=left_out)
     print(f"wrote {len(dataset.events)} events, {len(dataset.items)} items to {out}")
     return 0
 

@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.loaders import load_dataset_dir
 from recsys.bundle import current_version, open_current
 from recsys.config import EVENT_TYPES
 from recsys.dataset import normalize_events
 from recsys_cli.main import TITLE_WIDTH, _print_items, main
 from serving.pipeline import ScoredItem
-from tests.conftest import shop_config
+from tests.conftest import DATA_CACHE, shop_config
 from tests.frames import logged_events
 
 
@@ -200,3 +201,26 @@ def test_recommend_table_shows_titles_cut_to_width_when_the_catalog_has_them(cap
     assert long[: TITLE_WIDTH - 1] + "…" in row and long not in row
     _print_items([ScoredItem("i1", 0.5, ("als",), "dlrm")])
     assert "title" not in capsys.readouterr().out
+
+
+def test_movielens_files_leave_out_the_synthetic_shop_columns(tmp_path, ml_dataset):
+    """`recsys movielens` writes the embedded default as files for --data: read back, every
+    item is in stock and sold everywhere, and nothing else changed."""
+    toml = tmp_path / "cache.toml"
+    toml.write_text(f'[data]\ncache_dir = "{DATA_CACHE}"\n')
+    out = tmp_path / "ml"
+    assert main(["movielens", "--out", str(out), "--config", str(toml)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["events.csv", "items.csv", "users.csv"]
+    header = (out / "items.csv").read_text().splitlines()[0].split(",")
+    assert not {"price", "stock", "regions"} & set(header)
+    plain = load_dataset_dir(out)
+    assert plain.items["price"].isna().all() and (plain.items["regions"] == "*").all()
+    assert (plain.items["stock"] > 0).all() and (ml_dataset.items["stock"] == 0).any()
+    assert len(plain.events) == len(ml_dataset.events)
+    assert plain.events["item_id"].astype(str).tolist() == ml_dataset.events["item_id"].tolist()
+    assert plain.items["title"].tolist() == ml_dataset.items["title"].tolist()
+    with_shop = tmp_path / "shop"
+    args = ["movielens", "--out", str(with_shop), "--config", str(toml), "--shop-columns"]
+    assert main(args) == 0
+    stock = load_dataset_dir(with_shop).items["stock"]
+    assert stock.tolist() == ml_dataset.items["stock"].tolist()
