@@ -55,6 +55,12 @@ class RankGate:
     dropped: dict[str, str]  # stage -> reason
     decisions: tuple[StageDecision, ...]
 
+    @property
+    def final(self) -> float:
+        """The gate metric of what Rank serves: its last kept stage's, else its input's."""
+        kept = [d.value for d in self.decisions if d.kept]
+        return kept[-1] if kept else self.orders[self.order]
+
 
 @dataclass(frozen=True)
 class GateResult:
@@ -78,12 +84,16 @@ class GateResult:
 
     def guarded(self) -> dict[str, float]:
         """What the nightly's regression gate compares: the final list's NDCG@10 and the
-        candidate union's HR@50, both served on validation."""
+        candidate union's HR@50, both served on validation, and where Rank had its own pass,
+        the NDCG@10 of what Rank serves on held-out + 99."""
         metrics = self.evaluation.metrics
-        return {
+        guarded = {
             f"final {GATE_METRIC}": metrics[self.evaluation.final][GATE_METRIC][0],
             f"union {UNION_METRIC}": metrics[UNION][UNION_METRIC][0],
         }
+        if self.rank is not None:
+            guarded[f"Rank's final {GATE_METRIC}"] = self.rank.final
+        return guarded
 
     def summary(self) -> dict:
         return {

@@ -11,7 +11,7 @@ import pytest
 
 from candidates.als import ALSGenerator
 from pipelines.loaders import load_dataset_dir
-from pipelines.nightly import _same_protocol, run_nightly, train_bundle
+from pipelines.nightly import _regression_gate, _same_protocol, run_nightly, train_bundle
 from pipelines.protocols import holdout
 from pipelines.quality_report import evaluate_quality, write_quality_report
 from pipelines.served_evaluation import (
@@ -200,6 +200,15 @@ def test_a_worse_bundle_is_not_published(shop, tmp_path):
     )
     second = run_nightly(worse, show_progress=False)
     assert not second.published and "regresses below" in second.reason
+    # Rank's final list is guarded too: the first bundle's own figures, with Rank's alone
+    # a tenth worse, are refused naming it; the same figures pass
+    rank = first.gate.rank
+    assert _regression_gate(config, first.gate)[0]
+    worse_rank = dataclasses.replace(
+        rank, orders={o: v * 0.9 for o, v in rank.orders.items()}, decisions=(), dropped={}
+    )
+    published, reason = _regression_gate(config, dataclasses.replace(first.gate, rank=worse_rank))
+    assert not published and reason.startswith("Rank's final NDCG@10")
 
 
 def test_quality_report_has_every_model_on_every_protocol(shop, tmp_path):
