@@ -29,6 +29,7 @@ from pipelines.served_evaluation import UNION, ServedEvaluation, evaluate_served
 from ranking.rankers import stage_read_by
 from recsys.config import Config
 from recsys.loaded_bundle import LoadedBundle
+from recsys.metrics import mean_and_error
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ class StageDecision:
     value: float  # the gate metric with the stage
     input_value: float  # ... and of its input (the stages kept before it)
     reason: str
+    # standard error of value - input_value, paired over the validation users: a gap within
+    # about two of them is as likely noise as not (NaN where the stage was not served)
+    error: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -224,21 +228,34 @@ def _gate(
             continue
         trial = _served(bundle, config, held, (*kept, stage), max_users, show_progress)
         value = trial.metrics[stage_label(stage)][GATE_METRIC][0]
+        error = _paired_error(trial, stage_label(stage))
+        gap = f"{value - input_value:+.4f} ± {error:.4f} paired over {trial.users} users"
         if value > input_value or not config.ranking.stage_gate:
-            reason = f"{GATE_METRIC} {value:.4f} vs its input's {input_value:.4f}"
+            reason = f"{GATE_METRIC} {value:.4f} vs its input's {input_value:.4f} ({gap})"
             if value <= input_value:
                 reason += " (kept: ranking.stage_gate = false)"
             kept.append(stage)
+            decision = StageDecision(stage, True, value, input_value, reason, error)
             input_value = value
         else:
             reason = (
                 f"{GATE_METRIC} {value:.4f} does not beat its input's {input_value:.4f} "
-                f"on {held.protocol} validation ({trial.users} users)"
+                f"on {held.protocol} validation ({gap})"
             )
             dropped[stage] = reason
+            decision = StageDecision(stage, False, value, input_value, reason, error)
         log.info("%s: %s %s: %s", label, stage, "kept" if stage in kept else "dropped", reason)
-        decisions.append(StageDecision(stage, stage in kept, value, input_value, reason))
+        decisions.append(decision)
     return tuple(kept), dropped, tuple(decisions)
+
+
+def _paired_error(trial: ServedEvaluation, variant: str) -> float:
+    """Standard error of `variant`'s gate metric minus its input's (the variant served just
+    before it), over the same users."""
+    served = list(trial.served)
+    before = served[served.index(variant) - 1]
+    gain = trial.per_user_ndcg[variant] - trial.per_user_ndcg[before]
+    return mean_and_error(gain)[1]
 
 
 def _dropped_all(config: Config, kept) -> dict[str, str]:

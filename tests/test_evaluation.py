@@ -84,6 +84,15 @@ def test_a_ranker_trained_on_shuffled_labels_is_dropped(shop):
     gate = gate_stages(shuffled, config, valid)
     assert gate.kept == () and "lightgbm" in gate.dropped
     assert "does not beat its input" in gate.dropped["lightgbm"]
+    # the decision carries the gap's paired standard error, over the same users' lists
+    users = config.evaluation.max_users  # the gate's sample of the validation users
+    trial = evaluate_served(shuffled, config, valid, "validation", baselines=False, max_users=users)
+    gain = trial.per_user_ndcg["served: + lightgbm"] - trial.per_user_ndcg[UNION]
+    decision = gate.decisions[0]
+    assert decision.value - decision.input_value == pytest.approx(gain.mean())
+    assert decision.error > 0
+    assert decision.error == pytest.approx(gain.std(ddof=1) / np.sqrt(len(gain)))
+    assert f"± {decision.error:.4f} paired over {len(gain)} users" in decision.reason
     # with the stage dropped the served list is its input's order: the union's
     served = shuffled.replaced(rankers=dataclasses.replace(shuffled.rankers, dropped=gate.dropped))
     users = list(valid.users[:20])
