@@ -60,9 +60,9 @@ class ServedEvaluation:
     served: tuple[str, ...]  # the served variants among `metrics`, in cascade order
     per_user_ndcg: dict[str, np.ndarray]  # model -> NDCG@10 per user (paired comparisons)
     beyond: dict[str, dict[str, float]]  # model -> BEYOND_ACCURACY name -> value
-    # share of the held-out items the served filters hide from their user (out of stock, not
-    # sold in the user's region): no list can show them. NaN: not measured (`Rank`, which
-    # filters nothing, or an evaluation without baselines)
+    # share of the held-out items the served filters hide from their user (touched before,
+    # out of stock, not sold in the user's region): no list can show them. NaN: not measured
+    # (`Rank`, which filters nothing, or an evaluation without baselines)
     hidden: float = float("nan")
 
     @property
