@@ -197,4 +197,9 @@ def _regression_gate(config: Config, gate: GateResult) -> tuple[bool, str]:
                 f"{name} {value:.4f} regresses below {before * (1.0 - tolerance):.4f} "
                 f"(current bundle {current.version}: {before:.4f})"
             )
-    return True, ", ".join(f"{n} {v:.4f} vs current {old.get(n)}" for n, v in new.items())
+    return True, ", ".join(f"{n} {v:.4f} vs current {_figure(old.get(n))}" for n, v in new.items())
+
+
+def _figure(value: object) -> str:
+    """A manifest's figure as the log prints it; an older manifest may lack it."""
+    return f"{value:.4f}" if isinstance(value, int | float) else "none"

@@ -212,7 +212,9 @@ def test_a_worse_bundle_is_not_published(shop, tmp_path):
     # Rank's final list is guarded too: the first bundle's own figures, with Rank's alone
     # a tenth worse, are refused naming it; the same figures pass
     rank = first.gate.rank
-    assert _regression_gate(config, first.gate)[0]
+    published, reason = _regression_gate(config, first.gate)
+    value = f"{rank.final:.4f}"
+    assert published and f"Rank's final NDCG@10 {value} vs current {value}" in reason
     worse_rank = dataclasses.replace(
         rank, orders={o: v * 0.9 for o, v in rank.orders.items()}, decisions=(), dropped={}
     )
