@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from pipelines.baselines import baseline_scorers
+from pipelines.baselines import Scorer, baseline_scorers
 from pipelines.protocols import Holdout
 from pipelines.training_data import build_training_data
 from ranking.rank_orders import LABELS
@@ -124,12 +124,13 @@ def evaluate_served(
         data = build_training_data(held.train, config, users=bundle.users)
         indices = bundle.users.to_index(users)
         # Recommend's lists show only what the served filters let through, so the baselines'
-        # lists do too: a baseline must not score on an item no served list may show
+        # lists do too: a baseline must not score on an item no served list may show. Every
+        # variant's pipeline has the same filters (config.serving); the last one serves here.
         servable = None if candidates is not None else partial(_servable_rows, pipeline, users)
         if servable is not None:
             hidden = _hidden_share(servable, relevant)
-        for name, scorer in baseline_scorers(bundle, data, config).items():
-            lists[name] = _baseline_lists(scorer, indices, bundle, candidates, servable)
+        scorers = baseline_scorers(bundle, data, config)
+        lists.update(_baseline_lists(scorers, indices, bundle, candidates, servable))
     metrics, ndcg = {}, {}
     beyond = _beyond_accuracy(lists, bundle)
     for name, top in lists.items():
@@ -226,38 +227,38 @@ def _hidden_share(servable: Callable[[slice], np.ndarray], relevant: sp.csr_matr
 
 
 def _baseline_lists(
-    scorer,
+    scorers: dict[str, Scorer],
     users: np.ndarray,
     bundle: LoadedBundle,
     candidates,
     servable: Callable[[slice], np.ndarray] | None,
-) -> np.ndarray:
-    """(n_users, LIST_LENGTH) best items by the scorer among those the served filters let the
+) -> dict[str, np.ndarray]:
+    """Per scorer, (n_users, LIST_LENGTH) best items among those the served filters let the
     user see (`servable`: the user's seen items, out-of-stock ones and ones not sold in the
     user's region are out, as in every served list), or the best of the sampled candidates,
     none excluded (as `Rank` ranks every given item: a shop's held-out event can be a
     purchase of an item the user viewed before, and masking it would score the baselines
-    unfairly)."""
-    top = np.full((len(users), LIST_LENGTH), -1, dtype=np.int64)
+    unfairly). Each block of users' allowed items is found once, for every scorer."""
+    tops = {name: np.full((len(users), LIST_LENGTH), -1, dtype=np.int64) for name in scorers}
     for start in range(0, len(users), BLOCK_USERS):
         block = users[start : start + BLOCK_USERS]
-        scores = scorer(block).astype(np.float32)
-        scores[np.isnan(scores)] = -np.inf  # items a model does not score (EASE's unmodelled)
         if candidates is None:
-            scores[~servable(slice(start, start + len(block)))] = -np.inf
+            allowed = servable(slice(start, start + len(block)))
         else:
-            allowed = np.full(scores.shape, -np.inf, dtype=np.float32)
+            allowed = np.zeros((len(block), len(bundle.items)), dtype=bool)
             for row in range(len(block)):
-                given = bundle.items.to_index(candidates[start + row])
-                allowed[row, given] = scores[row, given]
-            scores = allowed
-        width = min(LIST_LENGTH, scores.shape[1])
-        part = np.argpartition(-scores, width - 1, axis=1)[:, :width]
-        order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-        best = np.take_along_axis(part, order, axis=1)
-        best[~np.isfinite(np.take_along_axis(scores, best, axis=1))] = -1
-        top[start : start + len(block), :width] = best
-    return top
+                allowed[row, bundle.items.to_index(candidates[start + row])] = True
+        for name, scorer in scorers.items():
+            scores = scorer(block).astype(np.float32)
+            scores[np.isnan(scores)] = -np.inf  # items a model does not score (EASE's)
+            scores[~allowed] = -np.inf
+            width = min(LIST_LENGTH, scores.shape[1])
+            part = np.argpartition(-scores, width - 1, axis=1)[:, :width]
+            order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+            best = np.take_along_axis(part, order, axis=1)
+            best[~np.isfinite(np.take_along_axis(scores, best, axis=1))] = -1
+            tops[name][start : start + len(block), :width] = best
+    return tops
 
 
 def _relevant_matrix(relevant: list[np.ndarray], n_items: int) -> sp.csr_matrix:

@@ -292,12 +292,12 @@ def test_baselines_choose_among_the_items_the_served_filters_let_through(union_b
         return np.stack([by_index[i] for i in block]).astype(np.float32)
 
     lists = _baseline_lists(
-        likes_the_hidden,
+        {"likes the hidden": likes_the_hidden},
         bundle.users.to_index(users),
         bundle,
         None,
         partial(_servable_rows, pipeline, users),
-    )
+    )["likes the hidden"]
     assert (lists >= 0).all()  # full lists, of the items serving may show
     assert not np.take_along_axis(hidden, lists, axis=1).any()
 
