@@ -18,6 +18,12 @@ learns from are the values it is served. The label is the item of that positive.
 come from the whole population at every stage of its life (long-inactive users returning,
 new users mid-session, regulars), not from the few users active right after one cut. Only a
 user's first event with an item labels a request (`first_touches`).
+
+Those are "moments" (`ranking.requests`): what the user takes up next. A "horizons" request
+asks what a chronological split asks: one per user with a labelling event in period j, at
+t_j itself (the period's bundle, no session: the user as a nightly finds them), labelled by
+every item the user takes up in [t_j, t_j+1). `Config.request_kind` picks one from the
+nightly's validation protocol unless the configuration names it.
 """
 
 from __future__ import annotations
@@ -49,8 +55,9 @@ class Request:
     """One training request: user `user` at event row `row` of the dataset (time order)."""
 
     user: str
-    row: int  # the labelling positive's row in dataset.events
+    row: int  # the labelling positive's row in dataset.events (horizons: the period's first)
     period: int
+    horizon: bool = False  # asked at the period's start, of the whole period (`horizons`)
 
 
 @dataclass(frozen=True)
@@ -92,18 +99,21 @@ def draw_requests(
         labelling = labelling_events(events, config)
     eligible = np.flatnonzero(labelling & (period >= 0))
     rng = np.random.default_rng(seed)
-    eligible = rng.permutation(eligible)
+    horizons = config.request_kind == "horizons"
+    if not horizons:
+        eligible = rng.permutation(eligible)
     frame = pd.DataFrame(
         {"user": events["user_id"].to_numpy()[eligible], "period": period[eligible]}
     )
-    # a random `requests_per_user` of each user's positives in each period
+    # moments: a random `requests_per_user` of each user's positives in each period;
+    # horizons: each user's first in each period, which stands for the whole period
     keep = frame.groupby(["user", "period"], sort=False).cumcount().to_numpy()
-    chosen = eligible[keep < config.ranking.requests_per_user]
+    chosen = eligible[keep < (1 if horizons else config.ranking.requests_per_user)]
     if config.ranking.max_requests and len(chosen) > config.ranking.max_requests:
         chosen = rng.choice(chosen, size=config.ranking.max_requests, replace=False)
     chosen = np.sort(chosen)
     users = events["user_id"].to_numpy()
-    return [Request(str(users[row]), int(row), int(period[row])) for row in chosen]
+    return [Request(str(users[row]), int(row), int(period[row]), horizons) for row in chosen]
 
 
 def labelling_events(events: pd.DataFrame, config: Config) -> np.ndarray:
@@ -142,7 +152,7 @@ def build_ranking_data(
         )
         for t in tqdm(cutoffs, desc="period bundles", unit="bundle", disable=not show_progress)
     )
-    grades = LabelGrades(dataset, config)
+    grades = LabelGrades(dataset, config, cutoffs)
     requests = draw_requests(dataset, config, cutoffs, seed, grades.labelling)
     sessions = SessionBuilder(dataset, cutoffs, config.events.session_items)
     vectors = (
@@ -244,10 +254,13 @@ class LabelGrades:
     user's next n labelling items too. A chronological split asks for the set of items a
     user takes up over the coming weeks, where the request's own item alone teaches the
     next one; so its item is graded `ranking.next_item_grade` and each later one 1
-    (LightGBM's default label gain 2^grade - 1: 7 against 1 for grade 3)."""
+    (LightGBM's default label gain 2^grade - 1: 7 against 1 for grade 3). A horizon request's
+    labels are the user's labelling items of its whole period, each grade 1."""
 
-    def __init__(self, dataset: Dataset, config: Config) -> None:
+    def __init__(self, dataset: Dataset, config: Config, cutoffs: tuple[int, ...]) -> None:
         events = dataset.events
+        times = events["timestamp"].to_numpy()
+        self.period = np.searchsorted(np.asarray(cutoffs), times, side="right") - 1  # per event
         self.later = config.ranking.later_positives
         self.next_item_grade = float(config.ranking.next_item_grade)
         self.item_ids = events["item_id"].astype(str).to_numpy()
@@ -260,6 +273,10 @@ class LabelGrades:
 
     def of(self, request: Request, candidates: np.ndarray, items: IdMap) -> np.ndarray:
         """float32 per candidate: its grade (0: not taken up)."""
+        if request.horizon:  # every item the user takes up in the period, alike
+            rows = self.rows_of[request.user]
+            rows = rows[self.period[rows] == request.period]
+            return is_member(candidates, items.to_index(self.item_ids[rows])).astype(np.float32)
         own = candidates == items.index_of(self.item_ids[request.row])
         if not self.later or not own.any():
             return own.astype(np.float32)
@@ -285,8 +302,11 @@ class SessionBuilder:
         self.rows_of = events.groupby(events["user_id"].astype(str), sort=False).indices
 
     def rows_before(self, request: Request) -> np.ndarray:
-        """The user's event rows before the request, of any time."""
+        """The user's event rows before the request, of any time (a horizon request is at
+        its period's start)."""
         rows = self.rows_of[request.user]
+        if request.horizon:
+            return rows[self.times[rows] < self.cutoffs[request.period]]
         return rows[rows < request.row]
 
     def has_session(self, request: Request) -> bool:

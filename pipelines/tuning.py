@@ -166,6 +166,8 @@ def tune(
     show_progress: bool = False,
 ) -> TuningResult:
     protocol = protocol or config.evaluation.protocol
+    # each trial is the nightly of a deployment validated on `protocol` (Config.request_kind)
+    config = config.replace(evaluation={"protocol": protocol})
     configs = [config.replace(**overrides) for overrides in trials]  # refuse bad keys first
     valid = tuning_split(dataset, config, protocol)
     done = []

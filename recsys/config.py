@@ -208,6 +208,7 @@ class RankingConfig:
     max_requests: int  # training requests in all, at most (0 = no limit)
     negatives_per_request: int  # candidate rows kept per request beside the positive (0 = all)
     label_events: str  # first touches that label a request: of converted items, or "all"
+    requests: str  # "moments", "horizons" or "auto" (REQUEST_KINDS; see request_kind)
     stage_gate: bool  # drop a stage that does not beat its input on validation
     random_negatives: int  # random eligible items added per training request
     nearline_vectors: bool  # requests with a session see the user's stepped iALS vector
@@ -447,6 +448,14 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def request_kind(self) -> str:
+        """ranking.requests, with "auto" resolved to the question the nightly's validation
+        split asks: "horizons" for a chronological one, "moments" otherwise."""
+        if self.ranking.requests != "auto":
+            return self.ranking.requests
+        return "horizons" if self.evaluation.protocol == "chronological" else "moments"
 
     def replace(self, **sections: dict[str, Any]) -> Config:
         """A copy with some keys of some sections replaced, validated like a file."""
@@ -780,6 +789,11 @@ def _validate(config: Any, where: str) -> None:
                 f"ranking.rank_orders must name one or more orders, each once, got "
                 f"{list(config.rank_orders)}"
             )
+        if config.requests not in ("auto", *REQUEST_KINDS):
+            raise ConfigError(
+                f"ranking.requests {config.requests!r} unknown; known: auto, "
+                f"{', '.join(REQUEST_KINDS)}"
+            )
         if config.label_events not in ("positives", "all"):
             raise ConfigError(
                 f"ranking.label_events {config.label_events!r} unknown; known: positives, all"
@@ -884,6 +898,10 @@ LIGHTGBM_SERVING = ("compiled", "booster")
 # The orders Rank's input may take (ranking/rank_orders.py): the iALS dot product, EASE's
 # x_u B, and EASE over the user's latest items.
 RANK_ORDERS = ("als", "ease", "recent_ease")
+# What the rankers' training requests ask (pipelines/ranking_data.py): "moments", what the
+# user takes up next at the moment of one of their positives (the session before it seen);
+# "horizons", what the user takes up over a whole period, asked at the period's start.
+REQUEST_KINDS = ("moments", "horizons")
 # The highest training label grade (ranking.next_item_grade): LightGBM's default label_gain
 # covers grades 0..30, and ranking.gbdt refuses labels above it.
 MAX_GRADE = 30

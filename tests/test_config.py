@@ -47,6 +47,7 @@ def test_file_overrides_only_given_keys(tmp_path):
         ("[eals]\nfactors = -1\n", r"eals.factors must be >= 0"),
         ("[ranking]\nlater_positives = -1\n", r"later_positives must be >= 0"),
         ("[ranking]\nnext_item_grade = 31\n", r"ranking.next_item_grade must be in \[1, 30\]"),
+        ('[ranking]\nrequests = "daily"\n', r"ranking.requests 'daily' unknown; known: auto"),
         ('[ranking]\nrank_orders = ["bpr"]\n', r"rank_orders: unknown order 'bpr'; known: als"),
         ("[ranking]\nrank_orders = []\n", r"rank_orders must name one or more orders"),
         ('[ranking]\nrank_orders = ["als", "als"]\n', r"rank_orders must name .* each once"),

@@ -242,3 +242,36 @@ def test_later_positives_grade_the_users_next_items(shop):
         assert set(items[labels == 1]) <= next_three
         later_seen += int((labels == 1).sum())
     assert later_seen > 0
+
+
+def test_horizon_requests_ask_for_the_users_whole_period(shop):
+    """ranking.requests = "horizons": one request per user and period, at the period's start
+    (its bundle, no session, no stepped vector), labelled by every item the user takes up
+    in the period; "auto" picks it for a chronological validation split."""
+    dataset, config, _ = shop
+    assert config.request_kind == "moments"
+    chrono = config.replace(evaluation={"protocol": "chronological"})
+    assert chrono.request_kind == "horizons"
+    assert chrono.replace(ranking={"requests": "moments"}).request_kind == "moments"
+    data = build_ranking_data(dataset, chrono.replace(ranking={"max_requests": 0}))
+    events, frame = dataset.events, data.frame
+    times = events["timestamp"].to_numpy()
+    labelling = labelling_events(events, chrono)
+    period = np.searchsorted(np.asarray(data.cutoffs), times, side="right") - 1
+    users = events["user_id"].astype(str).to_numpy()
+    asked = {(u, p) for u, p in zip(users[labelling], period[labelling], strict=True) if p >= 0}
+    assert data.drawn == len(asked)
+    seen, several = set(), 0
+    for group, request in enumerate(data.requests):
+        assert request.horizon and (request.user, request.period) not in seen
+        seen.add((request.user, request.period))
+        assert data.sessions[group] is None and data.vectors[group] is None
+        mine = np.flatnonzero(labelling & (users == request.user) & (period == request.period))
+        assert request.row == mine[0]
+        rows = frame.groups == group
+        items = data.pipelines[request.period].bundle.items.ids[frame.sparse[rows, 1] - 1]
+        taken = set(items[frame.labels[rows] == 1])
+        assert taken and taken <= set(events["item_id"].to_numpy()[mine])
+        several += len(taken) > 1
+    assert set(np.unique(frame.labels)) == {0.0, 1.0}
+    assert several >= 10  # most requests are labelled by more than one item
