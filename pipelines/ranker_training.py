@@ -59,7 +59,11 @@ def train_rankers(
         "users": len(set(data.users)),
         "periods": len(data.cutoffs),
     }
-    log.info("ranker data: %s", ", ".join(f"{v} {k}" for k, v in counts.items()))
+    log.info(
+        "ranker data (%s): %s",
+        config.request_kind,
+        ", ".join(f"{v} {k}" for k, v in counts.items()),
+    )
     item_factors = data.pipelines[-1].bundle.als.model.item_factors  # periods share items
     models: dict[str, Ranker] = {}
     for position, stage in enumerate(stages):
