@@ -83,6 +83,11 @@ def period_cutoffs(times: np.ndarray, label_share: float, periods: int) -> tuple
     return tuple(int(t) for t in np.sort(times)[positions])
 
 
+def event_periods(times: np.ndarray, cutoffs: tuple[int, ...]) -> np.ndarray:
+    """The period of each event: j where t_j <= time < t_j+1, -1 before the first."""
+    return np.searchsorted(np.asarray(cutoffs), times, side="right") - 1
+
+
 def draw_requests(
     dataset: Dataset,
     config: Config,
@@ -93,8 +98,7 @@ def draw_requests(
     """Up to requests_per_user positives per user and period, max_requests in all.
     `labelling`: `labelling_events` of the dataset, where the caller has it already."""
     events = dataset.events
-    times = events["timestamp"].to_numpy()
-    period = np.searchsorted(np.asarray(cutoffs), times, side="right") - 1
+    period = event_periods(events["timestamp"].to_numpy(), cutoffs)
     if labelling is None:
         labelling = labelling_events(events, config)
     eligible = np.flatnonzero(labelling & (period >= 0))
@@ -259,8 +263,7 @@ class LabelGrades:
 
     def __init__(self, dataset: Dataset, config: Config, cutoffs: tuple[int, ...]) -> None:
         events = dataset.events
-        times = events["timestamp"].to_numpy()
-        self.period = np.searchsorted(np.asarray(cutoffs), times, side="right") - 1  # per event
+        self.period = event_periods(events["timestamp"].to_numpy(), cutoffs)
         self.later = config.ranking.later_positives
         self.next_item_grade = float(config.ranking.next_item_grade)
         self.item_ids = events["item_id"].astype(str).to_numpy()
